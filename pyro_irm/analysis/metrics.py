@@ -1,0 +1,102 @@
+"""Metrics of a reward model against the truth, and of posterior groups against simulated groups."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from pyro_irm.data.feedback import FeedbackData
+from pyro_irm.groups import NUM_GROUPS
+from pyro_irm.models.reward_model import RewardModel
+
+_EPS = 1e-7
+
+
+def _numpy(values: torch.Tensor | np.ndarray) -> np.ndarray:
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    return np.asarray(values, dtype=np.float64).reshape(-1)
+
+
+def auc(labels, scores) -> float:
+    """Area under the ROC curve of ``scores`` for binary ``labels``; NaN if one class is missing."""
+    labels, scores = _numpy(labels), _numpy(scores)
+    if labels.min() == labels.max():
+        return float("nan")
+    return float(roc_auc_score(labels, scores))
+
+
+def mae(targets, probabilities) -> float:
+    """Mean absolute error of predicted probabilities against 0/1 (or probability) targets."""
+    return float(np.mean(np.abs(_numpy(targets) - _numpy(probabilities))))
+
+
+def rmse(targets, probabilities) -> float:
+    return float(np.sqrt(np.mean((_numpy(targets) - _numpy(probabilities)) ** 2)))
+
+
+def log_loss(labels, probabilities) -> float:
+    """Mean binary cross-entropy, probabilities clipped to [1e-7, 1 - 1e-7]."""
+    labels, probabilities = _numpy(labels), np.clip(_numpy(probabilities), _EPS, 1 - _EPS)
+    return float(-np.mean(labels * np.log(probabilities) + (1 - labels) * np.log1p(-probabilities)))
+
+
+def expected_calibration_error(labels, probabilities, bins: int = 15) -> float:
+    """ECE with ``bins`` equal-width bins: sum over bins of weight * |mean label - mean probability|."""
+    labels, probabilities = _numpy(labels), _numpy(probabilities)
+    which = np.minimum((probabilities * bins).astype(int), bins - 1)
+    error = 0.0
+    for b in range(bins):
+        mask = which == b
+        if mask.any():
+            error += mask.mean() * abs(labels[mask].mean() - probabilities[mask].mean())
+    return float(error)
+
+
+def group_accuracy(true_groups, group_probabilities) -> float:
+    """Share of rows whose most probable group is the true group; ``(N,), (N, 4)``."""
+    true_groups = torch.as_tensor(true_groups).long()
+    return float((torch.as_tensor(group_probabilities).argmax(-1) == true_groups).float().mean())
+
+
+def group_log_loss(true_groups, group_probabilities) -> float:
+    """Mean ``-log P(true group)``, probabilities clipped at 1e-7."""
+    probabilities = torch.as_tensor(group_probabilities, dtype=torch.float64).clamp_min(_EPS)
+    picked = probabilities.gather(-1, torch.as_tensor(true_groups).long()[:, None])
+    return float(-picked.log().mean())
+
+
+def prior_group_accuracy(true_groups) -> float:
+    """Accuracy of always naming the most frequent true group: what a constant guess achieves."""
+    counts = torch.bincount(torch.as_tensor(true_groups).long(), minlength=NUM_GROUPS)
+    return float(counts.max() / counts.sum())
+
+
+def evaluate(
+    reward_model: RewardModel, data: FeedbackData, index: torch.Tensor | None = None
+) -> dict[str, float]:
+    """Reward and group metrics of ``reward_model`` on rows ``index`` of simulated ``data``.
+
+    Reward metrics compare P(preferred) with the true binary preference r. Group metrics compare
+    the exact posterior over groups with the simulated groups, on all rows and on y = 0 rows (the
+    hard ones), beside the accuracy of the best constant guess on those rows.
+    """
+    if data.truth is None:
+        raise ValueError("evaluate needs simulated data with ground truth (FeedbackData.truth)")
+    rows = data if index is None else data.subset(index)
+    truth = rows.truth
+    probability = reward_model.preference_probability(rows.embeddings, rows.context)
+    groups = reward_model.posterior_groups(rows.embeddings, rows.actions, rows.context)
+    silent = rows.actions == 0
+    return {
+        "auc": auc(truth.preference, probability),
+        "mae": mae(truth.preference, probability),
+        "rmse": rmse(truth.preference, probability),
+        "log_loss": log_loss(truth.preference, probability),
+        "ece": expected_calibration_error(truth.preference, probability),
+        "group_accuracy": group_accuracy(truth.group, groups),
+        "group_log_loss": group_log_loss(truth.group, groups),
+        "no_action_group_accuracy": group_accuracy(truth.group[silent], groups[silent]),
+        "no_action_prior_accuracy": prior_group_accuracy(truth.group[silent]),
+    }

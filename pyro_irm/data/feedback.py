@@ -1,0 +1,188 @@
+"""The implicit-feedback data set: embeddings, actions, optional context and, when simulated, the truth.
+
+Tensors are validated once, when the container is built, and are never copied: a float32 NumPy array
+or memory map is wrapped as a tensor sharing its memory, so a million rows cost their own size.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+
+import numpy as np
+import torch
+
+from pyro_irm.groups import group_index
+
+# Rows scanned at a time when checking large tensors, so validation needs no full-size temporaries.
+_VALIDATION_CHUNK_ROWS = 65_536
+
+ArrayLike = torch.Tensor | np.ndarray
+
+
+@dataclass(frozen=True)
+class GroundTruth:
+    """What a simulator knows and a real log does not. Every field is a ``(N,)`` tensor.
+
+    Attributes:
+        preference: latent true preference r in {0, 1}, float32.
+        propensity: latent feedback propensity o in {0, 1}, float32 (would this user act at all).
+        group: group index in ``GROUP_NAMES`` order, int64.
+        preference_probability: P(r = 1 | row) used to draw r, float32.
+        propensity_probability: P(o = 1 | row, r) used to draw o, float32.
+        score: the graded quality score r was derived from (semi-synthetic) or the true reward logit.
+    """
+
+    preference: torch.Tensor
+    propensity: torch.Tensor
+    group: torch.Tensor
+    preference_probability: torch.Tensor
+    propensity_probability: torch.Tensor
+    score: torch.Tensor
+
+    def subset(self, index: torch.Tensor) -> GroundTruth:
+        return GroundTruth(**{f.name: getattr(self, f.name)[index] for f in fields(self)})
+
+
+def as_float_tensor(name: str, value: ArrayLike) -> torch.Tensor:
+    if isinstance(value, np.ndarray):
+        if not np.issubdtype(value.dtype, np.number) and value.dtype != np.bool_:
+            raise ValueError(f"{name}: expected numbers, got an array of dtype {value.dtype}")
+        value = torch.from_numpy(np.asarray(value))
+    if not isinstance(value, torch.Tensor):
+        raise ValueError(f"{name}: expected a torch.Tensor or numpy array, got {type(value).__name__}")
+    if value.dtype != torch.float32:
+        value = value.to(torch.float32)
+    return value
+
+
+def _first_non_finite(name: str, values: torch.Tensor) -> None:
+    """Raise naming the first row (and column) of ``values`` holding NaN or inf; scans in chunks."""
+    for start in range(0, values.shape[0], _VALIDATION_CHUNK_ROWS):
+        chunk = values[start : start + _VALIDATION_CHUNK_ROWS]
+        finite = torch.isfinite(chunk)
+        if finite.all():
+            continue
+        bad = (~finite).nonzero()[0].tolist()
+        row = start + bad[0]
+        where = f"row {row}" + (f", column {bad[1]}" if values.dim() == 2 else "")
+        raise ValueError(f"{name}: {where} is {chunk[tuple(bad)].item()}; every value must be finite")
+
+
+@dataclass(frozen=True)
+class FeedbackData:
+    """One row per shown response.
+
+    Attributes:
+        embeddings: ``(N, D)`` float32 text embeddings of prompt and response.
+        actions: ``(N,)`` float32 observed implicit action y in {0, 1} (clicked, copied, ...).
+        context: optional ``(N, C)`` float32 propensity features (position, length, format, ...).
+        truth: optional :class:`GroundTruth` of simulated rows.
+
+    Raises:
+        ValueError: naming the field and first bad row, for non-finite values, actions outside
+            {0, 1}, mismatched lengths, wrong ranks or empty data.
+    """
+
+    embeddings: torch.Tensor
+    actions: torch.Tensor
+    context: torch.Tensor | None = None
+    truth: GroundTruth | None = None
+
+    def __post_init__(self) -> None:
+        embeddings = as_float_tensor("embeddings", self.embeddings)
+        actions = as_float_tensor("actions", self.actions)
+        if embeddings.dim() != 2:
+            raise ValueError(f"embeddings: expected shape (rows, dim), got {tuple(embeddings.shape)}")
+        if embeddings.shape[0] == 0:
+            raise ValueError("embeddings: the data set is empty (0 rows); give at least one row")
+        if embeddings.shape[1] == 0:
+            raise ValueError("embeddings: each row has 0 dimensions")
+        num_rows = embeddings.shape[0]
+        if actions.dim() == 2 and actions.shape[1] == 1:
+            actions = actions[:, 0]
+        if actions.dim() != 1:
+            raise ValueError(f"actions: expected shape (rows,), got {tuple(actions.shape)}")
+        if actions.shape[0] != num_rows:
+            raise ValueError(
+                f"actions: {actions.shape[0]} rows but embeddings has {num_rows}; "
+                "every row needs one embedding and one action"
+            )
+        _first_non_finite("embeddings", embeddings)
+        bad_action = ((actions != 0) & (actions != 1)).nonzero()
+        if bad_action.numel():
+            row = bad_action[0, 0].item()
+            raise ValueError(f"actions: row {row} is {actions[row].item()}; actions must be 0 or 1")
+        object.__setattr__(self, "embeddings", embeddings)
+        object.__setattr__(self, "actions", actions)
+
+        if self.context is not None:
+            context = as_float_tensor("context", self.context)
+            if context.dim() == 1:
+                context = context[:, None]
+            if context.dim() != 2 or context.shape[0] != num_rows:
+                raise ValueError(f"context: expected shape ({num_rows}, columns), got {tuple(context.shape)}")
+            _first_non_finite("context", context)
+            object.__setattr__(self, "context", context)
+
+        if self.truth is not None:
+            for field in fields(self.truth):
+                value = getattr(self.truth, field.name)
+                if value.shape[0] != num_rows:
+                    raise ValueError(
+                        f"truth.{field.name}: {value.shape[0]} rows but embeddings has {num_rows}"
+                    )
+
+    def __len__(self) -> int:
+        return self.embeddings.shape[0]
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.embeddings.shape[1]
+
+    @property
+    def context_dim(self) -> int:
+        return 0 if self.context is None else self.context.shape[1]
+
+    def subset(self, index: torch.Tensor) -> FeedbackData:
+        """The rows at ``index`` (a copy of just those rows)."""
+        return replace(
+            self,
+            embeddings=self.embeddings[index],
+            actions=self.actions[index],
+            context=None if self.context is None else self.context[index],
+            truth=None if self.truth is None else self.truth.subset(index),
+        )
+
+    def split(self, fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+        """Random disjoint ``(first, second)`` row indices, ``second`` holding ``fraction`` of rows."""
+        return split_indices(len(self), fraction, seed)
+
+
+def split_indices(num_rows: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shuffle ``range(num_rows)`` with ``seed`` and cut off ``fraction`` (at least one row each)."""
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must lie in (0, 1), got {fraction}")
+    if num_rows < 2:
+        raise ValueError(f"cannot split {num_rows} row(s) in two; give at least 2 rows")
+    generator = torch.Generator().manual_seed(seed)
+    order = torch.randperm(num_rows, generator=generator)
+    held_out = min(max(1, round(num_rows * fraction)), num_rows - 1)
+    return order[held_out:].sort().values, order[:held_out].sort().values
+
+
+def make_truth(
+    preference: torch.Tensor,
+    propensity: torch.Tensor,
+    preference_probability: torch.Tensor,
+    propensity_probability: torch.Tensor,
+    score: torch.Tensor,
+) -> GroundTruth:
+    """Build :class:`GroundTruth`, deriving the group index from ``r`` and ``o``."""
+    return GroundTruth(
+        preference=preference.float(),
+        propensity=propensity.float(),
+        group=group_index(preference, propensity),
+        preference_probability=preference_probability.float(),
+        propensity_probability=propensity_probability.float(),
+        score=score.float(),
+    )

@@ -1,0 +1,48 @@
+"""What a fit returns."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import torch
+
+from pyro_irm.inference.config import TrainConfig
+from pyro_irm.models.reward_model import RewardModel
+
+
+@dataclass
+class FitHistory:
+    """Per-epoch record: ``train_loss`` is the minibatch negative ELBO per row (averaged over the
+    epoch), ``validation_elbo`` the exact held-out ELBO per row (empty without a validation set)."""
+
+    train_loss: list[float] = field(default_factory=list)
+    validation_elbo: list[float] = field(default_factory=list)
+    epoch_seconds: list[float] = field(default_factory=list)
+    best_epoch: int = -1
+    stopped_early: bool = False
+
+    @property
+    def epochs(self) -> int:
+        return len(self.train_loss)
+
+
+@dataclass
+class FitResult:
+    """The fitted reward model, how the fit went, and which rows it trained and validated on."""
+
+    reward_model: RewardModel
+    history: FitHistory
+    config: TrainConfig
+    train_indices: torch.Tensor
+    validation_indices: torch.Tensor
+    device: str
+
+    @property
+    def method(self) -> str:
+        return self.config.method
+
+    @property
+    def rows_per_second(self) -> float:
+        """Training rows processed per second, averaged over epochs."""
+        seconds = sum(self.history.epoch_seconds)
+        return len(self.train_indices) * self.history.epochs / seconds if seconds else float("nan")

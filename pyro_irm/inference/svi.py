@@ -1,0 +1,196 @@
+"""Fitting: minibatch SVI over rows, early stopping on the held-out ELBO, checkpoints."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import asdict
+
+import pyro
+import torch
+from tqdm.auto import tqdm
+
+from pyro_irm.data.feedback import FeedbackData, split_indices
+from pyro_irm.inference.checkpoint import identity, load_checkpoint, save_checkpoint
+from pyro_irm.inference.config import TrainConfig
+from pyro_irm.inference.objectives import build_guide, build_objective, heldout_elbo
+from pyro_irm.inference.result import FitHistory, FitResult
+from pyro_irm.models.config import ModelConfig
+from pyro_irm.models.guides import StratificationGuide
+from pyro_irm.models.identifiability import warn_if_unidentified
+from pyro_irm.models.registry import build_model
+from pyro_irm.models.reward_model import RewardModel
+
+logger = logging.getLogger(__name__)
+
+
+def resolve_device(device: str) -> torch.device:
+    """'auto' is CUDA when available, else CPU; anything else is taken as given."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device={device!r} but CUDA is not available here; use 'cpu' or 'auto'")
+    return resolved
+
+
+def training_labels(data: FeedbackData, method: str) -> torch.Tensor:
+    """What the model observes: the true preference for the oracle, the actions otherwise."""
+    if method == "oracle":
+        if data.truth is None:
+            raise ValueError("method='oracle' needs the true preferences (FeedbackData.truth)")
+        return data.truth.preference
+    return data.actions
+
+
+def fit(
+    data: FeedbackData,
+    config: TrainConfig | None = None,
+    model_config: ModelConfig | None = None,
+) -> FitResult:
+    """Fit a reward model to implicit feedback by minibatch SVI.
+
+    Args:
+        data: embeddings ``(N, D)``, actions ``(N,)`` and optional context ``(N, C)``.
+        config: method, inference, optimization, early stopping, device, checkpoints.
+        model_config: networks and generative assumptions.
+
+    Returns:
+        :class:`FitResult` holding the :class:`RewardModel` from the epoch with the best held-out
+        ELBO (the last epoch without a validation set) and the per-epoch history.
+    """
+    config = config or TrainConfig()
+    model_config = model_config or ModelConfig()
+    if not isinstance(data, FeedbackData):
+        raise TypeError(f"data must be FeedbackData, got {type(data).__name__}")
+    labels = training_labels(data, config.method)
+    device = resolve_device(config.device)
+    if config.method == "implicitrm":
+        warn_if_unidentified(model_config, data.context_dim)
+
+    pyro.clear_param_store()
+    pyro.set_rng_seed(config.seed)
+    if config.validation_fraction > 0 and len(data) >= 2:
+        train_index, validation_index = split_indices(len(data), config.validation_fraction, config.seed)
+    else:
+        train_index, validation_index = torch.arange(len(data)), torch.arange(0)
+    num_train = len(train_index)
+
+    history = FitHistory()
+    best_value, best_state, epochs_without_gain, start_epoch = -float("inf"), None, 0, 0
+
+    # Parameters stay on the modules, not in Pyro's global store; PyroModules read this setting
+    # when they are built, so they are built inside it.
+    with pyro.settings.context(module_local_params=True):
+        model = build_model(config.method, data.embedding_dim, data.context_dim, model_config)
+        model = model.to(device)
+        guide = build_guide(config, model).to(device)
+        objective = build_objective(config, model, guide)
+        optimizer = torch.optim.AdamW(
+            objective.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        shapes = {
+            "rows": len(data),
+            "embedding_dim": data.embedding_dim,
+            "context_dim": data.context_dim,
+        }
+        if config.checkpoint_dir is not None:
+            state = load_checkpoint(config.checkpoint_dir, config, shapes)
+            if state is not None:
+                model.load_state_dict(state["model"])
+                guide.load_state_dict(state["guide"])
+                optimizer.load_state_dict(state["optimizer"])
+                history = FitHistory(**state["history"])
+                best_value, best_state = state["best_value"], state["best_state"]
+                epochs_without_gain, start_epoch = state["epochs_without_gain"], state["epoch"] + 1
+                torch.set_rng_state(state["rng_state"])
+                logger.info("resumed from %s after epoch %d", config.checkpoint_dir, state["epoch"])
+
+        epochs = tqdm(
+            range(start_epoch, config.max_epochs),
+            desc=f"fit {config.method}",
+            unit="epoch",
+            disable=None if config.progress else True,
+            initial=start_epoch,
+            total=config.max_epochs,
+        )
+        for epoch in epochs:
+            if history.stopped_early:
+                break
+            model.train()
+            guide.train()
+            # The permutation depends on (seed, epoch) alone, so a resumed fit sees the same batches.
+            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+            order = train_index[torch.randperm(num_train, generator=generator)]
+            started, total = time.perf_counter(), 0.0
+            for step, batch in enumerate(order.split(config.batch_size)):
+                optimizer.zero_grad(set_to_none=True)
+                loss = objective.loss_and_grads(
+                    data.embeddings, labels, data.context, batch, num_rows=num_train
+                )
+                if not torch.isfinite(torch.tensor(loss)):
+                    raise FloatingPointError(
+                        f"loss is {loss} at epoch {epoch}, step {step}; lower learning_rate "
+                        "or check the data for extreme values"
+                    )
+                optimizer.step()
+                total += loss * len(batch)
+            history.epoch_seconds.append(time.perf_counter() - started)
+            history.train_loss.append(total / num_train)
+
+            if len(validation_index):
+                model.eval()
+                guide.eval()
+                value = heldout_elbo(model, guide, data.embeddings, labels, data.context, validation_index)
+                history.validation_elbo.append(value)
+                if value > best_value + config.min_delta:
+                    best_value, history.best_epoch, epochs_without_gain = value, epoch, 0
+                    best_state = _copy_state(model, guide)
+                else:
+                    epochs_without_gain += 1
+                    history.stopped_early = epochs_without_gain >= config.patience
+                epochs.set_postfix(loss=f"{history.train_loss[-1]:.4f}", heldout_elbo=f"{value:.4f}")
+            else:
+                history.best_epoch = epoch
+                epochs.set_postfix(loss=f"{history.train_loss[-1]:.4f}")
+            logger.debug("epoch %d: %s", epoch, history.train_loss[-1])
+
+            if config.checkpoint_dir is not None:
+                save_checkpoint(
+                    config.checkpoint_dir,
+                    {
+                        "identity": identity(config, shapes),
+                        "model": model.state_dict(),
+                        "guide": guide.state_dict(),
+                        "optimizer": optimizer.state_dict(),
+                        "history": asdict(history),
+                        "best_value": best_value,
+                        "best_state": best_state,
+                        "epochs_without_gain": epochs_without_gain,
+                        "epoch": epoch,
+                        "rng_state": torch.get_rng_state(),
+                    },
+                )
+        epochs.close()
+
+    if best_state is not None:
+        model.load_state_dict(best_state["model"])
+        guide.load_state_dict(best_state["guide"])
+    reward_model = RewardModel(
+        model, config.method, guide if isinstance(guide, StratificationGuide) else None
+    )
+    return FitResult(
+        reward_model=reward_model,
+        history=history,
+        config=config,
+        train_indices=train_index,
+        validation_indices=validation_index,
+        device=str(device),
+    )
+
+
+def _copy_state(model: torch.nn.Module, guide: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]]:
+    return {
+        "model": {k: v.detach().clone() for k, v in model.state_dict().items()},
+        "guide": {k: v.detach().clone() for k, v in guide.state_dict().items()},
+    }

@@ -1,0 +1,64 @@
+"""What every model in the package provides, whatever its generative assumptions.
+
+A model is a :class:`~pyro.nn.PyroModule` whose ``forward`` is a Pyro model over a plate of rows
+and which can also compute, in closed form, the joint log-probability of each of the four groups
+with the observed label. That one method gives the exact marginal likelihood, the exact posterior
+over groups and the held-out ELBO, so every model is evaluated the same way.
+"""
+
+from __future__ import annotations
+
+import pyro
+import torch
+from pyro.nn import PyroModule
+
+from pyro_irm.models.networks import MLP
+
+
+def gather_rows(
+    values: torch.Tensor | None, index: torch.Tensor | None, device: torch.device
+) -> torch.Tensor | None:
+    """``values[index]`` moved to ``device``; the whole tensor when ``index`` is None."""
+    if values is None:
+        return None
+    rows = values if index is None else values[index.to(values.device)]
+    return rows.to(device, non_blocking=True)
+
+
+class FeedbackModel(PyroModule):
+    """Base class: a reward network ``f`` plus a generative story for the observed labels.
+
+    Subclasses implement :meth:`forward` (the Pyro model) and :meth:`group_log_joint`.
+    """
+
+    reward_net: MLP
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def reward_logits(self, embeddings: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
+        """The reward ``f(e)``: ``(B, D) -> (B,)`` logits of P(preferred)."""
+        return self.reward_net(embeddings).squeeze(-1)
+
+    def group_log_joint(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``log p(r, o, y | row)`` for the four groups: ``(B, D), (B,) -> (B, 4)``."""
+        raise NotImplementedError
+
+    def log_marginal(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Exact ``log p(y | row)``, summed over groups: ``(B,)``."""
+        return torch.logsumexp(self.group_log_joint(embeddings, labels, context), dim=-1)
+
+    def posterior_groups(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Exact posterior ``P(group | row, y)``: ``(B, 4)`` rows summing to one."""
+        return torch.softmax(self.group_log_joint(embeddings, labels, context), dim=-1)
+
+    def rows_plate(self, num_rows: int, batch_indices: torch.Tensor | None) -> pyro.plate:
+        """The plate over rows; with ``batch_indices`` the ELBO is scaled by ``num_rows / B``."""
+        return pyro.plate("rows", num_rows, subsample=batch_indices, device=self.device)

@@ -1,0 +1,62 @@
+"""Model configuration: network sizes and the generative assumptions of the four-group model."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+PropensityFeatures = Literal["embedding", "context", "both"]
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Architecture and assumptions of the reward (f), propensity (g) and stratification networks.
+
+    The help text of each field is reused by the command line.
+    """
+
+    reward_hidden: tuple[int, ...] = field(
+        default=(256, 64), metadata={"help": "hidden layer widths of the reward network f"}
+    )
+    propensity_hidden: tuple[int, ...] = field(
+        default=(64,), metadata={"help": "hidden layer widths of the propensity network g"}
+    )
+    guide_hidden: tuple[int, ...] = field(
+        default=(128, 64),
+        metadata={"help": "hidden layer widths of the amortized stratification network q(r, o | e, y)"},
+    )
+    propensity_features: PropensityFeatures = field(
+        default="both",
+        metadata={
+            "help": "what g sees: 'embedding', 'context' (columns f does not see), or 'both'; "
+            "'both' uses the embedding alone when the data has no context"
+        },
+    )
+    propensity_depends_on_preference: bool = field(
+        default=False,
+        metadata={
+            "help": "let P(o=1) depend on r (users act on what they feel strongly about); "
+            "the default is the seed paper's form, o independent of r given the text"
+        },
+    )
+    eps0: float = field(default=0.0, metadata={"help": "P(y=1 | r=0, o=1): false-positive action rate"})
+    eps1: float = field(default=0.0, metadata={"help": "P(y=0 | r=1, o=1): missed action rate"})
+    dropout: float = field(default=0.0, metadata={"help": "dropout in every network's hidden layers"})
+
+    def __post_init__(self) -> None:
+        for name in ("reward_hidden", "propensity_hidden", "guide_hidden"):
+            widths = tuple(getattr(self, name))
+            if any(int(w) < 1 for w in widths):
+                raise ValueError(f"{name}: every width must be a positive integer, got {widths}")
+            object.__setattr__(self, name, tuple(int(w) for w in widths))
+        if self.propensity_features not in ("embedding", "context", "both"):
+            raise ValueError(
+                "propensity_features must be 'embedding', 'context' or 'both', "
+                f"got {self.propensity_features!r}"
+            )
+        for name in ("eps0", "eps1"):
+            value = getattr(self, name)
+            if not 0.0 <= value < 0.5:
+                raise ValueError(f"{name} must lie in [0, 0.5), got {value}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")

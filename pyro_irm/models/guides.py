@@ -1,0 +1,145 @@
+"""Guides: none (the groups are enumerated in the model) or an amortized stratification network."""
+
+from __future__ import annotations
+
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro.nn import PyroModule
+from torch import nn
+
+from pyro_irm.groups import GROUP_PREFERENCE, GROUP_PROPENSITY
+from pyro_irm.models.base import gather_rows
+from pyro_irm.models.channel import NoisyAndChannel
+from pyro_irm.models.config import ModelConfig
+from pyro_irm.models.networks import MLP
+
+
+class EmptyGuide(PyroModule):
+    """The guide of a model without unobserved sites after enumeration: it samples nothing."""
+
+    def forward(self, *args, **kwargs) -> None:
+        return None
+
+
+class _Baseline(nn.Module):
+    """Per-row control variate for the score-function gradient: ``(B, F) -> (B,)``."""
+
+    def __init__(self, in_dim: int):
+        super().__init__()
+        self.net = MLP(in_dim, (32,), 1)
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return self.net(inputs).squeeze(-1)
+
+
+class StratificationGuide(PyroModule):
+    """Amortized ``q(r, o | e, y)``: a network over the embedding, context and action gives the
+    four group logits; ``r`` and then ``o | r`` are sampled from them, which spans every
+    distribution over the four groups.
+
+    The channel's log-likelihood ``log p(y | r, o)`` is added to the network's logits, so the
+    guide starts on the support the action allows (a y = 1 row is an engaged positive when
+    eps = 0) and the network learns only the rest.
+
+    Gradients: with ``enumerate_groups=True`` (the default fit, ``TraceEnum_ELBO``), the guide's two
+    sites are summed out exactly: four groups per row cost one broadcast, and the gradient has no
+    sampling variance. With ``enumerate_groups=False`` (``TraceGraph_ELBO``), r and o are sampled
+    and their score-function terms use a learned per-row baseline; TraceGraph_ELBO rather than
+    Trace_ELBO because it uses the plate's conditional independence, so each row's score term is
+    weighted by that row's cost alone rather than the whole minibatch's. That estimator is
+    there for extensions whose latent space is too large to sum; on the four-group model it
+    converges far slower and can settle at the naive fixed point (every silent row an engaged
+    negative), as BENCHMARKS.md shows.
+
+    Args:
+        embedding_dim: D. context_dim: C (0 for none). config: ``guide_hidden`` and ``dropout``.
+        channel: the model's observation channel (shared, not copied).
+    """
+
+    def __init__(
+        self,
+        embedding_dim: int,
+        context_dim: int,
+        config: ModelConfig,
+        channel: NoisyAndChannel,
+        enumerate_groups: bool = True,
+    ):
+        super().__init__()
+        in_dim = embedding_dim + context_dim + 1
+        self.net = MLP(in_dim, config.guide_hidden, 4, config.dropout)
+        self.baseline = _Baseline(in_dim)
+        self.channel = channel
+        self.enumerate_groups = enumerate_groups
+        self.register_buffer("group_preference", torch.tensor(GROUP_PREFERENCE, dtype=torch.float32))
+        self.register_buffer("group_propensity", torch.tensor(GROUP_PROPENSITY, dtype=torch.float32))
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def _inputs(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, context: torch.Tensor | None
+    ) -> torch.Tensor:
+        parts = [embeddings, labels.to(embeddings.dtype)[:, None]]
+        if context is not None:
+            parts.insert(1, context)
+        return torch.cat(parts, dim=-1)
+
+    def group_logits(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """Unnormalized ``log q(group | e, y)``: ``(B, 4)``."""
+        logits = self.net(self._inputs(embeddings, labels, context))
+        r = self.group_preference.to(logits.dtype)
+        o = self.group_propensity.to(logits.dtype)
+        return logits + self.channel.distribution(r, o).log_prob(labels.to(logits.dtype)[:, None])
+
+    def posterior_groups(
+        self, embeddings: torch.Tensor, labels: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``q(group | e, y)``: ``(B, 4)`` rows summing to one."""
+        return torch.softmax(self.group_logits(embeddings, labels, context), dim=-1)
+
+    def _site_options(self, inputs: torch.Tensor) -> dict:
+        if self.enumerate_groups:
+            return {"enumerate": "parallel"}
+        return {"baseline": {"nn_baseline": self.baseline, "nn_baseline_input": inputs}}
+
+    def forward(
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        batch_indices: torch.Tensor | None = None,
+        num_rows: int | None = None,
+    ) -> None:
+        if labels is None:
+            raise ValueError("labels: the stratification guide conditions on the observed actions")
+        plate = pyro.plate(
+            "rows", num_rows or embeddings.shape[0], subsample=batch_indices, device=self.device
+        )
+        with plate as index:
+            index = None if batch_indices is None else index
+            rows = gather_rows(embeddings, index, self.device)
+            context_rows = gather_rows(context, index, self.device)
+            actions = gather_rows(labels, index, self.device)
+            inputs = self._inputs(rows, actions, context_rows)
+            log_q = torch.log_softmax(self.group_logits(rows, actions, context_rows), dim=-1)
+            # Groups are (EP, SP, EN, SN) = (r1 o1, r1 o0, r0 o1, r0 o0).
+            preference_logit = torch.logsumexp(log_q[:, :2], -1) - torch.logsumexp(log_q[:, 2:], -1)
+            preference = pyro.sample(
+                "preference",
+                dist.Bernoulli(logits=preference_logit),
+                infer=self._site_options(inputs),
+            )
+            propensity_if_negative = log_q[:, 2] - log_q[:, 3]
+            propensity_if_positive = log_q[:, 0] - log_q[:, 1]
+            propensity_logit = propensity_if_negative + preference * (
+                propensity_if_positive - propensity_if_negative
+            )
+            pyro.sample(
+                "propensity",
+                dist.Bernoulli(logits=propensity_logit),
+                infer=self._site_options(inputs),
+            )

@@ -1,0 +1,28 @@
+"""Small MLP heads over fixed embeddings."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+
+class MLP(nn.Sequential):
+    """``in_dim -> hidden... -> out_dim`` with GELU activations; ``(B, in_dim) -> (B, out_dim)``."""
+
+    def __init__(self, in_dim: int, hidden: Sequence[int], out_dim: int, dropout: float = 0.0):
+        layers: list[nn.Module] = []
+        width = in_dim
+        for size in hidden:
+            layers += [nn.Linear(width, size), nn.GELU()]
+            if dropout > 0:
+                layers.append(nn.Dropout(dropout))
+            width = size
+        layers.append(nn.Linear(width, out_dim))
+        super().__init__(*layers)
+        self.in_dim = in_dim
+        self.out_dim = out_dim
+
+    def forward(self, inputs: torch.Tensor) -> torch.Tensor:
+        return super().forward(inputs)

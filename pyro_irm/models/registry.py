@@ -1,0 +1,23 @@
+"""Model classes by method name."""
+
+from __future__ import annotations
+
+from pyro_irm.models.base import FeedbackModel
+from pyro_irm.models.config import ModelConfig
+from pyro_irm.models.implicit import ImplicitFeedbackModel
+from pyro_irm.models.observed import ObservedPreferenceModel
+
+MODEL_CLASSES: dict[str, type[FeedbackModel]] = {
+    "implicitrm": ImplicitFeedbackModel,
+    "naive": ObservedPreferenceModel,
+    "oracle": ObservedPreferenceModel,
+}
+
+
+def build_model(method: str, embedding_dim: int, context_dim: int, config: ModelConfig) -> FeedbackModel:
+    """A fresh model for ``method`` ('implicitrm', 'naive' or 'oracle')."""
+    try:
+        cls = MODEL_CLASSES[method]
+    except KeyError:
+        raise ValueError(f"method must be one of {sorted(MODEL_CLASSES)}, got {method!r}") from None
+    return cls(embedding_dim, context_dim, config)

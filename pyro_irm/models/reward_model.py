@@ -1,0 +1,174 @@
+"""The product of a fit: a reward model that scores rows, explains them by group, and round-trips."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from pyro_irm.data.feedback import as_float_tensor
+from pyro_irm.models.base import FeedbackModel
+from pyro_irm.models.config import ModelConfig
+from pyro_irm.models.guides import StratificationGuide
+from pyro_irm.models.registry import build_model
+
+FORMAT_VERSION = 1
+WEIGHTS_FILE = "weights.safetensors"
+CONFIG_FILE = "reward_model.json"
+
+
+class RewardModel:
+    """A fitted reward model.
+
+    ``score`` gives the reward ``f(e)`` (a logit; ``sigmoid`` of it is P(preferred)).
+    ``posterior_groups`` gives each row's probabilities over the four groups given its action.
+
+    Args:
+        model: the fitted generative model (holds f, and g and the channel where it has them).
+        method: 'implicitrm', 'naive' or 'oracle'.
+        guide: the amortized stratification guide, when the fit used one.
+    """
+
+    def __init__(self, model: FeedbackModel, method: str, guide: StratificationGuide | None = None):
+        self.model = model.eval()
+        self.method = method
+        self.guide = None if guide is None else guide.eval()
+
+    @property
+    def config(self) -> ModelConfig:
+        return self.model.config
+
+    @property
+    def embedding_dim(self) -> int:
+        return self.model.embedding_dim
+
+    @property
+    def context_dim(self) -> int:
+        return self.model.context_dim
+
+    def _checked(self, embeddings, context) -> tuple[torch.Tensor, torch.Tensor | None]:
+        embeddings = as_float_tensor("embeddings", embeddings)
+        if embeddings.dim() != 2 or embeddings.shape[1] != self.embedding_dim:
+            raise ValueError(
+                f"embeddings: expected shape (rows, {self.embedding_dim}), got {tuple(embeddings.shape)}"
+            )
+        if context is not None:
+            context = as_float_tensor("context", context)
+            context = context[:, None] if context.dim() == 1 else context
+        return embeddings, context
+
+    @torch.no_grad()
+    def _batched(self, fn, tensors: list[torch.Tensor | None], batch_size: int) -> torch.Tensor:
+        device = self.model.device
+        num_rows = tensors[0].shape[0]
+        outputs = []
+        for start in range(0, num_rows, batch_size):
+            chunk = [None if t is None else t[start : start + batch_size].to(device) for t in tensors]
+            outputs.append(fn(*chunk).float().cpu())
+        return torch.cat(outputs)
+
+    def score(
+        self,
+        embeddings: torch.Tensor | np.ndarray,
+        context: torch.Tensor | np.ndarray | None = None,
+        batch_size: int = 65_536,
+    ) -> torch.Tensor:
+        """Rewards ``f(e)``: ``(N, D) -> (N,)`` float32 logits on the CPU."""
+        embeddings, context = self._checked(embeddings, context)
+        return self._batched(self.model.reward_logits, [embeddings, context], batch_size)
+
+    def preference_probability(
+        self, embeddings: torch.Tensor | np.ndarray, context=None, batch_size: int = 65_536
+    ) -> torch.Tensor:
+        """P(preferred) = ``sigmoid(f(e))``: ``(N,)``."""
+        return torch.sigmoid(self.score(embeddings, context, batch_size))
+
+    def posterior_groups(
+        self,
+        embeddings: torch.Tensor | np.ndarray,
+        actions: torch.Tensor | np.ndarray,
+        context: torch.Tensor | np.ndarray | None = None,
+        source: str = "exact",
+        batch_size: int = 65_536,
+    ) -> torch.Tensor:
+        """``P(group | row, y)`` in ``GROUP_NAMES`` order: ``(N, D), (N,) -> (N, 4)``.
+
+        Args:
+            source: 'exact' sums the fitted generative model over the four groups (Bayes' rule);
+                'guide' reads the amortized stratification network (fits with a guide only).
+        """
+        embeddings, context = self._checked(embeddings, context)
+        actions = as_float_tensor("actions", actions).reshape(-1)
+        if actions.shape[0] != embeddings.shape[0]:
+            raise ValueError(f"actions: {actions.shape[0]} rows but embeddings has {embeddings.shape[0]}")
+        if source == "exact":
+            fn = self.model.posterior_groups
+        elif source == "guide":
+            if self.guide is None:
+                raise ValueError("source='guide' needs a fit with inference='amortized'")
+            fn = self.guide.posterior_groups
+        else:
+            raise ValueError(f"source must be 'exact' or 'guide', got {source!r}")
+        return self._batched(lambda e, y, c: fn(e, y, c), [embeddings, actions, context], batch_size)
+
+    def to(self, device: str | torch.device) -> RewardModel:
+        self.model.to(device)
+        if self.guide is not None:
+            self.guide.to(device)
+        return self
+
+    def save(self, path: str | Path) -> Path:
+        """Write ``weights.safetensors`` and ``reward_model.json`` into the directory ``path``."""
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
+        if self.guide is not None:
+            tensors.update({f"guide.{k}": v for k, v in self.guide.state_dict().items()})
+        # Cloning breaks the sharing of the channel between model and guide, which safetensors refuses.
+        save_file(
+            {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()},
+            str(path / WEIGHTS_FILE),
+        )
+        meta = {
+            "format_version": FORMAT_VERSION,
+            "method": self.method,
+            "embedding_dim": self.embedding_dim,
+            "context_dim": self.context_dim,
+            "has_guide": self.guide is not None,
+            "model_config": asdict(self.config),
+        }
+        (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
+        return path
+
+    @classmethod
+    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> RewardModel:
+        """Read a directory written by :meth:`save`; weights load through safetensors."""
+        path = Path(path)
+        config_path = path / CONFIG_FILE
+        if not config_path.is_file():
+            raise FileNotFoundError(f"{config_path}: no saved reward model here (missing {CONFIG_FILE})")
+        meta = json.loads(config_path.read_text())
+        if meta.get("format_version") != FORMAT_VERSION:
+            raise ValueError(
+                f"{config_path}: format_version {meta.get('format_version')} is not {FORMAT_VERSION}"
+            )
+        config_fields = dict(meta["model_config"])
+        for key in ("reward_hidden", "propensity_hidden", "guide_hidden"):
+            config_fields[key] = tuple(config_fields[key])
+        config = ModelConfig(**config_fields)
+        model = build_model(meta["method"], meta["embedding_dim"], meta["context_dim"], config)
+        tensors = load_file(str(path / WEIGHTS_FILE))
+        model.load_state_dict(_strip(tensors, "model."))
+        guide = None
+        if meta["has_guide"]:
+            guide = StratificationGuide(meta["embedding_dim"], meta["context_dim"], config, model.channel)
+            guide.load_state_dict(_strip(tensors, "guide."))
+        return cls(model, meta["method"], guide).to(device)
+
+
+def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+    return {k[len(prefix) :]: v for k, v in tensors.items() if k.startswith(prefix)}

@@ -1,0 +1,71 @@
+import numpy as np
+import pytest
+import torch
+
+from pyro_irm import FeedbackData
+from pyro_irm.data import split_indices
+
+
+def _rows(n=5, d=3):
+    return torch.randn(n, d), torch.tensor([0.0, 1.0, 0.0, 1.0, 1.0])[:n]
+
+
+def test_valid_data_keeps_float32_numpy_memory():
+    embeddings = np.random.rand(5, 3).astype(np.float32)
+    data = FeedbackData(embeddings, np.array([0, 1, 0, 1, 1]))
+    embeddings[0, 0] = 42.0
+    assert data.embeddings[0, 0].item() == 42.0  # shared, not copied
+    assert data.actions.dtype == torch.float32 and len(data) == 5
+
+
+def test_nan_embedding_names_field_row_and_column():
+    embeddings, actions = _rows()
+    embeddings[3, 2] = float("nan")
+    with pytest.raises(ValueError, match=r"embeddings: row 3, column 2 is nan"):
+        FeedbackData(embeddings, actions)
+
+
+def test_infinite_context_names_row():
+    embeddings, actions = _rows()
+    context = torch.zeros(5, 2)
+    context[4, 1] = float("inf")
+    with pytest.raises(ValueError, match=r"context: row 4, column 1 is inf"):
+        FeedbackData(embeddings, actions, context=context)
+
+
+@pytest.mark.parametrize("bad", [2.0, -1.0, 0.5, float("nan")])
+def test_action_outside_zero_one_names_first_bad_row(bad):
+    embeddings, actions = _rows()
+    actions[2] = bad
+    actions[4] = 3.0
+    with pytest.raises(ValueError, match=r"actions: row 2 is .*; actions must be 0 or 1"):
+        FeedbackData(embeddings, actions)
+
+
+def test_mismatched_lengths():
+    embeddings, _ = _rows()
+    with pytest.raises(ValueError, match=r"actions: 4 rows but embeddings has 5"):
+        FeedbackData(embeddings, torch.zeros(4))
+    with pytest.raises(ValueError, match=r"context: expected shape \(5, columns\)"):
+        FeedbackData(embeddings, torch.zeros(5), context=torch.zeros(3, 1))
+
+
+def test_empty_data():
+    with pytest.raises(ValueError, match=r"embeddings: the data set is empty"):
+        FeedbackData(torch.zeros(0, 4), torch.zeros(0))
+
+
+def test_wrong_rank_and_type():
+    with pytest.raises(ValueError, match=r"embeddings: expected shape \(rows, dim\)"):
+        FeedbackData(torch.zeros(5), torch.zeros(5))
+    with pytest.raises(ValueError, match=r"embeddings: expected a torch.Tensor or numpy array"):
+        FeedbackData([[0.0]], torch.zeros(1))
+
+
+def test_split_is_disjoint_complete_and_seeded():
+    first, second = split_indices(100, 0.2, seed=1)
+    assert len(second) == 20 and len(first) == 80
+    assert sorted(torch.cat([first, second]).tolist()) == list(range(100))
+    again = split_indices(100, 0.2, seed=1)
+    assert torch.equal(first, again[0])
+    assert not torch.equal(second, split_indices(100, 0.2, seed=2)[1])

@@ -1,0 +1,112 @@
+import pytest
+import torch
+
+from pyro_irm import (
+    FeedbackData,
+    IdentifiabilityWarning,
+    RewardModel,
+    SimulationConfig,
+    TrainConfig,
+    fit,
+    simulate,
+)
+
+FAST = dict(max_epochs=3, batch_size=128, progress=False)
+
+
+def test_same_seed_same_numbers(small_data):
+    first = fit(small_data, TrainConfig(seed=5, **FAST))
+    second = fit(small_data, TrainConfig(seed=5, **FAST))
+    other = fit(small_data, TrainConfig(seed=6, **FAST))
+    scores = [r.reward_model.score(small_data.embeddings) for r in (first, second, other)]
+    assert torch.equal(scores[0], scores[1])
+    assert first.history.train_loss == second.history.train_loss
+    assert not torch.equal(scores[0], scores[2])
+
+
+@pytest.mark.parametrize("inference", ["enumerate", "amortized", "fused"])
+def test_save_load_round_trips_exactly(small_data, tmp_path, inference):
+    result = fit(small_data, TrainConfig(inference=inference, **FAST))
+    model = result.reward_model
+    loaded = RewardModel.load(model.save(tmp_path / "model"))
+    e, y, c = small_data.embeddings, small_data.actions, small_data.context
+    assert torch.equal(model.score(e, c), loaded.score(e, c))
+    assert torch.equal(model.posterior_groups(e, y, c), loaded.posterior_groups(e, y, c))
+    if inference == "amortized":
+        assert torch.equal(
+            model.posterior_groups(e, y, c, source="guide"),
+            loaded.posterior_groups(e, y, c, source="guide"),
+        )
+    assert loaded.config == model.config and loaded.method == "implicitrm"
+
+
+def test_load_reports_a_missing_model(tmp_path):
+    with pytest.raises(FileNotFoundError, match="reward_model.json"):
+        RewardModel.load(tmp_path)
+
+
+def test_checkpoint_resume_matches_an_uninterrupted_fit(small_data, tmp_path):
+    config = TrainConfig(seed=2, validation_fraction=0.2, patience=50, **{**FAST, "max_epochs": 4})
+    whole = fit(small_data, config)
+    directory = str(tmp_path / "ckpt")
+    fit(small_data, TrainConfig(**{**config.__dict__, "max_epochs": 2, "checkpoint_dir": directory}))
+    resumed = fit(small_data, TrainConfig(**{**config.__dict__, "checkpoint_dir": directory}))
+    assert resumed.history.epochs == 4
+    assert resumed.history.train_loss == pytest.approx(whole.history.train_loss, abs=1e-6)
+    assert torch.allclose(
+        whole.reward_model.score(small_data.embeddings),
+        resumed.reward_model.score(small_data.embeddings),
+        atol=1e-5,
+    )
+
+
+def test_checkpoint_of_another_fit_is_refused(small_data, tmp_path):
+    directory = str(tmp_path / "ckpt")
+    fit(small_data, TrainConfig(checkpoint_dir=directory, **FAST))
+    with pytest.raises(ValueError, match="checkpoint is from a different fit .*method"):
+        fit(small_data, TrainConfig(method="naive", checkpoint_dir=directory, **FAST))
+
+
+def test_early_stopping_keeps_the_best_epoch(small_data):
+    result = fit(small_data, TrainConfig(max_epochs=200, patience=2, batch_size=64, progress=False))
+    history = result.history
+    assert history.stopped_early and history.epochs < 200
+    assert history.validation_elbo[history.best_epoch] == max(history.validation_elbo)
+    assert history.epochs == history.best_epoch + 3
+
+
+def test_score_function_guide_trains_model_guide_and_baseline(small_data):
+    config = TrainConfig(inference="amortized", guide_gradient="score_function", **FAST)
+    result = fit(small_data, config)
+    assert all(torch.isfinite(torch.tensor(result.history.train_loss)))
+    guide = result.reward_model.guide
+    assert not guide.enumerate_groups
+    fresh = type(guide)(8, 1, result.reward_model.config, result.reward_model.model.channel)
+    assert not torch.equal(guide.baseline.net[0].weight, fresh.baseline.net[0].weight)
+
+
+def test_oracle_needs_truth():
+    data = FeedbackData(torch.randn(10, 3), torch.zeros(10))
+    with pytest.raises(ValueError, match="oracle.*truth"):
+        fit(data, TrainConfig(method="oracle", **FAST))
+
+
+def test_unidentified_setting_warns():
+    data = simulate(SimulationConfig(num_rows=300, embedding_dim=4, context_strength=0.0))
+    assert data.context is None
+    with pytest.warns(IdentifiabilityWarning, match="fixes only their product"):
+        fit(data, TrainConfig(**FAST))
+
+
+def test_cuda_request_without_cuda_is_a_clear_error(small_data):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    with pytest.raises(ValueError, match="CUDA is not available"):
+        fit(small_data, TrainConfig(device="cuda", **FAST))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_fit_on_cuda_matches_cpu_closely(small_data):
+    cpu = fit(small_data, TrainConfig(device="cpu", **FAST)).reward_model.score(small_data.embeddings)
+    gpu = fit(small_data, TrainConfig(device="cuda", **FAST)).reward_model.score(small_data.embeddings)
+    assert torch.corrcoef(torch.stack([cpu, gpu]))[0, 1] > 0.99
