@@ -17,7 +17,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from pyro_irm.inference.config import TrainConfig
-from pyro_irm.models.base import FeedbackModel
+from pyro_irm.models.base import FeedbackModel, gather_rows
 from pyro_irm.models.guides import EmptyGuide, StratificationGuide
 
 
@@ -66,10 +66,9 @@ class FusedObjective(nn.Module):
         num_rows: int,
     ) -> float:
         device = self.model.device
-        index = batch_indices.to(embeddings.device)
-        rows = embeddings[index].to(device, non_blocking=True)
-        actions = labels[index.to(labels.device)].to(device, non_blocking=True)
-        context_rows = None if context is None else context[index.to(context.device)].to(device)
+        rows, actions, context_rows = (
+            gather_rows(t, batch_indices, device) for t in (embeddings, labels, context)
+        )
         loss = -self.model.log_marginal(rows, actions, context_rows).mean()
         loss.backward()
         return loss.item()
@@ -124,9 +123,7 @@ def heldout_elbo(
     device = model.device
     total = 0.0
     for chunk in index.split(chunk_rows):
-        rows = embeddings[chunk.to(embeddings.device)].to(device)
-        actions = labels[chunk.to(labels.device)].to(device)
-        context_rows = None if context is None else context[chunk.to(context.device)].to(device)
+        rows, actions, context_rows = (gather_rows(t, chunk, device) for t in (embeddings, labels, context))
         log_joint = model.group_log_joint(rows, actions, context_rows)
         if isinstance(guide, StratificationGuide):
             log_q = torch.log_softmax(guide.group_logits(rows, actions, context_rows), dim=-1)

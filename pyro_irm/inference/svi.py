@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import asdict
 
@@ -128,7 +129,7 @@ def fit(
                 loss = objective.loss_and_grads(
                     data.embeddings, labels, data.context, batch, num_rows=num_train
                 )
-                if not torch.isfinite(torch.tensor(loss)):
+                if not math.isfinite(loss):
                     raise FloatingPointError(
                         f"loss is {loss} at epoch {epoch}, step {step}; lower learning_rate "
                         "or check the data for extreme values"
