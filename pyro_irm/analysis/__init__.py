@@ -6,9 +6,12 @@ from pyro_irm.analysis.metrics import (
     expected_calibration_error,
     group_accuracy,
     group_log_loss,
+    label_metrics,
     log_loss,
     mae,
+    pairwise_accuracy,
     prior_group_accuracy,
+    r2,
     rmse,
 )
 
@@ -18,8 +21,11 @@ __all__ = [
     "expected_calibration_error",
     "group_accuracy",
     "group_log_loss",
+    "label_metrics",
     "log_loss",
     "mae",
+    "pairwise_accuracy",
     "prior_group_accuracy",
+    "r2",
     "rmse",
 ]

@@ -100,3 +100,56 @@ def evaluate(
         "no_action_group_accuracy": group_accuracy(truth.group[silent], groups[silent]),
         "no_action_prior_accuracy": prior_group_accuracy(truth.group[silent]),
     }
+
+
+def r2(targets, probabilities) -> float:
+    """Coefficient of determination of ``probabilities`` for ``targets``: 1 - SSE / SST."""
+    targets, probabilities = _numpy(targets), _numpy(probabilities)
+    total = np.sum((targets - targets.mean()) ** 2)
+    if total == 0:
+        return float("nan")
+    return float(1.0 - np.sum((targets - probabilities) ** 2) / total)
+
+
+def pairwise_accuracy(true_scores, predicted, groups) -> float:
+    """Within each group (prompt), the share of row pairs with different true scores that
+    ``predicted`` orders the same way; a tie in ``predicted`` counts one half. NaN without pairs."""
+    true_scores, predicted = _numpy(true_scores), _numpy(predicted)
+    _, group_index = np.unique(np.asarray(groups), return_inverse=True)
+    order = np.argsort(group_index, kind="stable")
+    boundaries = np.flatnonzero(np.diff(group_index[order])) + 1
+    agree = pairs = 0.0
+    for rows in np.split(order, boundaries):
+        if len(rows) < 2:
+            continue
+        truth_diff = np.sign(true_scores[rows, None] - true_scores[None, rows])
+        predicted_diff = np.sign(predicted[rows, None] - predicted[None, rows])
+        upper = np.triu(truth_diff != 0, k=1)
+        pairs += upper.sum()
+        agree += np.where(predicted_diff == truth_diff, 1.0, np.where(predicted_diff == 0, 0.5, 0.0))[
+            upper
+        ].sum()
+    return float(agree / pairs) if pairs else float("nan")
+
+
+def label_metrics(labels, probabilities, prompt_ids=None, true_scores=None) -> dict[str, float]:
+    """Reward metrics of P(preferred) against explicit 0/1 labels, on the rows that have one (not NaN).
+
+    Pairwise accuracy within prompt ranks by ``true_scores`` where given (graded), else by the labels.
+    """
+    labels, probabilities = _numpy(labels), _numpy(probabilities)
+    keep = np.isfinite(labels)
+    labels, probabilities = labels[keep], probabilities[keep]
+    metrics = {
+        "rows": int(keep.sum()),
+        "auc": auc(labels, probabilities),
+        "mae": mae(labels, probabilities),
+        "rmse": rmse(labels, probabilities),
+        "r2": r2(labels, probabilities),
+        "log_loss": log_loss(labels, probabilities),
+        "ece": expected_calibration_error(labels, probabilities),
+    }
+    if prompt_ids is not None:
+        ranking = labels if true_scores is None else _numpy(true_scores)[keep]
+        metrics["pairwise_accuracy"] = pairwise_accuracy(ranking, probabilities, np.asarray(prompt_ids)[keep])
+    return metrics

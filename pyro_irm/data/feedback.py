@@ -77,6 +77,8 @@ class FeedbackData:
         actions: ``(N,)`` float32 observed implicit action y in {0, 1} (clicked, copied, ...).
         context: optional ``(N, C)`` float32 propensity features (position, length, format, ...).
         truth: optional :class:`GroundTruth` of simulated rows.
+        labels: optional ``(N,)`` float32 explicit preference labels in {0, 1}, NaN where a row has
+            none (annotations of a few rows); used to evaluate and by the oracle, never by fitting.
 
     Raises:
         ValueError: naming the field and first bad row, for non-finite values, actions outside
@@ -87,6 +89,7 @@ class FeedbackData:
     actions: torch.Tensor
     context: torch.Tensor | None = None
     truth: GroundTruth | None = None
+    labels: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         embeddings = as_float_tensor("embeddings", self.embeddings)
@@ -124,6 +127,16 @@ class FeedbackData:
             _first_non_finite("context", context)
             object.__setattr__(self, "context", context)
 
+        if self.labels is not None:
+            labels = as_float_tensor("labels", self.labels).reshape(-1)
+            if labels.shape[0] != num_rows:
+                raise ValueError(f"labels: {labels.shape[0]} rows but embeddings has {num_rows}")
+            bad = (~torch.isnan(labels) & (labels != 0) & (labels != 1)).nonzero()
+            if bad.numel():
+                row = bad[0, 0].item()
+                raise ValueError(f"labels: row {row} is {labels[row].item()}; labels must be 0, 1 or NaN")
+            object.__setattr__(self, "labels", labels)
+
         if self.truth is not None:
             for field in fields(self.truth):
                 value = getattr(self.truth, field.name)
@@ -151,6 +164,7 @@ class FeedbackData:
             actions=self.actions[index],
             context=None if self.context is None else self.context[index],
             truth=None if self.truth is None else self.truth.subset(index),
+            labels=None if self.labels is None else self.labels[index],
         )
 
     def split(self, fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

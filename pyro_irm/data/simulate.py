@@ -150,10 +150,58 @@ def simulate_from_scores(
     world = torch.Generator().manual_seed(config.world_seed)
     direction = _orthonormal_directions(embeddings.shape[1], 1, world)[:, 0]
     centred = embeddings - embeddings.mean(dim=0)
-    feature = _standardize(centred @ direction)
+    feature = standardize(centred @ direction)
     return _observe(
         embeddings, scores, preference, preference.clone(), feature, config, generator, score_range
     )
+
+
+@dataclass(frozen=True)
+class SimulatedActions:
+    """Propensity and action drawn for rows of known preference; every field is ``(N,)`` float32
+    except ``context``, the ``(N, 1)`` standardized display position (or None)."""
+
+    propensity: torch.Tensor
+    propensity_probability: torch.Tensor
+    actions: torch.Tensor
+    context: torch.Tensor | None
+    positions: torch.Tensor | None
+
+
+def simulate_actions(
+    score: torch.Tensor,
+    preference: torch.Tensor,
+    propensity_feature: torch.Tensor,
+    config: SimulationConfig,
+    generator: torch.Generator,
+    score_range: tuple[float, float] | None = None,
+) -> SimulatedActions:
+    """Draw propensity ``o`` and action ``y`` for rows whose preference ``r`` is known.
+
+    Args:
+        score: ``(N,)`` graded true score (used by the alpha-power form).
+        preference: ``(N,)`` true preference r in {0, 1}.
+        propensity_feature: ``(N,)`` standardized response feature that drives the logistic form.
+    """
+    num_rows = score.shape[0]
+    context = positions = None
+    if config.propensity_form == "alpha_power":
+        low, high = score_range if score_range is not None else (score.min().item(), score.max().item())
+        graded = 1.0 + 4.0 * (score - low) / max(high - low, 1e-12)
+        base = config.alpha ** (5.0 - graded.clamp(1.0, 5.0))
+        propensity_probability = _scale_to_rate(base, config.observation_rate)
+    else:
+        logits = config.feature_strength * propensity_feature + config.preference_bias * preference
+        if config.has_context:
+            positions = torch.randint(config.num_positions, (num_rows,), generator=generator).float()
+            position = standardize(positions) if positions.std() > 0 else positions * 0
+            logits = logits - config.context_strength * position
+            context = position[:, None]
+        propensity_probability = torch.sigmoid(logits + _offset_for_rate(logits, config.observation_rate))
+    propensity = torch.bernoulli(propensity_probability, generator=generator)
+    action_probability = propensity * (preference * (1.0 - config.eps1) + (1.0 - preference) * config.eps0)
+    actions = torch.bernoulli(action_probability, generator=generator)
+    return SimulatedActions(propensity, propensity_probability, actions, context, positions)
 
 
 def _observe(
@@ -166,27 +214,12 @@ def _observe(
     generator: torch.Generator,
     score_range: tuple[float, float] | None = None,
 ) -> FeedbackData:
-    """Draw propensity ``o`` and action ``y`` for rows whose preference ``r`` is known."""
-    num_rows = embeddings.shape[0]
-    context = None
-    if config.propensity_form == "alpha_power":
-        low, high = score_range if score_range is not None else (score.min().item(), score.max().item())
-        graded = 1.0 + 4.0 * (score - low) / max(high - low, 1e-12)
-        base = config.alpha ** (5.0 - graded.clamp(1.0, 5.0))
-        propensity_probability = _scale_to_rate(base, config.observation_rate)
-    else:
-        logits = config.feature_strength * propensity_feature + config.preference_bias * preference
-        if config.has_context:
-            positions = torch.randint(config.num_positions, (num_rows,), generator=generator).float()
-            position = _standardize(positions) if positions.std() > 0 else positions * 0
-            logits = logits - config.context_strength * position
-            context = position[:, None]
-        propensity_probability = torch.sigmoid(logits + _offset_for_rate(logits, config.observation_rate))
-    propensity = torch.bernoulli(propensity_probability, generator=generator)
-    action_probability = propensity * (preference * (1.0 - config.eps1) + (1.0 - preference) * config.eps0)
-    actions = torch.bernoulli(action_probability, generator=generator)
-    truth = make_truth(preference, propensity, preference_probability, propensity_probability, score)
-    return FeedbackData(embeddings=embeddings, actions=actions, context=context, truth=truth)
+    """Simulated actions for embedded rows, packed with their truth."""
+    drawn = simulate_actions(score, preference, propensity_feature, config, generator, score_range)
+    truth = make_truth(
+        preference, drawn.propensity, preference_probability, drawn.propensity_probability, score
+    )
+    return FeedbackData(embeddings=embeddings, actions=drawn.actions, context=drawn.context, truth=truth)
 
 
 def _true_score(linear: torch.Tensor, quadratic: torch.Tensor, nonlinearity: float) -> torch.Tensor:
@@ -201,7 +234,7 @@ def _orthonormal_directions(dim: int, count: int, generator: torch.Generator) ->
     return q.to(torch.float32)
 
 
-def _standardize(values: torch.Tensor) -> torch.Tensor:
+def standardize(values: torch.Tensor) -> torch.Tensor:
     return (values - values.mean()) / values.std().clamp_min(1e-12)
 
 

@@ -12,6 +12,7 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_irm.data.feedback import FeedbackData, split_indices
+from pyro_irm.device import resolve_device
 from pyro_irm.inference.checkpoint import identity, load_checkpoint, save_checkpoint
 from pyro_irm.inference.config import TrainConfig
 from pyro_irm.inference.objectives import build_guide, build_objective, heldout_elbo
@@ -25,23 +26,19 @@ from pyro_irm.models.reward_model import RewardModel
 logger = logging.getLogger(__name__)
 
 
-def resolve_device(device: str) -> torch.device:
-    """'auto' is CUDA when available, else CPU; anything else is taken as given."""
-    if device == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} but CUDA is not available here; use 'cpu' or 'auto'")
-    return resolved
-
-
 def training_labels(data: FeedbackData, method: str) -> torch.Tensor:
-    """What the model observes: the true preference for the oracle, the actions otherwise."""
-    if method == "oracle":
-        if data.truth is None:
-            raise ValueError("method='oracle' needs the true preferences (FeedbackData.truth)")
+    """What the model observes: the true preference for the oracle (the simulated truth, else the
+    explicit labels of every row), the actions otherwise."""
+    if method != "oracle":
+        return data.actions
+    if data.truth is not None:
         return data.truth.preference
-    return data.actions
+    if data.labels is not None and not torch.isnan(data.labels).any():
+        return data.labels
+    raise ValueError(
+        "method='oracle' needs the true preference of every row: simulated truth "
+        "(FeedbackData.truth) or an explicit label on every row (FeedbackData.labels)"
+    )
 
 
 def fit(

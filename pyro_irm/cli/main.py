@@ -1,0 +1,494 @@
+"""The ``pyro-irm`` command line: thin argument parsing over the Python API.
+
+Exit codes: 0 success; 2 bad input or usage (the message names the file, row and field); 130
+interrupted; 1 anything unexpected (a bug: the traceback is printed).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
+from pyro_irm.data.logs import LogSchema, read_log, write_records
+from pyro_irm.data.preference_sets import PREFERENCE_SETS, load_preference_set, simulate_log
+from pyro_irm.data.simulate import SimulationConfig
+from pyro_irm.demo import DemoConfig, run_demo
+from pyro_irm.encoders.cache import default_cache_root
+from pyro_irm.encoders.config import EncoderConfig
+from pyro_irm.encoders.embed import save_embeddings
+from pyro_irm.inference.config import TrainConfig
+from pyro_irm.models.config import ModelConfig
+from pyro_irm.runs import Run, embed_log, embeddings_for, evaluate_run, fit_log, save_run
+
+EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+DEMO_COLUMNS = (
+    ("auc", "AUC"),
+    ("mae", "MAE"),
+    ("ece", "ECE"),
+    ("group_accuracy", "group acc."),
+    ("no_action_group_accuracy", "no-action group acc."),
+)
+EVALUATE_COLUMNS = (
+    ("auc", "AUC"),
+    ("mae", "MAE"),
+    ("rmse", "RMSE"),
+    ("r2", "R^2"),
+    ("log_loss", "log-loss"),
+    ("ece", "ECE"),
+    ("pairwise_accuracy", "pairwise acc."),
+)
+
+
+def format_table(results: dict[str, dict[str, float]], columns=DEMO_COLUMNS, width: int = 22) -> str:
+    """A fixed-width table: one row per method, one column per metric in ``columns``."""
+    name_width = max([12, *(len(name) + 2 for name in results)])
+    header = f"{'method':<{name_width}}" + "".join(f"{title:>{width}}" for _, title in columns)
+    lines = [header, "-" * len(header)]
+    for method, metrics in results.items():
+        cells = (f"{metrics[key]:.3f}" if key in metrics else "—" for key, _ in columns)
+        lines.append(f"{method:<{name_width}}" + "".join(f"{cell:>{width}}" for cell in cells))
+    return "\n".join(lines)
+
+
+def _say(args: argparse.Namespace, message: str) -> None:
+    """Status lines go to stderr, so stdout carries only results (tables, scores)."""
+    if not getattr(args, "quiet", False):
+        print(message, file=sys.stderr)
+
+
+# ---------------------------------------------------------------- shared option groups
+
+
+def _add_schema_options(parser: argparse.ArgumentParser, actions: bool = True, labels: bool = True) -> None:
+    group = parser.add_argument_group("log columns")
+    group.add_argument("--prompt-col", default="prompt", help="column holding the prompt (default: prompt)")
+    group.add_argument(
+        "--response-col", default="response", help="column holding the response (default: response)"
+    )
+    if actions:
+        group.add_argument(
+            "--action-col",
+            action="append",
+            help="implicit action column, 0/1 or with --action-threshold; repeat for several channels, "
+            "a row acted if any fired (default: action)",
+        )
+        group.add_argument(
+            "--action-threshold",
+            action="append",
+            default=[],
+            metavar="COL=VALUE",
+            help="count or duration column COL counts as acted when above VALUE (e.g. dwell_s=30)",
+        )
+        group.add_argument(
+            "--context-col",
+            action="append",
+            default=[],
+            help="numeric context column (position, ...); repeatable",
+        )
+    if labels:
+        group.add_argument(
+            "--label-col", default="label", help="explicit label column, if any (default: label)"
+        )
+        group.add_argument(
+            "--label-threshold",
+            type=float,
+            help="a label above this is preferred (labels not 0/1, e.g. 1-10)",
+        )
+    group.add_argument("--prompt-id-col", help="column grouping rows by prompt (default: hash of the prompt)")
+    group.add_argument("--split", help="split of a Hugging Face data set (hub name or saved directory)")
+    group.add_argument(
+        "--skip-bad-rows",
+        action="store_true",
+        help="drop rows that do not fit the schema and report them (default: stop)",
+    )
+
+
+def _schema(args: argparse.Namespace, actions: bool = True, labels: bool = True) -> LogSchema:
+    thresholds = []
+    for item in getattr(args, "action_threshold", []) or []:
+        name, sep, value = item.partition("=")
+        try:
+            thresholds.append((name, float(value)))
+        except ValueError:
+            raise ValueError(f"--action-threshold {item!r}: expected COL=VALUE with a number VALUE") from None
+        if not sep:
+            raise ValueError(f"--action-threshold {item!r}: expected COL=VALUE")
+    action_cols = tuple(args.action_col or ["action"]) if actions else ()
+    return LogSchema(
+        prompt=args.prompt_col,
+        response=args.response_col,
+        actions=action_cols,
+        action_thresholds=tuple(thresholds),
+        label=args.label_col if labels else None,
+        label_threshold=args.label_threshold if labels else None,
+        context=tuple(getattr(args, "context_col", []) or []),
+        prompt_id=args.prompt_id_col,
+    )
+
+
+def _read(args: argparse.Namespace, source: str, schema: LogSchema):
+    log = read_log(source, schema, on_error="skip" if args.skip_bad_rows else "raise", split=args.split)
+    _say(args, log.report.summary())
+    return log
+
+
+def _add_encoder_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("encoder (used when --embeddings is not given)")
+    add_dataclass_options(
+        group, EncoderConfig, "encoder_", rename={"model": "encoder"}, flag_prefix="encoder_"
+    )
+    group.add_argument("--cache-dir", help=f"embedding cache root (default: {default_cache_root()})")
+
+
+def _encoder_config(args: argparse.Namespace, file_config: dict | None = None) -> EncoderConfig:
+    section = (file_config or {}).get("encoder")
+    return build_config(
+        EncoderConfig, section, dataclass_values(args, EncoderConfig, "encoder_"), "[encoder]"
+    )
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
+
+
+# ---------------------------------------------------------------- commands
+
+
+def _demo(args: argparse.Namespace) -> int:
+    config = DemoConfig(
+        train_rows=args.rows,
+        test_rows=args.test_rows,
+        seed=args.seed,
+        inference=args.inference,
+        max_epochs=args.epochs,
+        progress=not args.quiet,
+    )
+    print(
+        f"Simulating {config.train_rows:,} training and {config.test_rows:,} test rows with strong "
+        "propensity bias (a response feature and the display position drive who acts)."
+    )
+    started = time.perf_counter()
+    results = run_demo(config)
+    print(format_table(results))
+    prior = results["implicitrm"]["no_action_prior_accuracy"]
+    print(
+        f"\nMetrics against the simulated truth on the test rows. On no-action rows, naming the most "
+        f"frequent group would be right {prior:.3f} of the time. "
+        f"Finished in {time.perf_counter() - started:.0f} s."
+    )
+    if args.json:
+        _write_json(args.json, results)
+        print(f"Wrote {args.json}")
+    return EXIT_OK
+
+
+def _simulate(args: argparse.Namespace) -> int:
+    file_config = read_config_file(args.config) if args.config else {}
+    overrides = dataclass_values(args, SimulationConfig, "sim_")
+    overrides.setdefault("propensity_form", "alpha_power")
+    config = build_config(SimulationConfig, file_config.get("simulation"), overrides, "[simulation]")
+    scored = load_preference_set(
+        args.dataset,
+        args.data_file,
+        split=args.split,
+        on_error="skip" if args.skip_bad_rows else "raise",
+        limit=args.limit,
+    )
+    _say(args, scored.report.summary())
+    records = simulate_log(scored, config)
+    write_records(args.out, records)
+    actions = np.array([r["action"] for r in records])
+    preferred = scored.preference
+    print(
+        f"Wrote {len(records):,} rows to {args.out}: {preferred.mean():.1%} preferred (score > "
+        f"{scored.threshold:g}), {actions.mean():.1%} with an action ({config.propensity_form} propensity, "
+        f"observation rate {config.observation_rate:g})."
+    )
+    return EXIT_OK
+
+
+def _embed(args: argparse.Namespace) -> int:
+    log = _read(args, args.log, _schema(args, actions=False, labels=False))
+    config = _encoder_config(args)
+    started = time.perf_counter()
+    embeddings, encoder = embed_log(
+        log, config, args.cache_dir, use_cache=not args.no_cache, progress=not args.quiet
+    )
+    metadata = {
+        "encoder": config.to_dict(),
+        "identity": encoder.identity,
+        "log": str(args.log),
+        "rows": len(log),
+        "dim": encoder.dim,
+    }
+    save_embeddings(args.out, embeddings, metadata)
+    print(
+        f"Wrote {args.out}: {len(log):,} x {encoder.dim} embeddings in {time.perf_counter() - started:.1f} s "
+        f"({encoder.rows_encoded:,} rows encoded, the rest read from the cache)."
+    )
+    return EXIT_OK
+
+
+def _fit(args: argparse.Namespace) -> int:
+    file_config = read_config_file(args.config) if args.config else {}
+    train_values = dataclass_values(args, TrainConfig, "train_")
+    train_values.setdefault("progress", not args.quiet)
+    train_config = build_config(TrainConfig, file_config.get("train"), train_values, "[train]")
+    model_config = build_config(
+        ModelConfig, file_config.get("model"), dataclass_values(args, ModelConfig, "model_"), "[model]"
+    )
+    encoder_config = _encoder_config(args, file_config)
+    schema = _schema(args)
+    log = _read(args, args.log, schema)
+    embeddings, encoder_info = embeddings_for(
+        log, args.embeddings, encoder_config, args.cache_dir, not args.quiet
+    )
+    _say(
+        args, f"Fitting {train_config.method} on {len(log):,} rows ({log.action.mean():.1%} with an action)."
+    )
+    result = fit_log(log, embeddings, train_config, model_config)
+    out = save_run(args.out, result, log, embeddings, schema, model_config, encoder_info, str(args.log))
+    history = result.history
+    print(
+        f"Wrote {out}: {result.method}, {history.epochs} epochs (kept {history.best_epoch + 1}), "
+        f"{sum(history.epoch_seconds):.1f} s."
+    )
+    return EXIT_OK
+
+
+def _score(args: argparse.Namespace) -> int:
+    run = Run.load(args.run_dir)
+    schema = _schema(args, actions=False, labels=False)
+    log = _read(args, args.input, schema)
+    encoder = run.encoder if args.embeddings is None else None
+    if args.embeddings is None and encoder is None:
+        raise ValueError(f"{args.run_dir} was fit on precomputed embeddings; pass this input's --embeddings")
+    embeddings, _ = embeddings_for(log, args.embeddings, encoder, args.cache_dir, not args.quiet)
+    rewards = run.reward_model.score(embeddings).numpy()
+    probability = 1.0 / (1.0 + np.exp(-rewards.astype(np.float64)))
+    records = [
+        {
+            "row": int(row),
+            "prompt_id": prompt_id,
+            "reward": float(reward),
+            "preference_probability": float(p),
+            **({"prompt": prompt, "response": response} if args.with_text else {}),
+        }
+        for row, prompt_id, reward, p, prompt, response in zip(
+            log.source_rows, log.prompt_ids, rewards, probability, log.prompts, log.responses, strict=True
+        )
+    ]
+    if args.out:
+        write_records(args.out, records)
+        _say(args, f"Wrote {len(records):,} scores to {args.out}")
+    else:
+        for record in records:
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return EXIT_OK
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    runs = [Run.load(directory) for directory in args.run_dirs]
+    log = _read(args, args.log, _schema(args, actions=False))
+    results = {}
+    embedded: dict[str, np.ndarray] = {}
+    for run in runs:
+        encoder = run.encoder if args.embeddings is None else None
+        if args.embeddings is None and encoder is None:
+            raise ValueError(
+                f"{run.directory} was fit on precomputed embeddings; pass the log's --embeddings"
+            )
+        key = json.dumps(None if encoder is None else encoder.to_dict(), sort_keys=True)
+        if key not in embedded:
+            embedded[key], _ = embeddings_for(log, args.embeddings, encoder, args.cache_dir, not args.quiet)
+        name = run.name if run.name not in results else str(run.directory)
+        results[name] = evaluate_run(run, log, embedded[key])
+    rows = next(iter(results.values()))["rows"]
+    print(format_table(results, EVALUATE_COLUMNS, width=14))
+    print(
+        f"\nP(preferred) against the explicit labels of {rows:,} rows of {args.log}. Pairwise accuracy "
+        "ranks pairs of responses to one prompt."
+    )
+    if args.json:
+        _write_json(args.json, results)
+        _say(args, f"Wrote {args.json}")
+    return EXIT_OK
+
+
+def _write_json(path: str, payload: dict) -> None:
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(json.dumps(payload, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------- parser
+
+_EPILOG = """\
+typical path on real text:
+  pyro-irm simulate --dataset ultrafeedback --data-file uf_train.jsonl.gz --out runs/train.jsonl
+  pyro-irm embed runs/train.jsonl --out runs/train.npy
+  pyro-irm fit runs/train.jsonl --embeddings runs/train.npy --method implicitrm --out runs/implicitrm
+  pyro-irm evaluate runs/implicitrm --log runs/test.jsonl
+  pyro-irm score runs/implicitrm new_rows.jsonl --out scores.jsonl
+
+exit codes: 0 success, 2 bad input or usage (the message says which file, row and field), 130
+interrupted, 1 an unexpected error (a bug; the traceback is printed).
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pyro-irm",
+        description="Unbiased reward models from implicit user feedback (clicks, copies, upvotes): "
+        "simulate or load a log, embed its text, fit ImplicitRM or a baseline, score and evaluate.",
+        epilog=_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    demo = commands.add_parser(
+        "demo",
+        help="simulate a biased log, fit ImplicitRM, naive and oracle, print their metrics",
+        description="Simulate implicit feedback with strong propensity bias, fit ImplicitRM (the "
+        "four-group model), the naive classifier (no action = negative) and the oracle (true "
+        "labels), and compare them against the simulated truth.",
+    )
+    demo.add_argument("--rows", type=int, default=20_000, help="training rows (default 20000)")
+    demo.add_argument("--test-rows", type=int, default=10_000, help="test rows (default 10000)")
+    demo.add_argument("--seed", type=int, default=0, help="seed of the simulation and fits")
+    demo.add_argument(
+        "--inference",
+        choices=("enumerate", "amortized", "fused"),
+        default="enumerate",
+        help="how ImplicitRM is fit (default: exact enumeration of the groups)",
+    )
+    demo.add_argument("--epochs", type=int, default=60, help="most epochs per fit (default 60)")
+    demo.add_argument("--json", metavar="PATH", help="also write the metrics as JSON to PATH")
+    _add_common(demo)
+    demo.set_defaults(handler=_demo)
+
+    simulate = commands.add_parser(
+        "simulate",
+        help="make a semi-synthetic implicit-feedback log from a labelled preference data set",
+        description="Read a preference data set with per-response quality scores, take the true "
+        "preference from the score (METHOD.md thresholds), and simulate who acts. The log has "
+        "prompt, response, action, label (the true preference) and the simulated truth.",
+    )
+    simulate.add_argument("--dataset", required=True, choices=sorted(PREFERENCE_SETS), help="data set format")
+    simulate.add_argument(
+        "--data-file", help="local file or saved directory in the data set's format (default: its hub copy)"
+    )
+    simulate.add_argument("--split", help="split to read (hub or saved directory)")
+    simulate.add_argument("--limit", type=int, help="read only the first N source rows")
+    simulate.add_argument("--out", required=True, help="output log (.jsonl, .csv, .tsv or .parquet)")
+    simulate.add_argument("--config", help="TOML/JSON file with a [simulation] section")
+    simulate.add_argument(
+        "--skip-bad-rows", action="store_true", help="drop malformed rows and report them (default: stop)"
+    )
+    add_dataclass_options(
+        simulate.add_argument_group("simulation (default propensity: the papers' alpha_power)"),
+        SimulationConfig,
+        "sim_",
+        skip=(
+            "num_rows",
+            "embedding_dim",
+            "positive_rate",
+            "preference_sharpness",
+            "reward_nonlinearity",
+            "world_seed",
+        ),
+    )
+    _add_common(simulate)
+    simulate.set_defaults(handler=_simulate)
+
+    embed = commands.add_parser(
+        "embed",
+        help="encode a log's prompts and responses (cached on disk)",
+        description="Encode every (prompt, response) row with a Hugging Face encoder into a .npy file. "
+        "Rows already in the on-disk cache are not encoded again; an interrupted run resumes.",
+    )
+    embed.add_argument("log", help="log file, saved data set directory or hub name")
+    embed.add_argument("--out", required=True, help="output .npy (metadata goes beside it as .json)")
+    embed.add_argument("--no-cache", action="store_true", help="encode everything and keep no cache")
+    _add_schema_options(embed, actions=False, labels=False)
+    _add_encoder_options(embed)
+    _add_common(embed)
+    embed.set_defaults(handler=_embed)
+
+    fit = commands.add_parser(
+        "fit",
+        help="fit a reward model to a log (implicitrm, naive or oracle)",
+        description="Fit a model to a log's implicit actions and write a run directory: the model, "
+        "its configuration, metrics and the ELBO plot. Settings come from flags, a --config "
+        "file ([train], [model], [encoder] sections), then the defaults.",
+    )
+    fit.add_argument("log", help="log file, saved data set directory or hub name")
+    fit.add_argument("--out", required=True, help="run directory to write")
+    fit.add_argument("--embeddings", help="precomputed embeddings of this log (from `pyro-irm embed`)")
+    fit.add_argument("--config", help="TOML or JSON configuration file")
+    _add_schema_options(fit)
+    add_dataclass_options(fit.add_argument_group("training"), TrainConfig, "train_", skip=("progress",))
+    add_dataclass_options(fit.add_argument_group("model"), ModelConfig, "model_")
+    _add_encoder_options(fit)
+    _add_common(fit)
+    fit.set_defaults(handler=_fit)
+
+    score = commands.add_parser(
+        "score",
+        help="reward new texts with a fitted model (JSONL or CSV out)",
+        description="Encode (prompt, response) rows with the run's encoder and write each row's reward "
+        "(a logit) and P(preferred). Without --out, JSON lines go to stdout.",
+    )
+    score.add_argument("run_dir", help="run directory written by `pyro-irm fit`")
+    score.add_argument("input", help="rows to score: a file with prompt and response columns")
+    score.add_argument("--out", help="output file (.jsonl, .csv, .tsv, .parquet)")
+    score.add_argument("--embeddings", help="precomputed embeddings of the input")
+    score.add_argument("--with-text", action="store_true", help="copy prompt and response into the output")
+    score.add_argument("--cache-dir", help=f"embedding cache root (default: {default_cache_root()})")
+    _add_schema_options(score, actions=False, labels=False)
+    _add_common(score)
+    score.set_defaults(handler=_score)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="compare fitted runs against a log's explicit labels",
+        description="Metrics of each run's P(preferred) against the explicit labels of a log: AUC, "
+        "MAE, RMSE, R^2, log-loss, ECE and pairwise accuracy within prompt.",
+    )
+    evaluate.add_argument("run_dirs", nargs="+", help="run directories written by `pyro-irm fit`")
+    evaluate.add_argument("--log", required=True, help="log with explicit labels (e.g. a held-out split)")
+    evaluate.add_argument("--embeddings", help="precomputed embeddings of that log")
+    evaluate.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
+    evaluate.add_argument("--cache-dir", help=f"embedding cache root (default: {default_cache_root()})")
+    _add_schema_options(evaluate, actions=False)
+    _add_common(evaluate)
+    evaluate.set_defaults(handler=_evaluate)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
+    )
+    try:
+        return args.handler(args)
+    except (ValueError, FileNotFoundError) as error:
+        print(f"pyro-irm {args.command}: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print(f"pyro-irm {args.command}: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

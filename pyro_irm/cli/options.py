@@ -1,0 +1,102 @@
+"""Command-line options generated from the configuration dataclasses, so help text is written once.
+
+Options a user does not give stay unset (``None``), so that flags override a ``--config`` file,
+which overrides the dataclass defaults.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tomllib
+import types
+import typing
+from dataclasses import MISSING, fields
+from pathlib import Path
+from typing import Any
+
+
+def _choices(annotation: Any) -> tuple | None:
+    if typing.get_origin(annotation) is typing.Literal:
+        return typing.get_args(annotation)
+    return None
+
+
+def _unwrap_optional(annotation: Any) -> Any:
+    if typing.get_origin(annotation) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(annotation) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return annotation
+
+
+def add_dataclass_options(
+    parser: argparse.ArgumentParser | argparse._ArgumentGroup,
+    cls: type,
+    prefix: str,
+    skip: tuple[str, ...] = (),
+    rename: dict[str, str] | None = None,
+    flag_prefix: str = "",
+) -> None:
+    """One ``--flag`` per field of ``cls`` (``--{flag_prefix}{field}``, ``dest`` ``prefix + field``),
+    help from the field's metadata; ``rename`` maps a field to another flag name."""
+    hints = typing.get_type_hints(cls)
+    rename = rename or {}
+    for field in fields(cls):
+        if field.name in skip:
+            continue
+        annotation = _unwrap_optional(hints[field.name])
+        flag = "--" + rename.get(field.name, flag_prefix + field.name).replace("_", "-")
+        default = field.default if field.default is not MISSING else None
+        help_text = field.metadata.get("help", "")
+        if default is not None and default != ():
+            help_text += f" (default: {default})"
+        kwargs: dict[str, Any] = {"dest": prefix + field.name, "default": None, "help": help_text}
+        if annotation is bool:
+            kwargs["action"] = argparse.BooleanOptionalAction
+        elif typing.get_origin(annotation) is tuple:
+            kwargs.update(nargs="+", type=typing.get_args(annotation)[0], metavar="N")
+        elif (choices := _choices(annotation)) is not None:
+            kwargs["choices"] = choices
+        else:
+            kwargs["type"] = annotation if annotation in (int, float) else str
+        parser.add_argument(flag, **kwargs)
+
+
+def dataclass_values(args: argparse.Namespace, cls: type, prefix: str) -> dict[str, Any]:
+    """The fields of ``cls`` that the user set on the command line."""
+    values = {}
+    for field in fields(cls):
+        value = getattr(args, prefix + field.name, None)
+        if value is not None:
+            values[field.name] = tuple(value) if isinstance(value, list) else value
+    return values
+
+
+def read_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
+    """A TOML or JSON file with sections ``[train]``, ``[model]``, ``[encoder]``, ``[simulation]``."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file {path} does not exist")
+    text = path.read_text()
+    try:
+        content = tomllib.loads(text) if path.suffix.lower() == ".toml" else json.loads(text)
+    except (tomllib.TOMLDecodeError, json.JSONDecodeError) as error:
+        raise ValueError(f"{path}: cannot parse it ({error})") from None
+    if not isinstance(content, dict):
+        raise ValueError(f"{path}: expected a table of sections, got {type(content).__name__}")
+    return content
+
+
+def build_config(cls: type, file_section: dict[str, Any] | None, overrides: dict[str, Any], where: str):
+    """``cls`` from a config-file section overridden by command-line values; unknown keys are errors."""
+    names = {f.name for f in fields(cls)}
+    section = dict(file_section or {})
+    unknown = sorted(set(section) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown setting(s) {unknown}; known: {sorted(names)}")
+    hints = typing.get_type_hints(cls)
+    for key, value in section.items():
+        if isinstance(value, list) and typing.get_origin(_unwrap_optional(hints[key])) is tuple:
+            section[key] = tuple(value)
+    return cls(**{**section, **overrides})

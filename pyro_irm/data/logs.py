@@ -1,0 +1,392 @@
+"""Implicit-feedback logs with text: the declared schema, validation with row-level errors, writing.
+
+A log has one row per shown response: ``prompt``, ``response``, one or more action columns (0/1, or
+counts and durations turned into 0/1 by a threshold), an optional explicit ``label`` and optional
+numeric context columns (position, length, ...). Column names are mappable through
+:class:`LogSchema`. Rows simulated by :func:`pyro_irm.data.simulate_log` also carry their truth in
+the ``TRUTH_COLUMNS``, which :meth:`FeedbackLog.to_feedback` turns back into ``GroundTruth``.
+"""
+
+from __future__ import annotations
+
+import csv
+import gzip
+import hashlib
+import json
+import math
+from collections import Counter
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+
+from pyro_irm.data.feedback import FeedbackData, make_truth
+from pyro_irm.data.readers import (
+    CSV_SUFFIXES,
+    JSON_SUFFIXES,
+    PARQUET_SUFFIXES,
+    ParseError,
+    data_suffix,
+    iter_records,
+)
+
+# Columns a simulated log carries besides the schema's: they make the simulated truth reloadable.
+TRUTH_COLUMNS = ("true_preference", "true_propensity", "true_propensity_probability", "score")
+
+OnError = Literal["raise", "skip"]
+
+
+class LogFormatError(ValueError):
+    """A log row that does not fit the schema; the message names the file, row and field."""
+
+
+@dataclass(frozen=True)
+class LogSchema:
+    """Which columns of a log mean what."""
+
+    prompt: str = field(default="prompt", metadata={"help": "column holding the prompt text"})
+    response: str = field(default="response", metadata={"help": "column holding the response text"})
+    actions: tuple[str, ...] = field(
+        default=("action",),
+        metadata={"help": "implicit action column(s); a row acted if any of them is 1"},
+    )
+    action_thresholds: tuple[tuple[str, float], ...] = field(
+        default=(),
+        metadata={"help": "COLUMN=VALUE: a count or duration column counts as acted when above VALUE"},
+    )
+    label: str | None = field(
+        default="label", metadata={"help": "optional explicit quality label column (evaluation, oracle)"}
+    )
+    label_threshold: float | None = field(
+        default=None, metadata={"help": "a label above this is preferred; without it labels must be 0/1"}
+    )
+    context: tuple[str, ...] = field(
+        default=(), metadata={"help": "numeric context column(s) that drive propensity only"}
+    )
+    prompt_id: str | None = field(
+        default=None, metadata={"help": "column grouping rows by prompt (default: a hash of the prompt)"}
+    )
+
+    def __post_init__(self) -> None:
+        unknown = {name for name, _ in self.action_thresholds} - set(self.actions)
+        if unknown:
+            raise ValueError(f"action thresholds name {sorted(unknown)}, which are not action columns")
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return dict(self.action_thresholds)
+
+
+@dataclass(frozen=True)
+class DroppedRow:
+    row: int
+    field: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What reading a log kept and dropped."""
+
+    source: str
+    rows_read: int
+    dropped: tuple[DroppedRow, ...] = ()
+
+    @property
+    def rows_kept(self) -> int:
+        return self.rows_read - len(self.dropped)
+
+    def summary(self) -> str:
+        text = f"{self.source}: read {self.rows_read} rows, kept {self.rows_kept}"
+        if not self.dropped:
+            return text
+        reasons = Counter(f"{d.field}: {d.reason}" for d in self.dropped)
+        listed = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(5))
+        first = ", ".join(str(d.row) for d in self.dropped[:10])
+        return f"{text}, dropped {len(self.dropped)} ({listed}); first dropped rows: {first}"
+
+
+@dataclass(frozen=True)
+class FeedbackLog:
+    """Rows of a log after validation.
+
+    Attributes:
+        prompts, responses: ``N`` texts each.
+        actions: ``(N, K)`` float32 in {0, 1}, one column per action channel.
+        action_names: the ``K`` channel names.
+        labels: ``(N,)`` float32 explicit preference in {0, 1}, NaN where a row has none; or None.
+        context: ``(N, C)`` float32 context columns, or None.
+        context_names: the ``C`` context names.
+        prompt_ids: ``N`` prompt identifiers (rows of one prompt share one).
+        truth: for simulated logs, ``{column: (N,) float32}`` for every one of ``TRUTH_COLUMNS``.
+        source_rows: ``(N,)`` row numbers in the source (1-based), for messages.
+        report: what reading kept and dropped.
+    """
+
+    prompts: list[str]
+    responses: list[str]
+    actions: np.ndarray
+    action_names: tuple[str, ...]
+    labels: np.ndarray | None
+    context: np.ndarray | None
+    context_names: tuple[str, ...]
+    prompt_ids: list[str]
+    truth: dict[str, np.ndarray] | None
+    source_rows: np.ndarray
+    report: LoadReport
+
+    def __len__(self) -> int:
+        return len(self.responses)
+
+    @property
+    def action(self) -> np.ndarray:
+        """``(N,)`` float32: 1 where any action channel fired.
+
+        The four-group model has one action channel; several channels are combined by OR here.
+        """
+        if self.actions.shape[1] == 0:
+            raise ValueError(f"{self.report.source} was read without action columns")
+        return self.actions.max(axis=1)
+
+    @property
+    def has_labels(self) -> bool:
+        return self.labels is not None and bool(np.isfinite(self.labels).any())
+
+    def to_feedback(self, embeddings: np.ndarray | torch.Tensor) -> FeedbackData:
+        """The model's view of this log: embeddings ``(N, D)``, the combined action, context
+        standardized per column (it only enters the propensity network), labels and truth."""
+        if embeddings.shape[0] != len(self):
+            raise ValueError(
+                f"embeddings have {embeddings.shape[0]} rows but the log has {len(self)}; "
+                "embed this log (with the same column mapping) to get matching rows"
+            )
+        context = None
+        if self.context is not None:
+            scale = self.context.std(axis=0)
+            context = (self.context - self.context.mean(axis=0)) / np.where(scale > 0, scale, 1.0)
+            context = context.astype(np.float32)
+        truth = None
+        if self.truth is not None:
+            t = {name: torch.from_numpy(values) for name, values in self.truth.items()}
+            truth = make_truth(
+                t["true_preference"],
+                t["true_propensity"],
+                t["true_preference"],
+                t["true_propensity_probability"],
+                t["score"],
+            )
+        labels = None if self.labels is None else torch.from_numpy(self.labels)
+        return FeedbackData(
+            embeddings=embeddings, actions=self.action, context=context, truth=truth, labels=labels
+        )
+
+    def subset(self, index: np.ndarray) -> FeedbackLog:
+        """The rows at ``index``."""
+        index = np.asarray(index)
+        pick = lambda values: None if values is None else values[index]  # noqa: E731
+        return FeedbackLog(
+            prompts=[self.prompts[i] for i in index],
+            responses=[self.responses[i] for i in index],
+            actions=self.actions[index],
+            action_names=self.action_names,
+            labels=pick(self.labels),
+            context=pick(self.context),
+            context_names=self.context_names,
+            prompt_ids=[self.prompt_ids[i] for i in index],
+            truth=None if self.truth is None else {k: v[index] for k, v in self.truth.items()},
+            source_rows=self.source_rows[index],
+            report=self.report,
+        )
+
+
+def prompt_hash(prompt: str) -> str:
+    """A short stable identifier of a prompt's text."""
+    return hashlib.blake2b(prompt.encode("utf-8"), digest_size=8).hexdigest()
+
+
+class _RowProblem(Exception):
+    def __init__(self, field: str, reason: str):
+        super().__init__(reason)
+        self.field = field
+        self.reason = reason
+
+
+def _number(record: dict, name: str, required: bool) -> float | None:
+    if name not in record or record[name] is None:
+        if required:
+            raise _RowProblem(name, "is missing")
+        return None
+    value = record[name]
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, str):
+        text = value.strip().lower()
+        if text in ("true", "false"):
+            return float(text == "true")
+        if text in ("", "nan", "null", "none"):
+            if required:
+                raise _RowProblem(name, "is empty")
+            return None
+        try:
+            value = float(text)
+        except ValueError:
+            raise _RowProblem(name, f"{value!r} is not a number") from None
+    if not isinstance(value, int | float):
+        raise _RowProblem(name, f"{value!r} is not a number")
+    value = float(value)
+    if math.isnan(value):
+        if required:
+            raise _RowProblem(name, "is NaN")
+        return None
+    if not math.isfinite(value):
+        raise _RowProblem(name, f"{value} is not finite")
+    return value
+
+
+def _binary(name: str, value: float, threshold: float | None, what: str) -> float:
+    if threshold is not None:
+        return float(value > threshold)
+    if value not in (0.0, 1.0):
+        raise _RowProblem(name, f"{value:g} is not 0 or 1 (give a threshold for {what} that are not 0/1)")
+    return value
+
+
+def _text(record: dict, name: str) -> str:
+    value = record.get(name)
+    if value is None:
+        raise _RowProblem(name, "is missing")
+    if not isinstance(value, str):
+        raise _RowProblem(name, f"is a {type(value).__name__}, not text")
+    return value
+
+
+def read_log(
+    source: str | Path,
+    schema: LogSchema | None = None,
+    on_error: OnError = "raise",
+    split: str | None = None,
+) -> FeedbackLog:
+    """Read and validate a log (JSONL, CSV/TSV, Parquet, a saved or hub ``datasets`` data set).
+
+    Args:
+        source: a file, a ``save_to_disk`` directory, or a hub name (``owner/name`` or ``hf://...``).
+        schema: the column mapping (defaults: prompt, response, action, label).
+        on_error: ``"raise"`` stops at the first bad row with a :class:`LogFormatError` naming the
+            file, row and field; ``"skip"`` drops bad rows and records why in ``log.report``.
+        split: the split of a ``datasets`` source.
+    """
+    schema = schema or LogSchema()
+    if on_error not in ("raise", "skip"):
+        raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    thresholds = schema.thresholds
+    prompts: list[str] = []
+    responses: list[str] = []
+    actions: list[list[float]] = []
+    labels: list[float] = []
+    contexts: list[list[float]] = []
+    prompt_ids: list[str] = []
+    truth_rows: list[list[float]] = []
+    truth_present: bool | None = None
+    rows: list[int] = []
+    dropped: list[DroppedRow] = []
+    rows_read = 0
+    for row, record in iter_records(source, split):
+        rows_read += 1
+        try:
+            if isinstance(record, ParseError):
+                raise _RowProblem("(row)", record.reason)
+            prompt, response = _text(record, schema.prompt), _text(record, schema.response)
+            row_actions = [
+                _binary(name, _number(record, name, True), thresholds.get(name), "counts or durations")
+                for name in schema.actions
+            ]
+            label = float("nan")
+            if schema.label is not None:
+                value = _number(record, schema.label, False)
+                if value is not None:
+                    label = _binary(schema.label, value, schema.label_threshold, "graded labels")
+            row_context = [_number(record, name, True) for name in schema.context]
+            has_truth = all(record.get(name) is not None for name in TRUTH_COLUMNS)
+            if truth_present is None:
+                truth_present = has_truth
+            row_truth = [_number(record, name, True) for name in TRUTH_COLUMNS] if truth_present else []
+            if schema.prompt_id is not None:
+                prompt_id = record.get(schema.prompt_id)
+                if prompt_id is None:
+                    raise _RowProblem(schema.prompt_id, "is missing")
+                prompt_id = str(prompt_id)
+            else:
+                prompt_id = prompt_hash(prompt)
+        except _RowProblem as problem:
+            if on_error == "raise":
+                raise LogFormatError(
+                    f"{source}, row {row}, field {problem.field!r}: {problem.reason}. Fix the row, map "
+                    "the column with the schema (--prompt-col, --action-col, ...), or skip bad rows "
+                    "(on_error='skip', --skip-bad-rows)"
+                ) from None
+            dropped.append(DroppedRow(row, problem.field, problem.reason))
+            continue
+        prompts.append(prompt)
+        responses.append(response)
+        actions.append(row_actions)
+        labels.append(label)
+        contexts.append(row_context)
+        prompt_ids.append(prompt_id)
+        truth_rows.append(row_truth)
+        rows.append(row)
+    report = LoadReport(str(source), rows_read, tuple(dropped))
+    if not responses:
+        raise LogFormatError(f"{source}: no usable rows ({report.summary()})")
+    label_array = np.asarray(labels, dtype=np.float32)
+    truth = None
+    if truth_present:
+        table = np.asarray(truth_rows, dtype=np.float32)
+        truth = {name: np.ascontiguousarray(table[:, i]) for i, name in enumerate(TRUTH_COLUMNS)}
+    return FeedbackLog(
+        prompts=prompts,
+        responses=responses,
+        actions=np.asarray(actions, dtype=np.float32).reshape(len(responses), len(schema.actions)),
+        action_names=schema.actions,
+        labels=label_array if np.isfinite(label_array).any() else None,
+        context=np.asarray(contexts, dtype=np.float32) if schema.context else None,
+        context_names=schema.context,
+        prompt_ids=prompt_ids,
+        truth=truth,
+        source_rows=np.asarray(rows, dtype=np.int64),
+        report=report,
+    )
+
+
+def write_records(path: str | Path, records: Sequence[dict[str, Any]] | Iterable[dict[str, Any]]) -> Path:
+    """Write records to JSONL, CSV/TSV (``.gz`` allowed) or Parquet, chosen by ``path``'s suffix."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    records = list(records)
+    suffix = data_suffix(path)
+    gz = path.suffix.lower() == ".gz"
+    opener = (
+        (lambda p: gzip.open(p, "wt", encoding="utf-8", newline=""))
+        if gz
+        else (lambda p: open(p, "w", encoding="utf-8", newline=""))
+    )
+    if suffix in JSON_SUFFIXES:
+        with opener(path) as handle:
+            for record in records:
+                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
+    elif suffix in CSV_SUFFIXES:
+        columns = list(dict.fromkeys(key for record in records for key in record))
+        with opener(path) as handle:
+            writer = csv.DictWriter(handle, columns, delimiter="\t" if suffix == ".tsv" else ",")
+            writer.writeheader()
+            writer.writerows(records)
+    elif suffix in PARQUET_SUFFIXES:
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        pq.write_table(pa.Table.from_pylist(records), path)
+    else:
+        raise ValueError(f"{path}: unknown output format {suffix!r}; use .jsonl, .csv, .tsv or .parquet")
+    return path

@@ -1,0 +1,252 @@
+"""Real preference data sets as rows of (prompt, response, true score), for semi-synthetic logs.
+
+Each adapter reads its data set in the published format, from the Hugging Face hub (its hub name)
+or from a local file or saved directory in the same format, and turns every response into one row.
+The preference threshold and label scale follow METHOD.md (the seed papers' protocol):
+
+============== ===================================== ========================== =================
+name           hub name                              score                      preferred when
+============== ===================================== ========================== =================
+helpsteer      nvidia/HelpSteer                      ``helpfulness`` 0-4        score > 2
+ultrafeedback  HuggingFaceH4/ultrafeedback_binarized ``score_chosen/rejected``  score > 6.5
+                                                     1-10, both responses kept
+pku-saferlhf   PKU-Alignment/PKU-SafeRLHF            minus ``severity_level``   severity <= 1
+                                                     (0-3) of each response     (not harmful)
+alpacaeval     (local file only)                     judge ``score`` 0-1        score > 0.5
+============== ===================================== ========================== =================
+
+PKU-SafeRLHF's positive class in the papers is *harmful* (severity > 1.5); the reward is its
+negation, so the score here is ``-severity`` and a preferred row is a harmless one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from pyro_irm.data.logs import DroppedRow, LoadReport, LogFormatError, OnError, prompt_hash
+from pyro_irm.data.readers import ParseError, iter_records
+from pyro_irm.data.simulate import SimulationConfig, simulate_actions, standardize
+
+Row = tuple[str, str, float]
+
+
+class _Bad(Exception):
+    def __init__(self, field: str, reason: str):
+        super().__init__(reason)
+        self.field, self.reason = field, reason
+
+
+def _text(record: dict, name: str) -> str:
+    value = record.get(name)
+    if isinstance(value, list):  # chat format: a list of {"role", "content"} messages
+        replies = [m.get("content") for m in value if isinstance(m, dict) and m.get("role") == "assistant"]
+        value = replies[-1] if replies else None
+    if not isinstance(value, str):
+        raise _Bad(name, "is missing" if value is None else f"is a {type(value).__name__}, not text")
+    return value
+
+
+def _score(record: dict, name: str) -> float:
+    value = record.get(name)
+    if value is None:
+        raise _Bad(name, "is missing")
+    try:
+        score = float(value)
+    except (TypeError, ValueError):
+        raise _Bad(name, f"{value!r} is not a number") from None
+    if not np.isfinite(score):
+        raise _Bad(name, f"{score} is not finite")
+    return score
+
+
+def _helpsteer(record: dict) -> list[Row]:
+    return [(_text(record, "prompt"), _text(record, "response"), _score(record, "helpfulness"))]
+
+
+def _ultrafeedback(record: dict) -> list[Row]:
+    prompt = _text(record, "prompt")
+    return [
+        (prompt, _text(record, "chosen"), _score(record, "score_chosen")),
+        (prompt, _text(record, "rejected"), _score(record, "score_rejected")),
+    ]
+
+
+def _pku_saferlhf(record: dict) -> list[Row]:
+    prompt = _text(record, "prompt")
+    return [
+        (prompt, _text(record, f"response_{k}"), -_score(record, f"response_{k}_severity_level"))
+        for k in (0, 1)
+    ]
+
+
+def _alpacaeval(record: dict) -> list[Row]:
+    prompt = _text(record, "prompt" if "prompt" in record else "instruction")
+    response = _text(record, "response" if "response" in record else "output")
+    return [(prompt, response, _score(record, "score"))]
+
+
+@dataclass(frozen=True)
+class PreferenceSetSpec:
+    """How one data set becomes scored rows."""
+
+    name: str
+    hub_name: str | None
+    train_split: str
+    test_split: str
+    threshold: float
+    score_range: tuple[float, float]
+    to_rows: Callable[[dict], list[Row]]
+
+
+PREFERENCE_SETS: dict[str, PreferenceSetSpec] = {
+    spec.name: spec
+    for spec in (
+        PreferenceSetSpec(
+            "helpsteer", "nvidia/HelpSteer", "train", "validation", 2.0, (0.0, 4.0), _helpsteer
+        ),
+        PreferenceSetSpec(
+            "ultrafeedback",
+            "HuggingFaceH4/ultrafeedback_binarized",
+            "train_prefs",
+            "test_prefs",
+            6.5,
+            (1.0, 10.0),
+            _ultrafeedback,
+        ),
+        PreferenceSetSpec(
+            "pku-saferlhf", "PKU-Alignment/PKU-SafeRLHF", "train", "test", -1.5, (-3.0, 0.0), _pku_saferlhf
+        ),
+        PreferenceSetSpec("alpacaeval", None, "train", "test", 0.5, (0.0, 1.0), _alpacaeval),
+    )
+}
+
+
+@dataclass(frozen=True)
+class ScoredResponses:
+    """Responses with true graded scores.
+
+    Attributes:
+        name: the data set's name in ``PREFERENCE_SETS``.
+        prompts, responses: ``N`` texts each.
+        scores: ``(N,)`` float64 true scores.
+        prompt_ids: ``N`` prompt hashes (rows of one prompt share one).
+        threshold: a row is preferred when its score is above it.
+        score_range: the label scale ``(low, high)``.
+        report: rows read and dropped.
+    """
+
+    name: str
+    prompts: list[str]
+    responses: list[str]
+    scores: np.ndarray
+    prompt_ids: list[str]
+    threshold: float
+    score_range: tuple[float, float]
+    report: LoadReport
+
+    def __len__(self) -> int:
+        return len(self.responses)
+
+    @property
+    def preference(self) -> np.ndarray:
+        """``(N,)`` float32 true preference ``1{score > threshold}``."""
+        return (self.scores > self.threshold).astype(np.float32)
+
+
+def load_preference_set(
+    name: str,
+    data_file: str | Path | None = None,
+    split: str | None = None,
+    on_error: OnError = "raise",
+    limit: int | None = None,
+) -> ScoredResponses:
+    """Load data set ``name`` from ``data_file`` (a file or saved directory in the published format)
+    or, without one, from the hub; ``split`` defaults to the data set's train split; ``limit`` keeps
+    the first rows of the source only."""
+    if name not in PREFERENCE_SETS:
+        raise ValueError(f"unknown data set {name!r}; choose one of {sorted(PREFERENCE_SETS)}")
+    spec = PREFERENCE_SETS[name]
+    if data_file is None:
+        if spec.hub_name is None:
+            raise ValueError(f"{name} has no hub copy this toolkit knows; give its file with data_file=")
+        source: str | Path = spec.hub_name
+        split = split or spec.train_split
+    else:
+        source = data_file
+    rows: list[Row] = []
+    dropped: list[DroppedRow] = []
+    read = 0
+    for row, record in iter_records(source, split):
+        if limit is not None and read >= limit:
+            break
+        read += 1
+        try:
+            if isinstance(record, ParseError):
+                raise _Bad("(row)", record.reason)
+            rows.extend(spec.to_rows(record))
+        except _Bad as bad:
+            if on_error == "raise":
+                raise LogFormatError(
+                    f"{source}, row {row}, field {bad.field!r}: {bad.reason} (reading it as {name})"
+                ) from None
+            dropped.append(DroppedRow(row, bad.field, bad.reason))
+    report = LoadReport(str(source), read, tuple(dropped))
+    if not rows:
+        raise LogFormatError(f"{source}: no usable rows as {name} ({report.summary()})")
+    prompts, responses, scores = zip(*rows, strict=True)
+    return ScoredResponses(
+        name=name,
+        prompts=list(prompts),
+        responses=list(responses),
+        scores=np.asarray(scores, dtype=np.float64),
+        prompt_ids=[prompt_hash(p) for p in prompts],
+        threshold=spec.threshold,
+        score_range=spec.score_range,
+        report=report,
+    )
+
+
+def simulate_log(scored: ScoredResponses, config: SimulationConfig | None = None) -> list[dict[str, Any]]:
+    """A semi-synthetic implicit-feedback log: one record per response, with simulated actions.
+
+    The preference is ``r = 1{score > threshold}``. The propensity follows ``config``: the papers'
+    ``alpha_power`` form on the graded score, or the ``logistic`` form, whose response feature is
+    the standardized log length of the response (long answers draw more actions whatever their
+    quality) and whose context is the display ``position`` (1 = top).
+
+    Each record has ``prompt``, ``response``, ``prompt_id``, ``action``, ``label`` (the true
+    preference, for evaluation), ``position`` (logistic form with context) and the truth columns
+    (``true_preference``, ``true_propensity``, ``true_propensity_probability``, ``score``).
+    """
+    config = config or SimulationConfig(propensity_form="alpha_power")
+    generator = torch.Generator().manual_seed(config.seed)
+    scores = torch.as_tensor(scored.scores, dtype=torch.float32)
+    preference = torch.from_numpy(scored.preference)
+    lengths = torch.tensor([len(r) for r in scored.responses], dtype=torch.float32)
+    feature = standardize(torch.log1p(lengths))
+    drawn = simulate_actions(scores, preference, feature, config, generator, scored.score_range)
+    records = []
+    for i in range(len(scored)):
+        record = {
+            "prompt": scored.prompts[i],
+            "response": scored.responses[i],
+            "prompt_id": scored.prompt_ids[i],
+            "action": int(drawn.actions[i]),
+            "label": int(preference[i]),
+        }
+        if drawn.positions is not None:
+            record["position"] = int(drawn.positions[i]) + 1
+        record.update(
+            true_preference=int(preference[i]),
+            true_propensity=int(drawn.propensity[i]),
+            true_propensity_probability=round(float(drawn.propensity_probability[i]), 6),
+            score=float(scored.scores[i]),
+        )
+        records.append(record)
+    return records

@@ -1,0 +1,111 @@
+"""Rows to embeddings through an encoder and, when given, the on-disk cache."""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from pyro_irm.encoders.cache import EmbeddingCache, text_keys
+from pyro_irm.encoders.encoder import TextEncoder
+
+logger = logging.getLogger(__name__)
+
+_FILL_CHUNK_ROWS = 65_536
+
+
+def open_cache(encoder: TextEncoder, root: str | Path) -> EmbeddingCache:
+    """The cache of ``encoder``'s embeddings under ``root``."""
+    return EmbeddingCache(root, encoder.identity, encoder.identity_key, encoder.dim)
+
+
+def embed_rows(
+    prompts: Sequence[str],
+    responses: Sequence[str],
+    encoder: TextEncoder,
+    cache: EmbeddingCache | None = None,
+    out: np.ndarray | None = None,
+    progress: bool = False,
+) -> np.ndarray:
+    """``(N, dim)`` float32 embeddings of the rows, encoding only those the cache lacks.
+
+    Rows with the same texts are encoded once. Each encoded batch is stored in the cache before the
+    next one starts, so an interrupted run resumes where it stopped, and, because the encoder forms
+    its batches from the rows alone, gives the same embeddings as an uninterrupted run.
+
+    Args:
+        prompts, responses: ``N`` texts each.
+        encoder: the model that encodes missing rows.
+        cache: where finished rows are kept between runs (none: encode everything, keep nothing).
+        out: optional ``(N, dim)`` float32 array to fill (for example a ``.npy`` memory map).
+        progress: show a progress bar on stderr.
+    """
+    num_rows = len(responses)
+    if len(prompts) != num_rows:
+        raise ValueError(f"prompts has {len(prompts)} rows but responses has {num_rows}")
+    if out is None:
+        out = np.empty((num_rows, encoder.dim), dtype=np.float32)
+    elif out.shape != (num_rows, encoder.dim):
+        raise ValueError(f"out has shape {out.shape}, expected ({num_rows}, {encoder.dim})")
+    keys = text_keys(prompts, responses)
+    unique_keys, first_rows, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    positions = cache.lookup(unique_keys) if cache is not None else np.full(len(unique_keys), -1)
+    missing = np.flatnonzero(positions < 0)
+    missing = missing[np.argsort(first_rows[missing], kind="stable")]  # ties break by row order
+    logger.info(
+        "%d rows, %d distinct, %d cached, %d to encode",
+        num_rows,
+        len(unique_keys),
+        len(unique_keys) - len(missing),
+        len(missing),
+    )
+    fresh = None if cache is not None else np.empty((len(unique_keys), encoder.dim), dtype=np.float32)
+    missing_prompts = [prompts[first_rows[u]] for u in missing]
+    missing_responses = [responses[first_rows[u]] for u in missing]
+    with tqdm(total=len(missing), desc="encoding", unit="row", disable=None if progress else True) as bar:
+        for rows, embeddings in encoder.iter_batches(missing_prompts, missing_responses):
+            if cache is not None:
+                cache.append(unique_keys[missing[rows]], embeddings)
+            else:
+                fresh[missing[rows]] = embeddings
+            bar.update(len(rows))
+    if cache is None:
+        out[...] = fresh[inverse]
+        return out
+    positions = cache.lookup(unique_keys)[inverse]
+    for start in range(0, num_rows, _FILL_CHUNK_ROWS):
+        stop = min(start + _FILL_CHUNK_ROWS, num_rows)
+        cache.read(positions[start:stop], out=out[start:stop])
+    return out
+
+
+def save_embeddings(path: str | Path, embeddings: np.ndarray, metadata: dict) -> Path:
+    """Write ``(N, dim)`` embeddings to ``path`` (``.npy``) with ``metadata`` beside it (``.json``)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    np.save(path, np.asarray(embeddings, dtype=np.float32))
+    sidecar_path(path).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def load_embeddings(path: str | Path) -> tuple[np.ndarray, dict]:
+    """``(N, dim)`` float32 embeddings from a ``.npy`` file (memory-mapped) and their metadata."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"embeddings file {path} does not exist; make it with `pyro-irm embed`")
+    embeddings = np.load(path, mmap_mode="c")  # copy-on-write: writable for torch, never copied
+    if embeddings.ndim != 2 or embeddings.dtype != np.float32:
+        raise ValueError(
+            f"{path}: expected a (rows, dim) float32 array, got {embeddings.shape} {embeddings.dtype}"
+        )
+    sidecar = sidecar_path(path)
+    metadata = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+    return embeddings, metadata
+
+
+def sidecar_path(path: Path) -> Path:
+    return path.with_suffix(".json")

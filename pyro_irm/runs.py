@@ -1,0 +1,194 @@
+"""From a log with text to a saved run and back: embed, fit, save, load, score, evaluate.
+
+A run directory holds everything needed to use a fitted model on new text::
+
+    run_dir/
+      model/          the RewardModel (weights.safetensors + reward_model.json)
+      run.json        method, training, model, encoder and column configuration, the source log
+      metrics.json    how the fit went, and label metrics where the training log had labels
+      elbo.png        training and held-out ELBO per epoch
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+
+from pyro_irm.analysis.metrics import label_metrics
+from pyro_irm.analysis.plots import plot_fit_history
+from pyro_irm.data.logs import FeedbackLog, LogSchema
+from pyro_irm.encoders.cache import default_cache_root
+from pyro_irm.encoders.config import EncoderConfig
+from pyro_irm.encoders.embed import embed_rows, load_embeddings, open_cache
+from pyro_irm.encoders.encoder import TextEncoder
+from pyro_irm.inference.config import TrainConfig
+from pyro_irm.inference.result import FitResult
+from pyro_irm.inference.svi import fit
+from pyro_irm.models.config import ModelConfig
+from pyro_irm.models.reward_model import RewardModel
+
+logger = logging.getLogger(__name__)
+
+MODEL_DIR = "model"
+RUN_FILE = "run.json"
+METRICS_FILE = "metrics.json"
+ELBO_PLOT = "elbo.png"
+
+
+def embed_log(
+    log: FeedbackLog,
+    encoder_config: EncoderConfig | None = None,
+    cache_root: str | Path | None = None,
+    use_cache: bool = True,
+    progress: bool = False,
+    encoder: TextEncoder | None = None,
+) -> tuple[np.ndarray, TextEncoder]:
+    """``(N, dim)`` embeddings of a log's rows, through the on-disk cache unless ``use_cache`` is off."""
+    encoder = encoder or TextEncoder(encoder_config)
+    cache = open_cache(encoder, cache_root or default_cache_root()) if use_cache else None
+    return embed_rows(log.prompts, log.responses, encoder, cache, progress=progress), encoder
+
+
+def embeddings_for(
+    log: FeedbackLog,
+    embeddings_path: str | Path | None,
+    encoder_config: EncoderConfig | None,
+    cache_root: str | Path | None = None,
+    progress: bool = False,
+) -> tuple[np.ndarray, dict]:
+    """A log's embeddings, from a file written by ``pyro-irm embed`` or by encoding (cached), with
+    the encoder's description (``{"encoder": config, "identity": ...}``)."""
+    if embeddings_path is not None:
+        embeddings, metadata = load_embeddings(embeddings_path)
+        if embeddings.shape[0] != len(log):
+            raise ValueError(
+                f"{embeddings_path} has {embeddings.shape[0]} rows but the log has {len(log)} usable rows; "
+                "embed this log with the same column mapping and bad-row handling"
+            )
+        return embeddings, {k: metadata.get(k) for k in ("encoder", "identity")}
+    embeddings, encoder = embed_log(log, encoder_config, cache_root, progress=progress)
+    return embeddings, {"encoder": encoder.config.to_dict(), "identity": encoder.identity}
+
+
+@dataclass
+class Run:
+    """A fitted model loaded from its run directory."""
+
+    directory: Path
+    reward_model: RewardModel
+    method: str
+    encoder: EncoderConfig | None
+    schema: LogSchema
+    info: dict
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> Run:
+        directory = Path(directory)
+        run_file = directory / RUN_FILE
+        if not run_file.is_file():
+            raise FileNotFoundError(
+                f"{directory} is not a run directory (no {RUN_FILE}); make one with `pyro-irm fit`"
+            )
+        info = json.loads(run_file.read_text())
+        encoder = info.get("encoder")
+        return cls(
+            directory=directory,
+            reward_model=RewardModel.load(directory / MODEL_DIR, device=device),
+            method=info["method"],
+            encoder=None if encoder is None else EncoderConfig(**encoder),
+            schema=schema_from_dict(info["schema"]),
+            info=info,
+        )
+
+    @property
+    def name(self) -> str:
+        return self.directory.name
+
+
+def schema_from_dict(values: dict) -> LogSchema:
+    values = dict(values)
+    values["actions"] = tuple(values["actions"])
+    values["context"] = tuple(values["context"])
+    values["action_thresholds"] = tuple((name, float(v)) for name, v in values["action_thresholds"])
+    return LogSchema(**values)
+
+
+def fit_log(
+    log: FeedbackLog,
+    embeddings: np.ndarray,
+    train_config: TrainConfig | None = None,
+    model_config: ModelConfig | None = None,
+) -> FitResult:
+    """Fit a model to a log whose rows are embedded in ``embeddings`` ``(N, D)``."""
+    return fit(log.to_feedback(embeddings), train_config, model_config)
+
+
+def save_run(
+    directory: str | Path,
+    result: FitResult,
+    log: FeedbackLog,
+    embeddings: np.ndarray,
+    schema: LogSchema,
+    model_config: ModelConfig,
+    encoder_info: dict,
+    source: str,
+) -> Path:
+    """Write a run directory (see the module docstring); returns it."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    result.reward_model.save(directory / MODEL_DIR)
+    info = {
+        "method": result.method,
+        "train_config": asdict(result.config),
+        "model_config": asdict(model_config),
+        "encoder": encoder_info.get("encoder"),
+        "encoder_identity": encoder_info.get("identity"),
+        "schema": asdict(schema),
+        "log": source,
+        "rows": len(log),
+        "device": result.device,
+    }
+    (directory / RUN_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    history = result.history
+    metrics: dict = {
+        "fit": {
+            "epochs": history.epochs,
+            "best_epoch": history.best_epoch + 1,
+            "stopped_early": history.stopped_early,
+            "best_heldout_elbo_per_row": history.validation_elbo[history.best_epoch]
+            if history.validation_elbo and history.best_epoch >= 0
+            else None,
+            "final_train_loss_per_row": history.train_loss[-1] if history.train_loss else None,
+            "seconds": sum(history.epoch_seconds),
+            "rows_per_second": result.rows_per_second,
+        }
+    }
+    if log.has_labels:
+        probability = result.reward_model.preference_probability(embeddings).numpy()
+        metrics["training_log_labels"] = {
+            "note": "explicit labels of the training log; reported only, never used to fit or select",
+            **label_metrics(log.labels, probability, log.prompt_ids, _true_scores(log)),
+        }
+    (directory / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    plot_fit_history(history, directory / ELBO_PLOT, title=f"{result.method} on {Path(source).name}")
+    return directory
+
+
+def _true_scores(log: FeedbackLog) -> np.ndarray | None:
+    return None if log.truth is None else log.truth["score"]
+
+
+def evaluate_run(run: Run, log: FeedbackLog, embeddings: np.ndarray) -> dict[str, float]:
+    """Label metrics of a run's P(preferred) on a log with explicit labels (graded truth, where the
+    log was simulated, ranks pairs within prompt)."""
+    if not log.has_labels:
+        raise ValueError(
+            f"{log.report.source} has no explicit labels (column {run.schema.label!r} and --label-col); "
+            "evaluation needs them"
+        )
+    probability = run.reward_model.preference_probability(embeddings).numpy()
+    return label_metrics(log.labels, probability, log.prompt_ids, _true_scores(log))
