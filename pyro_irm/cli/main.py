@@ -145,7 +145,11 @@ def _add_encoder_options(parser: argparse.ArgumentParser) -> None:
     add_dataclass_options(
         group, EncoderConfig, "encoder_", rename={"model": "encoder"}, flag_prefix="encoder_"
     )
-    group.add_argument("--cache-dir", help=f"embedding cache root (default: {default_cache_root()})")
+    _add_cache_option(group)
+
+
+def _add_cache_option(parser) -> None:
+    parser.add_argument("--cache-dir", help=f"embedding cache root (default: {default_cache_root()})")
 
 
 def _encoder_config(args: argparse.Namespace, file_config: dict | None = None) -> EncoderConfig:
@@ -264,15 +268,22 @@ def _fit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _run_embeddings(run: Run, log, args: argparse.Namespace) -> np.ndarray:
+    """The log's embeddings: ``--embeddings`` if given, else encoded (cached) with the run's encoder."""
+    if args.embeddings is None and run.encoder is None:
+        raise ValueError(
+            f"{run.directory} was fit on precomputed embeddings; pass --embeddings for {log.report.source}"
+        )
+    encoder = run.encoder if args.embeddings is None else None
+    embeddings, _ = embeddings_for(log, args.embeddings, encoder, args.cache_dir, not args.quiet)
+    return embeddings
+
+
 def _score(args: argparse.Namespace) -> int:
     run = Run.load(args.run_dir)
     schema = _schema(args, actions=False, labels=False)
     log = _read(args, args.input, schema)
-    encoder = run.encoder if args.embeddings is None else None
-    if args.embeddings is None and encoder is None:
-        raise ValueError(f"{args.run_dir} was fit on precomputed embeddings; pass this input's --embeddings")
-    embeddings, _ = embeddings_for(log, args.embeddings, encoder, args.cache_dir, not args.quiet)
-    rewards = run.reward_model.score(embeddings).numpy()
+    rewards = run.reward_model.score(_run_embeddings(run, log, args)).numpy()
     probability = 1.0 / (1.0 + np.exp(-rewards.astype(np.float64)))
     records = [
         {
@@ -300,15 +311,10 @@ def _evaluate(args: argparse.Namespace) -> int:
     log = _read(args, args.log, _schema(args, actions=False))
     results = {}
     embedded: dict[str, np.ndarray] = {}
-    for run in runs:
-        encoder = run.encoder if args.embeddings is None else None
-        if args.embeddings is None and encoder is None:
-            raise ValueError(
-                f"{run.directory} was fit on precomputed embeddings; pass the log's --embeddings"
-            )
-        key = json.dumps(None if encoder is None else encoder.to_dict(), sort_keys=True)
+    for run in runs:  # runs sharing an encoder share one encoding of the log
+        key = json.dumps(None if args.embeddings or run.encoder is None else run.encoder.to_dict())
         if key not in embedded:
-            embedded[key], _ = embeddings_for(log, args.embeddings, encoder, args.cache_dir, not args.quiet)
+            embedded[key] = _run_embeddings(run, log, args)
         name = run.name if run.name not in results else str(run.directory)
         results[name] = evaluate_run(run, log, embedded[key])
     rows = next(iter(results.values()))["rows"]
@@ -453,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", help="output file (.jsonl, .csv, .tsv, .parquet)")
     score.add_argument("--embeddings", help="precomputed embeddings of the input")
     score.add_argument("--with-text", action="store_true", help="copy prompt and response into the output")
-    score.add_argument("--cache-dir", help=f"embedding cache root (default: {default_cache_root()})")
+    _add_cache_option(score)
     _add_schema_options(score, actions=False, labels=False)
     _add_common(score)
     score.set_defaults(handler=_score)
@@ -468,7 +474,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--log", required=True, help="log with explicit labels (e.g. a held-out split)")
     evaluate.add_argument("--embeddings", help="precomputed embeddings of that log")
     evaluate.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
-    evaluate.add_argument("--cache-dir", help=f"embedding cache root (default: {default_cache_root()})")
+    _add_cache_option(evaluate)
     _add_schema_options(evaluate, actions=False)
     _add_common(evaluate)
     evaluate.set_defaults(handler=_evaluate)
