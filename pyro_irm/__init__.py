@@ -1,9 +1,18 @@
 """pyro_irm: unbiased reward models from implicit user feedback, with Pyro.
 
 The path: log rows -> embeddings -> four-group model + guide -> :func:`fit` -> :class:`RewardModel`.
+Every baseline (``METHOD_NAMES``) fits through the same :func:`fit`; :func:`run_benchmark` compares
+them on one data set.
 """
 
 from pyro_irm.analysis.metrics import evaluate, label_metrics
+from pyro_irm.benchmark import (
+    BenchmarkConfig,
+    BenchmarkResult,
+    load_embedded_set,
+    run_benchmark,
+    run_sweep,
+)
 from pyro_irm.data import (
     FeedbackData,
     FeedbackLog,
@@ -20,13 +29,31 @@ from pyro_irm.data import (
 )
 from pyro_irm.encoders import EmbeddingCache, EncoderConfig, TextEncoder, embed_rows
 from pyro_irm.groups import GROUP_NAMES
-from pyro_irm.inference import FitHistory, FitResult, TrainConfig, fit
+from pyro_irm.inference import (
+    METHOD_NAMES,
+    EstimatorConfig,
+    FitHistory,
+    FitResult,
+    Nuisance,
+    TrainConfig,
+    estimate_nuisance,
+    fit,
+)
 from pyro_irm.models import ModelConfig, RewardModel
 from pyro_irm.models.identifiability import IdentifiabilityWarning
 from pyro_irm.runs import Run, embed_log, evaluate_run, fit_log, save_run
 
 __all__ = [
     "GROUP_NAMES",
+    "METHOD_NAMES",
+    "BenchmarkConfig",
+    "BenchmarkResult",
+    "EstimatorConfig",
+    "Nuisance",
+    "estimate_nuisance",
+    "load_embedded_set",
+    "run_benchmark",
+    "run_sweep",
     "EmbeddingCache",
     "EncoderConfig",
     "FeedbackData",

@@ -26,6 +26,7 @@ from pyro_irm.encoders.config import EncoderConfig
 from pyro_irm.encoders.embed import embed_rows, load_embeddings, open_cache
 from pyro_irm.encoders.encoder import TextEncoder
 from pyro_irm.inference.config import TrainConfig
+from pyro_irm.inference.nuisance import EstimatorConfig
 from pyro_irm.inference.result import FitResult
 from pyro_irm.inference.svi import fit
 from pyro_irm.models.config import ModelConfig
@@ -122,9 +123,10 @@ def fit_log(
     embeddings: np.ndarray,
     train_config: TrainConfig | None = None,
     model_config: ModelConfig | None = None,
+    estimator_config: EstimatorConfig | None = None,
 ) -> FitResult:
     """Fit a model to a log whose rows are embedded in ``embeddings`` ``(N, D)``."""
-    return fit(log.to_feedback(embeddings), train_config, model_config)
+    return fit(log.to_feedback(embeddings), train_config, model_config, estimator_config)
 
 
 def save_run(

@@ -42,7 +42,7 @@ def test_bad_arguments_exit_nonzero(capsys):
     assert error.value.code == 2
 
 
-@pytest.mark.parametrize("command", ["demo", "simulate", "embed", "fit", "score", "evaluate"])
+@pytest.mark.parametrize("command", ["demo", "simulate", "embed", "fit", "score", "evaluate", "benchmark"])
 def test_every_command_explains_itself(command, capsys):
     with pytest.raises(SystemExit) as done:
         main([command, "--help"])
@@ -120,3 +120,26 @@ def test_a_malformed_log_exits_2_naming_row_and_field(tmp_path, capsys):
     assert code == 2
     error = capsys.readouterr().err
     assert "row 2, field 'response': is missing" in error and str(log) in error
+
+
+def test_an_observational_log_fits_every_weighted_baseline(tmp_path, ultrafeedback_rows, capsys):
+    """CausalRM's setting end to end: the simulated log carries `observed`, the fit reads it."""
+    log = tmp_path / "observational.jsonl"
+    source = ultrafeedback_rows.report.source
+    code = main(
+        ["simulate", "--dataset", "ultrafeedback", "--data-file", source, "--limit", "40"]
+        + ["--setting", "observational", "--observation-rate", "0.4", "--eps1", "0.2", "--eps0", "0.1"]
+        + ["--out", str(log), "--quiet"]
+    )
+    assert code == 0
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert all(r["action"] <= r["observed"] for r in records)
+    cache = ["--cache-dir", str(tmp_path / "cache")]
+    for method in ("dr", "causalrm", "implicitrm"):
+        code = main(
+            ["fit", str(log), "--method", method, "--observed-col", "observed", "--max-epochs", "2"]
+            + ["--out", str(tmp_path / method), "--quiet", *cache, *ENCODER_FLAGS]
+        )
+        assert code == 0, capsys.readouterr().err
+    assert main(["fit", str(log), "--method", "dr", "--out", str(tmp_path / "x"), "--quiet", *cache]) == 2
+    assert "needs an observational log" in capsys.readouterr().err

@@ -79,6 +79,14 @@ class FeedbackData:
         truth: optional :class:`GroundTruth` of simulated rows.
         labels: optional ``(N,)`` float32 explicit preference labels in {0, 1}, NaN where a row has
             none (annotations of a few rows); used to evaluate and by the oracle, never by fitting.
+        observed: optional ``(N,)`` float32 observation indicator o in {0, 1}: whether the log says
+            feedback was given (CausalRM's observational setting). Then ``actions`` is the feedback
+            value, possibly noisy, and must be 0 where ``observed`` is 0. Without it the log is
+            implicit: o is latent and an action is the only trace of it.
+        propensity: optional ``(N,)`` float32 known ``P(o = 1 | row)`` in (0, 1] (for example from a
+            randomized display policy); estimators use it when told ``propensity='given'``.
+        prompt_ids: optional ``(N,)`` int64 prompt index; rows of one prompt share it (pairwise
+            metrics and pairwise estimators).
 
     Raises:
         ValueError: naming the field and first bad row, for non-finite values, actions outside
@@ -90,6 +98,9 @@ class FeedbackData:
     context: torch.Tensor | None = None
     truth: GroundTruth | None = None
     labels: torch.Tensor | None = None
+    observed: torch.Tensor | None = None
+    propensity: torch.Tensor | None = None
+    prompt_ids: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         embeddings = as_float_tensor("embeddings", self.embeddings)
@@ -137,6 +148,37 @@ class FeedbackData:
                 raise ValueError(f"labels: row {row} is {labels[row].item()}; labels must be 0, 1 or NaN")
             object.__setattr__(self, "labels", labels)
 
+        if self.observed is not None:
+            observed = _row_vector("observed", self.observed, num_rows)
+            bad = ((observed != 0) & (observed != 1)).nonzero()
+            if bad.numel():
+                row = bad[0, 0].item()
+                raise ValueError(f"observed: row {row} is {observed[row].item()}; it must be 0 or 1")
+            bad = ((observed == 0) & (actions != 0)).nonzero()
+            if bad.numel():
+                row = bad[0, 0].item()
+                raise ValueError(
+                    f"actions: row {row} is 1 but observed is 0 there; a row without feedback "
+                    "has no feedback value (give 0)"
+                )
+            object.__setattr__(self, "observed", observed)
+
+        if self.propensity is not None:
+            propensity = _row_vector("propensity", self.propensity, num_rows)
+            bad = (~((propensity > 0) & (propensity <= 1))).nonzero()
+            if bad.numel():
+                row = bad[0, 0].item()
+                raise ValueError(f"propensity: row {row} is {propensity[row].item()}; it must lie in (0, 1]")
+            object.__setattr__(self, "propensity", propensity)
+
+        if self.prompt_ids is not None:
+            prompt_ids = torch.as_tensor(np.asarray(self.prompt_ids)).reshape(-1)
+            if prompt_ids.dtype.is_floating_point or prompt_ids.dtype == torch.bool:
+                raise ValueError(f"prompt_ids: expected integers, got {prompt_ids.dtype}")
+            if prompt_ids.shape[0] != num_rows:
+                raise ValueError(f"prompt_ids: {prompt_ids.shape[0]} rows but embeddings has {num_rows}")
+            object.__setattr__(self, "prompt_ids", prompt_ids.long())
+
         if self.truth is not None:
             for field in fields(self.truth):
                 value = getattr(self.truth, field.name)
@@ -156,6 +198,11 @@ class FeedbackData:
     def context_dim(self) -> int:
         return 0 if self.context is None else self.context.shape[1]
 
+    @property
+    def setting(self) -> str:
+        """'observational' when the log records whether feedback was given, else 'implicit'."""
+        return "implicit" if self.observed is None else "observational"
+
     def subset(self, index: torch.Tensor) -> FeedbackData:
         """The rows at ``index`` (a copy of just those rows)."""
         return replace(
@@ -165,11 +212,22 @@ class FeedbackData:
             context=None if self.context is None else self.context[index],
             truth=None if self.truth is None else self.truth.subset(index),
             labels=None if self.labels is None else self.labels[index],
+            observed=None if self.observed is None else self.observed[index],
+            propensity=None if self.propensity is None else self.propensity[index],
+            prompt_ids=None if self.prompt_ids is None else self.prompt_ids[index],
         )
 
     def split(self, fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
         """Random disjoint ``(first, second)`` row indices, ``second`` holding ``fraction`` of rows."""
         return split_indices(len(self), fraction, seed)
+
+
+def _row_vector(name: str, value: ArrayLike, num_rows: int) -> torch.Tensor:
+    vector = as_float_tensor(name, value).reshape(-1)
+    if vector.shape[0] != num_rows:
+        raise ValueError(f"{name}: {vector.shape[0]} rows but embeddings has {num_rows}")
+    _first_non_finite(name, vector)
+    return vector
 
 
 def split_indices(num_rows: int, fraction: float, seed: int) -> tuple[torch.Tensor, torch.Tensor]:

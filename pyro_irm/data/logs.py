@@ -69,6 +69,16 @@ class LogSchema:
     prompt_id: str | None = field(
         default=None, metadata={"help": "column grouping rows by prompt (default: a hash of the prompt)"}
     )
+    observed: str | None = field(
+        default=None,
+        metadata={
+            "help": "optional 0/1 column saying whether feedback was given (observational logs); "
+            "the action column is then the feedback value"
+        },
+    )
+    propensity: str | None = field(
+        default=None, metadata={"help": "optional column of known P(feedback given) per row, in (0, 1]"}
+    )
 
     def __post_init__(self) -> None:
         unknown = {name for name, _ in self.action_thresholds} - set(self.actions)
@@ -121,6 +131,8 @@ class FeedbackLog:
         context: ``(N, C)`` float32 context columns, or None.
         context_names: the ``C`` context names.
         prompt_ids: ``N`` prompt identifiers (rows of one prompt share one).
+        observed: ``(N,)`` float32 observation indicator (observational logs), or None.
+        propensity: ``(N,)`` float32 known P(feedback given), or None.
         truth: for simulated logs, ``{column: (N,) float32}`` for every one of ``TRUTH_COLUMNS``.
         source_rows: ``(N,)`` row numbers in the source (1-based), for messages.
         report: what reading kept and dropped.
@@ -137,6 +149,8 @@ class FeedbackLog:
     truth: dict[str, np.ndarray] | None
     source_rows: np.ndarray
     report: LoadReport
+    observed: np.ndarray | None = None
+    propensity: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.responses)
@@ -179,8 +193,16 @@ class FeedbackLog:
                 t["score"],
             )
         labels = None if self.labels is None else torch.from_numpy(self.labels)
+        _, prompt_codes = np.unique(np.asarray(self.prompt_ids), return_inverse=True)
         return FeedbackData(
-            embeddings=embeddings, actions=self.action, context=context, truth=truth, labels=labels
+            embeddings=embeddings,
+            actions=self.action,
+            context=context,
+            truth=truth,
+            labels=labels,
+            observed=self.observed,
+            propensity=self.propensity,
+            prompt_ids=prompt_codes.astype(np.int64),
         )
 
     def subset(self, index: np.ndarray) -> FeedbackLog:
@@ -199,6 +221,8 @@ class FeedbackLog:
             truth=None if self.truth is None else {k: v[index] for k, v in self.truth.items()},
             source_rows=self.source_rows[index],
             report=self.report,
+            observed=pick(self.observed),
+            propensity=pick(self.propensity),
         )
 
 
@@ -289,6 +313,8 @@ def read_log(
     contexts: list[list[float]] = []
     prompt_ids: list[str] = []
     truth_rows: list[list[float]] = []
+    observed: list[float] = []
+    propensity: list[float] = []
     truth_present: bool | None = None
     rows: list[int] = []
     dropped: list[DroppedRow] = []
@@ -309,6 +335,20 @@ def read_log(
                 if value is not None:
                     label = _binary(schema.label, value, schema.label_threshold, "graded labels")
             row_context = [_number(record, name, True) for name in schema.context]
+            row_observed = row_propensity = float("nan")
+            if schema.observed is not None:
+                row_observed = _binary(
+                    schema.observed, _number(record, schema.observed, True), None, "observation"
+                )
+                if row_observed == 0.0 and max(row_actions, default=0.0) == 1.0:
+                    raise _RowProblem(
+                        schema.actions[row_actions.index(1.0)],
+                        f"is 1 but {schema.observed!r} is 0; a row without feedback has no value",
+                    )
+            if schema.propensity is not None:
+                row_propensity = _number(record, schema.propensity, True)
+                if not 0.0 < row_propensity <= 1.0:
+                    raise _RowProblem(schema.propensity, f"{row_propensity:g} is not in (0, 1]")
             has_truth = all(record.get(name) is not None for name in TRUTH_COLUMNS)
             if truth_present is None:
                 truth_present = has_truth
@@ -335,6 +375,8 @@ def read_log(
         labels.append(label)
         contexts.append(row_context)
         prompt_ids.append(prompt_id)
+        observed.append(row_observed)
+        propensity.append(row_propensity)
         truth_rows.append(row_truth)
         rows.append(row)
     report = LoadReport(str(source), rows_read, tuple(dropped))
@@ -357,6 +399,8 @@ def read_log(
         truth=truth,
         source_rows=np.asarray(rows, dtype=np.int64),
         report=report,
+        observed=np.asarray(observed, dtype=np.float32) if schema.observed else None,
+        propensity=np.asarray(propensity, dtype=np.float32) if schema.propensity else None,
     )
 
 

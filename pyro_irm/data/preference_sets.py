@@ -221,7 +221,8 @@ def simulate_log(scored: ScoredResponses, config: SimulationConfig | None = None
     quality) and whose context is the display ``position`` (1 = top).
 
     Each record has ``prompt``, ``response``, ``prompt_id``, ``action``, ``label`` (the true
-    preference, for evaluation), ``position`` (logistic form with context) and the truth columns
+    preference, for evaluation), ``position`` (logistic form with context), ``observed`` (the
+    observational setting: read it with ``LogSchema(observed="observed")``) and the truth columns
     (``true_preference``, ``true_propensity``, ``true_propensity_probability``, ``score``).
     """
     config = config or SimulationConfig(propensity_form="alpha_power")
@@ -242,6 +243,8 @@ def simulate_log(scored: ScoredResponses, config: SimulationConfig | None = None
         }
         if drawn.positions is not None:
             record["position"] = int(drawn.positions[i]) + 1
+        if config.setting == "observational":
+            record["observed"] = int(drawn.propensity[i])
         record.update(
             true_preference=int(preference[i]),
             true_propensity=int(drawn.propensity[i]),

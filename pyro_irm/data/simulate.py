@@ -18,12 +18,17 @@ Propensity forms (``SimulationConfig.propensity_form``):
   rate is ``observation_rate``, then capped at 1. Here propensity depends on preference strength.
 
 The action is ``y ~ Bernoulli(o * (r * (1 - eps1) + (1 - r) * eps0))``.
+
+Settings (``SimulationConfig.setting``): ``"implicit"`` (ImplicitRM's: only y is logged, o is
+latent) or ``"observational"`` (CausalRM's: o is logged too, as ``FeedbackData.observed``, and y
+is the feedback value, flipped with rates ``eps1 = rho01 = P(y=0 | r=1)`` and
+``eps0 = rho10 = P(y=1 | r=0)`` where feedback was given).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -31,6 +36,7 @@ import torch
 from pyro_irm.data.feedback import ArrayLike, FeedbackData, as_float_tensor, make_truth
 
 PropensityForm = Literal["logistic", "alpha_power"]
+Setting = Literal["implicit", "observational"]
 
 
 @dataclass(frozen=True)
@@ -59,8 +65,11 @@ class SimulationConfig:
     eps1: float = 0.0
     seed: int = 0
     world_seed: int = 0
+    setting: Setting = "implicit"
 
     def __post_init__(self) -> None:
+        if self.setting not in ("implicit", "observational"):
+            raise ValueError(f"setting must be 'implicit' or 'observational', got {self.setting!r}")
         if self.num_rows < 1:
             raise ValueError(f"num_rows must be at least 1, got {self.num_rows}")
         if self.embedding_dim < 3:
@@ -126,6 +135,7 @@ def simulate_from_scores(
     threshold: float,
     config: SimulationConfig | None = None,
     score_range: tuple[float, float] | None = None,
+    prompt_ids: ArrayLike | None = None,
 ) -> FeedbackData:
     """Semi-synthetic rows: given embeddings and true quality scores, simulate implicit actions.
 
@@ -136,6 +146,7 @@ def simulate_from_scores(
         config: propensity form, rates and noise; ``num_rows`` and ``embedding_dim`` are ignored.
         score_range: the label scale's ``(low, high)`` for the alpha-power rescaling to [1, 5];
             defaults to the observed minimum and maximum.
+        prompt_ids: optional ``(N,)`` integer prompt index, kept on the data.
     """
     config = config or SimulationConfig()
     generator = torch.Generator().manual_seed(config.seed)
@@ -151,9 +162,10 @@ def simulate_from_scores(
     direction = _orthonormal_directions(embeddings.shape[1], 1, world)[:, 0]
     centred = embeddings - embeddings.mean(dim=0)
     feature = standardize(centred @ direction)
-    return _observe(
+    data = _observe(
         embeddings, scores, preference, preference.clone(), feature, config, generator, score_range
     )
+    return data if prompt_ids is None else replace(data, prompt_ids=prompt_ids)
 
 
 @dataclass(frozen=True)
@@ -219,7 +231,10 @@ def _observe(
     truth = make_truth(
         preference, drawn.propensity, preference_probability, drawn.propensity_probability, score
     )
-    return FeedbackData(embeddings=embeddings, actions=drawn.actions, context=drawn.context, truth=truth)
+    observed = drawn.propensity if config.setting == "observational" else None
+    return FeedbackData(
+        embeddings=embeddings, actions=drawn.actions, context=drawn.context, truth=truth, observed=observed
+    )
 
 
 def _true_score(linear: torch.Tensor, quadratic: torch.Tensor, nonlinearity: float) -> torch.Tensor:

@@ -5,7 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-Method = Literal["implicitrm", "naive", "oracle"]
+Method = Literal[
+    "naive", "upu", "nnpu", "ips", "snips", "dr", "causalrm", "ubpr", "relmf", "implicitrm", "oracle"
+]
 Inference = Literal["enumerate", "amortized", "fused"]
 GuideGradient = Literal["score_function", "enumerate"]
 
@@ -16,7 +18,10 @@ class TrainConfig:
 
     method: Method = field(
         default="implicitrm",
-        metadata={"help": "implicitrm (four groups), naive (y as the label) or oracle (true labels)"},
+        metadata={
+            "help": "implicitrm (four groups), naive (y as the label), oracle (true labels), or a "
+            "baseline: upu, nnpu, ips, snips, dr, causalrm, ubpr, relmf"
+        },
     )
     inference: Inference = field(
         default="enumerate",
@@ -40,7 +45,10 @@ class TrainConfig:
     weight_decay: float = field(default=1e-4, metadata={"help": "AdamW decoupled weight decay"})
     validation_fraction: float = field(
         default=0.1,
-        metadata={"help": "rows held out for early stopping on the held-out ELBO (0 disables)"},
+        metadata={
+            "help": "rows held out for early stopping on the held-out ELBO, or on the method's own "
+            "risk for loss-based methods (0 disables)"
+        },
     )
     patience: int = field(
         default=5, metadata={"help": "epochs without held-out ELBO improvement before stopping"}
@@ -57,8 +65,10 @@ class TrainConfig:
     )
 
     def __post_init__(self) -> None:
+        from pyro_irm.inference.methods import METHOD_NAMES
+
         choices = {
-            "method": ("implicitrm", "naive", "oracle"),
+            "method": METHOD_NAMES,
             "inference": ("enumerate", "amortized", "fused"),
             "guide_gradient": ("score_function", "enumerate"),
         }

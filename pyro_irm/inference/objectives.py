@@ -1,14 +1,14 @@
 """The training objective of each (method, inference) pair, as one torch module.
 
 Every objective holds the model and guide (so ``parameters()`` is what the optimizer updates) and
-offers ``loss_and_grads(*model_args) -> float``: the negative ELBO per training row, with its
-gradient accumulated. ``TraceGraph_ELBO`` has no differentiable loss (its gradient comes from a
-surrogate), which is why the interface is ``loss_and_grads`` rather than a loss tensor.
+the training data, and offers ``loss_and_grads(batch_rows, num_rows=...) -> float`` (the negative
+ELBO or the risk per training row, with its gradient accumulated) and
+``validation_score(rows) -> float`` (higher is better; computed from observed data only).
+``TraceGraph_ELBO`` has no differentiable loss (its gradient comes from a surrogate), which is why
+the interface is ``loss_and_grads`` rather than a loss tensor.
 """
 
 from __future__ import annotations
-
-from typing import Any
 
 import torch
 from pyro import poutine
@@ -16,80 +16,136 @@ from pyro.infer import ELBO, Trace_ELBO, TraceEnum_ELBO, TraceGraph_ELBO, config
 from pyro.nn import PyroModule
 from torch import nn
 
+from pyro_irm.data.feedback import FeedbackData
 from pyro_irm.inference.config import TrainConfig
+from pyro_irm.inference.estimators import LossObjective
+from pyro_irm.inference.methods import method_spec
+from pyro_irm.inference.nuisance import EstimatorConfig, Nuisance
 from pyro_irm.models.base import FeedbackModel, gather_rows
 from pyro_irm.models.guides import EmptyGuide, StratificationGuide
 
 
-class SVIObjective(nn.Module):
-    """``-ELBO / num_rows`` of a Pyro (model, guide) pair under one of Pyro's ELBO estimators."""
+class _DataObjective(nn.Module):
+    """Holds the training data; subclasses implement :meth:`loss_and_grads` on row indices."""
 
-    def __init__(self, model: nn.Module, guide: nn.Module, elbo: ELBO, enumerate_model: bool):
+    def __init__(
+        self,
+        model: FeedbackModel,
+        guide: nn.Module | None,
+        data: FeedbackData,
+        labels: torch.Tensor,
+        observed: torch.Tensor | None,
+    ):
         super().__init__()
         self.model = model
         self.guide = guide
+        self.data = data
+        self.labels = labels
+        self.observed = observed
+
+    def model_args(self) -> tuple:
+        return self.data.embeddings, self.labels, self.data.context
+
+    def validation_score(self, index: torch.Tensor) -> float:
+        """The exact held-out ELBO per row on rows ``index`` (higher is better)."""
+        return heldout_elbo(self.model, self.guide, *self.model_args(), index, observed=self.observed)
+
+
+class SVIObjective(_DataObjective):
+    """``-ELBO / num_rows`` of a Pyro (model, guide) pair under one of Pyro's ELBO estimators."""
+
+    def __init__(
+        self,
+        model: FeedbackModel,
+        guide: nn.Module,
+        elbo: ELBO,
+        enumerate_model: bool,
+        data: FeedbackData,
+        labels: torch.Tensor,
+        observed: torch.Tensor | None = None,
+    ):
+        super().__init__(model, guide, data, labels, observed)
         self.elbo = elbo
         self.enumerate_model = enumerate_model
 
     def _scaled(self, fn, num_rows: int):
         return poutine.scale(fn, scale=1.0 / num_rows)
 
-    def loss_and_grads(self, *args: Any, num_rows: int, **kwargs: Any) -> float:
+    def loss_and_grads(self, batch: torch.Tensor, *, num_rows: int) -> float:
         model = config_enumerate(self.model, default="parallel") if self.enumerate_model else self.model
         return self.elbo.loss_and_grads(
             self._scaled(model, num_rows),
             self._scaled(self.guide, num_rows),
-            *args,
+            *self.model_args(),
+            batch,
             num_rows=num_rows,
-            **kwargs,
+            observed=self.observed,
         )
 
 
-class FusedObjective(nn.Module):
+class FusedObjective(_DataObjective):
     """The enumerated marginal likelihood in closed form: ``-mean log sum_groups p(group, y | row)``.
 
     Equal to ``TraceEnum_ELBO`` with the groups enumerated (tested), without Pyro's tracing.
     """
 
-    def __init__(self, model: FeedbackModel):
-        super().__init__()
-        self.model = model
-        self.guide = None
-
-    def loss_and_grads(
+    def __init__(
         self,
-        embeddings: torch.Tensor,
+        model: FeedbackModel,
+        data: FeedbackData,
         labels: torch.Tensor,
-        context: torch.Tensor | None,
-        batch_indices: torch.Tensor,
-        *,
-        num_rows: int,
-    ) -> float:
+        observed: torch.Tensor | None = None,
+    ):
+        super().__init__(model, None, data, labels, observed)
+
+    def loss_and_grads(self, batch: torch.Tensor, *, num_rows: int) -> float:
         device = self.model.device
-        rows, actions, context_rows = (
-            gather_rows(t, batch_indices, device) for t in (embeddings, labels, context)
+        rows, actions, context_rows, logged = (
+            gather_rows(t, batch, device)
+            for t in (self.data.embeddings, self.labels, self.data.context, self.observed)
         )
-        loss = -self.model.log_marginal(rows, actions, context_rows).mean()
+        loss = -self.model.log_marginal(rows, actions, context_rows, logged).mean()
         loss.backward()
         return loss.item()
 
 
 def build_objective(
-    config: TrainConfig, model: FeedbackModel, guide: PyroModule
-) -> SVIObjective | FusedObjective:
-    """The objective for ``config.method`` and ``config.inference``."""
+    config: TrainConfig,
+    model: FeedbackModel,
+    guide: PyroModule,
+    data: FeedbackData,
+    labels: torch.Tensor,
+    nuisance: Nuisance | None = None,
+    estimator_config: EstimatorConfig | None = None,
+    train_index: torch.Tensor | None = None,
+) -> SVIObjective | FusedObjective | LossObjective:
+    """The objective for ``config.method`` (and ``config.inference`` for implicitrm) on ``data``."""
+    spec = method_spec(config.method)
+    if spec.family == "loss":
+        return LossObjective(
+            config.method,
+            model,
+            data,
+            labels,
+            nuisance or Nuisance(),
+            estimator_config or EstimatorConfig(),
+            torch.arange(len(data)) if train_index is None else train_index,
+            config.seed,
+        )
+    # Only ImplicitRM models o; naive and the oracle treat every row as labelled.
+    observed = data.observed if config.method == "implicitrm" else None
+    args = (data, labels, observed)
     if config.method != "implicitrm":
-        return SVIObjective(model, guide, Trace_ELBO(max_plate_nesting=1), enumerate_model=False)
+        return SVIObjective(model, guide, Trace_ELBO(max_plate_nesting=1), False, *args)
     if config.inference == "fused":
-        return FusedObjective(model)
+        return FusedObjective(model, *args)
     if config.inference == "enumerate":
-        elbo = TraceEnum_ELBO(max_plate_nesting=1)
-        return SVIObjective(model, guide, elbo, enumerate_model=True)
+        return SVIObjective(model, guide, TraceEnum_ELBO(max_plate_nesting=1), True, *args)
     if not isinstance(guide, StratificationGuide):
         raise TypeError("inference='amortized' needs a StratificationGuide")
     if config.guide_gradient == "enumerate":
-        return SVIObjective(model, guide, TraceEnum_ELBO(max_plate_nesting=1), enumerate_model=False)
-    return SVIObjective(model, guide, TraceGraph_ELBO(max_plate_nesting=1), enumerate_model=False)
+        return SVIObjective(model, guide, TraceEnum_ELBO(max_plate_nesting=1), False, *args)
+    return SVIObjective(model, guide, TraceGraph_ELBO(max_plate_nesting=1), False, *args)
 
 
 def build_guide(config: TrainConfig, model: FeedbackModel) -> PyroModule:
@@ -114,19 +170,23 @@ def heldout_elbo(
     context: torch.Tensor | None,
     index: torch.Tensor,
     chunk_rows: int = 65_536,
+    observed: torch.Tensor | None = None,
 ) -> float:
     """Exact ELBO per row on rows ``index``: ``mean_i sum_g q_g (log p(g, y_i) - log q_g)``.
 
     With the exact posterior as q (enumeration, naive, oracle) this is the marginal log-likelihood;
     with the amortized guide it is that guide's ELBO, summed over the four groups, not sampled.
+    With ``observed`` (an observational log) the likelihood is that of (o, y).
     """
     device = model.device
     total = 0.0
     for chunk in index.split(chunk_rows):
-        rows, actions, context_rows = (gather_rows(t, chunk, device) for t in (embeddings, labels, context))
-        log_joint = model.group_log_joint(rows, actions, context_rows)
+        rows, actions, context_rows, logged = (
+            gather_rows(t, chunk, device) for t in (embeddings, labels, context, observed)
+        )
+        log_joint = model.group_log_joint(rows, actions, context_rows, logged)
         if isinstance(guide, StratificationGuide):
-            log_q = torch.log_softmax(guide.group_logits(rows, actions, context_rows), dim=-1)
+            log_q = torch.log_softmax(guide.group_logits(rows, actions, context_rows, logged), dim=-1)
             q = log_q.exp()
             terms = torch.where(q > 0, q * (log_joint - log_q), torch.zeros_like(q))
             total += terms.sum().item()

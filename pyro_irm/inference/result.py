@@ -12,8 +12,10 @@ from pyro_irm.models.reward_model import RewardModel
 
 @dataclass
 class FitHistory:
-    """Per-epoch record: ``train_loss`` is the minibatch negative ELBO per row (averaged over the
-    epoch), ``validation_elbo`` the exact held-out ELBO per row (empty without a validation set)."""
+    """Per-epoch record: ``train_loss`` is the minibatch negative ELBO (or, for the loss-based
+    methods, the risk) per row averaged over the epoch; ``validation_elbo`` the held-out score per
+    row that selects the epoch: the exact ELBO, or minus the method's own risk (empty without a
+    validation set)."""
 
     train_loss: list[float] = field(default_factory=list)
     validation_elbo: list[float] = field(default_factory=list)
@@ -36,6 +38,7 @@ class FitResult:
     train_indices: torch.Tensor
     validation_indices: torch.Tensor
     device: str
+    nuisance_sources: dict[str, str] = field(default_factory=dict)
 
     @property
     def method(self) -> str:

@@ -1,11 +1,12 @@
-"""Fitting: minibatch SVI over rows, early stopping on the held-out ELBO, checkpoints."""
+"""Fitting: minibatch SVI (or risk minimization) over rows, early stopping on held-out data,
+checkpoints. One loop for every method in :data:`pyro_irm.inference.methods.METHODS`."""
 
 from __future__ import annotations
 
 import logging
 import math
 import time
-from dataclasses import asdict
+from dataclasses import asdict, replace
 
 import pyro
 import torch
@@ -15,7 +16,9 @@ from pyro_irm.data.feedback import FeedbackData, split_indices
 from pyro_irm.device import resolve_device
 from pyro_irm.inference.checkpoint import identity, load_checkpoint, save_checkpoint
 from pyro_irm.inference.config import TrainConfig
-from pyro_irm.inference.objectives import build_guide, build_objective, heldout_elbo
+from pyro_irm.inference.methods import check_setting, method_spec
+from pyro_irm.inference.nuisance import EstimatorConfig, Nuisance, estimate_nuisance
+from pyro_irm.inference.objectives import build_guide, build_objective
 from pyro_irm.inference.result import FitHistory, FitResult
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.guides import StratificationGuide
@@ -45,26 +48,38 @@ def fit(
     data: FeedbackData,
     config: TrainConfig | None = None,
     model_config: ModelConfig | None = None,
+    estimator_config: EstimatorConfig | None = None,
+    nuisance: Nuisance | None = None,
 ) -> FitResult:
-    """Fit a reward model to implicit feedback by minibatch SVI.
+    """Fit a reward model to implicit (or observational) feedback.
 
     Args:
-        data: embeddings ``(N, D)``, actions ``(N,)`` and optional context ``(N, C)``.
+        data: embeddings ``(N, D)``, actions ``(N,)``, optional context ``(N, C)`` and, for an
+            observational log, the observation indicator ``observed`` ``(N,)``.
         config: method, inference, optimization, early stopping, device, checkpoints.
         model_config: networks and generative assumptions.
+        estimator_config: propensity, class prior and flip-rate choices of the baselines.
+        nuisance: precomputed nuisance quantities (for example shared by several methods on one
+            data set); what the method needs and ``nuisance`` lacks is estimated from ``data``.
 
     Returns:
         :class:`FitResult` holding the :class:`RewardModel` from the epoch with the best held-out
-        ELBO (the last epoch without a validation set) and the per-epoch history.
+        score (the exact ELBO for the Pyro family, minus the method's own risk for the loss
+        family; the last epoch without a validation set) and the per-epoch history.
     """
     config = config or TrainConfig()
     model_config = model_config or ModelConfig()
+    estimator_config = estimator_config or EstimatorConfig()
     if not isinstance(data, FeedbackData):
         raise TypeError(f"data must be FeedbackData, got {type(data).__name__}")
+    check_setting(config.method, data.setting)
     labels = training_labels(data, config.method)
     device = resolve_device(config.device)
+    nuisance = complete_nuisance(data, config.method, estimator_config, nuisance, config.seed)
     if config.method == "implicitrm":
-        warn_if_unidentified(model_config, data.context_dim)
+        if data.setting == "implicit":  # a logged o separates reward from propensity by itself
+            warn_if_unidentified(model_config, data.context_dim)
+        model_config = _with_flip_rates(model_config, nuisance)
 
     pyro.clear_param_store()
     pyro.set_rng_seed(config.seed)
@@ -83,7 +98,9 @@ def fit(
         model = build_model(config.method, data.embedding_dim, data.context_dim, model_config)
         model = model.to(device)
         guide = build_guide(config, model).to(device)
-        objective = build_objective(config, model, guide)
+        objective = build_objective(
+            config, model, guide, data, labels, nuisance, estimator_config, train_index
+        )
         optimizer = torch.optim.AdamW(
             objective.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
@@ -123,9 +140,7 @@ def fit(
             started, total = time.perf_counter(), 0.0
             for step, batch in enumerate(order.split(config.batch_size)):
                 optimizer.zero_grad(set_to_none=True)
-                loss = objective.loss_and_grads(
-                    data.embeddings, labels, data.context, batch, num_rows=num_train
-                )
+                loss = objective.loss_and_grads(batch, num_rows=num_train)
                 if not math.isfinite(loss):
                     raise FloatingPointError(
                         f"loss is {loss} at epoch {epoch}, step {step}; lower learning_rate "
@@ -139,7 +154,7 @@ def fit(
             if len(validation_index):
                 model.eval()
                 guide.eval()
-                value = heldout_elbo(model, guide, data.embeddings, labels, data.context, validation_index)
+                value = objective.validation_score(validation_index)
                 history.validation_elbo.append(value)
                 if value > best_value + config.min_delta:
                     best_value, history.best_epoch, epochs_without_gain = value, epoch, 0
@@ -147,7 +162,7 @@ def fit(
                 else:
                     epochs_without_gain += 1
                     history.stopped_early = epochs_without_gain >= config.patience
-                epochs.set_postfix(loss=f"{history.train_loss[-1]:.4f}", heldout_elbo=f"{value:.4f}")
+                epochs.set_postfix(loss=f"{history.train_loss[-1]:.4f}", heldout=f"{value:.4f}")
             else:
                 history.best_epoch = epoch
                 epochs.set_postfix(loss=f"{history.train_loss[-1]:.4f}")
@@ -184,7 +199,45 @@ def fit(
         train_indices=train_index,
         validation_indices=validation_index,
         device=str(device),
+        nuisance_sources=dict(nuisance.sources),
     )
+
+
+def complete_nuisance(
+    data: FeedbackData,
+    method: str,
+    config: EstimatorConfig,
+    nuisance: Nuisance | None = None,
+    seed: int = 0,
+) -> Nuisance:
+    """``nuisance`` with whatever ``method`` needs on ``data`` and it lacks estimated."""
+    nuisance = nuisance or Nuisance()
+    needs = method_spec(method).needs(data.setting, config)
+    present = {
+        "propensity": nuisance.propensity is not None,
+        "relative_propensity": nuisance.relative_propensity is not None,
+        "class_prior": nuisance.class_prior is not None,
+        "flip_rates": nuisance.rho01 is not None and nuisance.rho10 is not None,
+        "imputation": nuisance.imputation is not None,
+    }
+    missing = {name for name in needs if not present[name]}
+    if not missing:
+        return nuisance
+    estimated = estimate_nuisance(data, missing, config, seed)
+    merged = {
+        name: getattr(estimated, name) if getattr(estimated, name) is not None else getattr(nuisance, name)
+        for name in ("propensity", "relative_propensity", "class_prior", "rho01", "rho10", "imputation")
+    }
+    return Nuisance(**merged, sources={**nuisance.sources, **estimated.sources})
+
+
+def _with_flip_rates(model_config: ModelConfig, nuisance: Nuisance) -> ModelConfig:
+    """On an observational log, the channel's noise rates come from the flip rates unless the model
+    configuration sets them (``eps1 = rho01``, ``eps0 = rho10``)."""
+    if nuisance.rho01 is None or model_config.eps0 or model_config.eps1:
+        return model_config
+    limit = 0.49  # the channel needs eps < 0.5
+    return replace(model_config, eps1=min(nuisance.rho01, limit), eps0=min(nuisance.rho10, limit))
 
 
 def _copy_state(model: torch.nn.Module, guide: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]]:

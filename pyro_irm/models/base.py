@@ -15,6 +15,13 @@ from pyro.nn import PyroModule
 from pyro_irm.models.networks import MLP
 
 
+def observed_group_mask(observed: torch.Tensor, group_propensity: torch.Tensor) -> torch.Tensor:
+    """``(B, 4)``: 0 where a group's o equals the logged ``observed`` ``(B,)``, ``-inf`` elsewhere."""
+    agree = group_propensity.to(observed.dtype)[None, :] == observed[:, None]
+    zero = torch.zeros((), dtype=torch.float32, device=observed.device)
+    return torch.where(agree, zero, -torch.inf)
+
+
 def gather_rows(
     values: torch.Tensor | None, index: torch.Tensor | None, device: torch.device
 ) -> torch.Tensor | None:
@@ -42,22 +49,38 @@ class FeedbackModel(PyroModule):
         return self.reward_net(embeddings).squeeze(-1)
 
     def group_log_joint(
-        self, embeddings: torch.Tensor, labels: torch.Tensor, context: torch.Tensor | None = None
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        context: torch.Tensor | None = None,
+        observed: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``log p(r, o, y | row)`` for the four groups: ``(B, D), (B,) -> (B, 4)``."""
+        """``log p(r, o, y | row)`` for the four groups: ``(B, D), (B,) -> (B, 4)``.
+
+        With ``observed`` ``(B,)`` (an observational log) it is ``log p(r, o, y | row)`` at the logged
+        o: the groups whose o disagrees are ``-inf``.
+        """
         raise NotImplementedError
 
     def log_marginal(
-        self, embeddings: torch.Tensor, labels: torch.Tensor, context: torch.Tensor | None = None
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        context: torch.Tensor | None = None,
+        observed: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Exact ``log p(y | row)``, summed over groups: ``(B,)``."""
-        return torch.logsumexp(self.group_log_joint(embeddings, labels, context), dim=-1)
+        """Exact ``log p(y | row)`` (``log p(o, y | row)`` when o is logged), summed over groups: ``(B,)``."""
+        return torch.logsumexp(self.group_log_joint(embeddings, labels, context, observed), dim=-1)
 
     def posterior_groups(
-        self, embeddings: torch.Tensor, labels: torch.Tensor, context: torch.Tensor | None = None
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        context: torch.Tensor | None = None,
+        observed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Exact posterior ``P(group | row, y)``: ``(B, 4)`` rows summing to one."""
-        return torch.softmax(self.group_log_joint(embeddings, labels, context), dim=-1)
+        return torch.softmax(self.group_log_joint(embeddings, labels, context, observed), dim=-1)
 
     def rows_plate(self, num_rows: int, batch_indices: torch.Tensor | None) -> pyro.plate:
         """The plate over rows; with ``batch_indices`` the ELBO is scaled by ``num_rows / B``."""

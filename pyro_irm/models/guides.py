@@ -9,7 +9,7 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from pyro_irm.groups import GROUP_PREFERENCE, GROUP_PROPENSITY
-from pyro_irm.models.base import gather_rows
+from pyro_irm.models.base import gather_rows, observed_group_mask
 from pyro_irm.models.channel import NoisyAndChannel
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.networks import MLP
@@ -87,19 +87,31 @@ class StratificationGuide(PyroModule):
         return torch.cat(parts, dim=-1)
 
     def group_logits(
-        self, embeddings: torch.Tensor, labels: torch.Tensor, context: torch.Tensor | None = None
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        context: torch.Tensor | None = None,
+        observed: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Unnormalized ``log q(group | e, y)``: ``(B, 4)``."""
+        """Unnormalized ``log q(group | e, y)``: ``(B, 4)``; with a logged ``observed`` ``(B,)``
+        the groups whose o disagrees get ``-inf``."""
         logits = self.net(self._inputs(embeddings, labels, context))
         r = self.group_preference.to(logits.dtype)
         o = self.group_propensity.to(logits.dtype)
-        return logits + self.channel.distribution(r, o).log_prob(labels.to(logits.dtype)[:, None])
+        logits = logits + self.channel.distribution(r, o).log_prob(labels.to(logits.dtype)[:, None])
+        if observed is not None:
+            logits = logits + observed_group_mask(observed.to(logits.dtype), o).to(logits.dtype)
+        return logits
 
     def posterior_groups(
-        self, embeddings: torch.Tensor, labels: torch.Tensor, context: torch.Tensor | None = None
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        context: torch.Tensor | None = None,
+        observed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``q(group | e, y)``: ``(B, 4)`` rows summing to one."""
-        return torch.softmax(self.group_logits(embeddings, labels, context), dim=-1)
+        return torch.softmax(self.group_logits(embeddings, labels, context, observed), dim=-1)
 
     def _site_options(self, inputs: torch.Tensor) -> dict:
         if self.enumerate_groups:
@@ -113,7 +125,9 @@ class StratificationGuide(PyroModule):
         context: torch.Tensor | None = None,
         batch_indices: torch.Tensor | None = None,
         num_rows: int | None = None,
+        observed: torch.Tensor | None = None,
     ) -> None:
+        """Samples r and, unless the log has it (``observed``), o, from the four group logits."""
         if labels is None:
             raise ValueError("labels: the stratification guide conditions on the observed actions")
         plate = pyro.plate(
@@ -124,10 +138,16 @@ class StratificationGuide(PyroModule):
             rows = gather_rows(embeddings, index, self.device)
             context_rows = gather_rows(context, index, self.device)
             actions = gather_rows(labels, index, self.device)
+            logged = gather_rows(observed, index, self.device)
             inputs = self._inputs(rows, actions, context_rows)
-            log_q = torch.log_softmax(self.group_logits(rows, actions, context_rows), dim=-1)
+            log_q = torch.log_softmax(self.group_logits(rows, actions, context_rows, logged), dim=-1)
             # Groups are (EP, SP, EN, SN) = (r1 o1, r1 o0, r0 o1, r0 o0).
             preference_logit = torch.logsumexp(log_q[:, :2], -1) - torch.logsumexp(log_q[:, 2:], -1)
+            if logged is not None:  # o is observed in the model: q(r | e, y, o) alone
+                pyro.sample(
+                    "preference", dist.Bernoulli(logits=preference_logit), infer=self._site_options(inputs)
+                )
+                return
             preference = pyro.sample(
                 "preference",
                 dist.Bernoulli(logits=preference_logit),

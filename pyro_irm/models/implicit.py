@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from pyro_irm.groups import GROUP_PREFERENCE, GROUP_PROPENSITY
-from pyro_irm.models.base import FeedbackModel, gather_rows
+from pyro_irm.models.base import FeedbackModel, gather_rows, observed_group_mask
 from pyro_irm.models.channel import NoisyAndChannel
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.networks import MLP
@@ -86,28 +86,35 @@ class ImplicitFeedbackModel(FeedbackModel):
         context: torch.Tensor | None = None,
         batch_indices: torch.Tensor | None = None,
         num_rows: int | None = None,
+        observed: torch.Tensor | None = None,
     ) -> None:
         """The Pyro model over rows ``batch_indices`` of the full ``(N, D)`` embeddings.
 
         ``num_rows`` is the size of the data the minibatch stands for (the ELBO's scale); it
         defaults to N.
-        Sites: ``preference`` (r), ``propensity`` (o), ``action`` (y, observed when ``labels`` is
-        given). Wrap with ``config_enumerate`` to sum out r and o exactly.
+        Sites: ``preference`` (r), ``propensity`` (o, observed when ``observed`` ``(N,)`` is given:
+        CausalRM's setting), ``action`` (y, observed when ``labels`` is given). Wrap with
+        ``config_enumerate`` to sum out the latent sites exactly.
         """
         with self.rows_plate(num_rows or embeddings.shape[0], batch_indices) as index:
             index = None if batch_indices is None else index
             rows = gather_rows(embeddings, index, self.device)
             context_rows = gather_rows(context, index, self.device)
             actions = gather_rows(labels, index, self.device)
+            logged = gather_rows(observed, index, self.device)
             preference = pyro.sample(
                 "preference", dist.Bernoulli(logits=self.reward_logits(rows, context_rows))
             )
             propensity_logits = select_by_preference(self.propensity_logits(rows, context_rows), preference)
-            propensity = pyro.sample("propensity", dist.Bernoulli(logits=propensity_logits))
+            propensity = pyro.sample("propensity", dist.Bernoulli(logits=propensity_logits), obs=logged)
             pyro.sample("action", self.channel.distribution(preference, propensity), obs=actions)
 
     def group_log_joint(
-        self, embeddings: torch.Tensor, labels: torch.Tensor, context: torch.Tensor | None = None
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        context: torch.Tensor | None = None,
+        observed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``log p(r) + log p(o | r) + log p(y | r, o)`` for each group: ``(B, 4)``, in logit space."""
         reward = self.reward_logits(embeddings, context)[:, None]  # (B, 1)
@@ -119,4 +126,7 @@ class ImplicitFeedbackModel(FeedbackModel):
         )  # (B, 1, 2) with r (4,) -> (B, 4)
         log_propensity = torch.where(o.bool(), F.logsigmoid(propensity), F.logsigmoid(-propensity))
         log_action = self.channel.distribution(r, o).log_prob(labels.to(reward.dtype)[:, None])
-        return log_preference + log_propensity + log_action
+        joint = log_preference + log_propensity + log_action
+        if observed is not None:
+            joint = joint + observed_group_mask(observed.to(reward.dtype), o).to(reward.dtype)
+        return joint

@@ -1,8 +1,11 @@
 """Models in which the preference is observed: naive (the action is the label) and oracle.
 
 ``naive`` treats "no action" as "bad": it is the four-group model with the propensity fixed at
-o = 1 for every row, so y = r. Trained on the true preferences instead, the same model is the
-``oracle`` (the ceiling). Both share the fit loop, result and :class:`RewardModel` of ImplicitRM.
+o = 1 for every row, so y = r. On an observational log it is the same: a row without feedback
+counts as a negative, which is exactly the bias the weighted estimators correct. Trained on the
+true preferences instead, the same model is the ``oracle`` (the ceiling). Both share the fit loop,
+result and :class:`RewardModel` of ImplicitRM; so do the loss-based baselines, which fit this
+model's reward network with their own risk.
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ class ObservedPreferenceModel(FeedbackModel):
         context: torch.Tensor | None = None,
         batch_indices: torch.Tensor | None = None,
         num_rows: int | None = None,
+        observed: torch.Tensor | None = None,
     ) -> None:
         """Pyro model with one site, ``preference``, observed as ``labels``."""
         with self.rows_plate(num_rows or embeddings.shape[0], batch_indices) as index:
@@ -47,9 +51,14 @@ class ObservedPreferenceModel(FeedbackModel):
             pyro.sample("preference", dist.Bernoulli(logits=self.reward_logits(rows)), obs=observed)
 
     def group_log_joint(
-        self, embeddings: torch.Tensor, labels: torch.Tensor, context: torch.Tensor | None = None
+        self,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        context: torch.Tensor | None = None,
+        observed: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Engaged positive when y = 1, engaged negative when y = 0; silent groups impossible."""
+        """Engaged positive when y = 1, engaged negative when y = 0; silent groups impossible.
+        ``observed`` is ignored: this model treats every row as engaged."""
         reward = self.reward_logits(embeddings)
         labels = labels.to(reward.dtype)
         joint = torch.full(

@@ -7,15 +7,18 @@ from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.implicit import ImplicitFeedbackModel
 from pyro_irm.models.observed import ObservedPreferenceModel
 
+# Every method but implicitrm fits the reward network alone; the loss-based ones differ in the risk.
 MODEL_CLASSES: dict[str, type[FeedbackModel]] = {
     "implicitrm": ImplicitFeedbackModel,
-    "naive": ObservedPreferenceModel,
-    "oracle": ObservedPreferenceModel,
+    **{
+        name: ObservedPreferenceModel
+        for name in ("naive", "oracle", "upu", "nnpu", "ips", "snips", "dr", "causalrm", "ubpr", "relmf")
+    },
 }
 
 
 def build_model(method: str, embedding_dim: int, context_dim: int, config: ModelConfig) -> FeedbackModel:
-    """A fresh model for ``method`` ('implicitrm', 'naive' or 'oracle')."""
+    """A fresh model for ``method``: ImplicitRM's four-group model, or the reward network alone."""
     try:
         cls = MODEL_CLASSES[method]
     except KeyError:

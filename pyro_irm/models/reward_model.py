@@ -94,12 +94,15 @@ class RewardModel:
         context: torch.Tensor | np.ndarray | None = None,
         source: str = "exact",
         batch_size: int = 65_536,
+        observed: torch.Tensor | np.ndarray | None = None,
     ) -> torch.Tensor:
         """``P(group | row, y)`` in ``GROUP_NAMES`` order: ``(N, D), (N,) -> (N, 4)``.
 
         Args:
             source: 'exact' sums the fitted generative model over the four groups (Bayes' rule);
                 'guide' reads the amortized stratification network (fits with a guide only).
+            observed: ``(N,)`` logged observation indicator o of an observational log; the groups
+                whose o disagrees then get probability 0.
         """
         embeddings, context = self._checked(embeddings, context)
         actions = as_float_tensor("actions", actions).reshape(-1)
@@ -113,7 +116,13 @@ class RewardModel:
             fn = self.guide.posterior_groups
         else:
             raise ValueError(f"source must be 'exact' or 'guide', got {source!r}")
-        return self._batched(lambda e, y, c: fn(e, y, c), [embeddings, actions, context], batch_size)
+        if observed is not None:
+            observed = as_float_tensor("observed", observed).reshape(-1)
+            if observed.shape[0] != embeddings.shape[0]:
+                raise ValueError(f"observed: {observed.shape[0]} rows but embeddings has {embeddings.shape[0]}")
+        return self._batched(
+            lambda e, y, c, o: fn(e, y, c, o), [embeddings, actions, context, observed], batch_size
+        )
 
     def to(self, device: str | torch.device) -> RewardModel:
         self.model.to(device)

@@ -151,7 +151,7 @@ def test_elbo_bound_is_tight_at_the_exact_posterior():
     guide = StratificationGuide(4, 2, config, model.channel).double()
     embeddings, actions, context = _batch()
     # Make the guide's logits the model's log joint: then q is the exact posterior.
-    guide.group_logits = lambda e, y, c: model.group_log_joint(e, y, c)
+    guide.group_logits = lambda e, y, c, o=None: model.group_log_joint(e, y, c, o)
     with torch.no_grad():
         bound = heldout_elbo(model, guide, embeddings, actions, context, torch.arange(7))
         exact = model.log_marginal(embeddings, actions, context).mean().item()

@@ -1,0 +1,147 @@
+"""Benchmark results as a Markdown table, a bar chart and a sweep plot (matplotlib, Agg)."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from pyro_irm.benchmark.protocol import METRICS, BenchmarkResult  # noqa: E402
+
+LOWER_IS_BETTER = {"mae", "rmse", "log_loss", "ece"}
+_LABELS = {
+    "mae": "MAE",
+    "rmse": "RMSE",
+    "r2": "R^2",
+    "auc": "AUC",
+    "log_loss": "log-loss",
+    "ece": "ECE",
+    "pairwise_accuracy": "pairwise acc.",
+    "fit_seconds": "fit s",
+}
+
+
+def _cell(entry: dict[str, float], digits: int = 3) -> str:
+    if not math.isfinite(entry["mean"]):
+        return "n/a"
+    return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}"
+
+
+def format_table(result: BenchmarkResult) -> str:
+    """Markdown table, one row per method, ``mean ± std`` over seeds; the best mean of each metric
+    is in bold. Notes below say how models were selected and what was skipped."""
+    summary = result.summary
+    columns = (*METRICS, "fit_seconds")
+    best = {}
+    for metric in METRICS:
+        means = [summary[m][metric]["mean"] for m in summary if m != "oracle"]
+        means = [v for v in means if math.isfinite(v)]
+        if means:
+            best[metric] = min(means) if metric in LOWER_IS_BETTER else max(means)
+    lines = [
+        "| method | " + " | ".join(_LABELS[c] for c in columns) + " |",
+        "|---|" + "---:|" * len(columns),
+    ]
+    for method, metrics in summary.items():
+        cells = []
+        for column in columns:
+            text = _cell(metrics[column], 1 if column == "fit_seconds" else 3)
+            if column in best and metrics[column]["mean"] == best[column] and method != "oracle":
+                text = f"**{text}**"
+            cells.append(text)
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    config = result.config
+    notes = [
+        "",
+        f"{result.description}. {config.seeds} seeds; mean ± standard deviation over seeds.",
+        f"Setting: {config.setting}, propensity {config.propensity_form} (alpha {config.alpha}), "
+        f"observation rate {config.simulation(0).observation_rate}, "
+        f"noise eps0 {config.simulation(0).eps0}, eps1 {config.simulation(0).eps1}.",
+        "Test metrics against the clean labels. Early stopping and model selection used only the "
+        "simulated feedback: held-out ELBO (Pyro family) or the method's own held-out risk (loss "
+        "family) on 20% of the training pool. Bold: best non-oracle mean.",
+    ]
+    closed = result.gap_closed()
+    if closed is not None:
+        notes.append(f"ImplicitRM closes {closed:.1%} of the AUC gap between naive and the oracle.")
+    if result.nuisance_sources:
+        notes.append(
+            "Nuisance estimates: "
+            + "; ".join(f"{k}: {v}" for k, v in sorted(result.nuisance_sources.items()))
+            + "."
+        )
+    for warning in result.warnings:
+        notes.append(f"Warning, {warning}")
+    for method, reason in result.skipped.items():
+        notes.append(f"Not run: {method} ({reason}).")
+    return "\n".join(lines + notes) + "\n"
+
+
+def plot_benchmark(
+    result: BenchmarkResult, path: str | Path, metrics: tuple[str, ...] = ("auc", "mae")
+) -> Path:
+    """Bar chart of each method's seed mean with a standard-deviation error bar, one panel per metric."""
+    path = Path(path)
+    summary = result.summary
+    methods = list(summary)
+    figure, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), dpi=120, squeeze=False)
+    for axis, metric in zip(axes[0], metrics, strict=True):
+        means = [summary[m][metric]["mean"] for m in methods]
+        stds = [summary[m][metric]["std"] for m in methods]
+        colors = [
+            "tab:green" if m == "implicitrm" else "tab:grey" if m == "oracle" else "tab:blue" for m in methods
+        ]
+        axis.bar(range(len(methods)), means, yerr=stds, color=colors, capsize=3)
+        axis.set_xticks(range(len(methods)), methods, rotation=45, ha="right")
+        axis.set_title(f"{_LABELS[metric]} ({'lower' if metric in LOWER_IS_BETTER else 'higher'} is better)")
+        finite = [v for v in means if math.isfinite(v)]
+        if metric == "auc" and finite:
+            axis.set_ylim(max(0.0, min(finite) - 0.05), min(1.0, max(finite) + 0.03))
+    figure.suptitle(f"{result.dataset}: {result.config.seeds} seeds, {result.config.setting} setting")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def plot_sweep(
+    results: dict[float, BenchmarkResult], parameter: str, path: str | Path, metric: str = "auc"
+) -> Path:
+    """``metric`` (seed mean ± std) against the swept ``parameter``, one line per method."""
+    path = Path(path)
+    values = sorted(results)
+    methods = list(next(iter(results.values())).summary)
+    figure, axis = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    for method in methods:
+        means = [results[v].summary[method][metric]["mean"] for v in values]
+        stds = [results[v].summary[method][metric]["std"] for v in values]
+        style = {"linewidth": 2.5} if method in ("implicitrm", "naive", "oracle") else {"alpha": 0.6}
+        axis.errorbar(values, means, yerr=stds, label=method, capsize=2, marker="o", **style)
+    if parameter == "alpha" and min(values) > 0 and max(values) / min(values) > 20:
+        axis.set_xscale("log")
+    axis.set_xlabel(parameter + (" (smaller: stronger preference bias)" if parameter == "alpha" else ""))
+    axis.set_ylabel(_LABELS[metric])
+    axis.legend(fontsize=7, ncol=2)
+    axis.set_title(f"{next(iter(results.values())).dataset}: {_LABELS[metric]} against {parameter}")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def sweep_table(results: dict[float, BenchmarkResult], parameter: str, metric: str = "auc") -> str:
+    """Markdown table: one row per method, one column per swept value, ``metric`` mean ± std."""
+    values = sorted(results)
+    methods = list(next(iter(results.values())).summary)
+    lines = [
+        "| method | " + " | ".join(f"{parameter} = {v:g}" for v in values) + " |",
+        "|---|" + "---:|" * len(values),
+    ]
+    for method in methods:
+        cells = [_cell(results[v].summary[method][metric]) for v in values]
+        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

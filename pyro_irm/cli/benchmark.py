@@ -1,0 +1,156 @@
+"""``pyro-irm benchmark``: every estimator on one data set under the papers' protocol."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+from pyro_irm.benchmark import (
+    DATASETS,
+    SWEEPABLE,
+    BenchmarkConfig,
+    format_table,
+    load_embedded_set,
+    plot_benchmark,
+    plot_sweep,
+    run_benchmark,
+    run_sweep,
+    sweep_table,
+)
+from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
+from pyro_irm.encoders.config import EncoderConfig
+from pyro_irm.inference.methods import METHOD_NAMES
+from pyro_irm.inference.nuisance import EstimatorConfig
+from pyro_irm.models.config import ModelConfig
+
+EXIT_OK = 0
+
+
+def _methods(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
+    if values is None:
+        return None
+    names = tuple(name for value in values for name in value.split(",") if name)
+    if names == ("all",):
+        return METHOD_NAMES
+    return names
+
+
+def parse_sweep(text: str) -> tuple[str, list[float]]:
+    """``'alpha=0.5,0.2,0.05'`` -> ``('alpha', [0.5, 0.2, 0.05])``."""
+    name, sep, values = text.partition("=")
+    if not sep or name not in SWEEPABLE:
+        raise ValueError(
+            f"--sweep {text!r}: expected PARAM=V1,V2,... with PARAM one of {', '.join(SWEEPABLE)}"
+        )
+    try:
+        return name, [float(v) for v in values.split(",") if v]
+    except ValueError:
+        raise ValueError(f"--sweep {text!r}: the values must be numbers") from None
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    file_config = read_config_file(args.config) if args.config else {}
+    values = dataclass_values(args, BenchmarkConfig, "bench_")
+    if "methods" in values:
+        values["methods"] = _methods(values["methods"])
+    config = build_config(BenchmarkConfig, file_config.get("benchmark"), values, "[benchmark]")
+    model_config = build_config(ModelConfig, file_config.get("model"), {}, "[model]")
+    estimator_config = build_config(
+        EstimatorConfig,
+        file_config.get("estimator"),
+        dataclass_values(args, EstimatorConfig, "est_"),
+        "[estimator]",
+    )
+    encoder_config = build_config(
+        EncoderConfig,
+        file_config.get("encoder"),
+        dataclass_values(args, EncoderConfig, "encoder_"),
+        "[encoder]",
+    )
+    sweep = parse_sweep(args.sweep) if args.sweep else None
+    progress = not args.quiet
+    started = time.perf_counter()
+    data = load_embedded_set(
+        args.dataset,
+        args.data_file,
+        args.test_file,
+        encoder_config,
+        args.cache_dir or "default",
+        args.limit,
+        num_rows=args.num_rows,
+        progress=progress,
+    )
+    if not args.quiet:
+        print(f"{data.description}. Embedded in {time.perf_counter() - started:.0f} s.", file=sys.stderr)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    if sweep is None:
+        result = run_benchmark(data, config, model_config, estimator_config, progress)
+        table = format_table(result)
+        payload = result.summary
+        full = result.to_dict()
+        if out is not None:
+            (out / "table.md").write_text(table)
+            (out / "results.json").write_text(json.dumps(full, indent=2) + "\n")
+            plot_benchmark(result, out / "benchmark.png")
+    else:
+        parameter, points = sweep
+        results = run_sweep(data, parameter, points, config, model_config, estimator_config, progress)
+        tables = [
+            f"## {parameter} = {value:g}\n\n{format_table(results[value])}" for value in sorted(results)
+        ]
+        table = f"AUC against {parameter}:\n\n{sweep_table(results, parameter, 'auc')}\n" + "\n".join(tables)
+        payload = {str(value): results[value].summary for value in sorted(results)}
+        full = {"parameter": parameter, "results": {str(v): r.to_dict() for v, r in sorted(results.items())}}
+        if out is not None:
+            (out / "sweep.md").write_text(table)
+            (out / "results.json").write_text(json.dumps(full, indent=2) + "\n")
+            plot_sweep(results, parameter, out / "sweep_auc.png", "auc")
+            plot_sweep(results, parameter, out / "sweep_mae.png", "mae")
+    print(table)
+    if args.json:
+        target = Path(args.json)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(payload, indent=2) + "\n")
+    if not args.quiet:
+        where = f" Wrote {out}." if out is not None else ""
+        print(f"Finished in {time.perf_counter() - started:.0f} s.{where}", file=sys.stderr)
+    return EXIT_OK
+
+
+def add_benchmark_parser(commands: argparse._SubParsersAction) -> None:
+    parser = commands.add_parser(
+        "benchmark",
+        help="compare every estimator on one data set (the papers' semi-synthetic protocol)",
+        description="Simulate feedback on a data set with true quality scores (by default the papers' "
+        "setting: alpha-power propensity, alpha 0.5, observation rate 0.5), fit each method on the "
+        "feedback alone over several seeds, and report MAE, RMSE, R^2, AUC, log-loss, ECE and "
+        "pairwise accuracy within prompt against the clean test labels (mean ± std over seeds). "
+        "Model selection uses only the feedback. With --sweep, repeat over values of one setting.",
+    )
+    parser.add_argument("--dataset", required=True, choices=DATASETS, help="data set")
+    parser.add_argument("--data-file", help="the data set's (train) file; default: its hub copy")
+    parser.add_argument(
+        "--test-file", help="its test split; without one, 20%% of the prompts are held out as the test split"
+    )
+    parser.add_argument("--limit", type=int, help="read only the first N records of each file")
+    parser.add_argument("--num-rows", type=int, default=20_000, help="synthetic only: training rows")
+    parser.add_argument(
+        "--sweep", metavar="PARAM=V1,V2,...", help=f"repeat over values of one of {', '.join(SWEEPABLE)}"
+    )
+    parser.add_argument("--out", help="directory for table.md, results.json and the PNG chart(s)")
+    parser.add_argument("--json", metavar="PATH", help="write {method: {metric: {mean, std}}} as JSON")
+    parser.add_argument("--config", help="TOML/JSON file with [benchmark], [model], [estimator], [encoder]")
+    add_dataclass_options(parser.add_argument_group("protocol"), BenchmarkConfig, "bench_")
+    add_dataclass_options(parser.add_argument_group("baseline estimators"), EstimatorConfig, "est_")
+    group = parser.add_argument_group("encoder")
+    add_dataclass_options(
+        group, EncoderConfig, "encoder_", rename={"model": "encoder"}, flag_prefix="encoder_"
+    )
+    group.add_argument("--cache-dir", help="embedding cache root (default: the user cache)")
+    parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
+    parser.set_defaults(handler=_benchmark)

@@ -1,0 +1,135 @@
+"""The benchmark protocol, its report, and the command that runs it."""
+
+import json
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from pyro_irm.benchmark import (
+    METRICS,
+    BenchmarkConfig,
+    format_table,
+    load_embedded_set,
+    plot_benchmark,
+    plot_sweep,
+    run_benchmark,
+    run_sweep,
+)
+from pyro_irm.cli import main
+from pyro_irm.cli.benchmark import parse_sweep
+
+QUICK = dict(seeds=2, max_epochs=4, batch_size=256)
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_embedded_set("synthetic", num_rows=1200)
+
+
+@pytest.fixture(scope="module")
+def quick_result(synthetic):
+    config = BenchmarkConfig(methods=("naive", "ips", "dr", "implicitrm", "oracle"), **QUICK)
+    return run_benchmark(synthetic, config)
+
+
+def test_summary_has_every_metric_with_mean_and_spread(quick_result):
+    summary = quick_result.summary
+    assert set(summary) == {"naive", "ips", "implicitrm", "oracle"}
+    for method, metrics in summary.items():
+        assert len(quick_result.per_seed[method]) == 2
+        for metric in METRICS:
+            entry = metrics[metric]
+            values = [run[metric] for run in quick_result.per_seed[method]]
+            assert entry["mean"] == pytest.approx(np.mean(values))
+            assert entry["std"] == pytest.approx(np.std(values, ddof=1))
+    assert "dr" in quick_result.skipped
+
+
+def test_seeds_change_the_feedback_but_a_rerun_repeats_the_numbers(synthetic, quick_result):
+    runs = quick_result.per_seed["naive"]
+    assert runs[0]["auc"] != runs[1]["auc"]
+    again = run_benchmark(synthetic, replace(quick_result.config, methods=("naive",)))
+    assert again.per_seed["naive"][0]["auc"] == runs[0]["auc"]
+
+
+def test_gap_closed_is_the_share_of_the_naive_to_oracle_gap(quick_result):
+    s = quick_result.summary
+    expected = (s["implicitrm"]["auc"]["mean"] - s["naive"]["auc"]["mean"]) / (
+        s["oracle"]["auc"]["mean"] - s["naive"]["auc"]["mean"]
+    )
+    assert quick_result.gap_closed() == pytest.approx(expected)
+
+
+def test_table_and_chart(quick_result, tmp_path):
+    table = format_table(quick_result)
+    assert table.splitlines()[0].startswith("| method | MAE | RMSE | R^2 | AUC")
+    assert "never" not in table and "held-out ELBO" in table and "Not run: dr" in table
+    assert plot_benchmark(quick_result, tmp_path / "bars.png").read_bytes()[:8] == PNG_MAGIC
+
+
+def test_observational_setting_uses_causalrm_defaults(synthetic):
+    config = BenchmarkConfig(setting="observational", methods=("dr", "causalrm"), **QUICK)
+    simulation = config.simulation(0)
+    assert (simulation.observation_rate, simulation.eps1, simulation.eps0) == (0.2, 0.2, 0.1)
+    assert config.applicable_methods() == ("dr", "causalrm")
+    result = run_benchmark(synthetic, replace(config, seeds=1))
+    assert set(result.summary) == {"dr", "causalrm"}
+    assert "propensity" in result.nuisance_sources and "imputation" in result.nuisance_sources
+
+
+def test_sweep_runs_each_value_and_plots(synthetic, tmp_path):
+    config = BenchmarkConfig(methods=("naive",), **{**QUICK, "seeds": 1})
+    results = run_sweep(synthetic, "alpha", [0.5, 0.05], config)
+    assert sorted(results) == [0.05, 0.5]
+    assert results[0.05].config.alpha == 0.05
+    assert plot_sweep(results, "alpha", tmp_path / "sweep.png").read_bytes()[:8] == PNG_MAGIC
+    with pytest.raises(ValueError, match="cannot sweep"):
+        run_sweep(synthetic, "seeds", [1], config)
+
+
+def test_parse_sweep():
+    assert parse_sweep("alpha=0.5,0.2") == ("alpha", [0.5, 0.2])
+    for bad in ("alpha", "gamma=1", "alpha=x"):
+        with pytest.raises(ValueError):
+            parse_sweep(bad)
+
+
+def test_unknown_method_is_refused():
+    with pytest.raises(ValueError, match="unknown method"):
+        BenchmarkConfig(methods=("naive", "magic"))
+
+
+def test_command_prints_the_table_and_writes_json_and_png(tmp_path, capsys):
+    out, summary = tmp_path / "bench", tmp_path / "summary.json"
+    code = main(
+        ["benchmark", "--dataset", "synthetic", "--num-rows", "800", "--methods", "naive,implicitrm"]
+        + ["--seeds", "2", "--max-epochs", "3", "--out", str(out), "--json", str(summary), "--quiet"]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| implicitrm |" in printed and "| naive |" in printed
+    payload = json.loads(summary.read_text())
+    assert set(payload) == {"naive", "implicitrm"}
+    assert set(payload["naive"]["auc"]) == {"mean", "std"}
+    assert (out / "benchmark.png").read_bytes()[:8] == PNG_MAGIC
+    assert json.loads((out / "results.json").read_text())["config"]["seeds"] == 2
+
+
+def test_command_on_real_text(tmp_path, capsys, ultrafeedback_rows, minilm):
+    """The UltraFeedback sample's first pairs, embedded with the default encoder (cached in tmp)."""
+    source = ultrafeedback_rows.report.source
+    code = main(
+        ["benchmark", "--dataset", "ultrafeedback", "--data-file", source, "--limit", "40"]
+        + ["--methods", "naive", "relmf", "ubpr", "--seeds", "1", "--max-epochs", "2"]
+        + ["--encoder-max-length", "64", "--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    )
+    assert code == 0
+    printed = capsys.readouterr().out
+    assert "| ubpr |" in printed and "ultrafeedback" in printed
+
+
+def test_bad_sweep_exits_2(capsys):
+    assert main(["benchmark", "--dataset", "synthetic", "--sweep", "beta=1", "--quiet"]) == 2
+    assert "--sweep" in capsys.readouterr().err
