@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo real-text test lint benchmark clean
+.PHONY: setup demo real-text compare compare-alpacaeval sweep test lint benchmark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -30,6 +30,18 @@ real-text: $(STAMP)
 	$(BIN)/pyro-irm fit $(UF)/train.jsonl --embeddings $(UF)/train.npy --method implicitrm --out $(UF)/implicitrm
 	$(BIN)/pyro-irm fit $(UF)/train.jsonl --embeddings $(UF)/train.npy --method naive --out $(UF)/naive
 	$(BIN)/pyro-irm evaluate $(UF)/implicitrm $(UF)/naive --log $(UF)/test.jsonl --embeddings $(UF)/test.npy
+
+# Every estimator on one data set, the papers' protocol, 5 seeds (BENCHMARKS.md has the results).
+compare: $(STAMP)
+	$(BIN)/pyro-irm benchmark --dataset ultrafeedback --data-file $(DATA)/ultrafeedback_binarized_sample_train.jsonl.gz --test-file $(DATA)/ultrafeedback_binarized_sample_eval.jsonl.gz --out runs/benchmark/ultrafeedback
+
+ALPACA_LIMIT ?= 20000
+compare-alpacaeval: $(STAMP)
+	$(BIN)/pyro-irm benchmark --dataset alpacaeval --data-file $(DATA)/alpaca_eval_gpt4_turbo_scores.jsonl.gz --limit $(ALPACA_LIMIT) --encoder-max-length 128 --out runs/benchmark/alpacaeval-$(ALPACA_LIMIT)
+
+# Preference bias: a response feature unrelated to quality drives who acts, more and more strongly.
+sweep: $(STAMP)
+	$(BIN)/pyro-irm benchmark --dataset synthetic --num-rows 10000 --seeds 3 --propensity-form logistic --methods naive ips relmf causalrm implicitrm oracle --sweep feature_strength=0,1,2,3,4 --out runs/benchmark/sweep-feature-strength
 
 test: $(STAMP)
 	$(BIN)/ruff check pyro_irm tests benchmarks

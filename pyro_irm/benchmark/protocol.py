@@ -34,7 +34,8 @@ from pyro_irm.models.identifiability import IdentifiabilityWarning
 logger = logging.getLogger(__name__)
 
 METRICS = ("mae", "rmse", "r2", "auc", "log_loss", "ece", "pairwise_accuracy")
-SWEEPABLE = ("alpha", "observation_rate", "eps0", "eps1")
+LOWER_IS_BETTER = frozenset({"mae", "rmse", "log_loss", "ece"})
+SWEEPABLE = ("alpha", "observation_rate", "eps0", "eps1", "feature_strength", "preference_bias")
 # Defaults of the observational setting: CausalRM's 20% observation rate and noise scenario S1.
 _OBSERVATIONAL_DEFAULTS = {"observation_rate": 0.2, "eps1": 0.2, "eps0": 0.1}
 
@@ -58,6 +59,16 @@ class BenchmarkConfig:
     )
     alpha: float = field(
         default=0.5, metadata={"help": "alpha-power base; smaller is stronger preference bias"}
+    )
+    feature_strength: float = field(
+        default=2.0,
+        metadata={
+            "help": "logistic form: how strongly a response feature unrelated to quality drives "
+            "P(o=1) (the preference bias of ImplicitRM: some responses draw actions whatever their quality)"
+        },
+    )
+    preference_bias: float = field(
+        default=0.0, metadata={"help": "logistic form: logit P(o=1) shift for preferred responses"}
     )
     observation_rate: float | None = field(
         default=None, metadata={"help": "mean P(o=1) (default 0.5 implicit, 0.2 observational)"}
@@ -96,6 +107,8 @@ class BenchmarkConfig:
         return SimulationConfig(
             propensity_form=self.propensity_form,
             alpha=self.alpha,
+            feature_strength=self.feature_strength,
+            preference_bias=self.preference_bias,
             observation_rate=pick("observation_rate", 0.5),
             eps0=pick("eps0", 0.0),
             eps1=pick("eps1", 0.0),
@@ -123,6 +136,7 @@ class BenchmarkResult:
     skipped: dict[str, str] = field(default_factory=dict)
     nuisance_sources: dict[str, str] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    positive_action_rate: list[float] = field(default_factory=list)
 
     @property
     def summary(self) -> dict[str, dict[str, dict[str, float]]]:
@@ -132,12 +146,14 @@ class BenchmarkResult:
         }
 
     def gap_closed(self, method: str = "implicitrm", metric: str = "auc") -> float | None:
-        """Share of the naive-to-oracle gap in ``metric`` that ``method`` closes, on seed means."""
+        """Share of the naive-to-oracle gap in ``metric`` that ``method`` closes, on seed means;
+        None when there is no gap (naive at or beyond the oracle) or a method is missing."""
         summary = self.summary
         if not {method, "naive", "oracle"} <= summary.keys():
             return None
         naive, oracle = summary["naive"][metric]["mean"], summary["oracle"][metric]["mean"]
-        if not math.isfinite(oracle - naive) or oracle == naive:
+        sign = -1.0 if metric in LOWER_IS_BETTER else 1.0
+        if not math.isfinite(oracle - naive) or sign * (oracle - naive) <= 0:
             return None
         return (summary[method][metric]["mean"] - naive) / (oracle - naive)
 
@@ -151,7 +167,9 @@ class BenchmarkResult:
             "skipped": self.skipped,
             "nuisance_sources": self.nuisance_sources,
             "warnings": self.warnings,
-            "implicitrm_auc_gap_closed": self.gap_closed(),
+            "positive_action_rate": self.positive_action_rate,
+            "implicitrm_auc_gap_closed": self.gap_closed("implicitrm", "auc"),
+            "implicitrm_mae_gap_closed": self.gap_closed("implicitrm", "mae"),
             "model_selection": "held-out ELBO (Pyro family) or the method's own held-out risk "
             "(loss family) on 20% of the simulated feedback; clean labels only in the test metrics",
         }
@@ -188,6 +206,7 @@ def run_benchmark(
     seconds: dict[str, list[float]] = {m: [] for m in methods}
     sources: dict[str, str] = {}
     notes: list[str] = []
+    positive_action_rate: list[float] = []
     bar = tqdm(
         total=config.seeds * len(methods), desc=f"benchmark {data.name}", disable=None if progress else True
     )
@@ -200,6 +219,8 @@ def run_benchmark(
             data.score_range,
             prompt_ids=data.train.prompt_ids,
         )
+        preferred = train.truth.preference == 1
+        positive_action_rate.append(float(train.truth.propensity_probability[preferred].mean()))
         # Nuisance models are shared by every method of this seed: one estimate, many estimators.
         nuisance = Nuisance()
         started = time.perf_counter()
@@ -246,7 +267,9 @@ def run_benchmark(
             )
         logger.info("seed %d nuisance estimates: %.1fs", seed, nuisance_seconds)
     bar.close()
-    return BenchmarkResult(data.name, data.description, config, per_seed, seconds, skipped, sources, notes)
+    return BenchmarkResult(
+        data.name, data.description, config, per_seed, seconds, skipped, sources, notes, positive_action_rate
+    )
 
 
 def run_sweep(

@@ -10,9 +10,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-from pyro_irm.benchmark.protocol import METRICS, BenchmarkResult  # noqa: E402
+from pyro_irm.benchmark.protocol import LOWER_IS_BETTER, METRICS, BenchmarkResult  # noqa: E402
 
-LOWER_IS_BETTER = {"mae", "rmse", "log_loss", "ece"}
 _LABELS = {
     "mae": "MAE",
     "rmse": "RMSE",
@@ -58,16 +57,41 @@ def format_table(result: BenchmarkResult) -> str:
     notes = [
         "",
         f"{result.description}. {config.seeds} seeds; mean ± standard deviation over seeds.",
-        f"Setting: {config.setting}, propensity {config.propensity_form} (alpha {config.alpha}), "
-        f"observation rate {config.simulation(0).observation_rate}, "
+        f"Setting: {config.setting}, propensity {config.propensity_form} "
+        + (
+            f"(alpha {config.alpha}), "
+            if config.propensity_form == "alpha_power"
+            else f"(feature strength {config.feature_strength}, preference bias {config.preference_bias}), "
+        )
+        + f"observation rate {config.simulation(0).observation_rate}, "
         f"noise eps0 {config.simulation(0).eps0}, eps1 {config.simulation(0).eps1}.",
         "Test metrics against the clean labels. Early stopping and model selection used only the "
         "simulated feedback: held-out ELBO (Pyro family) or the method's own held-out risk (loss "
         "family) on 20% of the training pool. Bold: best non-oracle mean.",
     ]
-    closed = result.gap_closed()
-    if closed is not None:
-        notes.append(f"ImplicitRM closes {closed:.1%} of the AUC gap between naive and the oracle.")
+    if result.positive_action_rate:
+        rate = sum(result.positive_action_rate) / len(result.positive_action_rate)
+        notes.append(f"Mean P(act | preferred) in the simulated training pool: {rate:.3f}.")
+        if rate > 0.99:
+            notes.append(
+                "Every preferred response acts, so the feedback is the preference itself and naive is "
+                "the oracle: lower the observation rate below the positive rate for silent positives."
+            )
+    for metric in ("auc", "mae"):
+        if not {"implicitrm", "naive", "oracle"} <= summary.keys():
+            break
+        closed = result.gap_closed("implicitrm", metric)
+        naive, oracle = (summary[m][metric]["mean"] for m in ("naive", "oracle"))
+        if closed is None:
+            notes.append(
+                f"Naive is at or beyond the oracle on {_LABELS[metric]} ({naive:.3f} against "
+                f"{oracle:.3f}): no gap to close."
+            )
+        else:
+            notes.append(
+                f"ImplicitRM closes {closed:.1%} of the {_LABELS[metric]} gap between naive and the "
+                f"oracle ({naive:.3f} to {oracle:.3f}, a gap of {abs(oracle - naive):.3f})."
+            )
     if result.nuisance_sources:
         notes.append(
             "Nuisance estimates: "

@@ -119,7 +119,9 @@ class RewardModel:
         if observed is not None:
             observed = as_float_tensor("observed", observed).reshape(-1)
             if observed.shape[0] != embeddings.shape[0]:
-                raise ValueError(f"observed: {observed.shape[0]} rows but embeddings has {embeddings.shape[0]}")
+                raise ValueError(
+                    f"observed: {observed.shape[0]} rows but embeddings has {embeddings.shape[0]}"
+                )
         return self._batched(
             lambda e, y, c, o: fn(e, y, c, o), [embeddings, actions, context, observed], batch_size
         )

@@ -56,10 +56,14 @@ def test_seeds_change_the_feedback_but_a_rerun_repeats_the_numbers(synthetic, qu
 
 def test_gap_closed_is_the_share_of_the_naive_to_oracle_gap(quick_result):
     s = quick_result.summary
-    expected = (s["implicitrm"]["auc"]["mean"] - s["naive"]["auc"]["mean"]) / (
-        s["oracle"]["auc"]["mean"] - s["naive"]["auc"]["mean"]
-    )
-    assert quick_result.gap_closed() == pytest.approx(expected)
+    for metric, better in (("auc", 1), ("mae", -1)):
+        naive, oracle = s["naive"][metric]["mean"], s["oracle"][metric]["mean"]
+        closed = quick_result.gap_closed("implicitrm", metric)
+        if better * (oracle - naive) <= 0:
+            assert closed is None  # naive at or beyond the oracle: no gap
+        else:
+            assert closed == pytest.approx((s["implicitrm"][metric]["mean"] - naive) / (oracle - naive))
+    assert s["oracle"]["auc"]["mean"] > s["naive"]["auc"]["mean"]  # this data set has an AUC gap
 
 
 def test_table_and_chart(quick_result, tmp_path):
@@ -133,3 +137,22 @@ def test_command_on_real_text(tmp_path, capsys, ultrafeedback_rows, minilm):
 def test_bad_sweep_exits_2(capsys):
     assert main(["benchmark", "--dataset", "synthetic", "--sweep", "beta=1", "--quiet"]) == 2
     assert "--sweep" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_as_preference_bias_grows_naive_degrades_more_than_implicitrm():
+    """A response feature unrelated to quality drives who acts, from not at all to strongly."""
+    data = load_embedded_set("synthetic", num_rows=6000)
+    config = BenchmarkConfig(
+        methods=("naive", "implicitrm"), seeds=2, propensity_form="logistic", max_epochs=30
+    )
+    results = run_sweep(data, "feature_strength", [0.0, 4.0], config)
+
+    def auc(strength, method):
+        return results[strength].summary[method]["auc"]["mean"]
+
+    naive_drop = auc(0.0, "naive") - auc(4.0, "naive")
+    implicitrm_drop = auc(0.0, "implicitrm") - auc(4.0, "implicitrm")
+    assert naive_drop > 0.03, naive_drop
+    assert implicitrm_drop < naive_drop / 2, (implicitrm_drop, naive_drop)
+    assert auc(4.0, "implicitrm") > auc(4.0, "naive") + 0.03

@@ -69,3 +69,31 @@ def test_split_is_disjoint_complete_and_seeded():
     again = split_indices(100, 0.2, seed=1)
     assert torch.equal(first, again[0])
     assert not torch.equal(second, split_indices(100, 0.2, seed=2)[1])
+
+
+def test_an_observational_log_names_the_row_whose_action_has_no_feedback():
+    embeddings = torch.zeros(3, 2)
+    data = FeedbackData(embeddings, torch.tensor([1.0, 0.0, 0.0]), observed=torch.tensor([1.0, 1.0, 0.0]))
+    assert data.setting == "observational" and FeedbackData(embeddings, torch.zeros(3)).setting == "implicit"
+    with pytest.raises(ValueError, match="actions: row 2 is 1 but observed is 0"):
+        FeedbackData(embeddings, torch.tensor([0.0, 0.0, 1.0]), observed=torch.tensor([1.0, 1.0, 0.0]))
+    with pytest.raises(ValueError, match="observed: row 1 is 0.5"):
+        FeedbackData(embeddings, torch.zeros(3), observed=torch.tensor([1.0, 0.5, 0.0]))
+
+
+def test_propensity_and_prompt_ids_are_checked_and_subset():
+    embeddings = torch.zeros(3, 2)
+    with pytest.raises(ValueError, match="propensity: row 1 is 0.0"):
+        FeedbackData(embeddings, torch.zeros(3), propensity=torch.tensor([0.5, 0.0, 1.0]))
+    with pytest.raises(ValueError, match="prompt_ids: expected integers"):
+        FeedbackData(embeddings, torch.zeros(3), prompt_ids=torch.tensor([0.5, 1.0, 2.0]))
+    data = FeedbackData(
+        embeddings,
+        torch.zeros(3),
+        observed=torch.ones(3),
+        propensity=torch.tensor([0.5, 0.25, 1.0]),
+        prompt_ids=np.array([7, 7, 9]),
+    )
+    part = data.subset(torch.tensor([2, 0]))
+    assert part.prompt_ids.tolist() == [9, 7] and part.propensity.tolist() == [1.0, 0.5]
+    assert part.observed.tolist() == [1.0, 1.0]

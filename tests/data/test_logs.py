@@ -127,3 +127,23 @@ def test_to_feedback_standardizes_context_and_keeps_labels(tmp_path):
     assert data.labels.shape == (3,) and data.truth is None
     with pytest.raises(ValueError, match="embeddings have 2 rows but the log has 3"):
         log.to_feedback(np.ones((2, 4), dtype=np.float32))
+
+
+def test_an_observed_column_makes_an_observational_log(tmp_path):
+    rows = [
+        {"prompt": "p", "response": "a", "action": 1, "seen": 1, "p_seen": 0.5},
+        {"prompt": "p", "response": "b", "action": 0, "seen": 0, "p_seen": 0.25},
+        {"prompt": "q", "response": "c", "action": 0, "seen": 1, "p_seen": 1.0},
+    ]
+    path = write_records(tmp_path / "log.jsonl", rows)
+    log = read_log(path, LogSchema(observed="seen", propensity="p_seen"))
+    data = log.to_feedback(np.zeros((3, 2), dtype=np.float32))
+    assert data.setting == "observational"
+    assert data.observed.tolist() == [1.0, 0.0, 1.0] and data.propensity.tolist() == [0.5, 0.25, 1.0]
+    assert data.prompt_ids.tolist() == [0, 0, 1]
+    bad = write_records(tmp_path / "bad.jsonl", [*rows, {**rows[0], "seen": 0}])
+    with pytest.raises(LogFormatError, match=r"row 4, field 'action': is 1 but 'seen' is 0"):
+        read_log(bad, LogSchema(observed="seen"))
+    bad = write_records(tmp_path / "bad2.jsonl", [{**rows[0], "p_seen": 1.5}])
+    with pytest.raises(LogFormatError, match=r"row 1, field 'p_seen': 1.5 is not in \(0, 1\]"):
+        read_log(bad, LogSchema(propensity="p_seen"))
