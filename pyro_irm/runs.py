@@ -26,6 +26,7 @@ from pyro_irm.encoders.config import EncoderConfig
 from pyro_irm.encoders.embed import embed_rows, load_embeddings, open_cache
 from pyro_irm.encoders.encoder import TextEncoder
 from pyro_irm.inference.config import TrainConfig
+from pyro_irm.inference.methods import method_spec
 from pyro_irm.inference.nuisance import EstimatorConfig
 from pyro_irm.inference.result import FitResult
 from pyro_irm.inference.svi import fit
@@ -153,6 +154,7 @@ def save_run(
         "log": source,
         "rows": len(log),
         "device": result.device,
+        "nuisance": result.nuisance_sources,
     }
     (directory / RUN_FILE).write_text(json.dumps(info, indent=2) + "\n")
     history = result.history
@@ -161,9 +163,12 @@ def save_run(
             "epochs": history.epochs,
             "best_epoch": history.best_epoch + 1,
             "stopped_early": history.stopped_early,
-            "best_heldout_elbo_per_row": history.validation_elbo[history.best_epoch]
+            "best_heldout_score_per_row": history.validation_elbo[history.best_epoch]
             if history.validation_elbo and history.best_epoch >= 0
             else None,
+            "selection_criterion": "held-out ELBO"
+            if method_spec(result.method).family == "pyro"
+            else "minus the method's held-out risk",
             "final_train_loss_per_row": history.train_loss[-1] if history.train_loss else None,
             "seconds": sum(history.epoch_seconds),
             "rows_per_second": result.rows_per_second,
@@ -176,7 +181,10 @@ def save_run(
             **label_metrics(log.labels, probability, log.prompt_ids, _true_scores(log)),
         }
     (directory / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-    plot_fit_history(history, directory / ELBO_PLOT, title=f"{result.method} on {Path(source).name}")
+    objective = "ELBO" if method_spec(result.method).family == "pyro" else "minus risk"
+    plot_fit_history(
+        history, directory / ELBO_PLOT, title=f"{result.method} on {Path(source).name}", objective=objective
+    )
     return directory
 
 
