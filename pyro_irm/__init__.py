@@ -5,6 +5,11 @@ Every baseline (``METHOD_NAMES``) fits through the same :func:`fit`; :func:`run_
 them on one data set.
 """
 
+from pyro_irm.analysis import (
+    diagnose_inference_data,
+    run_unbiasedness_study,
+    to_inference_data,
+)
 from pyro_irm.analysis.metrics import evaluate, label_metrics
 from pyro_irm.benchmark import (
     BenchmarkConfig,
@@ -54,6 +59,9 @@ __all__ = [
     "load_embedded_set",
     "run_benchmark",
     "run_sweep",
+    "diagnose_inference_data",
+    "run_unbiasedness_study",
+    "to_inference_data",
     "EmbeddingCache",
     "EncoderConfig",
     "FeedbackData",

@@ -1,5 +1,7 @@
-"""Analysis: metrics against the truth and plots."""
+"""Analysis: metrics against the truth, ArviZ export, group diagnostics, unbiasedness, plots."""
 
+from pyro_irm.analysis.convert import from_groups, summary, to_inference_data
+from pyro_irm.analysis.group_diagnostics import GroupDiagnostics, diagnose_groups, diagnose_inference_data
 from pyro_irm.analysis.metrics import (
     auc,
     evaluate,
@@ -14,8 +16,26 @@ from pyro_irm.analysis.metrics import (
     r2,
     rmse,
 )
+from pyro_irm.analysis.unbiasedness import (
+    OBJECTIVES,
+    UnbiasednessConfig,
+    UnbiasednessResult,
+    plot_unbiasedness,
+    run_unbiasedness_study,
+)
 
 __all__ = [
+    "OBJECTIVES",
+    "GroupDiagnostics",
+    "UnbiasednessConfig",
+    "UnbiasednessResult",
+    "diagnose_groups",
+    "diagnose_inference_data",
+    "from_groups",
+    "plot_unbiasedness",
+    "run_unbiasedness_study",
+    "summary",
+    "to_inference_data",
     "auc",
     "evaluate",
     "expected_calibration_error",

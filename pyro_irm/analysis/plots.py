@@ -31,3 +31,53 @@ def plot_fit_history(history: FitHistory, path: str | Path, title: str = "", obj
     figure.savefig(path)
     plt.close(figure)
     return path
+
+
+def plot_group_reliability(diagnostics, path: str | Path, title: str = "") -> Path:
+    """Reliability diagram of the posterior groups: one panel per group, the mean posterior
+    probability of each bin against the share of its rows truly in the group."""
+    from pyro_irm.groups import GROUP_NAMES
+
+    path = Path(path)
+    figure, axes = plt.subplots(1, len(GROUP_NAMES), figsize=(13, 3.4), dpi=120, sharey=True)
+    for axis, name in zip(axes, GROUP_NAMES, strict=True):
+        table = diagnostics.reliability[name]
+        filled = table[:, 2] > 0
+        axis.plot([0, 1], [0, 1], color="grey", linestyle=":")
+        axis.plot(table[filled, 0], table[filled, 1], marker="o")
+        axis.set_title(name.replace("_", " "))
+        axis.set_xlabel("posterior probability")
+        axis.set_xlim(0, 1)
+        axis.set_ylim(0, 1)
+    axes[0].set_ylabel("share truly in the group")
+    figure.suptitle(title or f"group calibration (ECE {diagnostics.calibration_error:.3f})")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def plot_group_confusion(diagnostics, path: str | Path, title: str = "") -> Path:
+    """The confusion table (true group by most probable group) as a heat map, each row normalized."""
+    from pyro_irm.groups import GROUP_NAMES
+
+    path = Path(path)
+    counts = diagnostics.confusion.astype(float)
+    shares = counts / counts.sum(axis=1, keepdims=True).clip(min=1)
+    figure, axis = plt.subplots(figsize=(5.6, 4.6), dpi=120)
+    image = axis.imshow(shares, vmin=0, vmax=1, cmap="Blues")
+    labels = [name.replace("_", "\n") for name in GROUP_NAMES]
+    axis.set_xticks(range(len(GROUP_NAMES)), labels, fontsize=8)
+    axis.set_yticks(range(len(GROUP_NAMES)), labels, fontsize=8)
+    axis.set_xlabel("assigned group")
+    axis.set_ylabel("true group")
+    for i in range(len(GROUP_NAMES)):
+        for j in range(len(GROUP_NAMES)):
+            color = "white" if shares[i, j] > 0.6 else "black"
+            axis.text(j, i, f"{int(counts[i, j])}", ha="center", va="center", fontsize=8, color=color)
+    figure.colorbar(image, ax=axis, label="share of the true group")
+    axis.set_title(title or f"group accuracy {diagnostics.accuracy:.3f}")
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path

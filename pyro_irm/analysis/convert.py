@@ -1,0 +1,137 @@
+"""A fit as ArviZ data: the one module that imports ArviZ.
+
+ArviZ 0.x (what Python 3.11 installs) builds ``InferenceData`` with
+``az.from_dict(posterior=..., observed_data=..., ...)``; ArviZ 1.x (Python >= 3.12) builds an
+``xarray.DataTree`` with ``az.from_dict({group: {name: array}}, ...)``. :func:`from_groups` hides the
+difference, and both results are indexed the same way (``idata["posterior"]["reward"]``), so the
+rest of the package never asks which ArviZ it has.
+"""
+
+from __future__ import annotations
+
+import warnings
+from typing import Any
+
+import numpy as np
+import torch
+
+from pyro_irm.data.feedback import FeedbackData
+from pyro_irm.groups import GROUP_NAMES
+from pyro_irm.models.reward_model import RewardModel
+
+
+def _arviz():
+    with warnings.catch_warnings():
+        # ArviZ 0.2x announces its refactor with a FutureWarning on import.
+        warnings.simplefilter("ignore", FutureWarning)
+        import arviz
+
+    return arviz
+
+
+def arviz_major_version() -> int:
+    return int(_arviz().__version__.split(".")[0])
+
+
+def from_groups(
+    groups: dict[str, dict[str, np.ndarray]],
+    dims: dict[str, list[str]] | None = None,
+    coords: dict[str, Any] | None = None,
+):
+    """ArviZ data from ``{group: {variable: array}}``: ``InferenceData`` on ArviZ 0.x, an
+    ``xarray.DataTree`` on 1.x. Posterior arrays lead with ``(chain, draw)``."""
+    az = _arviz()
+    if arviz_major_version() >= 1:
+        return az.from_dict(groups, dims=dims, coords=coords)
+    return az.from_dict(**groups, dims=dims, coords=coords)
+
+
+def summary(data, var_names: list[str] | None = None, **kwargs):
+    """``az.summary`` on either kind of ArviZ data (a pandas DataFrame). A point-estimate fit has one
+    draw, whose standard deviation is undefined (NaN); numpy's warning about that is not news."""
+    with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
+        warnings.filterwarnings("ignore", "Degrees of freedom <= 0", RuntimeWarning)
+        return _arviz().summary(data, var_names=var_names, **kwargs)
+
+
+def _numpy(values: torch.Tensor | None) -> np.ndarray | None:
+    return None if values is None else values.detach().cpu().numpy()
+
+
+def to_inference_data(
+    reward_model: RewardModel,
+    data: FeedbackData,
+    rows: torch.Tensor | np.ndarray | None = None,
+    source: str = "exact",
+):
+    """The fit's view of ``data`` (rows ``rows``, default all) as ArviZ data.
+
+    Groups and variables (``row`` indexes the data's rows; ``group`` is ``GROUP_NAMES``):
+
+    * ``posterior``: ``group_probability`` ``(chain, draw, row, group)``, the posterior over the four
+      groups given each row's action; ``reward`` ``(chain, draw, row)``, the logit ``f(e)``;
+      ``preference_probability``. A point-estimate fit has one chain of one draw.
+    * ``log_likelihood``: ``action`` ``(chain, draw, row)``, the exact ``log p(y | row)`` (groups
+      summed out; ``az.from_pyro`` would drop it for an enumerated model).
+    * ``observed_data``: ``action`` and, for an observational log, ``observed``.
+    * ``constant_data``: for simulated data the truth (``true_group``, ``true_preference``,
+      ``true_propensity``, ``true_propensity_probability``, ``score``), and explicit ``label``\\ s.
+
+    Args:
+        source: 'exact' (Bayes' rule over the fitted model) or 'guide' (the amortized network).
+    """
+    index = torch.arange(len(data)) if rows is None else torch.as_tensor(np.asarray(rows)).long()
+    subset = data.subset(index)
+    embeddings, actions, context = subset.embeddings, subset.actions, subset.context
+    groups = reward_model.posterior_groups(
+        embeddings, actions, context, source=source, observed=subset.observed
+    )
+    reward = reward_model.score(embeddings, context)
+    with torch.no_grad():
+        log_likelihood = torch.cat(
+            [
+                reward_model.model.log_marginal(
+                    *(
+                        None if t is None else t[start : start + 65_536].to(reward_model.model.device)
+                        for t in (embeddings, actions, context, subset.observed)
+                    )
+                ).cpu()
+                for start in range(0, len(subset), 65_536)
+            ]
+        )
+    point = lambda values: _numpy(values)[None, None]  # noqa: E731  (chain, draw, ...)
+    payload: dict[str, dict[str, np.ndarray]] = {
+        "posterior": {
+            "group_probability": point(groups),
+            "reward": point(reward),
+            "preference_probability": point(torch.sigmoid(reward)),
+        },
+        "log_likelihood": {"action": point(log_likelihood)},
+        "observed_data": {"action": _numpy(actions)},
+    }
+    dims = {
+        "group_probability": ["row", "group"],
+        "reward": ["row"],
+        "preference_probability": ["row"],
+        "action": ["row"],
+    }
+    if subset.observed is not None:
+        payload["observed_data"]["observed"] = _numpy(subset.observed)
+        dims["observed"] = ["row"]
+    constant: dict[str, np.ndarray] = {}
+    if subset.truth is not None:
+        truth = subset.truth
+        constant.update(
+            true_group=_numpy(truth.group),
+            true_preference=_numpy(truth.preference),
+            true_propensity=_numpy(truth.propensity),
+            true_propensity_probability=_numpy(truth.propensity_probability),
+            score=_numpy(truth.score),
+        )
+    if subset.labels is not None:
+        constant["label"] = _numpy(subset.labels)
+    if constant:
+        payload["constant_data"] = constant
+        dims.update({name: ["row"] for name in constant})
+    coords = {"row": index.numpy(), "group": list(GROUP_NAMES)}
+    return from_groups(payload, dims=dims, coords=coords)
