@@ -1,6 +1,13 @@
 """Fitting: SVI by exact enumeration, with an amortized guide, or in closed form; and every
 baseline estimator through the same loop."""
 
+from pyro_irm.inference.bayesian_head import (
+    HeadConfig,
+    HeadPosterior,
+    compare_posteriors,
+    fit_head_nuts,
+    fit_head_svi,
+)
 from pyro_irm.inference.config import TrainConfig
 from pyro_irm.inference.estimators import LossObjective, PromptPartners
 from pyro_irm.inference.methods import METHOD_NAMES, METHODS, MethodSpec, method_spec
@@ -10,6 +17,11 @@ from pyro_irm.inference.result import FitHistory, FitResult
 from pyro_irm.inference.svi import complete_nuisance, fit, resolve_device
 
 __all__ = [
+    "HeadConfig",
+    "HeadPosterior",
+    "compare_posteriors",
+    "fit_head_nuts",
+    "fit_head_svi",
     "METHODS",
     "METHOD_NAMES",
     "EstimatorConfig",

@@ -37,6 +37,7 @@ class RewardModel:
         self.model = model.eval()
         self.method = method
         self.guide = None if guide is None else guide.eval()
+        self.head_posterior = None
 
     @property
     def config(self) -> ModelConfig:
@@ -125,6 +126,65 @@ class RewardModel:
         return self._batched(
             lambda e, y, c, o: fn(e, y, c, o), [embeddings, actions, context, observed], batch_size
         )
+
+    def head_features(self, embeddings: torch.Tensor | np.ndarray, batch_size: int = 65_536) -> torch.Tensor:
+        """``(N, H)`` inputs of the reward network's last layer (the features a Bayesian head uses)."""
+        embeddings, _ = self._checked(embeddings, None)
+        body = torch.nn.Sequential(*list(self.model.reward_net)[:-1])
+        return self._batched(lambda e: body(e), [embeddings], batch_size)
+
+    def fit_bayesian_head(
+        self,
+        embeddings: torch.Tensor | np.ndarray,
+        actions: torch.Tensor | np.ndarray,
+        context: torch.Tensor | np.ndarray | None = None,
+        method: str = "svi",
+        config=None,
+    ):
+        """Replace the point estimate of the last layer by a posterior, fit on these rows.
+
+        The features below the last layer stay fixed; for ImplicitRM the fitted propensity network
+        gives the (fixed) propensity logits of the four-group likelihood, for the other methods the
+        head is a Bayesian logistic regression of ``actions``. ``method`` is 'svi' (an autoguide) or
+        'nuts' (small problems). Afterwards :meth:`reward_draws` and :meth:`reward_interval` give
+        per-row uncertainty. Returns the :class:`~pyro_irm.inference.bayesian_head.HeadPosterior`.
+        """
+        from pyro_irm.inference.bayesian_head import fit_head_nuts, fit_head_svi
+
+        features = self.head_features(embeddings)
+        actions = as_float_tensor("actions", actions).reshape(-1)
+        propensity_logits = None
+        if hasattr(self.model, "propensity_logits"):
+            if self.config.propensity_depends_on_preference:
+                raise ValueError(
+                    "the Bayesian head uses the seed paper's form (o independent of r); this model "
+                    "was fit with propensity_depends_on_preference=True"
+                )
+            embeddings, context = self._checked(embeddings, context)
+            with torch.no_grad():
+                # The seed paper's form: o independent of r, so one propensity logit per row.
+                propensity_logits = self._batched(
+                    lambda e, c: self.model.propensity_logits(e, c)[:, 0], [embeddings, context], 65_536
+                )
+        if method not in ("svi", "nuts"):
+            raise ValueError(f"method must be 'svi' or 'nuts', got {method!r}")
+        fitter = fit_head_svi if method == "svi" else fit_head_nuts
+        self.head_posterior = fitter(features, actions, propensity_logits, config)
+        return self.head_posterior
+
+    def reward_draws(self, embeddings: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """``(S, N)`` posterior draws of the reward logit (needs :meth:`fit_bayesian_head`)."""
+        if getattr(self, "head_posterior", None) is None:
+            raise ValueError("reward_draws needs a Bayesian head: call fit_bayesian_head first")
+        return self.head_posterior.reward_draws(self.head_features(embeddings))
+
+    def reward_interval(
+        self, embeddings: torch.Tensor | np.ndarray, probability: float = 0.9
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Per-row ``(mean, low, high)`` of the reward logit under the Bayesian head."""
+        draws = self.reward_draws(embeddings)
+        tail = (1 - probability) / 2
+        return draws.mean(0), draws.quantile(tail, dim=0), draws.quantile(1 - tail, dim=0)
 
     def to(self, device: str | torch.device) -> RewardModel:
         self.model.to(device)
