@@ -42,7 +42,9 @@ def test_bad_arguments_exit_nonzero(capsys):
     assert error.value.code == 2
 
 
-@pytest.mark.parametrize("command", ["demo", "simulate", "embed", "fit", "score", "evaluate", "benchmark"])
+@pytest.mark.parametrize(
+    "command", ["demo", "simulate", "embed", "fit", "score", "evaluate", "benchmark", "report"]
+)
 def test_every_command_explains_itself(command, capsys):
     with pytest.raises(SystemExit) as done:
         main([command, "--help"])
@@ -109,6 +111,13 @@ def test_simulate_embed_fit_score_evaluate_on_real_text(tmp_path, ultrafeedback_
     assert "implicitrm" in table and "naive" in table and "pairwise acc." in table
     results = json.loads((tmp_path / "eval.json").read_text())
     assert results["naive"]["rows"] == 80 and 0 <= results["implicitrm"]["auc"] <= 1
+    assert main(["report", str(tmp_path / "implicitrm"), "--quiet", *cache]) == 0
+    report = tmp_path / "implicitrm" / "report"
+    text = (report / "report.md").read_text()
+    assert "## Posterior groups against the simulated truth" in text and "| engaged_positive |" in text
+    assert "![training curve](../elbo.png)" in text and "## Against the explicit labels" in text
+    for png in ("reward_by_action.png", "group_confusion.png", "group_reliability.png"):
+        assert (report / png).read_bytes()[:4] == b"\x89PNG"
 
 
 def test_a_malformed_log_exits_2_naming_row_and_field(tmp_path, capsys):

@@ -345,6 +345,21 @@ def _evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _report(args: argparse.Namespace) -> int:
+    from pyro_irm.analysis.report import write_report
+
+    run = Run.load(args.run_dir)
+    source = args.log or run.info.get("log")
+    if source is None:
+        raise ValueError(f"{run.directory}/run.json names no log; give one with --log")
+    log = read_log(source, run.schema, on_error="skip" if args.skip_bad_rows else "raise")
+    _say(args, log.report.summary())
+    embeddings = _run_embeddings(run, log, args)
+    path = write_report(run, log, embeddings, args.out)
+    print(f"Wrote {path}")
+    return EXIT_OK
+
+
 def _write_json(path: str, payload: dict) -> None:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -505,6 +520,22 @@ def build_parser() -> argparse.ArgumentParser:
     _add_schema_options(evaluate, actions=False)
     _add_common(evaluate)
     evaluate.set_defaults(handler=_evaluate)
+
+    report = commands.add_parser(
+        "report",
+        help="write a Markdown report of a run: fit, rewards, labels, posterior groups",
+        description="Write RUN_DIR/report/report.md with PNGs: the training curve, the fit's figures, "
+        "rewards by action, metrics against explicit labels, and, on a simulated log, the posterior "
+        "groups against the truth (accuracy, confusion, reliability diagram).",
+    )
+    report.add_argument("run_dir", help="run directory written by `pyro-irm fit`")
+    report.add_argument("--log", help="log to report on (default: the run's training log)")
+    report.add_argument("--embeddings", help="precomputed embeddings of that log")
+    report.add_argument("--out", help="output directory (default: RUN_DIR/report)")
+    report.add_argument("--skip-bad-rows", action="store_true", help="drop malformed rows (default: stop)")
+    _add_cache_option(report)
+    _add_common(report)
+    report.set_defaults(handler=_report)
     return parser
 
 

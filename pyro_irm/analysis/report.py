@@ -1,0 +1,118 @@
+"""A run's report: one Markdown file with its tables and the plots beside it.
+
+What a person checks after a fit: how it converged, how it scores against explicit labels, how its
+rewards split by action, and, on a simulated log, whether the posterior groups are right (accuracy,
+confusion, calibration).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+
+import numpy as np
+
+from pyro_irm.analysis.convert import to_inference_data
+from pyro_irm.analysis.group_diagnostics import diagnose_inference_data
+from pyro_irm.analysis.metrics import label_metrics
+from pyro_irm.analysis.plots import plot_group_confusion, plot_group_reliability, plt
+from pyro_irm.data.logs import FeedbackLog
+
+
+def plot_reward_by_action(rewards: np.ndarray, actions: np.ndarray, path: str | Path) -> Path:
+    """Histograms of P(preferred) for rows with and without an action."""
+    path = Path(path)
+    figure, axis = plt.subplots(figsize=(6, 3.4), dpi=120)
+    bins = np.linspace(0, 1, 31)
+    for value, label in ((1, "acted (y = 1)"), (0, "no action (y = 0)")):
+        chosen = rewards[actions == value]
+        if len(chosen):
+            axis.hist(chosen, bins=bins, alpha=0.6, density=True, label=f"{label}, {len(chosen):,} rows")
+    axis.set_xlabel("P(preferred)")
+    axis.set_ylabel("density")
+    axis.legend()
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
+
+
+def _mean(values: np.ndarray) -> float:
+    return float(values.mean()) if len(values) else float("nan")
+
+
+def _table(rows: dict[str, object]) -> str:
+    lines = ["| | |", "|---|---:|"]
+    for key, value in rows.items():
+        text = f"{value:.4f}" if isinstance(value, float) else str(value)
+        lines.append(f"| {key} | {text} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_report(run, log: FeedbackLog, embeddings: np.ndarray, out: str | Path | None = None) -> Path:
+    """Write ``report.md`` and its PNGs into ``out`` (default ``RUN_DIR/report``); returns the file.
+
+    Args:
+        run: a :class:`pyro_irm.runs.Run`.
+        log: the log to report on (usually the training log), read with the run's schema.
+        embeddings: ``(N, D)`` embeddings of the log's rows.
+    """
+    out = Path(out) if out is not None else run.directory / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    model = run.reward_model
+    data = log.to_feedback(embeddings)
+    metrics_path = run.directory / "metrics.json"
+    fit_metrics = json.loads(metrics_path.read_text()).get("fit", {}) if metrics_path.exists() else {}
+    probability = model.preference_probability(data.embeddings, data.context).numpy()
+    actions = data.actions.numpy()
+    sections = [
+        f"# Report: {run.name}\n",
+        f"Method **{run.method}**, fit on `{run.info.get('log')}` ({run.info.get('rows', '?'):,} rows). "
+        f"This report covers `{log.report.source}`: {len(log):,} rows, {actions.mean():.1%} with an action"
+        + (", an observational log." if data.observed is not None else "."),
+        "\n## Fit\n",
+        _table(fit_metrics) if fit_metrics else "No metrics.json in the run directory.\n",
+    ]
+    if run.info.get("nuisance"):
+        sections.append(
+            "Nuisance estimates: " + ", ".join(f"{k}: {v}" for k, v in run.info["nuisance"].items()) + ".\n"
+        )
+    curve = run.directory / "elbo.png"
+    if curve.exists():
+        sections.append(f"![training curve]({os.path.relpath(curve, out)})\n")
+    plot_reward_by_action(probability, actions, out / "reward_by_action.png")
+    sections += [
+        "\n## Rewards\n",
+        f"Mean P(preferred): {_mean(probability[actions == 1]):.3f} on rows with an action, "
+        f"{_mean(probability[actions == 0]):.3f} on rows without one.\n",
+        "![rewards by action](reward_by_action.png)\n",
+    ]
+    if log.has_labels:
+        truth_scores = None if log.truth is None else log.truth["score"]
+        metrics = label_metrics(log.labels, probability, log.prompt_ids, truth_scores)
+        sections += ["\n## Against the explicit labels\n", _table(metrics)]
+    if data.truth is not None:
+        idata = to_inference_data(model, data)
+        diagnostics = diagnose_inference_data(idata)
+        silent = diagnose_inference_data(idata, no_action_only=True)
+        plot_group_confusion(diagnostics, out / "group_confusion.png")
+        plot_group_reliability(diagnostics, out / "group_reliability.png")
+        majority = np.bincount(data.truth.group.numpy(), minlength=4).max() / len(data)
+        sections += [
+            "\n## Posterior groups against the simulated truth\n",
+            _table(
+                {
+                    **diagnostics.as_dict(),
+                    "no-action rows: group accuracy": silent.accuracy,
+                    "most frequent group's share (a constant guess)": float(majority),
+                }
+            ),
+            "Rows: true group; columns: the most probable group.\n",
+            diagnostics.confusion_table(),
+            "![confusion](group_confusion.png)\n",
+            "![reliability](group_reliability.png)\n",
+        ]
+    path = out / "report.md"
+    path.write_text("\n".join(sections))
+    return path
