@@ -58,11 +58,45 @@ def _numpy(values: torch.Tensor | None) -> np.ndarray | None:
     return None if values is None else values.detach().cpu().numpy()
 
 
+@torch.no_grad()
+def _head_draws(reward_model: RewardModel, head, data: FeedbackData, max_draws: int):
+    """Posterior variables ``(chain, draw, row[, group])`` and the log-likelihood under each draw of
+    a Bayesian head: the reward draws give the group posterior and ``log p(y | row)`` per draw."""
+    chains, draws = head.bias.shape
+    keep = np.linspace(0, draws - 1, min(draws, max_draws)).round().astype(int)
+    model = reward_model.model
+    device = model.device
+    embeddings, actions = data.embeddings.to(device), data.actions.to(device)
+    context = None if data.context is None else data.context.to(device)
+    observed = None if data.observed is None else data.observed.to(device)
+    features = reward_model.head_features(data.embeddings).to(device)
+    groups, rewards, likelihood = [], [], []
+    for chain in range(chains):
+        for draw in keep:
+            reward = (
+                features @ head.weight[chain, draw].to(device, features.dtype) + head.bias[chain, draw].item()
+            )
+            joint = model.group_log_joint_given_reward(reward, embeddings, actions, context, observed)
+            groups.append(torch.softmax(joint, -1).cpu())
+            likelihood.append(torch.logsumexp(joint, -1).cpu())
+            rewards.append(reward.cpu())
+    shape = (chains, len(keep))
+    stack = lambda values: torch.stack(values).reshape(*shape, *values[0].shape).numpy()  # noqa: E731
+    reward = stack(rewards)
+    posterior = {
+        "group_probability": stack(groups),
+        "reward": reward,
+        "preference_probability": 1.0 / (1.0 + np.exp(-reward)),
+    }
+    return posterior, stack(likelihood)
+
+
 def to_inference_data(
     reward_model: RewardModel,
     data: FeedbackData,
     rows: torch.Tensor | np.ndarray | None = None,
     source: str = "exact",
+    max_draws: int = 200,
 ):
     """The fit's view of ``data`` (rows ``rows``, default all) as ArviZ data.
 
@@ -70,7 +104,9 @@ def to_inference_data(
 
     * ``posterior``: ``group_probability`` ``(chain, draw, row, group)``, the posterior over the four
       groups given each row's action; ``reward`` ``(chain, draw, row)``, the logit ``f(e)``;
-      ``preference_probability``. A point-estimate fit has one chain of one draw.
+      ``preference_probability``. A point-estimate fit has one chain of one draw; with a Bayesian
+      head (:meth:`RewardModel.fit_bayesian_head`) every variable has the head's chains and up to
+      ``max_draws`` draws per chain, the group probabilities computed exactly for each draw.
     * ``log_likelihood``: ``action`` ``(chain, draw, row)``, the exact ``log p(y | row)`` (groups
       summed out; ``az.from_pyro`` would drop it for an enumerated model).
     * ``observed_data``: ``action`` and, for an observational log, ``observed``.
@@ -100,13 +136,18 @@ def to_inference_data(
             ]
         )
     point = lambda values: _numpy(values)[None, None]  # noqa: E731  (chain, draw, ...)
+    posterior = {
+        "group_probability": point(groups),
+        "reward": point(reward),
+        "preference_probability": point(torch.sigmoid(reward)),
+    }
+    likelihood = point(log_likelihood)
+    head = getattr(reward_model, "head_posterior", None)
+    if head is not None and source == "exact":
+        posterior, likelihood = _head_draws(reward_model, head, subset, max_draws)
     payload: dict[str, dict[str, np.ndarray]] = {
-        "posterior": {
-            "group_probability": point(groups),
-            "reward": point(reward),
-            "preference_probability": point(torch.sigmoid(reward)),
-        },
-        "log_likelihood": {"action": point(log_likelihood)},
+        "posterior": posterior,
+        "log_likelihood": {"action": likelihood},
         "observed_data": {"action": _numpy(actions)},
     }
     dims = {

@@ -88,6 +88,15 @@ def write_report(run, log: FeedbackLog, embeddings: np.ndarray, out: str | Path 
         f"{_mean(probability[actions == 0]):.3f} on rows without one.\n",
         "![rewards by action](reward_by_action.png)\n",
     ]
+    if model.head_posterior is not None:
+        _, low, high = model.reward_interval(data.embeddings)
+        width = (high - low).numpy()
+        sections += [
+            "\n## Reward uncertainty (Bayesian last layer)\n",
+            f"Posterior by {model.head_posterior.method}: the 90% interval of the reward logit is "
+            f"{np.median(width):.3f} wide on the median row (10th to 90th percentile of rows: "
+            f"{np.quantile(width, 0.1):.3f} to {np.quantile(width, 0.9):.3f}).\n",
+        ]
     if log.has_labels:
         truth_scores = None if log.truth is None else log.truth["score"]
         metrics = label_metrics(log.labels, probability, log.prompt_ids, truth_scores)

@@ -275,6 +275,10 @@ def _fit(args: argparse.Namespace) -> int:
         args, f"Fitting {train_config.method} on {len(log):,} rows ({log.action.mean():.1%} with an action)."
     )
     result = fit_log(log, embeddings, train_config, model_config, estimator_config)
+    if args.bayesian_head:
+        data = log.to_feedback(embeddings)
+        _say(args, f"Fitting a Bayesian last layer by {args.bayesian_head}.")
+        result.reward_model.fit_bayesian_head(data.embeddings, data.actions, data.context, args.bayesian_head)
     out = save_run(args.out, result, log, embeddings, schema, model_config, encoder_info, str(args.log))
     history = result.history
     print(
@@ -476,6 +480,11 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--out", required=True, help="run directory to write")
     fit.add_argument("--embeddings", help="precomputed embeddings of this log (from `pyro-irm embed`)")
     fit.add_argument("--config", help="TOML or JSON configuration file")
+    fit.add_argument(
+        "--bayesian-head",
+        choices=("svi", "nuts"),
+        help="after the fit, give the reward's last layer a posterior (per-row reward intervals)",
+    )
     _add_schema_options(fit)
     add_dataclass_options(fit.add_argument_group("training"), TrainConfig, "train_", skip=("progress",))
     add_dataclass_options(fit.add_argument_group("model"), ModelConfig, "model_")

@@ -60,6 +60,19 @@ class FeedbackModel(PyroModule):
         With ``observed`` ``(B,)`` (an observational log) it is ``log p(r, o, y | row)`` at the logged
         o: the groups whose o disagrees are ``-inf``.
         """
+        reward = self.reward_logits(embeddings, context)
+        return self.group_log_joint_given_reward(reward, embeddings, labels, context, observed)
+
+    def group_log_joint_given_reward(
+        self,
+        reward: torch.Tensor,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        context: torch.Tensor | None = None,
+        observed: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """:meth:`group_log_joint` with the reward logits ``(B,)`` given (for example one posterior
+        draw of a Bayesian head) instead of computed by ``reward_net``: ``(B, 4)``."""
         raise NotImplementedError
 
     def log_marginal(

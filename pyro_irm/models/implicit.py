@@ -109,15 +109,16 @@ class ImplicitFeedbackModel(FeedbackModel):
             propensity = pyro.sample("propensity", dist.Bernoulli(logits=propensity_logits), obs=logged)
             pyro.sample("action", self.channel.distribution(preference, propensity), obs=actions)
 
-    def group_log_joint(
+    def group_log_joint_given_reward(
         self,
+        reward: torch.Tensor,
         embeddings: torch.Tensor,
         labels: torch.Tensor,
         context: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``log p(r) + log p(o | r) + log p(y | r, o)`` for each group: ``(B, 4)``, in logit space."""
-        reward = self.reward_logits(embeddings, context)[:, None]  # (B, 1)
+        reward = reward[:, None]  # (B, 1)
         r = self.group_preference.to(reward.dtype)  # (4,)
         o = self.group_propensity.to(reward.dtype)
         log_preference = torch.where(r.bool(), F.logsigmoid(reward), F.logsigmoid(-reward))

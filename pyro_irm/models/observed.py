@@ -50,8 +50,9 @@ class ObservedPreferenceModel(FeedbackModel):
             observed = gather_rows(labels, index, self.device)
             pyro.sample("preference", dist.Bernoulli(logits=self.reward_logits(rows)), obs=observed)
 
-    def group_log_joint(
+    def group_log_joint_given_reward(
         self,
+        reward: torch.Tensor,
         embeddings: torch.Tensor,
         labels: torch.Tensor,
         context: torch.Tensor | None = None,
@@ -59,7 +60,6 @@ class ObservedPreferenceModel(FeedbackModel):
     ) -> torch.Tensor:
         """Engaged positive when y = 1, engaged negative when y = 0; silent groups impossible.
         ``observed`` is ignored: this model treats every row as engaged."""
-        reward = self.reward_logits(embeddings)
         labels = labels.to(reward.dtype)
         joint = torch.full(
             (reward.shape[0], len(GROUP_NAMES)),

@@ -199,6 +199,8 @@ class RewardModel:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         if self.guide is not None:
             tensors.update({f"guide.{k}": v for k, v in self.guide.state_dict().items()})
+        if self.head_posterior is not None:
+            tensors.update({"head.weight": self.head_posterior.weight, "head.bias": self.head_posterior.bias})
         # Cloning breaks the sharing of the channel between model and guide, which safetensors refuses.
         save_file(
             {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()},
@@ -210,6 +212,7 @@ class RewardModel:
             "embedding_dim": self.embedding_dim,
             "context_dim": self.context_dim,
             "has_guide": self.guide is not None,
+            "head_method": None if self.head_posterior is None else self.head_posterior.method,
             "model_config": asdict(self.config),
         }
         (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -238,7 +241,14 @@ class RewardModel:
         if meta["has_guide"]:
             guide = StratificationGuide(meta["embedding_dim"], meta["context_dim"], config, model.channel)
             guide.load_state_dict(_strip(tensors, "guide."))
-        return cls(model, meta["method"], guide).to(device)
+        loaded = cls(model, meta["method"], guide).to(device)
+        if meta.get("head_method") is not None:
+            from pyro_irm.inference.bayesian_head import HeadPosterior
+
+            loaded.head_posterior = HeadPosterior(
+                tensors["head.weight"], tensors["head.bias"], meta["head_method"]
+            )
+        return loaded
 
 
 def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

@@ -101,3 +101,24 @@ def test_a_fitted_stratification_is_much_less_biased_than_naive():
     config = UnbiasednessConfig(replicates=30, rows=1000, stratification_rows=20_000)
     table = run_unbiasedness_study(config, objectives=("naive", "implicitrm_fitted")).summary()
     assert abs(table["implicitrm_fitted"]["mean_bias"]) < abs(table["naive"]["mean_bias"]) / 2
+
+
+def test_a_bayesian_head_gives_draws_of_every_posterior_variable(fitted):
+    from pyro_irm.inference import HeadConfig
+
+    data, model = fitted
+    model.fit_bayesian_head(
+        data.embeddings, data.actions, data.context, config=HeadConfig(svi_steps=200, draws=40)
+    )
+    try:
+        idata = to_inference_data(model, data, rows=np.arange(50), max_draws=10)
+        groups = idata["posterior"]["group_probability"]
+        assert groups.sizes["chain"] == 2 and groups.sizes["draw"] == 10 and groups.sizes["row"] == 50
+        np.testing.assert_allclose(groups.sum("group").values, 1.0, atol=1e-5)
+        reward = idata["posterior"]["reward"]
+        assert float(reward.std(("chain", "draw")).mean()) > 0  # the draws differ
+        table = summary(idata, var_names=["reward"])  # with 2 chains, r_hat is defined
+        assert "r_hat" in table.columns and len(table) == 50
+        assert idata["log_likelihood"]["action"].sizes["draw"] == 10
+    finally:
+        model.head_posterior = None  # the module-scoped fit is shared

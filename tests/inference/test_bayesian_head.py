@@ -44,7 +44,7 @@ def test_svi_and_nuts_agree_on_a_small_four_group_problem():
     assert z.max() < 3
 
 
-def test_reward_model_gives_per_row_reward_intervals():
+def test_reward_model_gives_per_row_reward_intervals(tmp_path):
     data = simulate(SimulationConfig(num_rows=1500, embedding_dim=6, seed=2))
     model = fit(data, TrainConfig(inference="fused", max_epochs=5, progress=False)).reward_model
     with pytest.raises(ValueError, match="fit_bayesian_head first"):
@@ -57,3 +57,10 @@ def test_reward_model_gives_per_row_reward_intervals():
     assert mean.shape == (50,) and torch.all(low < mean) and torch.all(mean < high)
     # The head's posterior mean stays close to the point estimate it replaces.
     assert torch.corrcoef(torch.stack([mean, model.score(data.embeddings[:50])]))[0, 1] > 0.9
+    # The head's draws are saved with the model and load back exactly.
+    from pyro_irm import RewardModel
+
+    loaded = RewardModel.load(model.save(tmp_path / "model"))
+    torch.testing.assert_close(
+        loaded.reward_draws(data.embeddings[:50]), model.reward_draws(data.embeddings[:50])
+    )
