@@ -123,18 +123,7 @@ def to_inference_data(
         embeddings, actions, context, source=source, observed=subset.observed
     )
     reward = reward_model.score(embeddings, context)
-    with torch.no_grad():
-        log_likelihood = torch.cat(
-            [
-                reward_model.model.log_marginal(
-                    *(
-                        None if t is None else t[start : start + 65_536].to(reward_model.model.device)
-                        for t in (embeddings, actions, context, subset.observed)
-                    )
-                ).cpu()
-                for start in range(0, len(subset), 65_536)
-            ]
-        )
+    log_likelihood = reward_model.log_likelihood(embeddings, actions, context, subset.observed)
     point = lambda values: _numpy(values)[None, None]  # noqa: E731  (chain, draw, ...)
     posterior = {
         "group_probability": point(groups),

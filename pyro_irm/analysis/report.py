@@ -102,7 +102,7 @@ def write_report(run, log: FeedbackLog, embeddings: np.ndarray, out: str | Path 
         metrics = label_metrics(log.labels, probability, log.prompt_ids, truth_scores)
         sections += ["\n## Against the explicit labels\n", _table(metrics)]
     if data.truth is not None:
-        idata = to_inference_data(model, data)
+        idata = to_inference_data(model, data, max_draws=20)  # diagnostics average over draws
         diagnostics = diagnose_inference_data(idata)
         silent = diagnose_inference_data(idata, no_action_only=True)
         plot_group_confusion(diagnostics, out / "group_confusion.png")

@@ -1,8 +1,8 @@
 """Fitting the Bayesian reward head by SVI (an autoguide) or by NUTS, and comparing the two.
 
-Both return :class:`HeadPosterior`: draws of the weight and bias, from which per-row reward draws and
-intervals follow, and which export to ArviZ (``chain``, ``draw``, ``feature`` dims) for ``az.summary``
-(r_hat and ESS of the NUTS chains).
+Both return a :class:`~pyro_irm.models.bayesian_head.HeadPosterior`: draws of the weight and bias,
+from which per-row reward draws and intervals follow, and which export to ArviZ (``chain``, ``draw``,
+``feature`` dims) for ``az.summary`` (r_hat and ESS of the NUTS chains).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import torch
 from pyro.infer import MCMC, NUTS, Trace_ELBO
 from pyro.infer.autoguide import AutoMultivariateNormal
 
-from pyro_irm.models.bayesian_head import bayesian_head_model
+from pyro_irm.models.bayesian_head import HeadPosterior, bayesian_head_model
 
 
 @dataclass(frozen=True)
@@ -30,38 +30,6 @@ class HeadConfig:
     warmup: int = field(default=500, metadata={"help": "NUTS warm-up steps per chain"})
     chains: int = field(default=2, metadata={"help": "NUTS chains (run one after another)"})
     seed: int = field(default=0, metadata={"help": "seed"})
-
-
-@dataclass
-class HeadPosterior:
-    """Posterior draws: ``weight`` ``(chains, draws, H)`` and ``bias`` ``(chains, draws)``."""
-
-    weight: torch.Tensor
-    bias: torch.Tensor
-    method: str
-
-    def reward_draws(self, features: torch.Tensor) -> torch.Tensor:
-        """``(chains * draws, N)`` reward logits of rows with features ``(N, H)``."""
-        weight = self.weight.reshape(-1, self.weight.shape[-1]).to(features.dtype)
-        return weight @ features.T + self.bias.reshape(-1, 1).to(features.dtype)
-
-    def means(self) -> np.ndarray:
-        """``(H + 1,)`` posterior means of the weight and then the bias."""
-        return np.append(self.weight.mean(dim=(0, 1)).numpy(), self.bias.mean().item())
-
-    def standard_deviations(self) -> np.ndarray:
-        flat = torch.cat([self.weight.reshape(-1, self.weight.shape[-1]), self.bias.reshape(-1, 1)], dim=1)
-        return flat.std(dim=0).numpy()
-
-    def to_inference_data(self):
-        """ArviZ data with ``weight`` ``(chain, draw, feature)`` and ``bias`` ``(chain, draw)``."""
-        from pyro_irm.analysis.convert import from_groups
-
-        return from_groups(
-            {"posterior": {"weight": self.weight.numpy(), "bias": self.bias.numpy()}},
-            dims={"weight": ["feature"]},
-            coords={"feature": np.arange(self.weight.shape[-1])},
-        )
 
 
 def _model(features, actions, propensity_logits, config: HeadConfig):

@@ -10,6 +10,9 @@ enough for NUTS, which makes it the reference that SVI's posterior is checked ag
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import numpy as np
 import pyro
 import pyro.distributions as dist
 import torch
@@ -53,3 +56,35 @@ def bayesian_head_model(
     with pyro.plate("rows", features.shape[0], device=features.device):
         pyro.sample("action", dist.Bernoulli(logits=action_logits), obs=actions)
     return reward
+
+
+@dataclass
+class HeadPosterior:
+    """Posterior draws: ``weight`` ``(chains, draws, H)`` and ``bias`` ``(chains, draws)``."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    method: str
+
+    def reward_draws(self, features: torch.Tensor) -> torch.Tensor:
+        """``(chains * draws, N)`` reward logits of rows with features ``(N, H)``."""
+        weight = self.weight.reshape(-1, self.weight.shape[-1]).to(features.dtype)
+        return weight @ features.T + self.bias.reshape(-1, 1).to(features.dtype)
+
+    def means(self) -> np.ndarray:
+        """``(H + 1,)`` posterior means of the weight and then the bias."""
+        return np.append(self.weight.mean(dim=(0, 1)).numpy(), self.bias.mean().item())
+
+    def standard_deviations(self) -> np.ndarray:
+        flat = torch.cat([self.weight.reshape(-1, self.weight.shape[-1]), self.bias.reshape(-1, 1)], dim=1)
+        return flat.std(dim=0).numpy()
+
+    def to_inference_data(self):
+        """ArviZ data with ``weight`` ``(chain, draw, feature)`` and ``bias`` ``(chain, draw)``."""
+        from pyro_irm.analysis.convert import from_groups
+
+        return from_groups(
+            {"posterior": {"weight": self.weight.numpy(), "bias": self.bias.numpy()}},
+            dims={"weight": ["feature"]},
+            coords={"feature": np.arange(self.weight.shape[-1])},
+        )

@@ -12,6 +12,7 @@ from safetensors.torch import load_file, save_file
 
 from pyro_irm.data.feedback import as_float_tensor
 from pyro_irm.models.base import FeedbackModel
+from pyro_irm.models.bayesian_head import HeadPosterior
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.guides import StratificationGuide
 from pyro_irm.models.registry import build_model
@@ -126,6 +127,20 @@ class RewardModel:
         return self._batched(
             lambda e, y, c, o: fn(e, y, c, o), [embeddings, actions, context, observed], batch_size
         )
+
+    def log_likelihood(
+        self,
+        embeddings: torch.Tensor | np.ndarray,
+        actions: torch.Tensor | np.ndarray,
+        context: torch.Tensor | np.ndarray | None = None,
+        observed: torch.Tensor | np.ndarray | None = None,
+        batch_size: int = 65_536,
+    ) -> torch.Tensor:
+        """Exact ``log p(y | row)`` (``log p(o, y | row)`` with ``observed``), groups summed out: ``(N,)``."""
+        embeddings, context = self._checked(embeddings, context)
+        actions = as_float_tensor("actions", actions).reshape(-1)
+        observed = None if observed is None else as_float_tensor("observed", observed).reshape(-1)
+        return self._batched(self.model.log_marginal, [embeddings, actions, context, observed], batch_size)
 
     def head_features(self, embeddings: torch.Tensor | np.ndarray, batch_size: int = 65_536) -> torch.Tensor:
         """``(N, H)`` inputs of the reward network's last layer (the features a Bayesian head uses)."""
@@ -243,8 +258,6 @@ class RewardModel:
             guide.load_state_dict(_strip(tensors, "guide."))
         loaded = cls(model, meta["method"], guide).to(device)
         if meta.get("head_method") is not None:
-            from pyro_irm.inference.bayesian_head import HeadPosterior
-
             loaded.head_posterior = HeadPosterior(
                 tensors["head.weight"], tensors["head.bias"], meta["head_method"]
             )
