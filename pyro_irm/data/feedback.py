@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields, replace
 import numpy as np
 import torch
 
+from pyro_irm.channels import DEFAULT_CHANNELS, ChannelSpec, check_channels
 from pyro_irm.groups import group_index
 
 # Rows scanned at a time when checking large tensors, so validation needs no full-size temporaries.
@@ -74,7 +75,10 @@ class FeedbackData:
 
     Attributes:
         embeddings: ``(N, D)`` float32 text embeddings of prompt and response.
-        actions: ``(N,)`` float32 observed implicit action y in {0, 1} (clicked, copied, ...).
+        actions: ``(N,)`` float32 observed implicit action y in {0, 1} (clicked, copied, ...), or
+            ``(N, K)``, one column per declared channel (binary 0/1, or continuous such as seconds).
+        channels: the K channels' declarations (name, polarity, kind); default one positive binary
+            channel named ``action``.
         context: optional ``(N, C)`` float32 propensity features (position, length, format, ...).
         truth: optional :class:`GroundTruth` of simulated rows.
         labels: optional ``(N,)`` float32 explicit preference labels in {0, 1}, NaN where a row has
@@ -87,6 +91,8 @@ class FeedbackData:
             randomized display policy); estimators use it when told ``propensity='given'``.
         prompt_ids: optional ``(N,)`` int64 prompt index; rows of one prompt share it (pairwise
             metrics and pairwise estimators).
+        users: optional ``(N,)`` int64 user index in ``[0, U)``, -1 for an unknown user: the user
+            random effect on engagement (the reward never sees it).
 
     Raises:
         ValueError: naming the field and first bad row, for non-finite values, actions outside
@@ -101,6 +107,8 @@ class FeedbackData:
     observed: torch.Tensor | None = None
     propensity: torch.Tensor | None = None
     prompt_ids: torch.Tensor | None = None
+    channels: tuple[ChannelSpec, ...] | None = None
+    users: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
         embeddings = as_float_tensor("embeddings", self.embeddings)
@@ -114,18 +122,36 @@ class FeedbackData:
         num_rows = embeddings.shape[0]
         if actions.dim() == 2 and actions.shape[1] == 1:
             actions = actions[:, 0]
-        if actions.dim() != 1:
-            raise ValueError(f"actions: expected shape (rows,), got {tuple(actions.shape)}")
+        if actions.dim() not in (1, 2):
+            raise ValueError(
+                f"actions: expected shape (rows,) or (rows, channels), got {tuple(actions.shape)}"
+            )
         if actions.shape[0] != num_rows:
             raise ValueError(
                 f"actions: {actions.shape[0]} rows but embeddings has {num_rows}; "
                 "every row needs one embedding and one action"
             )
+        num_channels = 1 if actions.dim() == 1 else actions.shape[1]
+        channels = check_channels(self.channels or DEFAULT_CHANNELS)
+        if len(channels) != num_channels:
+            raise ValueError(
+                f"actions: {num_channels} column(s) but {len(channels)} channel(s) declared "
+                f"({', '.join(c.name for c in channels)}); declare one channel per column"
+            )
         _first_non_finite("embeddings", embeddings)
-        bad_action = ((actions != 0) & (actions != 1)).nonzero()
-        if bad_action.numel():
-            row = bad_action[0, 0].item()
-            raise ValueError(f"actions: row {row} is {actions[row].item()}; actions must be 0 or 1")
+        _first_non_finite("actions", actions)
+        columns = actions[:, None] if actions.dim() == 1 else actions
+        for k, channel in enumerate(channels):
+            if channel.kind != "binary":
+                continue
+            bad_action = ((columns[:, k] != 0) & (columns[:, k] != 1)).nonzero()
+            if bad_action.numel():
+                row = bad_action[0, 0].item()
+                raise ValueError(
+                    f"actions: row {row}, channel {channel.name!r} is {columns[row, k].item()}; "
+                    "a binary action must be 0 or 1 (declare it continuous, or give a threshold)"
+                )
+        object.__setattr__(self, "channels", channels)
         object.__setattr__(self, "embeddings", embeddings)
         object.__setattr__(self, "actions", actions)
 
@@ -154,7 +180,7 @@ class FeedbackData:
             if bad.numel():
                 row = bad[0, 0].item()
                 raise ValueError(f"observed: row {row} is {observed[row].item()}; it must be 0 or 1")
-            bad = ((observed == 0) & (actions != 0)).nonzero()
+            bad = ((observed == 0) & (self.action != 0)).nonzero()
             if bad.numel():
                 row = bad[0, 0].item()
                 raise ValueError(
@@ -179,6 +205,18 @@ class FeedbackData:
                 raise ValueError(f"prompt_ids: {prompt_ids.shape[0]} rows but embeddings has {num_rows}")
             object.__setattr__(self, "prompt_ids", prompt_ids.long())
 
+        if self.users is not None:
+            users = torch.as_tensor(np.asarray(self.users)).reshape(-1)
+            if users.dtype.is_floating_point or users.dtype == torch.bool:
+                raise ValueError(f"users: expected integer user indices, got {users.dtype}")
+            if users.shape[0] != num_rows:
+                raise ValueError(f"users: {users.shape[0]} rows but embeddings has {num_rows}")
+            if users.numel() and int(users.min()) < -1:
+                raise ValueError(
+                    f"users: row {int(users.argmin())} is {int(users.min())}; use -1 for unknown"
+                )
+            object.__setattr__(self, "users", users.long())
+
         if self.truth is not None:
             for field in fields(self.truth):
                 value = getattr(self.truth, field.name)
@@ -199,6 +237,43 @@ class FeedbackData:
         return 0 if self.context is None else self.context.shape[1]
 
     @property
+    def num_channels(self) -> int:
+        return len(self.channels)
+
+    @property
+    def action_matrix(self) -> torch.Tensor:
+        """``(N, K)``: every channel's column."""
+        return self.actions if self.actions.dim() == 2 else self.actions[:, None]
+
+    @property
+    def action(self) -> torch.Tensor:
+        """``(N,)`` in {0, 1}: 1 where any positive binary channel fired (what single-action
+        estimators such as naive see; with one channel it is that channel)."""
+        if self.actions.dim() == 1:
+            return self.actions
+        positive = [k for k, c in enumerate(self.channels) if c.kind == "binary" and c.sign > 0]
+        if not positive:
+            raise ValueError(
+                "this log has no positive binary channel, so it has no single 'acted' column for "
+                "single-action methods; declare a positive action (--action-col)"
+            )
+        return self.actions[:, positive].amax(dim=1)
+
+    def action_without_negative(self) -> torch.Tensor:
+        """``(N,)``: a positive action and no negative one (the heuristic label of a real log)."""
+        negative = [k for k, c in enumerate(self.channels) if c.kind == "binary" and c.sign < 0]
+        if not negative:
+            return self.action
+        return self.action * (1 - self.actions[:, negative].amax(dim=1))
+
+    @property
+    def num_users(self) -> int:
+        """U: one more than the largest user index (0 without users)."""
+        if self.users is None or self.users.numel() == 0:
+            return 0
+        return int(self.users.max()) + 1
+
+    @property
     def setting(self) -> str:
         """'observational' when the log records whether feedback was given, else 'implicit'."""
         return "implicit" if self.observed is None else "observational"
@@ -215,6 +290,7 @@ class FeedbackData:
             observed=None if self.observed is None else self.observed[index],
             propensity=None if self.propensity is None else self.propensity[index],
             prompt_ids=None if self.prompt_ids is None else self.prompt_ids[index],
+            users=None if self.users is None else self.users[index],
         )
 
     def split(self, fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:

@@ -56,6 +56,13 @@ class TrainConfig:
     min_delta: float = field(
         default=1e-4, metadata={"help": "smallest held-out ELBO gain (nats per row) that counts"}
     )
+    fit_labels: bool = field(
+        default=False,
+        metadata={
+            "help": "implicitrm: use the explicit labels of the rows that have one as observed "
+            "preference in the fit (off by default; never the labels you evaluate on)"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed of initialization, split and minibatches"})
     device: str = field(default="auto", metadata={"help": "'auto', 'cpu', 'cuda' or 'cuda:N'"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar on a terminal"})

@@ -26,7 +26,11 @@ from pyro_irm.models.guides import EmptyGuide, StratificationGuide
 
 
 class _DataObjective(nn.Module):
-    """Holds the training data; subclasses implement :meth:`loss_and_grads` on row indices."""
+    """Holds the training data; subclasses implement :meth:`loss_and_grads` on row indices.
+
+    ``extras`` are the model's other row data by keyword (``users``, ``explicit_labels``), each
+    ``(N,)`` or None.
+    """
 
     def __init__(
         self,
@@ -35,6 +39,7 @@ class _DataObjective(nn.Module):
         data: FeedbackData,
         labels: torch.Tensor,
         observed: torch.Tensor | None,
+        extras: dict[str, torch.Tensor | None] | None = None,
     ):
         super().__init__()
         self.model = model
@@ -42,13 +47,16 @@ class _DataObjective(nn.Module):
         self.data = data
         self.labels = labels
         self.observed = observed
+        self.extras = {k: v for k, v in (extras or {}).items() if v is not None}
 
     def model_args(self) -> tuple:
         return self.data.embeddings, self.labels, self.data.context
 
     def validation_score(self, index: torch.Tensor) -> float:
         """The exact held-out ELBO per row on rows ``index`` (higher is better)."""
-        return heldout_elbo(self.model, self.guide, *self.model_args(), index, observed=self.observed)
+        return heldout_elbo(
+            self.model, self.guide, *self.model_args(), index, observed=self.observed, **self.extras
+        )
 
 
 class SVIObjective(_DataObjective):
@@ -63,8 +71,9 @@ class SVIObjective(_DataObjective):
         data: FeedbackData,
         labels: torch.Tensor,
         observed: torch.Tensor | None = None,
+        extras: dict[str, torch.Tensor | None] | None = None,
     ):
-        super().__init__(model, guide, data, labels, observed)
+        super().__init__(model, guide, data, labels, observed, extras)
         self.elbo = elbo
         self.enumerate_model = enumerate_model
 
@@ -80,13 +89,17 @@ class SVIObjective(_DataObjective):
             batch,
             num_rows=num_rows,
             observed=self.observed,
+            **self.extras,
         )
 
 
 class FusedObjective(_DataObjective):
-    """The enumerated marginal likelihood in closed form: ``-mean log sum_groups p(group, y | row)``.
+    """The enumerated marginal likelihood in closed form, per training row:
+    ``-(mean_batch log sum_groups p(group, y | row) + log p(globals) / num_rows)``.
 
-    Equal to ``TraceEnum_ELBO`` with the groups enumerated (tested), without Pyro's tracing.
+    Equal to ``TraceEnum_ELBO`` with the groups enumerated (tested); the group table is the model's
+    own (:meth:`~pyro_irm.models.base.FeedbackModel.group_log_joint`), summed without the ELBO's
+    bookkeeping.
     """
 
     def __init__(
@@ -95,8 +108,9 @@ class FusedObjective(_DataObjective):
         data: FeedbackData,
         labels: torch.Tensor,
         observed: torch.Tensor | None = None,
+        extras: dict[str, torch.Tensor | None] | None = None,
     ):
-        super().__init__(model, None, data, labels, observed)
+        super().__init__(model, None, data, labels, observed, extras)
 
     def loss_and_grads(self, batch: torch.Tensor, *, num_rows: int) -> float:
         device = self.model.device
@@ -104,7 +118,9 @@ class FusedObjective(_DataObjective):
             gather_rows(t, batch, device)
             for t in (self.data.embeddings, self.labels, self.data.context, self.observed)
         )
-        loss = -self.model.log_marginal(rows, actions, context_rows, logged).mean()
+        extras = {k: gather_rows(v, batch, device) for k, v in self.extras.items()}
+        log_marginal = self.model.log_marginal(rows, actions, context_rows, logged, **extras)
+        loss = -(log_marginal.mean() + self.model.global_log_prob() / num_rows)
         loss.backward()
         return loss.item()
 
@@ -134,7 +150,8 @@ def build_objective(
         )
     # Only ImplicitRM models o; naive and the oracle treat every row as labelled.
     observed = data.observed if config.method == "implicitrm" else None
-    args = (data, labels, observed)
+    extras = model_extras(config, data) if config.method == "implicitrm" else {}
+    args = (data, labels, observed, extras)
     if config.method != "implicitrm":
         return SVIObjective(model, guide, Trace_ELBO(max_plate_nesting=1), False, *args)
     if config.inference == "fused":
@@ -148,16 +165,19 @@ def build_objective(
     return SVIObjective(model, guide, TraceGraph_ELBO(max_plate_nesting=1), False, *args)
 
 
+def model_extras(config: TrainConfig, data: FeedbackData) -> dict[str, torch.Tensor | None]:
+    """The four-group model's row data besides embeddings, actions and context: user indices, and
+    the explicit labels only when the fit is told to use them (``fit_labels``)."""
+    return {
+        "users": data.users,
+        "explicit_labels": data.labels if config.fit_labels else None,
+    }
+
+
 def build_guide(config: TrainConfig, model: FeedbackModel) -> PyroModule:
     """An amortized stratification guide for ``inference='amortized'``, else the empty guide."""
     if config.method == "implicitrm" and config.inference == "amortized":
-        return StratificationGuide(
-            model.embedding_dim,
-            model.context_dim,
-            model.config,
-            model.channel,
-            enumerate_groups=config.guide_gradient == "enumerate",
-        )
+        return StratificationGuide(model, enumerate_groups=config.guide_gradient == "enumerate")
     return EmptyGuide()
 
 
@@ -171,12 +191,14 @@ def heldout_elbo(
     index: torch.Tensor,
     chunk_rows: int = 65_536,
     observed: torch.Tensor | None = None,
+    **extras: torch.Tensor | None,
 ) -> float:
     """Exact ELBO per row on rows ``index``: ``mean_i sum_g q_g (log p(g, y_i) - log q_g)``.
 
     With the exact posterior as q (enumeration, naive, oracle) this is the marginal log-likelihood;
     with the amortized guide it is that guide's ELBO, summed over the four groups, not sampled.
-    With ``observed`` (an observational log) the likelihood is that of (o, y).
+    With ``observed`` (an observational log) the likelihood is that of (o, y). ``extras``
+    (``users``, ``explicit_labels``) are ``(N,)`` row data the model takes.
     """
     device = model.device
     total = 0.0
@@ -184,7 +206,8 @@ def heldout_elbo(
         rows, actions, context_rows, logged = (
             gather_rows(t, chunk, device) for t in (embeddings, labels, context, observed)
         )
-        log_joint = model.group_log_joint(rows, actions, context_rows, logged)
+        chunk_extras = {k: gather_rows(v, chunk, device) for k, v in extras.items() if v is not None}
+        log_joint = model.group_log_joint(rows, actions, context_rows, logged, **chunk_extras)
         if isinstance(guide, StratificationGuide):
             log_q = torch.log_softmax(guide.group_logits(rows, actions, context_rows, logged), dim=-1)
             q = log_q.exp()

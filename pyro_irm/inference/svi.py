@@ -12,6 +12,7 @@ import pyro
 import torch
 from tqdm.auto import tqdm
 
+from pyro_irm.channels import describe_channels
 from pyro_irm.data.feedback import FeedbackData, split_indices
 from pyro_irm.device import resolve_device
 from pyro_irm.inference.checkpoint import identity, load_checkpoint, save_checkpoint
@@ -20,9 +21,11 @@ from pyro_irm.inference.methods import check_setting, method_spec
 from pyro_irm.inference.nuisance import EstimatorConfig, Nuisance, estimate_nuisance
 from pyro_irm.inference.objectives import build_guide, build_objective
 from pyro_irm.inference.result import FitHistory, FitResult
+from pyro_irm.models.base import FeedbackModel
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.guides import StratificationGuide
 from pyro_irm.models.identifiability import warn_if_unidentified
+from pyro_irm.models.implicit import ImplicitFeedbackModel
 from pyro_irm.models.registry import build_model
 from pyro_irm.models.reward_model import RewardModel
 
@@ -30,10 +33,13 @@ logger = logging.getLogger(__name__)
 
 
 def training_labels(data: FeedbackData, method: str) -> torch.Tensor:
-    """What the model observes: the true preference for the oracle (the simulated truth, else the
-    explicit labels of every row), the actions otherwise."""
-    if method != "oracle":
+    """What the model observes: every action channel for ImplicitRM, the true preference for the
+    oracle (the simulated truth, else the explicit labels of every row), and the single combined
+    action (any positive channel, :attr:`FeedbackData.action`) for the other methods."""
+    if method == "implicitrm":
         return data.actions
+    if method != "oracle":
+        return data.action
     if data.truth is not None:
         return data.truth.preference
     if data.labels is not None and not torch.isnan(data.labels).any():
@@ -50,6 +56,7 @@ def fit(
     model_config: ModelConfig | None = None,
     estimator_config: EstimatorConfig | None = None,
     nuisance: Nuisance | None = None,
+    model: FeedbackModel | None = None,
 ) -> FitResult:
     """Fit a reward model to implicit (or observational) feedback.
 
@@ -61,6 +68,9 @@ def fit(
         estimator_config: propensity, class prior and flip-rate choices of the baselines.
         nuisance: precomputed nuisance quantities (for example shared by several methods on one
             data set); what the method needs and ``nuisance`` lacks is estimated from ``data``.
+        model: a model built by the user (for example an
+            :class:`~pyro_irm.models.ImplicitFeedbackModel` with channel components of their own)
+            to fit instead of the one ``config.method`` builds; it is trained in place.
 
     Returns:
         :class:`FitResult` holding the :class:`RewardModel` from the epoch with the best held-out
@@ -76,10 +86,23 @@ def fit(
     labels = training_labels(data, config.method)
     device = resolve_device(config.device)
     nuisance = complete_nuisance(data, config.method, estimator_config, nuisance, config.seed)
+    if config.fit_labels:
+        if config.method != "implicitrm":
+            raise ValueError("fit_labels: only method='implicitrm' fits explicit labels")
+        if data.labels is None or not torch.isfinite(data.labels).any():
+            raise ValueError("fit_labels: the data has no explicit labels (FeedbackData.labels, --label-col)")
     if config.method == "implicitrm":
         if data.setting == "implicit":  # a logged o separates reward from propensity by itself
-            warn_if_unidentified(model_config, data.context_dim)
+            warn_if_unidentified(
+                model_config,
+                data.context_dim,
+                channels=data.channels,
+                num_users=data.num_users,
+                labelled_rows=_count_labels(data) if config.fit_labels else 0,
+            )
         model_config = _with_flip_rates(model_config, nuisance)
+    elif data.num_channels > 1:
+        logger.info("method %s sees one action: any positive channel (%s)", config.method, data.channels)
 
     pyro.clear_param_store()
     pyro.set_rng_seed(config.seed)
@@ -95,7 +118,20 @@ def fit(
     # Parameters stay on the modules, not in Pyro's global store; PyroModules read this setting
     # when they are built, so they are built inside it.
     with pyro.settings.context(module_local_params=True):
-        model = build_model(config.method, data.embedding_dim, data.context_dim, model_config)
+        if model is None:
+            model = build_model(
+                config.method,
+                data.embedding_dim,
+                data.context_dim,
+                model_config,
+                channels=data.channels if config.method == "implicitrm" else None,
+                num_users=data.num_users if config.method == "implicitrm" else 0,
+            )
+            if isinstance(model, ImplicitFeedbackModel):
+                model.initialize_channels(labels[train_index])
+        else:
+            _check_user_model(model, data)
+            model_config = model.config
         model = model.to(device)
         guide = build_guide(config, model).to(device)
         objective = build_objective(
@@ -108,6 +144,9 @@ def fit(
             "rows": len(data),
             "embedding_dim": data.embedding_dim,
             "context_dim": data.context_dim,
+            "channels": describe_channels(data.channels),
+            "num_users": data.num_users,
+            "fit_labels": config.fit_labels,
         }
         if config.checkpoint_dir is not None:
             state = load_checkpoint(config.checkpoint_dir, config, shapes)
@@ -238,6 +277,25 @@ def _with_flip_rates(model_config: ModelConfig, nuisance: Nuisance) -> ModelConf
         return model_config
     limit = 0.49  # the channel needs eps < 0.5
     return replace(model_config, eps1=min(nuisance.rho01, limit), eps0=min(nuisance.rho10, limit))
+
+
+def _count_labels(data: FeedbackData) -> int:
+    return 0 if data.labels is None else int(torch.isfinite(data.labels).sum())
+
+
+def _check_user_model(model: FeedbackModel, data: FeedbackData) -> None:
+    """A model handed to :func:`fit` must match the data's widths and channels."""
+    if model.embedding_dim != data.embedding_dim or model.context_dim != data.context_dim:
+        raise ValueError(
+            f"model: built for embeddings of width {model.embedding_dim} and {model.context_dim} "
+            f"context column(s), but the data has {data.embedding_dim} and {data.context_dim}"
+        )
+    specs = getattr(model, "channel_specs", None)
+    if specs is not None and tuple(specs) != tuple(data.channels):
+        raise ValueError(
+            f"model: its channels {[s.name for s in specs]} are not the data's "
+            f"{[c.name for c in data.channels]} (same names, polarity and kind, in column order)"
+        )
 
 
 def _copy_state(model: torch.nn.Module, guide: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]]:

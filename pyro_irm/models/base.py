@@ -54,14 +54,17 @@ class FeedbackModel(PyroModule):
         labels: torch.Tensor,
         context: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
+        **extras: torch.Tensor | None,
     ) -> torch.Tensor:
-        """``log p(r, o, y | row)`` for the four groups: ``(B, D), (B,) -> (B, 4)``.
+        """``log p(r, o, y | row)`` for the four groups: ``(B, D), (B, K) -> (B, 4)``.
 
-        With ``observed`` ``(B,)`` (an observational log) it is ``log p(r, o, y | row)`` at the logged
-        o: the groups whose o disagrees are ``-inf``.
+        ``labels`` are the observed actions (``(B,)`` for one channel). With ``observed`` ``(B,)``
+        (an observational log) it is ``log p(r, o, y | row)`` at the logged o: the groups whose o
+        disagrees are ``-inf``. ``extras`` are the model's other row data (``users`` ``(B,)``,
+        ``explicit_labels`` ``(B,)``) where it has them.
         """
         reward = self.reward_logits(embeddings, context)
-        return self.group_log_joint_given_reward(reward, embeddings, labels, context, observed)
+        return self.group_log_joint_given_reward(reward, embeddings, labels, context, observed, **extras)
 
     def group_log_joint_given_reward(
         self,
@@ -70,10 +73,15 @@ class FeedbackModel(PyroModule):
         labels: torch.Tensor,
         context: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
+        **extras: torch.Tensor | None,
     ) -> torch.Tensor:
         """:meth:`group_log_joint` with the reward logits ``(B,)`` given (for example one posterior
         draw of a Bayesian head) instead of computed by ``reward_net``: ``(B, 4)``."""
         raise NotImplementedError
+
+    def global_log_prob(self) -> torch.Tensor:
+        """Log-density of the model's global latents at their point estimates (0 without any)."""
+        return torch.zeros((), device=self.device)
 
     def log_marginal(
         self,
@@ -81,9 +89,10 @@ class FeedbackModel(PyroModule):
         labels: torch.Tensor,
         context: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
+        **extras: torch.Tensor | None,
     ) -> torch.Tensor:
         """Exact ``log p(y | row)`` (``log p(o, y | row)`` when o is logged), summed over groups: ``(B,)``."""
-        return torch.logsumexp(self.group_log_joint(embeddings, labels, context, observed), dim=-1)
+        return torch.logsumexp(self.group_log_joint(embeddings, labels, context, observed, **extras), dim=-1)
 
     def posterior_groups(
         self,
@@ -91,9 +100,10 @@ class FeedbackModel(PyroModule):
         labels: torch.Tensor,
         context: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
+        **extras: torch.Tensor | None,
     ) -> torch.Tensor:
         """Exact posterior ``P(group | row, y)``: ``(B, 4)`` rows summing to one."""
-        return torch.softmax(self.group_log_joint(embeddings, labels, context, observed), dim=-1)
+        return torch.softmax(self.group_log_joint(embeddings, labels, context, observed, **extras), dim=-1)
 
     def rows_plate(self, num_rows: int, batch_indices: torch.Tensor | None) -> pyro.plate:
         """The plate over rows; with ``batch_indices`` the ELBO is scaled by ``num_rows / B``."""

@@ -1,22 +1,74 @@
-"""The observation channel: how the action y arises from preference r and propensity o."""
+"""Emission components: how each observed channel arises from preference r and engagement o.
+
+A channel component is an ``nn.Module`` with ``spec`` (a :class:`~pyro_irm.channels.ChannelSpec`)
+and ``distribution(preference, propensity, features) -> Distribution`` over the channel's value as
+the model sees it (``transform`` of the logged value). ``preference`` and ``propensity`` are 0/1
+tensors that broadcast against the rows (enumerated values have shape ``(2, 1)`` and
+``(2, 1, 1)``); ``features`` is ``(B, F)`` or None. Writing a new kind of channel means writing one
+such class and handing it to :class:`~pyro_irm.models.implicit.ImplicitFeedbackModel`.
+
+Polarity is built into the parameterization, so the declared sign holds whatever the fit does:
+``r_signed = r`` for a positive channel and ``1 - r`` for a negative one, and every effect of
+``r_signed`` passes through ``softplus`` (never negative). That fixes what r means (no label
+switching) and makes a negative action a definitive negative.
+"""
 
 from __future__ import annotations
 
+import math
+
 import pyro.distributions as dist
 import torch
+import torch.nn.functional as F
 from torch import nn
 
+from pyro_irm.channels import ChannelSpec
 
-class NoisyAndChannel(nn.Module):
-    """``P(y = 1 | r, o) = o * (r * (1 - eps1) + (1 - r) * eps0)``; ``y = r AND o`` when both eps are 0.
+# Logit of a binary channel firing on a silent row (o = 0): about 1e-13, not exactly 0, so a
+# mislogged action lowers the likelihood of the silent groups instead of ruling them out.
+SILENT_LOGIT = -30.0
+
+
+def _signed(preference: torch.Tensor, spec: ChannelSpec) -> torch.Tensor:
+    return preference if spec.sign > 0 else 1 - preference
+
+
+def _select(off: torch.Tensor, on: torch.Tensor, flag: torch.Tensor) -> torch.Tensor:
+    """``on`` where the 0/1 ``flag`` is 1, else ``off``, by arithmetic (broadcasts enumerated values)."""
+    return off + flag * (on - off)
+
+
+class Channel(nn.Module):
+    """Base class of emission components. ``transform`` maps logged values to the modelled ones."""
+
+    spec: ChannelSpec
+
+    def transform(self, values: torch.Tensor) -> torch.Tensor:
+        return values
+
+    def initialize(self, values: torch.Tensor) -> None:
+        """Set starting values from the channel's logged values ``(N,)`` (optional)."""
+
+    def distribution(
+        self, preference: torch.Tensor, propensity: torch.Tensor, features: torch.Tensor | None
+    ) -> dist.Distribution:
+        raise NotImplementedError
+
+
+class NoisyAndChannel(Channel):
+    """The seed paper's channel with fixed rates: ``P(y=1 | r, o) = o * (r' (1 - eps1) + (1 - r') eps0)``,
+    with ``r' = r`` (``1 - r`` for a negative channel); ``y = r' AND o`` when both eps are 0.
 
     The rates are fixed buffers (saved with the model). ``torch.distributions.Bernoulli`` clamps
     probabilities of exactly 0 and 1 to the dtype's epsilon, so impossible (y, r, o) combinations
     get a log-probability of about -16 in float32 and -36 in float64, not -inf.
     """
 
-    def __init__(self, eps0: float = 0.0, eps1: float = 0.0):
+    def __init__(self, eps0: float = 0.0, eps1: float = 0.0, spec: ChannelSpec | None = None):
         super().__init__()
+        self.spec = spec or ChannelSpec("action")
+        if self.spec.kind != "binary":
+            raise ValueError(f"channel {self.spec.name!r}: NoisyAndChannel is for binary channels")
         # float64 so that the rates are exact; they are cast to the inputs' dtype where used.
         self.register_buffer("eps0", torch.tensor(float(eps0), dtype=torch.float64))
         self.register_buffer("eps1", torch.tensor(float(eps1), dtype=torch.float64))
@@ -24,8 +76,112 @@ class NoisyAndChannel(nn.Module):
     def action_probability(self, preference: torch.Tensor, propensity: torch.Tensor) -> torch.Tensor:
         eps0 = self.eps0.to(preference.dtype)
         eps1 = self.eps1.to(preference.dtype)
-        return propensity * (preference * (1 - eps1) + (1 - preference) * eps0)
+        signed = _signed(preference, self.spec)
+        return propensity * (signed * (1 - eps1) + (1 - signed) * eps0)
 
-    def distribution(self, preference: torch.Tensor, propensity: torch.Tensor) -> dist.Bernoulli:
+    def distribution(
+        self, preference: torch.Tensor, propensity: torch.Tensor, features: torch.Tensor | None = None
+    ) -> dist.Bernoulli:
         """``Bernoulli`` over y for (broadcastable) 0/1 tensors ``r`` and ``o``."""
         return dist.Bernoulli(probs=self.action_probability(preference, propensity))
+
+
+class SignedBinaryChannel(Channel):
+    """A learned binary channel: on an engaged row (o = 1),
+    ``logit P(y=1) = a + softplus(b) * r' + w . x`` with ``r'`` the signed preference and ``x`` the
+    row's features (context, embedding or none: the channel's own propensity, for example code blocks
+    drawing copies); a silent row fires with logit ``SILENT_LOGIT``.
+
+    Args:
+        spec: the channel's declaration. feature_dim: F, width of ``features`` (0 for none).
+    """
+
+    def __init__(self, spec: ChannelSpec, feature_dim: int = 0, effect: float = 2.0):
+        super().__init__()
+        if spec.kind != "binary":
+            raise ValueError(f"channel {spec.name!r}: SignedBinaryChannel is for binary channels")
+        self.spec = spec
+        self.intercept = nn.Parameter(torch.zeros(()))
+        # softplus(raw) is the effect of r'; start at a clear but moderate effect.
+        self.raw_effect = nn.Parameter(torch.tensor(math.log(math.expm1(effect))))
+        self.features = nn.Linear(feature_dim, 1) if feature_dim > 0 else None
+        if self.features is not None:
+            nn.init.zeros_(self.features.weight)
+            nn.init.zeros_(self.features.bias)
+
+    def initialize(self, values: torch.Tensor) -> None:
+        # Start where an engaged row of the less likely polarity fires at the logged rate.
+        rate = float(values.float().mean().clamp(1e-3, 1 - 1e-3))
+        with torch.no_grad():
+            self.intercept.fill_(math.log(rate / (1 - rate)))
+
+    def engaged_logits(self, preference: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
+        logits = self.intercept + F.softplus(self.raw_effect) * _signed(preference, self.spec)
+        if self.features is not None and features is not None:
+            logits = logits + self.features(features).squeeze(-1)
+        return logits
+
+    def distribution(
+        self, preference: torch.Tensor, propensity: torch.Tensor, features: torch.Tensor | None
+    ) -> dist.Bernoulli:
+        engaged = self.engaged_logits(preference, features)
+        silent = torch.full_like(engaged, SILENT_LOGIT)
+        return dist.Bernoulli(logits=_select(silent, engaged, propensity))
+
+
+class LogNormalChannel(Channel):
+    """A continuous channel such as dwell seconds, modelled as ``log1p(seconds)``:
+    ``Normal(m_o + softplus(b_o) * r' + w . x, s_o)`` with its own location ``m``, preference effect
+    ``b`` and spread ``s`` for silent (o = 0) and engaged (o = 1) rows: people read silently too, and
+    read what they like longer. The log-density is that of ``log1p(value)`` (the Jacobian of the
+    transform is a constant of the data, left out).
+    """
+
+    def __init__(self, spec: ChannelSpec, feature_dim: int = 0):
+        super().__init__()
+        if spec.kind != "continuous":
+            raise ValueError(f"channel {spec.name!r}: LogNormalChannel is for continuous channels")
+        self.spec = spec
+        self.location = nn.Parameter(torch.zeros(2))  # silent, engaged
+        self.raw_effect = nn.Parameter(torch.full((2,), math.log(math.expm1(0.1))))
+        self.raw_scale = nn.Parameter(torch.zeros(2))
+        self.features = nn.Linear(feature_dim, 1) if feature_dim > 0 else None
+        if self.features is not None:
+            nn.init.zeros_(self.features.weight)
+            nn.init.zeros_(self.features.bias)
+
+    def transform(self, values: torch.Tensor) -> torch.Tensor:
+        return torch.log1p(values.clamp_min(0))
+
+    def initialize(self, values: torch.Tensor) -> None:
+        logged = self.transform(values.float())
+        mean, std = float(logged.mean()), float(logged.std().clamp_min(1e-2)) if len(logged) > 1 else 1.0
+        with torch.no_grad():
+            # Engaged rows start a little above the mean, silent ones a little below.
+            self.location.copy_(torch.tensor([mean - 0.25 * std, mean + 0.25 * std]))
+            self.raw_scale.fill_(math.log(math.expm1(std)))
+
+    def distribution(
+        self, preference: torch.Tensor, propensity: torch.Tensor, features: torch.Tensor | None
+    ) -> dist.Normal:
+        effect = F.softplus(self.raw_effect)
+        location = _select(self.location[0], self.location[1], propensity) + _select(
+            effect[0], effect[1], propensity
+        ) * _signed(preference, self.spec)
+        if self.features is not None and features is not None:
+            location = location + self.features(features).squeeze(-1)
+        scale = F.softplus(_select(self.raw_scale[0], self.raw_scale[1], propensity)) + 1e-3
+        return dist.Normal(location, scale)
+
+
+class LabelChannel(nn.Module):
+    """Explicit labels as a noisy view of r: ``P(label = 1 | r) = r (1 - noise) + (1 - r) noise``.
+    With ``noise = 0`` a label is the observed preference of its row."""
+
+    def __init__(self, noise: float = 0.0):
+        super().__init__()
+        self.register_buffer("noise", torch.tensor(float(noise), dtype=torch.float64))
+
+    def distribution(self, preference: torch.Tensor) -> dist.Bernoulli:
+        noise = self.noise.to(preference.dtype)
+        return dist.Bernoulli(probs=preference * (1 - noise) + (1 - preference) * noise)

@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 PropensityFeatures = Literal["embedding", "context", "both"]
+ChannelFeatures = Literal["none", "context", "embedding", "both"]
+ChannelEmission = Literal["auto", "fixed", "learned"]
 
 
 @dataclass(frozen=True)
@@ -42,6 +44,29 @@ class ModelConfig:
     eps0: float = field(default=0.0, metadata={"help": "P(y=1 | r=0, o=1): false-positive action rate"})
     eps1: float = field(default=0.0, metadata={"help": "P(y=0 | r=1, o=1): missed action rate"})
     dropout: float = field(default=0.0, metadata={"help": "dropout in every network's hidden layers"})
+    channel_emission: ChannelEmission = field(
+        default="auto",
+        metadata={
+            "help": "binary channels' emission: 'fixed' (the seed paper's y = r AND o with rates eps0, "
+            "eps1), 'learned' (sign-constrained rates per channel), or 'auto': fixed for a lone "
+            "binary channel, learned when there are several"
+        },
+    )
+    channel_features: ChannelFeatures = field(
+        default="context",
+        metadata={
+            "help": "what a learned channel's emission sees besides (r, o): 'none', 'context', "
+            "'embedding' or 'both' (a channel's own propensity, e.g. code blocks drawing copies)"
+        },
+    )
+    user_scale: float = field(
+        default=1.0,
+        metadata={"help": "prior standard deviation of the per-user engagement effects (logits)"},
+    )
+    label_noise: float = field(
+        default=0.0,
+        metadata={"help": "P(label disagrees with r) for explicit labels used in the fit (--fit-labels)"},
+    )
 
     def __post_init__(self) -> None:
         for name in ("reward_hidden", "propensity_hidden", "guide_hidden"):
@@ -58,5 +83,18 @@ class ModelConfig:
             value = getattr(self, name)
             if not 0.0 <= value < 0.5:
                 raise ValueError(f"{name} must lie in [0, 0.5), got {value}")
+        if self.channel_emission not in ("auto", "fixed", "learned"):
+            raise ValueError(
+                f"channel_emission must be 'auto', 'fixed' or 'learned', got {self.channel_emission!r}"
+            )
+        if self.channel_features not in ("none", "context", "embedding", "both"):
+            raise ValueError(
+                "channel_features must be 'none', 'context', 'embedding' or 'both', "
+                f"got {self.channel_features!r}"
+            )
+        if not self.user_scale > 0:
+            raise ValueError(f"user_scale must be positive, got {self.user_scale}")
+        if not 0.0 <= self.label_noise < 0.5:
+            raise ValueError(f"label_noise must lie in [0, 0.5), got {self.label_noise}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")

@@ -10,8 +10,7 @@ from torch import nn
 
 from pyro_irm.groups import GROUP_PREFERENCE, GROUP_PROPENSITY
 from pyro_irm.models.base import gather_rows, observed_group_mask
-from pyro_irm.models.channel import NoisyAndChannel
-from pyro_irm.models.config import ModelConfig
+from pyro_irm.models.implicit import ImplicitFeedbackModel
 from pyro_irm.models.networks import MLP
 
 
@@ -38,9 +37,11 @@ class StratificationGuide(PyroModule):
     four group logits; ``r`` and then ``o | r`` are sampled from them, which spans every
     distribution over the four groups.
 
-    The channel's log-likelihood ``log p(y | r, o)`` is added to the network's logits, so the
-    guide starts on the support the action allows (a y = 1 row is an engaged positive when
-    eps = 0) and the network learns only the rest.
+    The channels' log-likelihood ``sum_k log p(y_k | r, o)`` under the model (held fixed: no
+    gradient reaches the model through the guide) is added to the network's logits, so the guide
+    starts on the support the actions allow (a y = 1 row is an engaged positive when eps = 0) and
+    the network learns only the rest. User effects, where the model has them, are point estimates
+    that live on the model; the guide samples only r and o.
 
     Gradients: with ``enumerate_groups=True`` (the default fit, ``TraceEnum_ELBO``), the guide's two
     sites are summed out exactly: four groups per row cost one broadcast, and the gradient has no
@@ -53,23 +54,18 @@ class StratificationGuide(PyroModule):
     negative), as BENCHMARKS.md shows.
 
     Args:
-        embedding_dim: D. context_dim: C (0 for none). config: ``guide_hidden`` and ``dropout``.
-        channel: the model's observation channel (shared, not copied).
+        model: the :class:`~pyro_irm.models.implicit.ImplicitFeedbackModel` it approximates the
+            posterior of (read, not owned: its parameters are not the guide's).
     """
 
-    def __init__(
-        self,
-        embedding_dim: int,
-        context_dim: int,
-        config: ModelConfig,
-        channel: NoisyAndChannel,
-        enumerate_groups: bool = True,
-    ):
+    def __init__(self, model: ImplicitFeedbackModel, enumerate_groups: bool = True):
         super().__init__()
-        in_dim = embedding_dim + context_dim + 1
+        config = model.config
+        in_dim = model.embedding_dim + model.context_dim + len(model.channels)
         self.net = MLP(in_dim, config.guide_hidden, 4, config.dropout)
         self.baseline = _Baseline(in_dim)
-        self.channel = channel
+        # A plain attribute, not a submodule: the model's parameters are not the guide's.
+        self.__dict__["_model"] = model
         self.enumerate_groups = enumerate_groups
         self.register_buffer("group_preference", torch.tensor(GROUP_PREFERENCE, dtype=torch.float32))
         self.register_buffer("group_propensity", torch.tensor(GROUP_PROPENSITY, dtype=torch.float32))
@@ -81,7 +77,12 @@ class StratificationGuide(PyroModule):
     def _inputs(
         self, embeddings: torch.Tensor, labels: torch.Tensor, context: torch.Tensor | None
     ) -> torch.Tensor:
-        parts = [embeddings, labels.to(embeddings.dtype)[:, None]]
+        actions = labels if labels.dim() == 2 else labels[:, None]
+        transformed = [
+            channel.transform(actions[:, k].to(embeddings.dtype))
+            for k, channel in enumerate(self._model.channels)
+        ]
+        parts = [embeddings, torch.stack(transformed, dim=-1)]
         if context is not None:
             parts.insert(1, context)
         return torch.cat(parts, dim=-1)
@@ -92,13 +93,15 @@ class StratificationGuide(PyroModule):
         labels: torch.Tensor,
         context: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
+        **extras: torch.Tensor | None,
     ) -> torch.Tensor:
         """Unnormalized ``log q(group | e, y)``: ``(B, 4)``; with a logged ``observed`` ``(B,)``
         the groups whose o disagrees get ``-inf``."""
         logits = self.net(self._inputs(embeddings, labels, context))
-        r = self.group_preference.to(logits.dtype)
         o = self.group_propensity.to(logits.dtype)
-        logits = logits + self.channel.distribution(r, o).log_prob(labels.to(logits.dtype)[:, None])
+        with torch.no_grad():
+            support = self._model.channel_log_likelihood(embeddings, labels, context)
+        logits = logits + support.to(logits.dtype)
         if observed is not None:
             logits = logits + observed_group_mask(observed.to(logits.dtype), o).to(logits.dtype)
         return logits
@@ -109,6 +112,7 @@ class StratificationGuide(PyroModule):
         labels: torch.Tensor,
         context: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
+        **extras: torch.Tensor | None,
     ) -> torch.Tensor:
         """``q(group | e, y)``: ``(B, 4)`` rows summing to one."""
         return torch.softmax(self.group_logits(embeddings, labels, context, observed), dim=-1)
@@ -126,6 +130,7 @@ class StratificationGuide(PyroModule):
         batch_indices: torch.Tensor | None = None,
         num_rows: int | None = None,
         observed: torch.Tensor | None = None,
+        **extras: torch.Tensor | None,
     ) -> None:
         """Samples r and, unless the log has it (``observed``), o, from the four group logits."""
         if labels is None:

@@ -1,13 +1,17 @@
 """Which assumption separates preference from propensity, and a warning when none does.
 
 From one binary action, ``P(y=1 | e) = P(r=1 | e) * P(o=1 | e, r=1)`` fixes only a product
-(METHOD.md). This module names what pins the two factors down for a given model and data.
+(METHOD.md). This module names what pins the two factors down for a given model and data:
+context that g sees and f does not, users (an engagement effect f never sees), three or more
+channels conditionally independent given the groups (Kruskal's theorem), or explicit labels.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 
+from pyro_irm.channels import ChannelSpec
 from pyro_irm.models.config import ModelConfig
 
 
@@ -15,23 +19,47 @@ class IdentifiabilityWarning(UserWarning):
     """No assumption in the model or data separates the reward from the propensity."""
 
 
-def identifying_assumptions(config: ModelConfig, context_dim: int) -> list[str]:
+def identifying_assumptions(
+    config: ModelConfig,
+    context_dim: int,
+    channels: Sequence[ChannelSpec] = (),
+    num_users: int = 0,
+    labelled_rows: int = 0,
+) -> list[str]:
     """The assumptions that separate f from g here; empty when nothing does."""
     assumptions = []
     if context_dim > 0 and config.propensity_features in ("context", "both"):
         assumptions.append(f"propensity features: g sees {context_dim} context column(s) that f does not")
+    if len(channels) >= 3:
+        assumptions.append(
+            f"{len(channels)} action channels, conditionally independent given the groups "
+            "(a latent-class model with three or more indicators is identified)"
+        )
+    if num_users > 1:
+        assumptions.append(f"users: {num_users} per-user engagement effects that the reward never sees")
+    if labelled_rows > 0:
+        assumptions.append(f"explicit labels: {labelled_rows} row(s) with an observed preference")
     return assumptions
 
 
-def warn_if_unidentified(config: ModelConfig, context_dim: int) -> list[str]:
+def warn_if_unidentified(
+    config: ModelConfig,
+    context_dim: int,
+    channels: Sequence[ChannelSpec] = (),
+    num_users: int = 0,
+    labelled_rows: int = 0,
+) -> list[str]:
     """Warn with :class:`IdentifiabilityWarning` when :func:`identifying_assumptions` is empty."""
-    assumptions = identifying_assumptions(config, context_dim)
+    assumptions = identifying_assumptions(config, context_dim, channels, num_users, labelled_rows)
     if not assumptions:
         warnings.warn(
             "Nothing separates the reward from the propensity: g sees only the embedding that f "
             "sees, so P(y=1|e) = P(r=1|e) P(o=1|e) fixes only their product and the split rests on "
-            "the networks' inductive bias. Give context columns that drive propensity but not "
-            "preference (position, length, format) and propensity_features='both' or 'context'.",
+            "the networks' inductive bias. Any one of these would identify it: context columns "
+            "that drive propensity but not preference (--context-col position, with "
+            "propensity_features='both' or 'context'); a user column (--user-col); three or more "
+            "action channels (--action-col, --negative-action-col, --continuous-action-col); or "
+            "explicit labels on a few rows (--label-col with --fit-labels).",
             IdentifiabilityWarning,
             stacklevel=3,
         )

@@ -1,28 +1,53 @@
-"""The four-group ImplicitRM model: latent preference r, latent propensity o, observed action y.
+"""The four-group generative model of implicit feedback, written once (METHOD.md, "Real logs").
 
-METHOD.md::
+For row i, with embedding e_i, context c_i and user j = user(i)::
 
-    r ~ Bernoulli(sigmoid(f(e)))
-    o ~ Bernoulli(sigmoid(g(features, r)))
-    y ~ Bernoulli(o * (r * (1 - eps1) + (1 - r) * eps0))
+    u_j   ~ Normal(0, user_scale^2)                      # how much a user acts at all
+    r_i   ~ Bernoulli(sigmoid(f(e_i)))                   # preference: the reward
+    o_i   ~ Bernoulli(sigmoid(g(e_i, c_i, r_i) + u_j))   # engagement: would this user act at all
+    y_ik  ~ p_k(. | r_i, o_i, x_i)   for each channel k  # conditionally independent given (r, o, x)
+    l_i   ~ Bernoulli(r_i (1 - label_noise) + (1 - r_i) label_noise)   # explicit label, few rows
 
-The default is the seed paper's form (o independent of r given the row). What g sees and whether it
-sees r are set in :class:`~pyro_irm.models.config.ModelConfig`; the channel is one module.
+Components are handed in: the reward network f, the propensity component g (any module mapping
+features ``(B, F)`` to logits ``(B, 2)`` for r = 0 and 1), one emission component per channel
+(:mod:`pyro_irm.models.channel`) and the label channel. The seed paper's model is the special case
+of one positive binary channel with fixed noise rates, no users and no labels.
+
+The Pyro program is :meth:`ImplicitFeedbackModel.forward`; its per-row body
+:meth:`~ImplicitFeedbackModel.rows_model` is also what :meth:`group_log_joint` traces, with (r, o)
+conditioned on the four groups, so the closed form (the fused path, the exact posterior, the
+held-out ELBO, the Bayesian head's likelihood) is derived from the model rather than written again.
+
+User effects are point estimates (MAP): each is a parameter observed at the ``user_engagement``
+site, so the ELBO adds its Normal prior; users unseen at fitting time (index -1) get the prior
+mean, 0. The reward never sees the user.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import pyro
 import pyro.distributions as dist
 import torch
-import torch.nn.functional as F
+from pyro import poutine
 
+from pyro_irm.channels import DEFAULT_CHANNELS, ChannelSpec, check_channels
 from pyro_irm.groups import GROUP_PREFERENCE, GROUP_PROPENSITY
 from pyro_irm.models.base import FeedbackModel, gather_rows, observed_group_mask
-from pyro_irm.models.channel import NoisyAndChannel
+from pyro_irm.models.channel import (
+    Channel,
+    LabelChannel,
+    LogNormalChannel,
+    NoisyAndChannel,
+    SignedBinaryChannel,
+)
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.networks import MLP
 from pyro_irm.models.propensity import PropensityNetwork, select_by_preference
+
+USER_SITE = "user_engagement"
+LABEL_SITE = "label"
 
 
 def propensity_input_dim(config: ModelConfig, embedding_dim: int, context_dim: int) -> int:
@@ -39,30 +64,108 @@ def propensity_input_dim(config: ModelConfig, embedding_dim: int, context_dim: i
     return embedding_dim
 
 
+def channel_feature_dim(config: ModelConfig, embedding_dim: int, context_dim: int) -> int:
+    """Width of the features a learned channel emission sees (``config.channel_features``)."""
+    return {
+        "none": 0,
+        "context": context_dim,
+        "embedding": embedding_dim,
+        "both": embedding_dim + context_dim,
+    }[config.channel_features]
+
+
+def uses_fixed_channel(config: ModelConfig, channels: Sequence[ChannelSpec]) -> bool:
+    """Whether a lone binary channel takes the seed paper's fixed-rate form (``channel_emission``)."""
+    if config.channel_emission == "fixed":
+        return True
+    if config.channel_emission == "learned":
+        return False
+    return len(channels) == 1
+
+
+def build_channels(
+    specs: Sequence[ChannelSpec], config: ModelConfig, embedding_dim: int, context_dim: int
+) -> list[Channel]:
+    """The default emission component of each declared channel."""
+    specs = check_channels(specs)
+    feature_dim = channel_feature_dim(config, embedding_dim, context_dim)
+    fixed = uses_fixed_channel(config, specs)
+    channels: list[Channel] = []
+    for spec in specs:
+        if spec.kind == "continuous":
+            channels.append(LogNormalChannel(spec, feature_dim))
+        elif fixed:
+            channels.append(NoisyAndChannel(config.eps0, config.eps1, spec))
+        else:
+            channels.append(SignedBinaryChannel(spec, feature_dim))
+    return channels
+
+
+def site_names(channels: Sequence[Channel]) -> tuple[str, ...]:
+    """Sample site of each channel: ``action`` for a lone channel, ``action_<name>`` otherwise."""
+    if len(channels) == 1:
+        return ("action",)
+    return tuple(f"action_{c.spec.name}" for c in channels)
+
+
 class ImplicitFeedbackModel(FeedbackModel):
-    """Reward network f, propensity network g and the observation channel, as one Pyro model.
+    """Reward network f, propensity g, user effects, channel emissions and labels as one Pyro model.
 
     Args:
         embedding_dim: D, width of the text embeddings.
         context_dim: C, number of context columns (0 for none).
         config: architecture and assumptions.
+        channels: emission components or channel declarations, in the order of the actions'
+            columns; default one positive binary channel (the seed paper's).
+        num_users: U, number of users with an engagement effect (0 for none).
+        propensity: the propensity component g; default :class:`PropensityNetwork` per ``config``.
     """
 
-    def __init__(self, embedding_dim: int, context_dim: int, config: ModelConfig):
+    def __init__(
+        self,
+        embedding_dim: int,
+        context_dim: int,
+        config: ModelConfig,
+        channels: Sequence[Channel | ChannelSpec] | None = None,
+        num_users: int = 0,
+        propensity: torch.nn.Module | None = None,
+    ):
         super().__init__()
         self.config = config
         self.embedding_dim = embedding_dim
         self.context_dim = context_dim
+        self.num_users = int(num_users)
+        # Built in this order (f, g, channels, users) so that a seed gives the same initial weights
+        # as the seed paper's model had before channels and users existed.
         self.reward_net = MLP(embedding_dim, config.reward_hidden, 1, config.dropout)
-        self.propensity = PropensityNetwork(
+        self.propensity = propensity or PropensityNetwork(
             propensity_input_dim(config, embedding_dim, context_dim),
             config.propensity_hidden,
             config.propensity_depends_on_preference,
             config.dropout,
         )
-        self.channel = NoisyAndChannel(config.eps0, config.eps1)
+        channels = list(channels or DEFAULT_CHANNELS)
+        specs = [c if isinstance(c, ChannelSpec) else c.spec for c in channels]
+        defaults = build_channels(specs, config, embedding_dim, context_dim)
+        built = [d if isinstance(c, ChannelSpec) else c for c, d in zip(channels, defaults, strict=True)]
+        self.channels = torch.nn.ModuleList(built)
+        self.sites = site_names(built)
+        self.label_channel = LabelChannel(config.label_noise)
+        if self.num_users > 0:
+            self.user_effect = torch.nn.Parameter(torch.zeros(self.num_users))
         self.register_buffer("group_preference", torch.tensor(GROUP_PREFERENCE, dtype=torch.float32))
         self.register_buffer("group_propensity", torch.tensor(GROUP_PROPENSITY, dtype=torch.float32))
+
+    @property
+    def channel_specs(self) -> tuple[ChannelSpec, ...]:
+        return tuple(c.spec for c in self.channels)
+
+    @property
+    def channel(self) -> Channel:
+        """The first (in the seed paper's model, the only) channel."""
+        return self.channels[0]
+
+    # -- components -------------------------------------------------------------------------
 
     def propensity_features(self, embeddings: torch.Tensor, context: torch.Tensor | None) -> torch.Tensor:
         """g's input ``(B, F)``: embedding, context, or both, as configured."""
@@ -76,8 +179,76 @@ class ImplicitFeedbackModel(FeedbackModel):
     def propensity_logits(
         self, embeddings: torch.Tensor, context: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``(B, 2)`` logits of ``P(o = 1 | row, r)`` for r = 0 and r = 1."""
+        """``(B, 2)`` logits of ``P(o = 1 | row, r)`` for r = 0 and r = 1 (before user effects)."""
         return self.propensity(self.propensity_features(embeddings, context))
+
+    def emission_features(
+        self, embeddings: torch.Tensor, context: torch.Tensor | None
+    ) -> torch.Tensor | None:
+        """The row features ``(B, F)`` a learned channel emission sees, or None."""
+        mode = self.config.channel_features
+        parts = {
+            "none": [],
+            "context": [context],
+            "embedding": [embeddings],
+            "both": [embeddings, context],
+        }[mode]
+        parts = [p for p in parts if p is not None]
+        return torch.cat(parts, dim=-1) if parts else None
+
+    def user_offsets(self, users: torch.Tensor | None, effects: torch.Tensor | None = None) -> torch.Tensor:
+        """Each row's user effect ``(B,)`` from user indices ``(B,)``; -1 (unseen) and no users give 0."""
+        if users is None or self.num_users == 0:
+            return torch.zeros((), device=self.device)
+        effects = self.user_effect if effects is None else effects
+        padded = torch.cat([effects, effects.new_zeros(1)])
+        users = users.long()
+        unknown = (users < 0) | (users >= self.num_users)
+        return padded[torch.where(unknown, torch.full_like(users, self.num_users), users)]
+
+    def initialize_channels(self, actions: torch.Tensor) -> None:
+        """Starting values of the channel emissions from the logged actions ``(N, K)``."""
+        actions = actions if actions.dim() == 2 else actions[:, None]
+        for k, channel in enumerate(self.channels):
+            channel.initialize(actions[:, k])
+
+    # -- the model --------------------------------------------------------------------------
+
+    def rows_model(
+        self,
+        reward: torch.Tensor,
+        embeddings: torch.Tensor,
+        actions: torch.Tensor | None = None,
+        context: torch.Tensor | None = None,
+        observed: torch.Tensor | None = None,
+        user_offset: torch.Tensor | float = 0.0,
+        labels: torch.Tensor | None = None,
+    ) -> None:
+        """The generative story of a batch of rows, given their reward logits ``(B,)``.
+
+        ``actions`` ``(B, K)`` (or ``(B,)`` for one channel) in the channels' order; ``observed``
+        ``(B,)`` the logged o of an observational log; ``labels`` ``(B,)`` explicit preference, NaN
+        where a row has none (the site is masked there).
+        """
+        preference = pyro.sample("preference", dist.Bernoulli(logits=reward))
+        propensity_logits = select_by_preference(self.propensity_logits(embeddings, context), preference)
+        propensity = pyro.sample(
+            "propensity", dist.Bernoulli(logits=propensity_logits + user_offset), obs=observed
+        )
+        features = self.emission_features(embeddings, context)
+        if actions is not None and actions.dim() == 1:
+            actions = actions[:, None]
+        for k, (site, channel) in enumerate(zip(self.sites, self.channels, strict=True)):
+            value = None if actions is None else channel.transform(actions[:, k].to(reward.dtype))
+            pyro.sample(site, channel.distribution(preference, propensity, features), obs=value)
+        if labels is not None:
+            has_label = torch.isfinite(labels)
+            with poutine.mask(mask=has_label):
+                pyro.sample(
+                    LABEL_SITE,
+                    self.label_channel.distribution(preference),
+                    obs=torch.where(has_label, labels, torch.zeros_like(labels)).to(reward.dtype),
+                )
 
     def forward(
         self,
@@ -87,27 +258,39 @@ class ImplicitFeedbackModel(FeedbackModel):
         batch_indices: torch.Tensor | None = None,
         num_rows: int | None = None,
         observed: torch.Tensor | None = None,
+        users: torch.Tensor | None = None,
+        explicit_labels: torch.Tensor | None = None,
     ) -> None:
         """The Pyro model over rows ``batch_indices`` of the full ``(N, D)`` embeddings.
 
-        ``num_rows`` is the size of the data the minibatch stands for (the ELBO's scale); it
-        defaults to N.
-        Sites: ``preference`` (r), ``propensity`` (o, observed when ``observed`` ``(N,)`` is given:
-        CausalRM's setting), ``action`` (y, observed when ``labels`` is given). Wrap with
-        ``config_enumerate`` to sum out the latent sites exactly.
+        ``labels`` are the observed actions ``(N, K)`` (or ``(N,)``); ``num_rows`` is the size of the
+        data the minibatch stands for (the ELBO's scale; default N); ``users`` ``(N,)`` user
+        indices; ``explicit_labels`` ``(N,)`` preference labels, NaN where absent.
+        Sites: ``user_engagement`` (with users), ``preference`` (r), ``propensity`` (o, observed in
+        CausalRM's setting), one ``action*`` site per channel, ``label``. Wrap with
+        ``config_enumerate`` to sum out r and o exactly.
         """
+        effects = None
+        if self.num_users > 0 and users is not None:
+            with pyro.plate("users", self.num_users, device=self.device):
+                effects = pyro.sample(
+                    USER_SITE, dist.Normal(0.0, self.config.user_scale), obs=self.user_effect
+                )
         with self.rows_plate(num_rows or embeddings.shape[0], batch_indices) as index:
             index = None if batch_indices is None else index
             rows = gather_rows(embeddings, index, self.device)
             context_rows = gather_rows(context, index, self.device)
-            actions = gather_rows(labels, index, self.device)
-            logged = gather_rows(observed, index, self.device)
-            preference = pyro.sample(
-                "preference", dist.Bernoulli(logits=self.reward_logits(rows, context_rows))
+            self.rows_model(
+                self.reward_logits(rows, context_rows),
+                rows,
+                gather_rows(labels, index, self.device),
+                context_rows,
+                gather_rows(observed, index, self.device),
+                self.user_offsets(gather_rows(users, index, self.device), effects),
+                gather_rows(explicit_labels, index, self.device),
             )
-            propensity_logits = select_by_preference(self.propensity_logits(rows, context_rows), preference)
-            propensity = pyro.sample("propensity", dist.Bernoulli(logits=propensity_logits), obs=logged)
-            pyro.sample("action", self.channel.distribution(preference, propensity), obs=actions)
+
+    # -- closed forms derived from the model --------------------------------------------------
 
     def group_log_joint_given_reward(
         self,
@@ -116,18 +299,47 @@ class ImplicitFeedbackModel(FeedbackModel):
         labels: torch.Tensor,
         context: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
+        users: torch.Tensor | None = None,
+        explicit_labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``log p(r) + log p(o | r) + log p(y | r, o)`` for each group: ``(B, 4)``, in logit space."""
-        reward = reward[:, None]  # (B, 1)
-        r = self.group_preference.to(reward.dtype)  # (4,)
-        o = self.group_propensity.to(reward.dtype)
-        log_preference = torch.where(r.bool(), F.logsigmoid(reward), F.logsigmoid(-reward))
-        propensity = select_by_preference(
-            self.propensity_logits(embeddings, context)[:, None, :], r
-        )  # (B, 1, 2) with r (4,) -> (B, 4)
-        log_propensity = torch.where(o.bool(), F.logsigmoid(propensity), F.logsigmoid(-propensity))
-        log_action = self.channel.distribution(r, o).log_prob(labels.to(reward.dtype)[:, None])
-        joint = log_preference + log_propensity + log_action
+        """``log p(r, o, y, label | row)`` of each group ``(B, 4)``: :meth:`rows_model` traced with
+        (r, o) set to the four groups and its sites' log-probabilities summed."""
+        dtype = reward.dtype
+        grid = {"preference": self.group_preference.to(dtype)[:, None]}  # (4, 1)
+        if observed is None:
+            grid["propensity"] = self.group_propensity.to(dtype)[:, None]
+        else:
+            observed = observed.to(dtype)
+        trace = poutine.trace(poutine.condition(self.rows_model, data=grid)).get_trace(
+            reward, embeddings, labels, context, observed, self.user_offsets(users), explicit_labels
+        )
+        trace.compute_log_prob()
+        joint = torch.zeros((len(GROUP_PREFERENCE), reward.shape[0]), dtype=dtype, device=reward.device)
+        for site in trace.nodes.values():
+            if site["type"] == "sample":
+                joint = joint + site["log_prob"]
+        joint = joint.transpose(0, 1)  # (B, 4)
         if observed is not None:
-            joint = joint + observed_group_mask(observed.to(reward.dtype), o).to(reward.dtype)
+            o = self.group_propensity.to(dtype)
+            joint = joint + observed_group_mask(observed, o).to(dtype)
         return joint
+
+    def global_log_prob(self) -> torch.Tensor:
+        """Log-density of the global latents at their point estimates (the users' prior)."""
+        if self.num_users == 0:
+            return torch.zeros((), device=self.device)
+        return dist.Normal(0.0, self.config.user_scale).log_prob(self.user_effect).sum()
+
+    def channel_log_likelihood(
+        self, embeddings: torch.Tensor, actions: torch.Tensor, context: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``sum_k log p(y_k | r, o, row)`` of each group ``(B, 4)``: the actions' part of the joint."""
+        r = self.group_preference.to(embeddings.dtype)
+        o = self.group_propensity.to(embeddings.dtype)
+        features = self.emission_features(embeddings, context)
+        actions = actions if actions.dim() == 2 else actions[:, None]
+        total = torch.zeros((len(r), embeddings.shape[0]), dtype=embeddings.dtype, device=embeddings.device)
+        for k, channel in enumerate(self.channels):
+            value = channel.transform(actions[:, k].to(embeddings.dtype))
+            total = total + channel.distribution(r[:, None], o[:, None], features).log_prob(value)
+        return total.transpose(0, 1)

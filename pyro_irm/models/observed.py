@@ -42,6 +42,7 @@ class ObservedPreferenceModel(FeedbackModel):
         batch_indices: torch.Tensor | None = None,
         num_rows: int | None = None,
         observed: torch.Tensor | None = None,
+        **extras: torch.Tensor | None,
     ) -> None:
         """Pyro model with one site, ``preference``, observed as ``labels``."""
         with self.rows_plate(num_rows or embeddings.shape[0], batch_indices) as index:
@@ -57,6 +58,7 @@ class ObservedPreferenceModel(FeedbackModel):
         labels: torch.Tensor,
         context: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
+        **extras: torch.Tensor | None,
     ) -> torch.Tensor:
         """Engaged positive when y = 1, engaged negative when y = 0; silent groups impossible.
         ``observed`` is ignored: this model treats every row as engaged."""

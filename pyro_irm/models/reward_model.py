@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from pyro_irm.channels import DEFAULT_CHANNELS, ChannelSpec
 from pyro_irm.data.feedback import as_float_tensor
 from pyro_irm.models.base import FeedbackModel
 from pyro_irm.models.bayesian_head import HeadPosterior
@@ -17,7 +18,7 @@ from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.guides import StratificationGuide
 from pyro_irm.models.registry import build_model
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 WEIGHTS_FILE = "weights.safetensors"
 CONFIG_FILE = "reward_model.json"
 
@@ -89,6 +90,34 @@ class RewardModel:
         """P(preferred) = ``sigmoid(f(e))``: ``(N,)``."""
         return torch.sigmoid(self.score(embeddings, context, batch_size))
 
+    def _row_vector(self, name: str, values, num_rows: int) -> torch.Tensor | None:
+        if values is None:
+            return None
+        if name == "users":
+            vector = torch.as_tensor(np.asarray(values)).reshape(-1).long()
+        else:
+            vector = as_float_tensor(name, values).reshape(-1)
+        if vector.shape[0] != num_rows:
+            raise ValueError(f"{name}: {vector.shape[0]} rows but embeddings has {num_rows}")
+        return vector
+
+    def _actions(self, actions, num_rows: int) -> torch.Tensor:
+        actions = as_float_tensor("actions", actions)
+        if actions.dim() == 1:
+            actions = actions[:, None]
+        channels = len(getattr(self.model, "channels", ())) or 1
+        if actions.dim() != 2 or actions.shape[0] != num_rows or actions.shape[1] != channels:
+            raise ValueError(
+                f"actions: expected shape ({num_rows}, {channels}) (one column per channel: "
+                f"{', '.join(c.name for c in self.channels)}), got {tuple(actions.shape)}"
+            )
+        return actions
+
+    @property
+    def channels(self) -> tuple[ChannelSpec, ...]:
+        """The action channels the model was fit on (one for single-action methods)."""
+        return tuple(getattr(self.model, "channel_specs", DEFAULT_CHANNELS))
+
     def posterior_groups(
         self,
         embeddings: torch.Tensor | np.ndarray,
@@ -97,19 +126,25 @@ class RewardModel:
         source: str = "exact",
         batch_size: int = 65_536,
         observed: torch.Tensor | np.ndarray | None = None,
+        users: torch.Tensor | np.ndarray | None = None,
+        labels: torch.Tensor | np.ndarray | None = None,
     ) -> torch.Tensor:
-        """``P(group | row, y)`` in ``GROUP_NAMES`` order: ``(N, D), (N,) -> (N, 4)``.
+        """``P(group | row, y)`` in ``GROUP_NAMES`` order: ``(N, D), (N, K) -> (N, 4)``.
 
         Args:
+            actions: ``(N, K)`` in the order of :attr:`channels` (``(N,)`` for one channel).
             source: 'exact' sums the fitted generative model over the four groups (Bayes' rule);
                 'guide' reads the amortized stratification network (fits with a guide only).
             observed: ``(N,)`` logged observation indicator o of an observational log; the groups
                 whose o disagrees then get probability 0.
+            users: ``(N,)`` user indices of a model with user effects (-1: unseen, the prior mean).
+            labels: ``(N,)`` explicit preference labels (NaN where absent) to condition on.
         """
         embeddings, context = self._checked(embeddings, context)
-        actions = as_float_tensor("actions", actions).reshape(-1)
-        if actions.shape[0] != embeddings.shape[0]:
-            raise ValueError(f"actions: {actions.shape[0]} rows but embeddings has {embeddings.shape[0]}")
+        num_rows = embeddings.shape[0]
+        actions = self._actions(actions, num_rows)
+        if self.method != "implicitrm":
+            actions = actions[:, 0]
         if source == "exact":
             fn = self.model.posterior_groups
         elif source == "guide":
@@ -118,14 +153,13 @@ class RewardModel:
             fn = self.guide.posterior_groups
         else:
             raise ValueError(f"source must be 'exact' or 'guide', got {source!r}")
-        if observed is not None:
-            observed = as_float_tensor("observed", observed).reshape(-1)
-            if observed.shape[0] != embeddings.shape[0]:
-                raise ValueError(
-                    f"observed: {observed.shape[0]} rows but embeddings has {embeddings.shape[0]}"
-                )
+        observed = self._row_vector("observed", observed, num_rows)
+        users = self._row_vector("users", users, num_rows)
+        labels = self._row_vector("labels", labels, num_rows)
         return self._batched(
-            lambda e, y, c, o: fn(e, y, c, o), [embeddings, actions, context, observed], batch_size
+            lambda e, y, c, o, u, lab: fn(e, y, c, o, **_extras(u, lab)),
+            [embeddings, actions, context, observed, users, labels],
+            batch_size,
         )
 
     def log_likelihood(
@@ -135,12 +169,23 @@ class RewardModel:
         context: torch.Tensor | np.ndarray | None = None,
         observed: torch.Tensor | np.ndarray | None = None,
         batch_size: int = 65_536,
+        users: torch.Tensor | np.ndarray | None = None,
+        labels: torch.Tensor | np.ndarray | None = None,
     ) -> torch.Tensor:
         """Exact ``log p(y | row)`` (``log p(o, y | row)`` with ``observed``), groups summed out: ``(N,)``."""
         embeddings, context = self._checked(embeddings, context)
-        actions = as_float_tensor("actions", actions).reshape(-1)
-        observed = None if observed is None else as_float_tensor("observed", observed).reshape(-1)
-        return self._batched(self.model.log_marginal, [embeddings, actions, context, observed], batch_size)
+        num_rows = embeddings.shape[0]
+        actions = self._actions(actions, num_rows)
+        if self.method != "implicitrm":
+            actions = actions[:, 0]
+        observed = self._row_vector("observed", observed, num_rows)
+        users = self._row_vector("users", users, num_rows)
+        labels = self._row_vector("labels", labels, num_rows)
+        return self._batched(
+            lambda e, y, c, o, u, lab: self.model.log_marginal(e, y, c, o, **_extras(u, lab)),
+            [embeddings, actions, context, observed, users, labels],
+            batch_size,
+        )
 
     def head_features(self, embeddings: torch.Tensor | np.ndarray, batch_size: int = 65_536) -> torch.Tensor:
         """``(N, H)`` inputs of the reward network's last layer (the features a Bayesian head uses)."""
@@ -227,6 +272,8 @@ class RewardModel:
             "embedding_dim": self.embedding_dim,
             "context_dim": self.context_dim,
             "has_guide": self.guide is not None,
+            "channels": [asdict(c) for c in self.channels],
+            "num_users": int(getattr(self.model, "num_users", 0)),
             "head_method": None if self.head_posterior is None else self.head_posterior.method,
             "model_config": asdict(self.config),
         }
@@ -249,12 +296,20 @@ class RewardModel:
         for key in ("reward_hidden", "propensity_hidden", "guide_hidden"):
             config_fields[key] = tuple(config_fields[key])
         config = ModelConfig(**config_fields)
-        model = build_model(meta["method"], meta["embedding_dim"], meta["context_dim"], config)
+        channels = tuple(ChannelSpec(**c) for c in meta["channels"])
+        model = build_model(
+            meta["method"],
+            meta["embedding_dim"],
+            meta["context_dim"],
+            config,
+            channels=channels if meta["method"] == "implicitrm" else None,
+            num_users=meta["num_users"],
+        )
         tensors = load_file(str(path / WEIGHTS_FILE))
         model.load_state_dict(_strip(tensors, "model."))
         guide = None
         if meta["has_guide"]:
-            guide = StratificationGuide(meta["embedding_dim"], meta["context_dim"], config, model.channel)
+            guide = StratificationGuide(model)
             guide.load_state_dict(_strip(tensors, "guide."))
         loaded = cls(model, meta["method"], guide).to(device)
         if meta.get("head_method") is not None:
@@ -262,6 +317,11 @@ class RewardModel:
                 tensors["head.weight"], tensors["head.bias"], meta["head_method"]
             )
         return loaded
+
+
+def _extras(users: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
+    extras = {"users": users, "explicit_labels": labels}
+    return {k: v for k, v in extras.items() if v is not None}
 
 
 def _strip(tensors: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:

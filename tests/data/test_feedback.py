@@ -38,7 +38,7 @@ def test_action_outside_zero_one_names_first_bad_row(bad):
     embeddings, actions = _rows()
     actions[2] = bad
     actions[4] = 3.0
-    with pytest.raises(ValueError, match=r"actions: row 2 is .*; actions must be 0 or 1"):
+    with pytest.raises(ValueError, match=r"actions: row 2\b.*(must be 0 or 1|must be finite)"):
         FeedbackData(embeddings, actions)
 
 

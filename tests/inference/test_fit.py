@@ -81,7 +81,7 @@ def test_score_function_guide_trains_model_guide_and_baseline(small_data):
     assert all(torch.isfinite(torch.tensor(result.history.train_loss)))
     guide = result.reward_model.guide
     assert not guide.enumerate_groups
-    fresh = type(guide)(8, 1, result.reward_model.config, result.reward_model.model.channel)
+    fresh = type(guide)(result.reward_model.model)
     assert not torch.equal(guide.baseline.net[0].weight, fresh.baseline.net[0].weight)
 
 

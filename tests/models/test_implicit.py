@@ -132,7 +132,7 @@ def test_guide_side_enumeration_equals_the_closed_form_elbo():
     """The amortized ELBO summed over the guide's four groups, by Pyro and by hand."""
     config = ModelConfig(eps0=0.05, eps1=0.1)
     model = _model(config)
-    guide = StratificationGuide(4, 2, config, model.channel, enumerate_groups=True).double()
+    guide = StratificationGuide(model, enumerate_groups=True).double()
     embeddings, actions, context = _batch()
     loss = torch.tensor(
         TraceEnum_ELBO(max_plate_nesting=1).loss(model, guide, embeddings, actions, context),
@@ -148,7 +148,7 @@ def test_guide_side_enumeration_equals_the_closed_form_elbo():
 def test_elbo_bound_is_tight_at_the_exact_posterior():
     config = ModelConfig()
     model = _model(config)
-    guide = StratificationGuide(4, 2, config, model.channel).double()
+    guide = StratificationGuide(model).double()
     embeddings, actions, context = _batch()
     # Make the guide's logits the model's log joint: then q is the exact posterior.
     guide.group_logits = lambda e, y, c, o=None: model.group_log_joint(e, y, c, o)
