@@ -114,6 +114,8 @@ class Run:
 def schema_from_dict(values: dict) -> LogSchema:
     values = dict(values)
     values["actions"] = tuple(values["actions"])
+    for key in ("negative_actions", "continuous_actions"):
+        values[key] = tuple(values.get(key, ()))
     values["context"] = tuple(values["context"])
     values["action_thresholds"] = tuple((name, float(v)) for name, v in values["action_thresholds"])
     return LogSchema(**values)
@@ -155,6 +157,8 @@ def save_run(
         "rows": len(log),
         "device": result.device,
         "nuisance": result.nuisance_sources,
+        "users": log.user_vocabulary() if log.user_ids is not None else None,
+        "context_scaling": list(log.context_scaling()) if log.context is not None else None,
     }
     (directory / RUN_FILE).write_text(json.dumps(info, indent=2) + "\n")
     history = result.history
@@ -176,8 +180,11 @@ def save_run(
     }
     if log.has_labels:
         probability = result.reward_model.preference_probability(embeddings).numpy()
+        used = (
+            "used to fit (--fit-labels)" if result.config.fit_labels else "reported only, never used to fit"
+        )
         metrics["training_log_labels"] = {
-            "note": "explicit labels of the training log; reported only, never used to fit or select",
+            "note": f"explicit labels of the training log; {used}, never to select",
             **label_metrics(log.labels, probability, log.prompt_ids, _true_scores(log)),
         }
     (directory / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
@@ -186,6 +193,25 @@ def save_run(
         history, directory / ELBO_PLOT, title=f"{result.method} on {Path(source).name}", objective=objective
     )
     return directory
+
+
+def run_feedback(run: Run, log: FeedbackLog, embeddings: np.ndarray):
+    """A log's rows as the run's model sees them: its users and context scaled as in training."""
+    scaling = run.info.get("context_scaling")
+    return log.to_feedback(
+        embeddings,
+        user_vocabulary=run.info.get("users") or None,
+        context_scaling=None if scaling is None else tuple(scaling),
+    )
+
+
+def run_groups(run: Run, log: FeedbackLog, embeddings: np.ndarray):
+    """``(N, 4)`` posterior group probabilities of a log's rows under a run's model, given their
+    actions, context and users."""
+    data = run_feedback(run, log, embeddings)
+    return run.reward_model.posterior_groups(
+        data.embeddings, data.actions, data.context, observed=data.observed, users=data.users
+    )
 
 
 def _true_scores(log: FeedbackLog) -> np.ndarray | None:

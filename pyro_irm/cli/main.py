@@ -17,6 +17,7 @@ import numpy as np
 
 from pyro_irm.cli.benchmark import add_benchmark_parser
 from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
+from pyro_irm.data.chatlog import ChatLogConfig, chatlog_records
 from pyro_irm.data.logs import LogSchema, read_log, write_records
 from pyro_irm.data.preference_sets import PREFERENCE_SETS, load_preference_set, simulate_log
 from pyro_irm.data.simulate import SimulationConfig
@@ -24,10 +25,11 @@ from pyro_irm.demo import DemoConfig, run_demo
 from pyro_irm.encoders.cache import default_cache_root
 from pyro_irm.encoders.config import EncoderConfig
 from pyro_irm.encoders.embed import save_embeddings
+from pyro_irm.groups import GROUP_NAMES
 from pyro_irm.inference.config import TrainConfig
 from pyro_irm.inference.nuisance import EstimatorConfig
 from pyro_irm.models.config import ModelConfig
-from pyro_irm.runs import Run, embed_log, embeddings_for, evaluate_run, fit_log, save_run
+from pyro_irm.runs import Run, embed_log, embeddings_for, evaluate_run, fit_log, run_groups, save_run
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -79,8 +81,25 @@ def _add_schema_options(parser: argparse.ArgumentParser, actions: bool = True, l
         group.add_argument(
             "--action-col",
             action="append",
-            help="implicit action column, 0/1 or with --action-threshold; repeat for several channels, "
-            "a row acted if any fired (default: action)",
+            help="positive action column (copy, thumbs up), 0/1 or with --action-threshold; repeat "
+            "for several channels, each its own channel of the model (default: action)",
+        )
+        group.add_argument(
+            "--negative-action-col",
+            action="append",
+            default=[],
+            help="negative action column (regenerate, thumbs down): more likely when the response "
+            "is not preferred; repeatable",
+        )
+        group.add_argument(
+            "--continuous-action-col",
+            action="append",
+            default=[],
+            help="continuous positive action column kept as a number (dwell seconds); repeatable",
+        )
+        group.add_argument(
+            "--user-col",
+            help="column identifying the user: a per-user engagement effect (the reward never sees it)",
         )
         group.add_argument(
             "--action-threshold",
@@ -134,6 +153,9 @@ def _schema(args: argparse.Namespace, actions: bool = True, labels: bool = True)
         prompt=args.prompt_col,
         response=args.response_col,
         actions=action_cols,
+        negative_actions=tuple(getattr(args, "negative_action_col", []) or []) if actions else (),
+        continuous_actions=tuple(getattr(args, "continuous_action_col", []) or []) if actions else (),
+        user=getattr(args, "user_col", None) if actions else None,
         action_thresholds=tuple(thresholds),
         label=args.label_col if labels else None,
         label_threshold=args.label_threshold if labels else None,
@@ -217,10 +239,31 @@ def _simulate(args: argparse.Namespace) -> int:
         limit=args.limit,
     )
     _say(args, scored.report.summary())
+    preferred = scored.preference
+    if config.setting == "chatlog":
+        chat_values = dataclass_values(args, ChatLogConfig, "chat_")
+        chat_values.setdefault("seed", config.seed)
+        chat_config = build_config(ChatLogConfig, file_config.get("chatlog"), chat_values, "[chatlog]")
+        records = chatlog_records(
+            scored.prompts, scored.responses, scored.prompt_ids, preferred, scored.scores, chat_config
+        )
+        write_records(args.out, records)
+        rates = ", ".join(
+            f"{name} {np.mean([r[name] for r in records]):.1%}"
+            for name in ("copied", "thumbs_up", "regenerated")
+        )
+        labelled = sum(r["label"] is not None for r in records)
+        print(
+            f"Wrote {len(records):,} chat-log rows to {args.out}: {preferred.mean():.1%} preferred (score > "
+            f"{scored.threshold:g}); {rates}; dwell_seconds; {labelled:,} labelled rows; "
+            f"{chat_config.num_users} users. Read it with --action-col copied --action-col thumbs_up "
+            "--negative-action-col regenerated --continuous-action-col dwell_seconds --user-col user_id "
+            "--context-col position --context-col response_length --context-col has_code."
+        )
+        return EXIT_OK
     records = simulate_log(scored, config)
     write_records(args.out, records)
     actions = np.array([r["action"] for r in records])
-    preferred = scored.preference
     print(
         f"Wrote {len(records):,} rows to {args.out}: {preferred.mean():.1%} preferred (score > "
         f"{scored.threshold:g}), {actions.mean():.1%} with an action ({config.propensity_form} propensity, "
@@ -271,9 +314,11 @@ def _fit(args: argparse.Namespace) -> int:
     embeddings, encoder_info = embeddings_for(
         log, args.embeddings, encoder_config, args.cache_dir, not args.quiet
     )
-    _say(
-        args, f"Fitting {train_config.method} on {len(log):,} rows ({log.action.mean():.1%} with an action)."
+    rates = ", ".join(
+        f"{name} {values.mean():.1%}" if channel.kind == "binary" else f"{name} mean {values.mean():.3g}"
+        for name, channel, values in zip(log.action_names, log.channels, log.actions.T, strict=True)
     )
+    _say(args, f"Fitting {train_config.method} on {len(log):,} rows ({rates}).")
     result = fit_log(log, embeddings, train_config, model_config, estimator_config)
     if args.bayesian_head:
         data = log.to_feedback(embeddings)
@@ -303,18 +348,31 @@ def _score(args: argparse.Namespace) -> int:
     run = Run.load(args.run_dir)
     schema = _schema(args, actions=False, labels=False)
     log = _read(args, args.input, schema)
-    rewards = run.reward_model.score(_run_embeddings(run, log, args)).numpy()
+    if args.groups:
+        log = _read(args, args.input, _groups_schema(run))
+    embeddings = _run_embeddings(run, log, args)
+    rewards = run.reward_model.score(embeddings).numpy()
     probability = 1.0 / (1.0 + np.exp(-rewards.astype(np.float64)))
+    groups = run_groups(run, log, embeddings).numpy() if args.groups else None
     records = [
         {
             "row": int(row),
             "prompt_id": prompt_id,
             "reward": float(reward),
             "preference_probability": float(p),
+            **({} if groups is None else dict(zip(GROUP_NAMES, map(float, groups[i]), strict=True))),
             **({"prompt": prompt, "response": response} if args.with_text else {}),
         }
-        for row, prompt_id, reward, p, prompt, response in zip(
-            log.source_rows, log.prompt_ids, rewards, probability, log.prompts, log.responses, strict=True
+        for i, (row, prompt_id, reward, p, prompt, response) in enumerate(
+            zip(
+                log.source_rows,
+                log.prompt_ids,
+                rewards,
+                probability,
+                log.prompts,
+                log.responses,
+                strict=True,
+            )
         )
     ]
     if args.out:
@@ -324,6 +382,13 @@ def _score(args: argparse.Namespace) -> int:
         for record in records:
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
     return EXIT_OK
+
+
+def _groups_schema(run: Run) -> LogSchema:
+    """The run's own column mapping, so that the rows' actions, context and users are read too."""
+    if run.method != "implicitrm":
+        raise ValueError(f"--groups: {run.directory} is a {run.method} fit; only implicitrm has groups")
+    return run.schema
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -451,6 +516,13 @@ def build_parser() -> argparse.ArgumentParser:
             "world_seed",
         ),
     )
+    add_dataclass_options(
+        simulate.add_argument_group("chat log (--setting chatlog)"),
+        ChatLogConfig,
+        "chat_",
+        skip=("seed",),
+        flag_prefix="chat_",
+    )
     _add_common(simulate)
     simulate.set_defaults(handler=_simulate)
 
@@ -510,6 +582,12 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", help="output file (.jsonl, .csv, .tsv, .parquet)")
     score.add_argument("--embeddings", help="precomputed embeddings of the input")
     score.add_argument("--with-text", action="store_true", help="copy prompt and response into the output")
+    score.add_argument(
+        "--groups",
+        action="store_true",
+        help="also write each row's posterior probability of the four groups given its actions "
+        "(implicitrm runs; the rows need the run's action, context and user columns)",
+    )
     _add_cache_option(score)
     _add_schema_options(score, actions=False, labels=False)
     _add_common(score)

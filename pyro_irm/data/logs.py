@@ -23,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from pyro_irm.channels import ChannelSpec
 from pyro_irm.data.feedback import FeedbackData, make_truth
 from pyro_irm.data.readers import (
     CSV_SUFFIXES,
@@ -51,11 +52,25 @@ class LogSchema:
     response: str = field(default="response", metadata={"help": "column holding the response text"})
     actions: tuple[str, ...] = field(
         default=("action",),
-        metadata={"help": "implicit action column(s); a row acted if any of them is 1"},
+        metadata={"help": "positive action column (copy, thumbs up, ...); repeat it for several channels"},
+    )
+    negative_actions: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "help": "negative action column (regenerate, thumbs down, ...): more likely when not preferred"
+        },
+    )
+    continuous_actions: tuple[str, ...] = field(
+        default=(),
+        metadata={"help": "continuous positive action column kept as a number (dwell seconds, a count)"},
     )
     action_thresholds: tuple[tuple[str, float], ...] = field(
         default=(),
         metadata={"help": "COLUMN=VALUE: a count or duration column counts as acted when above VALUE"},
+    )
+    user: str | None = field(
+        default=None,
+        metadata={"help": "column identifying the user (categorical): a per-user engagement effect"},
     )
     label: str | None = field(
         default="label", metadata={"help": "optional explicit quality label column (evaluation, oracle)"}
@@ -81,9 +96,31 @@ class LogSchema:
     )
 
     def __post_init__(self) -> None:
-        unknown = {name for name, _ in self.action_thresholds} - set(self.actions)
+        binary = set(self.actions) | set(self.negative_actions)
+        unknown = {name for name, _ in self.action_thresholds} - binary
         if unknown:
-            raise ValueError(f"action thresholds name {sorted(unknown)}, which are not action columns")
+            raise ValueError(
+                f"action thresholds name {sorted(unknown)}, which are not binary action columns "
+                "(--action-col or --negative-action-col)"
+            )
+        names = [*self.actions, *self.negative_actions, *self.continuous_actions]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"action columns {repeated} are declared more than once")
+
+    @property
+    def action_columns(self) -> tuple[str, ...]:
+        """Every action column, in channel order: positive, negative, continuous."""
+        return (*self.actions, *self.negative_actions, *self.continuous_actions)
+
+    @property
+    def channels(self) -> tuple[ChannelSpec, ...]:
+        """The declared channels, in the order of :attr:`action_columns`."""
+        return (
+            *(ChannelSpec(name, "positive") for name in self.actions),
+            *(ChannelSpec(name, "negative") for name in self.negative_actions),
+            *(ChannelSpec(name, "positive", "continuous") for name in self.continuous_actions),
+        )
 
     @property
     def thresholds(self) -> dict[str, float]:
@@ -125,8 +162,11 @@ class FeedbackLog:
 
     Attributes:
         prompts, responses: ``N`` texts each.
-        actions: ``(N, K)`` float32 in {0, 1}, one column per action channel.
+        actions: ``(N, K)`` float32, one column per action channel (0/1, or a number for a
+            continuous channel).
         action_names: the ``K`` channel names.
+        channels: the ``K`` channels' declarations (polarity, kind).
+        user_ids: ``N`` user identifiers, or None.
         labels: ``(N,)`` float32 explicit preference in {0, 1}, NaN where a row has none; or None.
         context: ``(N, C)`` float32 context columns, or None.
         context_names: the ``C`` context names.
@@ -151,27 +191,56 @@ class FeedbackLog:
     report: LoadReport
     observed: np.ndarray | None = None
     propensity: np.ndarray | None = None
+    channels: tuple[ChannelSpec, ...] | None = None
+    user_ids: list[str] | None = None
 
     def __len__(self) -> int:
         return len(self.responses)
 
     @property
     def action(self) -> np.ndarray:
-        """``(N,)`` float32: 1 where any action channel fired.
-
-        The four-group model has one action channel; several channels are combined by OR here.
-        """
+        """``(N,)`` float32: 1 where any positive binary channel fired (what single-action methods see)."""
         if self.actions.shape[1] == 0:
             raise ValueError(f"{self.report.source} was read without action columns")
-        return self.actions.max(axis=1)
+        channels = self.channels or tuple(ChannelSpec(n) for n in self.action_names)
+        positive = [k for k, c in enumerate(channels) if c.kind == "binary" and c.sign > 0]
+        if not positive:
+            raise ValueError(f"{self.report.source}: no positive binary action column was declared")
+        return self.actions[:, positive].max(axis=1)
+
+    def user_vocabulary(self) -> list[str]:
+        """The distinct user ids, sorted: a user's index is its position here."""
+        return sorted(set(self.user_ids)) if self.user_ids is not None else []
+
+    def user_indices(self, vocabulary: list[str] | None = None) -> np.ndarray | None:
+        """``(N,)`` int64 index of each row's user in ``vocabulary`` (default: this log's), -1 for a
+        user it does not hold (unseen users get the prior mean)."""
+        if self.user_ids is None:
+            return None
+        lookup = {u: i for i, u in enumerate(self.user_vocabulary() if vocabulary is None else vocabulary)}
+        return np.asarray([lookup.get(u, -1) for u in self.user_ids], dtype=np.int64)
 
     @property
     def has_labels(self) -> bool:
         return self.labels is not None and bool(np.isfinite(self.labels).any())
 
-    def to_feedback(self, embeddings: np.ndarray | torch.Tensor) -> FeedbackData:
-        """The model's view of this log: embeddings ``(N, D)``, the combined action, context
-        standardized per column (it only enters the propensity network), labels and truth."""
+    def context_scaling(self) -> tuple[list[float], list[float]]:
+        """Per-column ``(mean, standard deviation)`` of the context (a constant column gets 1)."""
+        if self.context is None:
+            return [], []
+        scale = self.context.std(axis=0)
+        return self.context.mean(axis=0).tolist(), np.where(scale > 0, scale, 1.0).tolist()
+
+    def to_feedback(
+        self,
+        embeddings: np.ndarray | torch.Tensor,
+        user_vocabulary: list[str] | None = None,
+        context_scaling: tuple[list[float], list[float]] | None = None,
+    ) -> FeedbackData:
+        """The model's view of this log: embeddings ``(N, D)``, every action channel, context
+        standardized per column with ``context_scaling`` (default: this log's own; it only enters
+        the propensity and emission networks), user indices in ``user_vocabulary`` (default: this
+        log's users), labels and truth."""
         if embeddings.shape[0] != len(self):
             raise ValueError(
                 f"embeddings have {embeddings.shape[0]} rows but the log has {len(self)}; "
@@ -179,9 +248,8 @@ class FeedbackLog:
             )
         context = None
         if self.context is not None:
-            scale = self.context.std(axis=0)
-            context = (self.context - self.context.mean(axis=0)) / np.where(scale > 0, scale, 1.0)
-            context = context.astype(np.float32)
+            mean, scale = context_scaling or self.context_scaling()
+            context = ((self.context - np.asarray(mean)) / np.asarray(scale)).astype(np.float32)
         truth = None
         if self.truth is not None:
             t = {name: torch.from_numpy(values) for name, values in self.truth.items()}
@@ -196,7 +264,9 @@ class FeedbackLog:
         _, prompt_codes = np.unique(np.asarray(self.prompt_ids), return_inverse=True)
         return FeedbackData(
             embeddings=embeddings,
-            actions=self.action,
+            actions=self.actions,
+            channels=self.channels or tuple(ChannelSpec(n) for n in self.action_names),
+            users=self.user_indices(user_vocabulary),
             context=context,
             truth=truth,
             labels=labels,
@@ -223,6 +293,8 @@ class FeedbackLog:
             report=self.report,
             observed=pick(self.observed),
             propensity=pick(self.propensity),
+            channels=self.channels,
+            user_ids=None if self.user_ids is None else [self.user_ids[i] for i in index],
         )
 
 
@@ -316,6 +388,7 @@ def read_log(
     observed: list[float] = []
     propensity: list[float] = []
     truth_present: bool | None = None
+    user_ids: list[str | None] = []
     rows: list[int] = []
     dropped: list[DroppedRow] = []
     rows_read = 0
@@ -327,8 +400,16 @@ def read_log(
             prompt, response = _text(record, schema.prompt), _text(record, schema.response)
             row_actions = [
                 _binary(name, _number(record, name, True), thresholds.get(name), "counts or durations")
-                for name in schema.actions
-            ]
+                for name in (*schema.actions, *schema.negative_actions)
+            ] + [_number(record, name, True) for name in schema.continuous_actions]
+            user_id = None
+            if schema.user is not None:
+                user_id = record.get(schema.user)
+                if user_id is None or (isinstance(user_id, str) and not user_id.strip()):
+                    raise _RowProblem(schema.user, "is missing")
+                if isinstance(user_id, float) and math.isnan(user_id):
+                    raise _RowProblem(schema.user, "is missing")
+                user_id = str(user_id)
             label = float("nan")
             if schema.label is not None:
                 value = _number(record, schema.label, False)
@@ -340,7 +421,7 @@ def read_log(
                 row_observed = _binary(
                     schema.observed, _number(record, schema.observed, True), None, "observation"
                 )
-                if row_observed == 0.0 and max(row_actions, default=0.0) == 1.0:
+                if row_observed == 0.0 and max(row_actions[: len(schema.actions)], default=0.0) == 1.0:
                     raise _RowProblem(
                         schema.actions[row_actions.index(1.0)],
                         f"is 1 but {schema.observed!r} is 0; a row without feedback has no value",
@@ -378,6 +459,7 @@ def read_log(
         observed.append(row_observed)
         propensity.append(row_propensity)
         truth_rows.append(row_truth)
+        user_ids.append(user_id)
         rows.append(row)
     report = LoadReport(str(source), rows_read, tuple(dropped))
     if not responses:
@@ -390,8 +472,10 @@ def read_log(
     return FeedbackLog(
         prompts=prompts,
         responses=responses,
-        actions=np.asarray(actions, dtype=np.float32).reshape(len(responses), len(schema.actions)),
-        action_names=schema.actions,
+        actions=np.asarray(actions, dtype=np.float32).reshape(len(responses), len(schema.action_columns)),
+        action_names=schema.action_columns,
+        channels=schema.channels,
+        user_ids=user_ids if schema.user is not None else None,
         labels=label_array if np.isfinite(label_array).any() else None,
         context=np.asarray(contexts, dtype=np.float32) if schema.context else None,
         context_names=schema.context,

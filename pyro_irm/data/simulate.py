@@ -22,7 +22,9 @@ The action is ``y ~ Bernoulli(o * (r * (1 - eps1) + (1 - r) * eps0))``.
 Settings (``SimulationConfig.setting``): ``"implicit"`` (ImplicitRM's: only y is logged, o is
 latent) or ``"observational"`` (CausalRM's: o is logged too, as ``FeedbackData.observed``, and y
 is the feedback value, flipped with rates ``eps1 = rho01 = P(y=0 | r=1)`` and
-``eps0 = rho10 = P(y=1 | r=0)`` where feedback was given).
+``eps0 = rho10 = P(y=1 | r=0)`` where feedback was given), or ``"chatlog"``: a chat product's
+several channels, users and a few labels (:mod:`pyro_irm.data.chatlog`, which
+:func:`simulate` hands the rows to with its default :class:`~pyro_irm.data.chatlog.ChatLogConfig`).
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ import torch
 from pyro_irm.data.feedback import ArrayLike, FeedbackData, as_float_tensor, make_truth
 
 PropensityForm = Literal["logistic", "alpha_power"]
-Setting = Literal["implicit", "observational"]
+Setting = Literal["implicit", "observational", "chatlog"]
 
 
 @dataclass(frozen=True)
@@ -68,8 +70,10 @@ class SimulationConfig:
     setting: Setting = "implicit"
 
     def __post_init__(self) -> None:
-        if self.setting not in ("implicit", "observational"):
-            raise ValueError(f"setting must be 'implicit' or 'observational', got {self.setting!r}")
+        if self.setting not in ("implicit", "observational", "chatlog"):
+            raise ValueError(
+                f"setting must be 'implicit', 'observational' or 'chatlog', got {self.setting!r}"
+            )
         if self.num_rows < 1:
             raise ValueError(f"num_rows must be at least 1, got {self.num_rows}")
         if self.embedding_dim < 3:
@@ -109,6 +113,12 @@ def simulate(config: SimulationConfig | None = None) -> FeedbackData:
     ``1 - positive_rate`` quantile of the score.
     """
     config = config or SimulationConfig()
+    if config.setting == "chatlog":
+        from pyro_irm.data.chatlog import ChatLogConfig, simulate_chatlog
+
+        return simulate_chatlog(
+            config.num_rows, config.embedding_dim, ChatLogConfig(seed=config.seed), config.world_seed
+        )
     world = torch.Generator().manual_seed(config.world_seed)
     directions = _orthonormal_directions(config.embedding_dim, 3, world)
     generator = torch.Generator().manual_seed(config.seed)

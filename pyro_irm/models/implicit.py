@@ -273,9 +273,7 @@ class ImplicitFeedbackModel(FeedbackModel):
         effects = None
         if self.num_users > 0 and users is not None:
             with pyro.plate("users", self.num_users, device=self.device):
-                effects = pyro.sample(
-                    USER_SITE, dist.Normal(0.0, self.config.user_scale), obs=self.user_effect
-                )
+                effects = pyro.sample(USER_SITE, self.user_prior(), obs=self.user_effect)
         with self.rows_plate(num_rows or embeddings.shape[0], batch_indices) as index:
             index = None if batch_indices is None else index
             rows = gather_rows(embeddings, index, self.device)
@@ -328,7 +326,12 @@ class ImplicitFeedbackModel(FeedbackModel):
         """Log-density of the global latents at their point estimates (the users' prior)."""
         if self.num_users == 0:
             return torch.zeros((), device=self.device)
-        return dist.Normal(0.0, self.config.user_scale).log_prob(self.user_effect).sum()
+        return self.user_prior().log_prob(self.user_effect).sum()
+
+    def user_prior(self) -> dist.Normal:
+        """``Normal(0, user_scale)`` per user, in the effects' dtype and device: ``(U,)``."""
+        zeros = torch.zeros_like(self.user_effect)
+        return dist.Normal(zeros, torch.full_like(zeros, self.config.user_scale))
 
     def channel_log_likelihood(
         self, embeddings: torch.Tensor, actions: torch.Tensor, context: torch.Tensor | None = None

@@ -211,6 +211,13 @@ class RewardModel:
         """
         from pyro_irm.inference.bayesian_head import fit_head_nuts, fit_head_svi
 
+        if len(self.channels) > 1 or getattr(self.model, "num_users", 0) > 0:
+            raise ValueError(
+                "the Bayesian head is fit under the seed paper's one-channel likelihood; this model "
+                f"has {len(self.channels)} channel(s) and {getattr(self.model, 'num_users', 0)} user "
+                "effect(s), which it does not yet take into account"
+            )
+
         features = self.head_features(embeddings)
         actions = as_float_tensor("actions", actions).reshape(-1)
         propensity_logits = None

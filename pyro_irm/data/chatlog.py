@@ -1,0 +1,293 @@
+"""A chat-product log simulated on responses of known quality (METHOD.md, "Real logs").
+
+Each shown response gets a user, a display position and what users of chat products log: three
+binary actions (``copied`` and ``thumbs_up``, positive; ``regenerated``, negative), a continuous
+``dwell_seconds`` and, on a chosen share of rows, an explicit ``label``. Who acts at all is driven
+by things that are not quality (response length, code blocks, position, how active the user is),
+so a classifier of "acted" learns them; each channel has a propensity of its own besides (code
+blocks draw copies, not thumbs). Per row, with ``x`` the standardized log length, ``k`` the
+code-block flag, ``p`` the standardized position and ``u`` the user's activity::
+
+    o  ~ Bernoulli(sigmoid(b + length_effect x + code_effect k - position_effect p + u
+                          + preference_bias r))                 # b: mean engagement_rate
+    copied      | o=1 ~ Bernoulli(sigmoid(copy_logit + copy_effect r + copy_code_effect k))
+    thumbs_up   | o=1 ~ Bernoulli(sigmoid(thumbs_logit + thumbs_effect r))
+    regenerated | o=1 ~ Bernoulli(sigmoid(regenerate_logit - regenerate_effect r))
+    log1p(dwell)      ~ Normal(dwell_silent + dwell_length x + dwell_effect r
+                               + o (dwell_engaged_shift + dwell_engaged_effect r), dwell_sd)
+
+A silent row (o = 0) fires no binary action. The truth (r, o, P(o = 1)) is kept.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from pyro_irm.channels import ChannelSpec
+from pyro_irm.data.feedback import FeedbackData, make_truth
+from pyro_irm.data.simulate import SimulationConfig, _offset_for_rate, simulate, standardize
+
+CHATLOG_CHANNELS: tuple[ChannelSpec, ...] = (
+    ChannelSpec("copied", "positive"),
+    ChannelSpec("thumbs_up", "positive"),
+    ChannelSpec("regenerated", "negative"),
+    ChannelSpec("dwell_seconds", "positive", "continuous"),
+)
+# Context columns a chat log has or can compute from the response: they drive who acts.
+CHATLOG_CONTEXT: tuple[str, ...] = ("position", "response_length", "has_code")
+
+
+@dataclass(frozen=True)
+class ChatLogConfig:
+    """How the chat log is drawn. The help text of each field is reused by the command line."""
+
+    engagement_rate: float = field(
+        default=0.5, metadata={"help": "mean P(engaged): the share of rows whose user would act at all"}
+    )
+    length_effect: float = field(
+        default=1.0, metadata={"help": "engagement logit per standard deviation of log response length"}
+    )
+    code_effect: float = field(
+        default=1.0, metadata={"help": "engagement logit of a response with a code block"}
+    )
+    position_effect: float = field(
+        default=0.8, metadata={"help": "engagement logit lost per standard deviation of display position"}
+    )
+    preference_bias: float = field(
+        default=0.0,
+        metadata={"help": "engagement logit of a preferred response (0: engagement ignores quality)"},
+    )
+    num_users: int = field(default=200, metadata={"help": "number of simulated users"})
+    user_activity: float = field(
+        default=1.0, metadata={"help": "standard deviation of the users' engagement effects (logits)"}
+    )
+    num_positions: int = field(default=5, metadata={"help": "display positions 1..N, drawn uniformly"})
+    copy_logit: float = field(
+        default=-1.5, metadata={"help": "copy logit of an engaged, not preferred response without code"}
+    )
+    copy_effect: float = field(default=2.0, metadata={"help": "copy logit gained when preferred"})
+    copy_code_effect: float = field(
+        default=1.5, metadata={"help": "copy logit gained by a code block (copy's own propensity)"}
+    )
+    thumbs_logit: float = field(
+        default=-2.5, metadata={"help": "thumbs-up logit of an engaged, not preferred response"}
+    )
+    thumbs_effect: float = field(default=2.5, metadata={"help": "thumbs-up logit gained when preferred"})
+    regenerate_logit: float = field(
+        default=0.0, metadata={"help": "regenerate logit of an engaged, not preferred response"}
+    )
+    regenerate_effect: float = field(default=3.0, metadata={"help": "regenerate logit lost when preferred"})
+    dwell_silent: float = field(
+        default=2.5, metadata={"help": "mean log1p(dwell seconds) of a silent, not preferred response"}
+    )
+    dwell_length: float = field(
+        default=0.3, metadata={"help": "log dwell per standard deviation of log length"}
+    )
+    dwell_effect: float = field(
+        default=0.2, metadata={"help": "log dwell gained when preferred, on every row"}
+    )
+    dwell_engaged_shift: float = field(default=0.7, metadata={"help": "log dwell gained by an engaged row"})
+    dwell_engaged_effect: float = field(
+        default=0.5, metadata={"help": "further log dwell gained by an engaged, preferred row"}
+    )
+    dwell_sd: float = field(default=0.5, metadata={"help": "standard deviation of log1p(dwell seconds)"})
+    label_fraction: float = field(default=0.05, metadata={"help": "share of rows with an explicit label"})
+    seed: int = field(default=0, metadata={"help": "seed of users, positions and actions"})
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.engagement_rate < 1.0:
+            raise ValueError(f"engagement_rate must lie in (0, 1), got {self.engagement_rate}")
+        if self.num_users < 1:
+            raise ValueError(f"num_users must be at least 1, got {self.num_users}")
+        if self.num_positions < 1:
+            raise ValueError(f"num_positions must be at least 1, got {self.num_positions}")
+        if not 0.0 <= self.label_fraction <= 1.0:
+            raise ValueError(f"label_fraction must lie in [0, 1], got {self.label_fraction}")
+        if self.user_activity < 0 or self.dwell_sd <= 0:
+            raise ValueError("user_activity must be non-negative and dwell_sd positive")
+
+
+@dataclass(frozen=True)
+class ChatLogActions:
+    """What :func:`simulate_chatlog_actions` draws; every field is ``(N,)``."""
+
+    copied: torch.Tensor
+    thumbs_up: torch.Tensor
+    regenerated: torch.Tensor
+    dwell_seconds: torch.Tensor
+    users: torch.Tensor
+    positions: torch.Tensor
+    has_label: torch.Tensor
+    propensity: torch.Tensor
+    propensity_probability: torch.Tensor
+
+    @property
+    def actions(self) -> torch.Tensor:
+        """``(N, 4)`` in :data:`CHATLOG_CHANNELS` order."""
+        return torch.stack([self.copied, self.thumbs_up, self.regenerated, self.dwell_seconds], dim=1)
+
+
+def simulate_chatlog_actions(
+    preference: torch.Tensor,
+    log_length: torch.Tensor,
+    has_code: torch.Tensor,
+    config: ChatLogConfig | None = None,
+) -> ChatLogActions:
+    """Draw users, positions, engagement and the four channels for rows of known preference.
+
+    Args:
+        preference: ``(N,)`` true preference r in {0, 1}.
+        log_length: ``(N,)`` log length of each response (standardized here).
+        has_code: ``(N,)`` 1 where the response holds a code block.
+    """
+    config = config or ChatLogConfig()
+    generator = torch.Generator().manual_seed(config.seed)
+    num_rows = preference.shape[0]
+    r = preference.float()
+    code = has_code.float()
+    length = standardize(log_length.float()) if num_rows > 1 else log_length.float() * 0
+    # Users act with their own activity; a few users read many responses (Zipf-like weights).
+    activity = config.user_activity * torch.randn(config.num_users, generator=generator)
+    weights = 1.0 / torch.arange(1, config.num_users + 1, dtype=torch.float64) ** 0.7
+    users = torch.multinomial(weights, num_rows, replacement=True, generator=generator)
+    positions = torch.randint(config.num_positions, (num_rows,), generator=generator).float() + 1
+    position = standardize(positions) if config.num_positions > 1 else positions * 0
+    logits = (
+        config.length_effect * length
+        + config.code_effect * code
+        - config.position_effect * position
+        + activity[users]
+        + config.preference_bias * r
+    )
+    propensity_probability = torch.sigmoid(logits + _offset_for_rate(logits, config.engagement_rate))
+    engaged = torch.bernoulli(propensity_probability, generator=generator)
+
+    def fires(logit: torch.Tensor) -> torch.Tensor:
+        return engaged * torch.bernoulli(torch.sigmoid(logit), generator=generator)
+
+    copied = fires(config.copy_logit + config.copy_effect * r + config.copy_code_effect * code)
+    thumbs_up = fires(config.thumbs_logit + config.thumbs_effect * r)
+    regenerated = fires(config.regenerate_logit - config.regenerate_effect * r)
+    log_dwell = (
+        config.dwell_silent
+        + config.dwell_length * length
+        + config.dwell_effect * r
+        + engaged * (config.dwell_engaged_shift + config.dwell_engaged_effect * r)
+        + config.dwell_sd * torch.randn(num_rows, generator=generator)
+    )
+    dwell_seconds = torch.expm1(log_dwell).clamp_min(0.0)
+    has_label = torch.rand(num_rows, generator=generator) < config.label_fraction
+    return ChatLogActions(
+        copied=copied,
+        thumbs_up=thumbs_up,
+        regenerated=regenerated,
+        dwell_seconds=dwell_seconds,
+        users=users,
+        positions=positions,
+        has_label=has_label,
+        propensity=engaged,
+        propensity_probability=propensity_probability,
+    )
+
+
+def has_code_block(text: str) -> bool:
+    """Whether a response holds a fenced or indented code block."""
+    return "```" in text or any(line.startswith("    ") and line.strip() for line in text.splitlines())
+
+
+def response_features(responses: list[str]) -> tuple[torch.Tensor, torch.Tensor, np.ndarray]:
+    """``(log_length (N,), has_code (N,), lengths in characters (N,))`` of response texts."""
+    lengths = np.asarray([len(r) for r in responses], dtype=np.int64)
+    code = torch.tensor([float(has_code_block(r)) for r in responses])
+    return torch.log1p(torch.from_numpy(lengths).double()).float(), code, lengths
+
+
+def chatlog_records(
+    prompts: list[str],
+    responses: list[str],
+    prompt_ids: list[str],
+    preference: np.ndarray,
+    scores: np.ndarray,
+    config: ChatLogConfig | None = None,
+) -> list[dict]:
+    """Chat-log records for responses of known preference: the channels, ``user_id``,
+    ``position``, ``response_length``, ``has_code``, ``label`` (on ``label_fraction`` of rows,
+    else empty) and the truth columns."""
+    config = config or ChatLogConfig()
+    log_length, code, lengths = response_features(responses)
+    drawn = simulate_chatlog_actions(torch.as_tensor(preference).float(), log_length, code, config)
+    width = len(str(config.num_users - 1))
+    records = []
+    for i in range(len(responses)):
+        records.append(
+            {
+                "prompt": prompts[i],
+                "response": responses[i],
+                "prompt_id": prompt_ids[i],
+                "user_id": f"u{int(drawn.users[i]):0{width}d}",
+                "position": int(drawn.positions[i]),
+                "response_length": int(lengths[i]),
+                "has_code": int(code[i]),
+                "copied": int(drawn.copied[i]),
+                "thumbs_up": int(drawn.thumbs_up[i]),
+                "regenerated": int(drawn.regenerated[i]),
+                "dwell_seconds": round(float(drawn.dwell_seconds[i]), 2),
+                "label": int(preference[i]) if bool(drawn.has_label[i]) else None,
+                "true_preference": int(preference[i]),
+                "true_propensity": int(drawn.propensity[i]),
+                "true_propensity_probability": round(float(drawn.propensity_probability[i]), 6),
+                "score": float(scores[i]),
+            }
+        )
+    return records
+
+
+def simulate_chatlog(
+    num_rows: int = 20_000,
+    embedding_dim: int = 32,
+    config: ChatLogConfig | None = None,
+    world_seed: int = 0,
+) -> FeedbackData:
+    """A synthetic chat log (no text): :func:`~pyro_irm.data.simulate`'s embeddings and true
+    preference, with the chat-log channels, users and labels drawn by ``config``.
+
+    Two fixed directions of the embedding stand for the response's log length and (above a
+    threshold) a code block; the context columns are the standardized position, log length and
+    code flag. ``seed`` of ``config`` draws the rows, ``world_seed`` the truth they share.
+    """
+    config = config or ChatLogConfig()
+    base = simulate(
+        SimulationConfig(
+            num_rows=num_rows, embedding_dim=embedding_dim, seed=config.seed, world_seed=world_seed
+        )
+    )
+    world = torch.Generator().manual_seed(world_seed + 7919)
+    directions = torch.randn(embedding_dim, 2, generator=world)
+    directions = directions / directions.norm(dim=0, keepdim=True)
+    projections = base.embeddings @ directions
+    log_length = 6.0 + 0.8 * projections[:, 0]
+    has_code = (projections[:, 1] > 0.8).float()
+    preference = base.truth.preference
+    drawn = simulate_chatlog_actions(preference, log_length, has_code, config)
+    context = torch.stack([drawn.positions, log_length, has_code], dim=1)
+    context = (context - context.mean(0)) / context.std(0).clamp_min(1e-6)
+    truth = make_truth(
+        preference,
+        drawn.propensity,
+        base.truth.preference_probability,
+        drawn.propensity_probability,
+        base.truth.score,
+    )
+    labels = torch.where(drawn.has_label, preference, torch.full_like(preference, float("nan")))
+    return FeedbackData(
+        embeddings=base.embeddings,
+        actions=drawn.actions,
+        channels=CHATLOG_CHANNELS,
+        context=context,
+        truth=truth,
+        labels=labels,
+        users=drawn.users,
+    )
