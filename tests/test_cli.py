@@ -156,3 +156,52 @@ def test_an_observational_log_fits_every_weighted_baseline(tmp_path, ultrafeedba
     assert "## Reward uncertainty (Bayesian last layer)" in text and "observational log" in text
     assert main(["fit", str(log), "--method", "dr", "--out", str(tmp_path / "x"), "--quiet", *cache]) == 2
     assert "needs an observational log" in capsys.readouterr().err
+
+
+CHATLOG_FLAGS = [
+    "--action-col",
+    "copied",
+    "--action-col",
+    "thumbs_up",
+    "--negative-action-col",
+    "regenerated",
+    "--continuous-action-col",
+    "dwell_seconds",
+    "--user-col",
+    "user_id",
+    "--context-col",
+    "position",
+    "--context-col",
+    "response_length",
+]
+
+
+@pytest.mark.slow
+def test_chatlog_simulate_fit_and_score_groups(tmp_path, ultrafeedback_rows, capsys):
+    """A chat log on real text: simulated with several channels, fit with each declared, and each
+    scored row's four group probabilities written beside its reward."""
+    log = tmp_path / "chat.jsonl"
+    source = ultrafeedback_rows.report.source
+    simulate = ["simulate", "--dataset", "ultrafeedback", "--data-file", source, "--limit", "40"]
+    assert main([*simulate, "--setting", "chatlog", "--chat-label-fraction", "0.25", "--out", str(log)]) == 0
+    records = [json.loads(line) for line in log.read_text().splitlines()]
+    assert {"copied", "thumbs_up", "regenerated", "dwell_seconds", "user_id", "label"} <= records[0].keys()
+    assert all(
+        r["copied"] + r["thumbs_up"] + r["regenerated"] == 0 for r in records if not r["true_propensity"]
+    )
+    run = tmp_path / "run"
+    code = main(["fit", str(log), "--out", str(run), "--fit-labels", "--max-epochs", "3", "--quiet",
+                 *CHATLOG_FLAGS, *ENCODER_FLAGS])  # fmt: skip
+    assert code == 0
+    info = json.loads((run / "run.json").read_text())
+    assert info["train_config"]["fit_labels"] is True
+    assert info["users"] == sorted({r["user_id"] for r in records})
+    scores = tmp_path / "scores.jsonl"
+    assert main(["score", str(run), str(log), "--groups", "--out", str(scores), "--quiet"]) == 0
+    rows = [json.loads(line) for line in scores.read_text().splitlines()]
+    groups = np.array([[r[g] for g in ("engaged_positive", "silent_positive", "engaged_negative",
+                                       "silent_negative")] for r in rows])  # fmt: skip
+    np.testing.assert_allclose(groups.sum(1), 1.0, atol=1e-5)
+    acted = np.array([r["copied"] or r["thumbs_up"] or r["regenerated"] for r in records], dtype=bool)
+    # A row with any binary action is engaged: its silent groups are (almost) impossible.
+    assert (groups[acted][:, [1, 3]].sum(1) < 1e-6).all()

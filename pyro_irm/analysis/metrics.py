@@ -153,3 +153,26 @@ def label_metrics(labels, probabilities, prompt_ids=None, true_scores=None) -> d
         ranking = labels if true_scores is None else _numpy(true_scores)[keep]
         metrics["pairwise_accuracy"] = pairwise_accuracy(ranking, probabilities, np.asarray(prompt_ids)[keep])
     return metrics
+
+
+def best_of_n_win_rate(labels, rewards, groups) -> float:
+    """Share of groups (prompts) whose highest-reward row is preferred (label 1): the best-of-N win
+    rate, N being each prompt's number of rows. Groups with one row are left out; NaN without any."""
+    labels, rewards, groups = _numpy(labels), _numpy(rewards), _numpy(groups)
+    order = np.lexsort((-rewards, groups))  # by group, highest reward first
+    first = np.ones(len(order), dtype=bool)
+    first[1:] = groups[order][1:] != groups[order][:-1]
+    sizes = np.bincount(np.unique(groups, return_inverse=True)[1])
+    keep = sizes[np.unique(groups[order][first], return_inverse=True)[1]] > 1
+    picked = labels[order][first][keep]
+    return float(picked.mean()) if picked.size else float("nan")
+
+
+def feature_bias(rewards, feature, true_preference) -> float:
+    """Spearman correlation of the reward with a response feature (length, code blocks) minus that
+    of the true preference with it (METHOD.md, "Metrics"): 0 for a reward that follows the feature
+    only as much as quality does."""
+    from scipy.stats import spearmanr
+
+    rewards, feature, truth = _numpy(rewards), _numpy(feature), _numpy(true_preference)
+    return float(spearmanr(rewards, feature).statistic - spearmanr(truth, feature).statistic)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pyro_irm.data.chatlog import response_features
 from pyro_irm.data.preference_sets import PREFERENCE_SETS, ScoredResponses, load_preference_set
 from pyro_irm.data.simulate import SimulationConfig, simulate
 from pyro_irm.encoders import EncoderConfig, TextEncoder, embed_rows, open_cache
@@ -28,11 +29,24 @@ DATASETS = ("synthetic", *PREFERENCE_SETS)
 @dataclass(frozen=True)
 class ScoredSplit:
     """Rows of one split. ``embeddings`` ``(N, D)`` float32; ``scores`` ``(N,)`` true graded scores;
-    ``prompt_ids`` ``(N,)`` int64 (rows of one prompt share one)."""
+    ``prompt_ids`` ``(N,)`` int64 (rows of one prompt share one); ``log_length`` and ``has_code``
+    ``(N,)`` the responses' log length and code-block flag (what drives acting in a chat log)."""
 
     embeddings: np.ndarray
     scores: np.ndarray
     prompt_ids: np.ndarray
+    log_length: np.ndarray | None = None
+    has_code: np.ndarray | None = None
+
+    def subset(self, keep: np.ndarray) -> ScoredSplit:
+        pick = lambda values: None if values is None else values[keep]  # noqa: E731
+        return ScoredSplit(
+            self.embeddings[keep],
+            self.scores[keep],
+            self.prompt_ids[keep],
+            pick(self.log_length),
+            pick(self.has_code),
+        )
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
@@ -112,8 +126,8 @@ def load_embedded_set(
     if test_file is not None:
         test_scored = load_preference_set(name, test_file, limit=limit)
         test_embeddings = _embed(test_scored, encoder, root, progress)
-        train = ScoredSplit(embeddings, scored.scores, _prompt_codes(scored.prompt_ids))
-        test = ScoredSplit(test_embeddings, test_scored.scores, _prompt_codes(test_scored.prompt_ids))
+        train = _split(scored, embeddings, np.ones(len(scored), dtype=bool))
+        test = _split(test_scored, test_embeddings, np.ones(len(test_scored), dtype=bool))
         source = f"{data_file} (train), {test_file} (test)"
     else:
         held_out = _held_out_prompts(scored.prompt_ids, test_fraction)
@@ -121,9 +135,8 @@ def load_embedded_set(
             raise ValueError(
                 f"{name}: too few prompts to hold out {test_fraction:.0%} of them as a test split"
             )
-        codes = _prompt_codes(scored.prompt_ids)
-        train = ScoredSplit(embeddings[~held_out], scored.scores[~held_out], codes[~held_out])
-        test = ScoredSplit(embeddings[held_out], scored.scores[held_out], codes[held_out])
+        train = _split(scored, embeddings, ~held_out)
+        test = _split(scored, embeddings, held_out)
         source = f"{data_file or 'hub'} (test: the prompts of {test_fraction:.0%} of rows)"
     encoder_name = encoder.config.model
     description = (
@@ -131,6 +144,14 @@ def load_embedded_set(
         f"embeddings of {encoder_name} (max_length {encoder.config.max_length})"
     )
     return EmbeddedSet(name, train, test, scored.threshold, scored.score_range, description)
+
+
+def _split(scored: ScoredResponses, embeddings: np.ndarray, keep: np.ndarray) -> ScoredSplit:
+    """The rows ``keep`` of a scored set, with prompt codes and the responses' length and code flag."""
+    log_length, has_code, _ = response_features(scored.responses)
+    return ScoredSplit(
+        embeddings, scored.scores, _prompt_codes(scored.prompt_ids), log_length.numpy(), has_code.numpy()
+    ).subset(keep)
 
 
 def _synthetic(num_rows: int) -> EmbeddedSet:
@@ -141,8 +162,15 @@ def _synthetic(num_rows: int) -> EmbeddedSet:
 
     def split(data) -> ScoredSplit:
         # Rows of a synthetic world have no prompts; pairs of consecutive rows stand in for them.
+        # Two fixed directions of the embedding stand for log length and a code block.
+        directions = torch.randn(data.embedding_dim, 2, generator=torch.Generator().manual_seed(7919))
+        projections = (data.embeddings @ (directions / directions.norm(dim=0))).numpy()
         return ScoredSplit(
-            data.embeddings.numpy(), data.truth.score.double().numpy(), np.arange(len(data)) // 2
+            data.embeddings.numpy(),
+            data.truth.score.double().numpy(),
+            np.arange(len(data)) // 2,
+            6.0 + 0.8 * projections[:, 0],
+            (projections[:, 1] > 0.8).astype(np.float32),
         )
 
     train, test = split(train_data), split(test_data)

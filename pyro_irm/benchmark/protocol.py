@@ -52,7 +52,10 @@ class BenchmarkConfig:
     seeds: int = field(default=5, metadata={"help": "simulation and fit seeds"})
     setting: Setting = field(
         default="implicit",
-        metadata={"help": "'implicit' (ImplicitRM: o latent) or 'observational' (CausalRM: o logged)"},
+        metadata={
+            "help": "'implicit' (ImplicitRM: o latent), 'observational' (CausalRM: o logged), or "
+            "'chatlog' (several channels, users and a few labels; --chatlog-* options)"
+        },
     )
     propensity_form: PropensityForm = field(
         default="alpha_power", metadata={"help": "the papers' 'alpha_power', or 'logistic'"}

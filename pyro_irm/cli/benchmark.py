@@ -20,6 +20,7 @@ from pyro_irm.benchmark import (
     run_sweep,
     sweep_table,
 )
+from pyro_irm.benchmark.chatlog import ChatLogBenchmarkConfig, format_chatlog_table, run_chatlog_benchmark
 from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
 from pyro_irm.encoders.config import EncoderConfig
 from pyro_irm.inference.methods import METHOD_NAMES
@@ -88,7 +89,24 @@ def _benchmark(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    if sweep is None:
+    if config.setting == "chatlog":
+        chat_values = dataclass_values(args, ChatLogBenchmarkConfig, "chatbench_")
+        if "variants" in chat_values:
+            chat_values["variants"] = _methods(chat_values["variants"])
+        chat_config = build_config(
+            ChatLogBenchmarkConfig,
+            file_config.get("chatlog"),
+            {**chat_values, "seeds": config.seeds},
+            "[chatlog]",
+        )
+        result = run_chatlog_benchmark(data, chat_config, model_config=model_config, progress=progress)
+        table = format_chatlog_table(result)
+        payload = result.summary
+        if out is not None:
+            (out / "table.md").write_text(table)
+            full = {"description": result.description, "per_seed": result.per_seed, "summary": payload}
+            (out / "results.json").write_text(json.dumps(full, indent=2) + "\n")
+    elif sweep is None:
         result = run_benchmark(data, config, model_config, estimator_config, progress)
         table = format_table(result)
         payload = result.summary
@@ -146,6 +164,13 @@ def add_benchmark_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", metavar="PATH", help="write {method: {metric: {mean, std}}} as JSON")
     parser.add_argument("--config", help="TOML/JSON file with [benchmark], [model], [estimator], [encoder]")
     add_dataclass_options(parser.add_argument_group("protocol"), BenchmarkConfig, "bench_")
+    add_dataclass_options(
+        parser.add_argument_group("chat log (--setting chatlog)"),
+        ChatLogBenchmarkConfig,
+        "chatbench_",
+        skip=("seeds",),
+        flag_prefix="chatlog_",
+    )
     add_dataclass_options(parser.add_argument_group("baseline estimators"), EstimatorConfig, "est_")
     group = parser.add_argument_group("encoder")
     add_dataclass_options(

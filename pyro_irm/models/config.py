@@ -53,7 +53,7 @@ class ModelConfig:
         },
     )
     channel_features: ChannelFeatures = field(
-        default="context",
+        default="none",
         metadata={
             "help": "what a learned channel's emission sees besides (r, o): 'none', 'context', "
             "'embedding' or 'both' (a channel's own propensity, e.g. code blocks drawing copies)"

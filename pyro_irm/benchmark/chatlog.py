@@ -1,0 +1,259 @@
+"""The chat-log benchmark: several channels, users and a few labels on responses of known quality.
+
+For each seed, :mod:`pyro_irm.data.chatlog` draws a chat log on the training responses (who acts
+is driven by length, code blocks, position and the user, not by quality alone); each variant below
+is fit on what it is given of that log, and every variant is scored on the test responses against
+their clean labels. Model selection sees only the log (held-out ELBO or held-out risk).
+
+Variants (what a user with such a log could fit):
+
+* ``naive``: a classifier of "any positive action" (copied OR thumbs_up);
+* ``naive_no_negative``: the heuristic label "a positive action and no regenerate";
+* ``implicitrm_copy``: the four-group model on the copy channel alone;
+* ``implicitrm_or``: the four-group model on copied OR thumbs_up OR dwell above a threshold, one
+  channel (the best a user could do before channels were declared);
+* ``implicitrm_channels``: every channel declared (two positive, one negative, dwell continuous);
+* ``implicitrm_users``: the same with the per-user engagement effect;
+* ``implicitrm_labels``: the same with the labelled rows' preference in the fit;
+* ``oracle``: the same network trained on the true preference of every training row.
+
+Every ImplicitRM variant sees the same context columns (position, log length, code block).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import warnings
+from dataclasses import dataclass, field, replace
+
+import numpy as np
+import torch
+
+from pyro_irm.analysis.metrics import best_of_n_win_rate, feature_bias, label_metrics
+from pyro_irm.benchmark.datasets import EmbeddedSet, ScoredSplit
+from pyro_irm.channels import ChannelSpec
+from pyro_irm.data.chatlog import CHATLOG_CHANNELS, ChatLogConfig, simulate_chatlog_actions
+from pyro_irm.data.feedback import FeedbackData, make_truth
+from pyro_irm.inference.config import TrainConfig
+from pyro_irm.inference.svi import fit
+from pyro_irm.models.config import ModelConfig
+from pyro_irm.models.identifiability import IdentifiabilityWarning
+
+logger = logging.getLogger(__name__)
+
+CHATLOG_VARIANTS = (
+    "naive",
+    "naive_no_negative",
+    "implicitrm_copy",
+    "implicitrm_or",
+    "implicitrm_channels",
+    "implicitrm_users",
+    "implicitrm_labels",
+    "oracle",
+)
+CHATLOG_METRICS = (
+    "auc",
+    "pairwise_accuracy",
+    "best_of_n",
+    "log_loss",
+    "ece",
+    "length_bias",
+    "mae",
+)
+
+
+@dataclass(frozen=True)
+class ChatLogBenchmarkConfig:
+    """Settings of the chat-log benchmark; the help text is reused by the command line."""
+
+    variants: tuple[str, ...] = field(
+        default=CHATLOG_VARIANTS, metadata={"help": "variants to fit: " + ", ".join(CHATLOG_VARIANTS)}
+    )
+    seeds: int = field(default=5, metadata={"help": "chat logs drawn (and fit seeds)"})
+    label_fraction: float = field(
+        default=0.02, metadata={"help": "share of training rows with an explicit label"}
+    )
+    dwell_threshold: float = field(
+        default=120.0, metadata={"help": "implicitrm_or: dwell seconds above which a row counts as acted"}
+    )
+    max_epochs: int = field(default=100, metadata={"help": "upper bound on epochs per fit"})
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.variants) - set(CHATLOG_VARIANTS))
+        if unknown:
+            raise ValueError(
+                f"unknown chat-log variants {unknown}; choose from {', '.join(CHATLOG_VARIANTS)}"
+            )
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be at least 1, got {self.seeds}")
+
+
+@dataclass
+class ChatLogBenchmarkResult:
+    """Per-seed metrics ``{variant: [{metric: value}]}`` and their mean and standard deviation."""
+
+    per_seed: dict[str, list[dict[str, float]]]
+    summary: dict[str, dict[str, dict[str, float]]]
+    description: str
+    seconds: float
+    rates: dict[str, float]
+
+
+def _context(split: ScoredSplit, positions: torch.Tensor) -> torch.Tensor:
+    columns = torch.stack(
+        [positions, torch.as_tensor(split.log_length).float(), torch.as_tensor(split.has_code).float()], 1
+    )
+    return (columns - columns.mean(0)) / columns.std(0).clamp_min(1e-6)
+
+
+def variant_data(
+    variant: str, base: FeedbackData, dwell_threshold: float
+) -> tuple[FeedbackData, TrainConfig, str]:
+    """What ``variant`` fits: its data, training settings and method."""
+    copied, thumbs, regenerated, dwell = base.actions.unbind(1)
+    positive = torch.maximum(copied, thumbs)
+    one = (ChannelSpec("action"),)
+    if variant == "naive":
+        return replace(base, actions=positive, channels=one, users=None), TrainConfig(method="naive"), "naive"
+    if variant == "naive_no_negative":
+        data = replace(base, actions=positive * (1 - regenerated), channels=one, users=None)
+        return data, TrainConfig(method="naive"), "naive"
+    if variant == "oracle":
+        return (
+            replace(base, actions=positive, channels=one, users=None),
+            TrainConfig(method="oracle"),
+            "oracle",
+        )
+    if variant == "implicitrm_copy":
+        return replace(base, actions=copied, channels=one, users=None), TrainConfig(), "implicitrm"
+    if variant == "implicitrm_or":
+        acted = torch.maximum(positive, (dwell > dwell_threshold).float())
+        return replace(base, actions=acted, channels=one, users=None), TrainConfig(), "implicitrm"
+    if variant == "implicitrm_channels":
+        return replace(base, users=None), TrainConfig(), "implicitrm"
+    if variant == "implicitrm_users":
+        return base, TrainConfig(), "implicitrm"
+    if variant == "implicitrm_labels":
+        return base, TrainConfig(fit_labels=True), "implicitrm"
+    raise ValueError(f"unknown variant {variant!r}")
+
+
+def draw_chatlog(
+    split: ScoredSplit, threshold: float, config: ChatLogConfig
+) -> tuple[FeedbackData, torch.Tensor]:
+    """The chat log of one seed on ``split``: its four channels, users, context, labels and truth;
+    also the rows' true preference."""
+    preference = torch.as_tensor(split.scores > threshold).float()
+    drawn = simulate_chatlog_actions(
+        preference, torch.as_tensor(split.log_length).float(), torch.as_tensor(split.has_code).float(), config
+    )
+    truth = make_truth(
+        preference, drawn.propensity, preference, drawn.propensity_probability, torch.as_tensor(split.scores)
+    )
+    labels = torch.where(drawn.has_label, preference, torch.full_like(preference, math.nan))
+    data = FeedbackData(
+        embeddings=torch.as_tensor(split.embeddings),
+        actions=drawn.actions,
+        channels=CHATLOG_CHANNELS,
+        context=_context(split, drawn.positions),
+        truth=truth,
+        labels=labels,
+        users=drawn.users,
+        prompt_ids=torch.as_tensor(split.prompt_ids),
+    )
+    return data, preference
+
+
+def test_metrics(rewards: torch.Tensor, split: ScoredSplit, threshold: float) -> dict[str, float]:
+    """The chat-log metrics of rewards ``(N,)`` on the test split (clean labels, graded scores)."""
+    labels = (split.scores > threshold).astype(np.float32)
+    probability = torch.sigmoid(rewards).numpy()
+    metrics = label_metrics(labels, probability, split.prompt_ids, split.scores)
+    return {
+        "auc": metrics["auc"],
+        "pairwise_accuracy": metrics["pairwise_accuracy"],
+        "best_of_n": best_of_n_win_rate(labels, rewards.numpy(), split.prompt_ids),
+        "log_loss": metrics["log_loss"],
+        "ece": metrics["ece"],
+        "length_bias": feature_bias(rewards.numpy(), split.log_length, labels),
+        "mae": metrics["mae"],
+    }
+
+
+def run_chatlog_benchmark(
+    data: EmbeddedSet,
+    config: ChatLogBenchmarkConfig | None = None,
+    chatlog: ChatLogConfig | None = None,
+    model_config: ModelConfig | None = None,
+    progress: bool = False,
+) -> ChatLogBenchmarkResult:
+    """Fit every variant on ``config.seeds`` chat logs drawn on ``data.train``; score ``data.test``."""
+    config = config or ChatLogBenchmarkConfig()
+    chatlog = replace(chatlog or ChatLogConfig(), label_fraction=config.label_fraction)
+    model_config = model_config or ModelConfig()
+    if data.train.log_length is None:
+        raise ValueError(f"{data.name}: the chat-log benchmark needs response lengths and code flags")
+    started = time.perf_counter()
+    per_seed: dict[str, list[dict[str, float]]] = {v: [] for v in config.variants}
+    rates: dict[str, list[float]] = {}
+    for seed in range(config.seeds):
+        base, _ = draw_chatlog(data.train, data.threshold, replace(chatlog, seed=seed))
+        for k, channel in enumerate(CHATLOG_CHANNELS[:3]):
+            rates.setdefault(channel.name, []).append(float(base.actions[:, k].mean()))
+        rates.setdefault("engaged", []).append(float(base.truth.propensity.mean()))
+        for variant in config.variants:
+            variant_rows, train_config, method = variant_data(variant, base, config.dwell_threshold)
+            train_config = replace(
+                train_config,
+                method=method,
+                seed=seed,
+                max_epochs=config.max_epochs,
+                progress=False,
+            )
+            fit_started = time.perf_counter()
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", IdentifiabilityWarning)
+                result = fit(variant_rows, train_config, model_config)
+            rewards = result.reward_model.score(data.test.embeddings)
+            metrics = test_metrics(rewards, data.test, data.threshold)
+            metrics["seconds"] = time.perf_counter() - fit_started
+            per_seed[variant].append(metrics)
+            if progress:
+                logger.warning(
+                    "seed %d %-20s auc %.4f length bias %+.3f (%.0f s)",
+                    seed,
+                    variant,
+                    metrics["auc"],
+                    metrics["length_bias"],
+                    metrics["seconds"],
+                )
+    summary = {
+        variant: {
+            metric: {
+                "mean": float(np.mean([m[metric] for m in runs])),
+                "std": float(np.std([m[metric] for m in runs], ddof=1)) if len(runs) > 1 else 0.0,
+            }
+            for metric in (*CHATLOG_METRICS, "seconds")
+        }
+        for variant, runs in per_seed.items()
+    }
+    return ChatLogBenchmarkResult(
+        per_seed=per_seed,
+        summary=summary,
+        description=data.description,
+        seconds=time.perf_counter() - started,
+        rates={k: float(np.mean(v)) for k, v in rates.items()},
+    )
+
+
+def format_chatlog_table(result: ChatLogBenchmarkResult) -> str:
+    """A Markdown table of ``mean ± std`` over seeds, one row per variant."""
+    header = "| variant | " + " | ".join(CHATLOG_METRICS) + " | seconds |"
+    lines = [header, "|" + " --- |" * (len(CHATLOG_METRICS) + 2)]
+    for variant, metrics in result.summary.items():
+        cells = [f"{metrics[m]['mean']:.3f} ± {metrics[m]['std']:.3f}" for m in CHATLOG_METRICS]
+        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {metrics['seconds']['mean']:.0f} |")
+    rates = ", ".join(f"{name} {rate:.1%}" for name, rate in result.rates.items())
+    return "\n".join(lines) + f"\n\nMean action rates of the simulated logs: {rates}.\n"
