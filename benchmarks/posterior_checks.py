@@ -15,6 +15,7 @@ import torch
 from pyro_irm.analysis.convert import summary
 from pyro_irm.analysis.unbiasedness import UnbiasednessConfig, plot_unbiasedness, run_unbiasedness_study
 from pyro_irm.inference.bayesian_head import HeadConfig, compare_posteriors, fit_head_nuts, fit_head_svi
+from pyro_irm.models.bayesian_head import seed_paper_likelihood
 
 
 def head_problem(rows: int = 400, seed: int = 0):
@@ -49,10 +50,11 @@ def main() -> None:
     features, actions, propensity_logits = head_problem()
     config = HeadConfig()
     started = time.perf_counter()
-    nuts = fit_head_nuts(features, actions, propensity_logits, config)
+    likelihood = seed_paper_likelihood(actions, propensity_logits)
+    nuts = fit_head_nuts(features, likelihood, config=config)
     nuts_seconds = time.perf_counter() - started
     started = time.perf_counter()
-    svi = fit_head_svi(features, actions, propensity_logits, config)
+    svi = fit_head_svi(features, likelihood, config=config)
     svi_seconds = time.perf_counter() - started
     print(f"Bayesian head, 400 rows, 3 features + bias: NUTS {nuts_seconds:.1f} s, SVI {svi_seconds:.1f} s")
     print("| parameter | NUTS mean | NUTS sd | SVI mean | SVI sd |")

@@ -66,9 +66,13 @@ def _head_draws(reward_model: RewardModel, head, data: FeedbackData, max_draws: 
     keep = np.linspace(0, draws - 1, min(draws, max_draws)).round().astype(int)
     model = reward_model.model
     device = model.device
-    embeddings, actions = data.embeddings.to(device), data.actions.to(device)
-    context = None if data.context is None else data.context.to(device)
-    observed = None if data.observed is None else data.observed.to(device)
+    rows = reward_model.prepare_rows(
+        data.embeddings, data.actions, data.context, data.observed, data.users, None
+    )
+    embeddings, actions = rows["embeddings"].to(device), rows["actions"].to(device)
+    context = None if rows["context"] is None else rows["context"].to(device)
+    observed = None if rows["observed"] is None else rows["observed"].to(device)
+    extras = {k: v.to(device) for k, v in rows["extras"].items()}
     features = reward_model.head_features(data.embeddings).to(device)
     groups, rewards, likelihood = [], [], []
     for chain in range(chains):
@@ -76,7 +80,9 @@ def _head_draws(reward_model: RewardModel, head, data: FeedbackData, max_draws: 
             reward = (
                 features @ head.weight[chain, draw].to(device, features.dtype) + head.bias[chain, draw].item()
             )
-            joint = model.group_log_joint_given_reward(reward, embeddings, actions, context, observed)
+            joint = model.group_log_joint_given_reward(
+                reward, embeddings, actions, context, observed, **extras
+            )
             groups.append(torch.softmax(joint, -1).cpu())
             likelihood.append(torch.logsumexp(joint, -1).cpu())
             rewards.append(reward.cpu())
@@ -120,10 +126,12 @@ def to_inference_data(
     subset = data.subset(index)
     embeddings, actions, context = subset.embeddings, subset.actions, subset.context
     groups = reward_model.posterior_groups(
-        embeddings, actions, context, source=source, observed=subset.observed
+        embeddings, actions, context, source=source, observed=subset.observed, users=subset.users
     )
     reward = reward_model.score(embeddings, context)
-    log_likelihood = reward_model.log_likelihood(embeddings, actions, context, subset.observed)
+    log_likelihood = reward_model.log_likelihood(
+        embeddings, actions, context, subset.observed, users=subset.users
+    )
     point = lambda values: _numpy(values)[None, None]  # noqa: E731  (chain, draw, ...)
     posterior = {
         "group_probability": point(groups),
@@ -137,7 +145,9 @@ def to_inference_data(
     payload: dict[str, dict[str, np.ndarray]] = {
         "posterior": posterior,
         "log_likelihood": {"action": likelihood},
-        "observed_data": {"action": _numpy(actions)},
+        # "action" is the row's acted-or-not (any positive channel); with several channels each
+        # channel's value is in "channel_action" (row, channel).
+        "observed_data": {"action": _numpy(subset.action)},
     }
     dims = {
         "group_probability": ["row", "group"],
@@ -145,6 +155,11 @@ def to_inference_data(
         "preference_probability": ["row"],
         "action": ["row"],
     }
+    coords = {"row": index.numpy(), "group": list(GROUP_NAMES)}
+    if subset.num_channels > 1:
+        payload["observed_data"]["channel_action"] = _numpy(subset.action_matrix)
+        dims["channel_action"] = ["row", "channel"]
+        coords["channel"] = [c.name for c in subset.channels]
     if subset.observed is not None:
         payload["observed_data"]["observed"] = _numpy(subset.observed)
         dims["observed"] = ["row"]
@@ -163,5 +178,4 @@ def to_inference_data(
     if constant:
         payload["constant_data"] = constant
         dims.update({name: ["row"] for name in constant})
-    coords = {"row": index.numpy(), "group": list(GROUP_NAMES)}
     return from_groups(payload, dims=dims, coords=coords)

@@ -3,6 +3,8 @@
 Both return a :class:`~pyro_irm.models.bayesian_head.HeadPosterior`: draws of the weight and bias,
 from which per-row reward draws and intervals follow, and which export to ArviZ (``chain``, ``draw``,
 ``feature`` dims) for ``az.summary`` (r_hat and ESS of the NUTS chains).
+:func:`fit_bayesian_head` fits the head of a fitted :class:`~pyro_irm.models.RewardModel` under
+that model's own likelihood.
 """
 
 from __future__ import annotations
@@ -15,53 +17,66 @@ import pyro
 import torch
 from pyro.infer import MCMC, NUTS, Trace_ELBO
 from pyro.infer.autoguide import AutoMultivariateNormal
+from tqdm.auto import tqdm
 
-from pyro_irm.models.bayesian_head import HeadPosterior, bayesian_head_model
+from pyro_irm.models.bayesian_head import HeadPosterior, LogLikelihood, bayesian_head_model
 
 
 @dataclass(frozen=True)
 class HeadConfig:
-    """How the head is fit."""
+    """How the head is fit. The help text of each field is reused by the command line."""
 
-    prior_scale: float = field(default=1.0, metadata={"help": "prior standard deviation of w and b"})
-    svi_steps: int = field(default=3000, metadata={"help": "SVI steps (full batch)"})
+    prior_scale: float = field(
+        default=1.0, metadata={"help": "prior standard deviation of w and b around the point fit's layer"}
+    )
+    svi_steps: int = field(default=2000, metadata={"help": "SVI steps (full batch)"})
     learning_rate: float = field(default=0.02, metadata={"help": "SVI Adam learning rate"})
     draws: int = field(default=1000, metadata={"help": "posterior draws per chain"})
     warmup: int = field(default=500, metadata={"help": "NUTS warm-up steps per chain"})
     chains: int = field(default=2, metadata={"help": "NUTS chains (run one after another)"})
     seed: int = field(default=0, metadata={"help": "seed"})
+    progress: bool = field(default=False, metadata={"help": "show a progress bar"})
+
+    def __post_init__(self) -> None:
+        for name in ("svi_steps", "draws", "chains"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        if self.prior_scale <= 0 or self.learning_rate <= 0:
+            raise ValueError("prior_scale and learning_rate must be positive")
 
 
-def _model(features, actions, propensity_logits, config: HeadConfig):
+def _model(features, log_likelihood, prior, config: HeadConfig):
+    weight, bias = prior if prior is not None else (torch.zeros(features.shape[-1]), 0.0)
     return partial(
-        bayesian_head_model,
-        features,
-        actions,
-        propensity_logits,
-        prior_scale=config.prior_scale,
+        bayesian_head_model, features, log_likelihood, weight, bias, prior_scale=config.prior_scale
     )
 
 
 def fit_head_svi(
     features: torch.Tensor,
-    actions: torch.Tensor,
-    propensity_logits: torch.Tensor | None = None,
+    log_likelihood: LogLikelihood,
+    prior: tuple[torch.Tensor, float] | None = None,
     config: HeadConfig | None = None,
 ) -> HeadPosterior:
-    """Full-batch SVI with a multivariate-normal autoguide over (weight, bias)."""
+    """Full-batch SVI with a multivariate-normal autoguide over (weight, bias), started at the prior
+    mean. ``prior`` is the ``(weight (H,), bias)`` the prior is centred on (default zeros)."""
     config = config or HeadConfig()
     pyro.clear_param_store()
     pyro.set_rng_seed(config.seed)
-    model = _model(features, actions, propensity_logits, config)
+    model = _model(features, log_likelihood, prior, config)
     # Parameters live on the guide module and a plain torch optimizer updates them (no global store).
     with pyro.settings.context(module_local_params=True):
-        guide = AutoMultivariateNormal(model)
+        guide = AutoMultivariateNormal(model, init_loc_fn=pyro.infer.autoguide.init_to_mean)
         guide()  # builds the guide's parameters
         optimizer = torch.optim.Adam(guide.parameters(), lr=config.learning_rate)
         elbo = Trace_ELBO()
-        for _ in range(config.svi_steps):
+        steps = tqdm(
+            range(config.svi_steps), desc="Bayesian head (SVI)", disable=None if config.progress else True
+        )
+        for _ in steps:
             optimizer.zero_grad()
-            elbo.differentiable_loss(model, guide).backward()
+            loss = elbo.differentiable_loss(model, guide)
+            loss.backward()
             optimizer.step()
         with torch.no_grad():
             samples = [guide() for _ in range(config.draws * config.chains)]
@@ -72,23 +87,83 @@ def fit_head_svi(
 
 def fit_head_nuts(
     features: torch.Tensor,
-    actions: torch.Tensor,
-    propensity_logits: torch.Tensor | None = None,
+    log_likelihood: LogLikelihood,
+    prior: tuple[torch.Tensor, float] | None = None,
     config: HeadConfig | None = None,
 ) -> HeadPosterior:
     """NUTS, ``config.chains`` chains run one after another (each from its own seed), so that
     r_hat can compare them."""
     config = config or HeadConfig()
-    model = _model(features, actions, propensity_logits, config)
+    model = _model(features, log_likelihood, prior, config)
     weights, biases = [], []
     for chain in range(config.chains):
         pyro.set_rng_seed(config.seed + chain)
-        mcmc = MCMC(NUTS(model), num_samples=config.draws, warmup_steps=config.warmup, disable_progbar=True)
+        mcmc = MCMC(
+            NUTS(model),
+            num_samples=config.draws,
+            warmup_steps=config.warmup,
+            disable_progbar=not config.progress,
+        )
         mcmc.run()
         samples = mcmc.get_samples()
         weights.append(samples["weight"])
         biases.append(samples["bias"])
     return HeadPosterior(torch.stack(weights), torch.stack(biases), "nuts")
+
+
+def fit_bayesian_head(
+    reward_model,
+    embeddings: torch.Tensor,
+    actions: torch.Tensor,
+    context: torch.Tensor | None = None,
+    method: str = "svi",
+    config: HeadConfig | None = None,
+    observed: torch.Tensor | None = None,
+    users: torch.Tensor | None = None,
+    labels: torch.Tensor | None = None,
+) -> HeadPosterior:
+    """A posterior over the last layer of a fitted reward model, on these rows.
+
+    The features below the last layer and every other part of the model stay fixed; the prior is
+    centred on the fitted layer; the likelihood is the model's own ``log p(rows | reward)``
+    (:meth:`~pyro_irm.models.base.FeedbackModel.log_marginal_given_reward`: every channel, the user
+    effects, and the labels when given). ``method`` is 'svi' (an autoguide) or 'nuts' (small
+    problems). Returns the :class:`HeadPosterior`; :meth:`RewardModel.fit_bayesian_head` keeps it.
+
+    Args:
+        embeddings: ``(N, D)``; actions: ``(N, K)`` (``(N,)`` for one channel); context ``(N, C)``;
+        observed, users, labels: ``(N,)`` where the model takes them.
+    """
+    if method not in ("svi", "nuts"):
+        raise ValueError(f"method must be 'svi' or 'nuts', got {method!r}")
+    model = reward_model.model
+    device = model.device
+    rows = reward_model.prepare_rows(embeddings, actions, context, observed, users, labels)
+    features = reward_model.head_features(rows["embeddings"]).to(device)
+    last = model.reward_net[-1]
+    prior = (last.weight.detach()[0].to(device), float(last.bias.detach()[0]))
+    extras = {k: v.to(device) for k, v in rows["extras"].items()}
+    tensors = {k: None if v is None else v.to(device) for k, v in rows.items() if k != "extras"}
+
+    def log_likelihood(reward: torch.Tensor) -> torch.Tensor:
+        return model.log_marginal_given_reward(
+            reward,
+            tensors["embeddings"],
+            tensors["actions"],
+            tensors["context"],
+            tensors["observed"],
+            **extras,
+        )
+
+    fitter = fit_head_svi if method == "svi" else fit_head_nuts
+    requires_grad = [p.requires_grad for p in model.parameters()]
+    try:  # the head's gradient needs the likelihood's, not the fixed model's parameters'
+        for parameter in model.parameters():
+            parameter.requires_grad_(False)
+        return fitter(features, log_likelihood, prior, config)
+    finally:
+        for parameter, flag in zip(model.parameters(), requires_grad, strict=True):
+            parameter.requires_grad_(flag)
 
 
 def compare_posteriors(reference: HeadPosterior, approximation: HeadPosterior) -> dict[str, float]:

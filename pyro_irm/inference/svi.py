@@ -131,6 +131,7 @@ def fit(
                 model.initialize_channels(labels[train_index])
         else:
             _check_user_model(model, data)
+            _adopt_local_params(model)
             model_config = model.config
         model = model.to(device)
         guide = build_guide(config, model).to(device)
@@ -296,6 +297,15 @@ def _check_user_model(model: FeedbackModel, data: FeedbackData) -> None:
             f"model: its channels {[s.name for s in specs]} are not the data's "
             f"{[c.name for c in data.channels]} (same names, polarity and kind, in column order)"
         )
+
+
+def _adopt_local_params(model: torch.nn.Module) -> None:
+    r"""Give a model built outside ``module_local_params`` the per-module parameter scope that Pyro
+    gives modules built inside it (its parameters are plain torch parameters either way)."""
+    for module in model.modules():
+        context = getattr(module, "_pyro_context", None)
+        if context is not None and not hasattr(context, "param_state"):
+            context.param_state = {"params": {}, "constraints": {}}
 
 
 def _copy_state(model: torch.nn.Module, guide: torch.nn.Module) -> dict[str, dict[str, torch.Tensor]]:

@@ -5,7 +5,14 @@ arises from r and o), ``implicit`` (the four-group model), ``observed`` (naive a
 """
 
 from pyro_irm.models.base import FeedbackModel
-from pyro_irm.models.channel import NoisyAndChannel
+from pyro_irm.models.channel import (
+    Channel,
+    LabelChannel,
+    LogNormalChannel,
+    NoisyAndChannel,
+    SignedBinaryChannel,
+    register_channel,
+)
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.guides import EmptyGuide, StratificationGuide
 from pyro_irm.models.implicit import ImplicitFeedbackModel
@@ -15,6 +22,11 @@ from pyro_irm.models.registry import build_model
 from pyro_irm.models.reward_model import RewardModel
 
 __all__ = [
+    "Channel",
+    "LabelChannel",
+    "LogNormalChannel",
+    "SignedBinaryChannel",
+    "register_channel",
     "EmptyGuide",
     "FeedbackModel",
     "ImplicitFeedbackModel",

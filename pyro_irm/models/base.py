@@ -83,6 +83,19 @@ class FeedbackModel(PyroModule):
         """Log-density of the model's global latents at their point estimates (0 without any)."""
         return torch.zeros((), device=self.device)
 
+    def log_marginal_given_reward(
+        self,
+        reward: torch.Tensor,
+        embeddings: torch.Tensor,
+        labels: torch.Tensor,
+        context: torch.Tensor | None = None,
+        observed: torch.Tensor | None = None,
+        **extras: torch.Tensor | None,
+    ) -> torch.Tensor:
+        """:meth:`log_marginal` at given reward logits ``(B,)`` (a Bayesian head's draw): ``(B,)``."""
+        joint = self.group_log_joint_given_reward(reward, embeddings, labels, context, observed, **extras)
+        return torch.logsumexp(joint, dim=-1)
+
     def log_marginal(
         self,
         embeddings: torch.Tensor,

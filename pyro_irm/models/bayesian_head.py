@@ -1,15 +1,16 @@
 """A Bayesian last layer for the reward: ``f(e) = h(e) . w + b`` with Gaussian priors on ``w`` and ``b``.
 
-``h`` are fixed features: the penultimate activations of a fitted reward network, or the embeddings
-themselves. The likelihood is the four-group model with the groups summed out in closed form, in the
-seed paper's form (o independent of r given the row): ``P(y = 1 | e) = sigmoid(f) sigmoid(g)``, with
-the propensity logits ``g`` fixed (from a fitted model, or known). Without propensity logits every
-row is engaged and the head is a Bayesian logistic regression of the labels. The model is small
-enough for NUTS, which makes it the reference that SVI's posterior is checked against.
+``h`` are fixed features: the penultimate activations of a fitted reward network. The prior sits
+where the fit put the layer (``w ~ N(w_hat, s^2 I)``, ``b ~ N(b_hat, s^2)``), so the posterior
+says how far the data let the layer move from the point fit, not how far it is from zero. The
+likelihood is the fitted generative model's own (every channel, user effect and label; the groups
+summed out), handed in as a function of the reward logits. The model is small enough for NUTS,
+which makes it the reference that SVI's posterior is checked against.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,6 +18,9 @@ import pyro
 import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
+
+# ``log p(data of row i | reward_i)`` for reward logits ``(N,)``: ``(N,)``.
+LogLikelihood = Callable[[torch.Tensor], torch.Tensor]
 
 
 def log1mexp(log_p: torch.Tensor) -> torch.Tensor:
@@ -26,36 +30,51 @@ def log1mexp(log_p: torch.Tensor) -> torch.Tensor:
 
 def bayesian_head_model(
     features: torch.Tensor,
-    actions: torch.Tensor | None = None,
-    propensity_logits: torch.Tensor | None = None,
+    log_likelihood: LogLikelihood,
+    prior_weight: torch.Tensor,
+    prior_bias: torch.Tensor | float = 0.0,
     prior_scale: float = 1.0,
 ) -> torch.Tensor:
-    """Pyro model: ``weight ~ N(0, s^2 I)``, ``bias ~ N(0, s^2)``, ``y ~ Bernoulli(P(y = 1 | e))``.
+    """Pyro model: ``weight ~ N(prior_weight, s^2 I)``, ``bias ~ N(prior_bias, s^2)``, and the rows'
+    log-likelihood at ``reward = features @ weight + bias`` as a factor.
 
     Args:
         features: ``(N, H)`` fixed features ``h(e)``.
-        actions: ``(N,)`` observed y (None to sample).
-        propensity_logits: ``(N,)`` logits of ``P(o = 1 | e)``; None for a logistic head (o = 1).
+        log_likelihood: ``(N,) -> (N,)``, the data's log-likelihood per row given the reward logits.
+        prior_weight: ``(H,)`` prior mean of the weight (the point fit's); prior_bias: its bias.
         prior_scale: the prior's standard deviation ``s``.
 
     Returns the ``(N,)`` reward logits.
     """
-    num_features = features.shape[-1]
-    scale = torch.tensor(prior_scale, dtype=features.dtype, device=features.device)
-    weight = pyro.sample(
-        "weight", dist.Normal(torch.zeros_like(scale), scale).expand([num_features]).to_event(1)
-    )
-    bias = pyro.sample("bias", dist.Normal(torch.zeros_like(scale), scale))
+    loc = torch.as_tensor(prior_weight, dtype=features.dtype, device=features.device)
+    bias_loc = torch.as_tensor(prior_bias, dtype=features.dtype, device=features.device)
+    scale = torch.full_like(bias_loc, prior_scale)
+    weight = pyro.sample("weight", dist.Normal(loc, scale).to_event(1))
+    bias = pyro.sample("bias", dist.Normal(bias_loc, scale))
     reward = features @ weight + bias
     pyro.deterministic("reward", reward)
-    if propensity_logits is None:
-        action_logits = reward
-    else:
-        log_act = F.logsigmoid(reward) + F.logsigmoid(propensity_logits)
-        action_logits = log_act - log1mexp(log_act)
     with pyro.plate("rows", features.shape[0], device=features.device):
-        pyro.sample("action", dist.Bernoulli(logits=action_logits), obs=actions)
+        pyro.factor("log_likelihood", log_likelihood(reward))
     return reward
+
+
+def seed_paper_likelihood(
+    actions: torch.Tensor, propensity_logits: torch.Tensor | None = None
+) -> LogLikelihood:
+    """The seed paper's one-channel likelihood in closed form: ``P(y = 1) = sigmoid(f) sigmoid(g)``
+    with fixed propensity logits ``g`` ``(N,)``; a logistic regression of ``actions`` without them.
+    (The fitted model's own likelihood is what :func:`~pyro_irm.inference.fit_bayesian_head` uses;
+    this form is for problems given as logits, and is tested equal to the model's.)"""
+
+    def log_likelihood(reward: torch.Tensor) -> torch.Tensor:
+        if propensity_logits is None:
+            logits = reward
+        else:
+            log_act = F.logsigmoid(reward) + F.logsigmoid(propensity_logits.to(reward.dtype))
+            logits = log_act - log1mexp(log_act)
+        return dist.Bernoulli(logits=logits).log_prob(actions.to(reward.dtype))
+
+    return log_likelihood
 
 
 @dataclass

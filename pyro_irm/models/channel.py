@@ -38,10 +38,25 @@ def _select(off: torch.Tensor, on: torch.Tensor, flag: torch.Tensor) -> torch.Te
     return off + flag * (on - off)
 
 
+CHANNEL_TYPES: dict[str, type[Channel]] = {}
+
+
+def register_channel(cls: type[Channel]) -> type[Channel]:
+    """Class decorator: make a channel type loadable by name (:meth:`RewardModel.load` rebuilds a
+    saved model's channels with :meth:`Channel.build` of the registered class)."""
+    CHANNEL_TYPES[cls.__name__] = cls
+    return cls
+
+
 class Channel(nn.Module):
     """Base class of emission components. ``transform`` maps logged values to the modelled ones."""
 
     spec: ChannelSpec
+
+    @classmethod
+    def build(cls, spec: ChannelSpec, config, feature_dim: int) -> Channel:
+        """A fresh channel of this type for ``spec`` (what loading a saved model calls)."""
+        return cls(spec, feature_dim)
 
     def transform(self, values: torch.Tensor) -> torch.Tensor:
         return values
@@ -55,6 +70,7 @@ class Channel(nn.Module):
         raise NotImplementedError
 
 
+@register_channel
 class NoisyAndChannel(Channel):
     """The seed paper's channel with fixed rates: ``P(y=1 | r, o) = o * (r' (1 - eps1) + (1 - r') eps0)``,
     with ``r' = r`` (``1 - r`` for a negative channel); ``y = r' AND o`` when both eps are 0.
@@ -73,6 +89,10 @@ class NoisyAndChannel(Channel):
         self.register_buffer("eps0", torch.tensor(float(eps0), dtype=torch.float64))
         self.register_buffer("eps1", torch.tensor(float(eps1), dtype=torch.float64))
 
+    @classmethod
+    def build(cls, spec: ChannelSpec, config, feature_dim: int) -> NoisyAndChannel:
+        return cls(config.eps0, config.eps1, spec)
+
     def action_probability(self, preference: torch.Tensor, propensity: torch.Tensor) -> torch.Tensor:
         eps0 = self.eps0.to(preference.dtype)
         eps1 = self.eps1.to(preference.dtype)
@@ -86,6 +106,7 @@ class NoisyAndChannel(Channel):
         return dist.Bernoulli(probs=self.action_probability(preference, propensity))
 
 
+@register_channel
 class SignedBinaryChannel(Channel):
     """A learned binary channel: on an engaged row (o = 1),
     ``logit P(y=1) = a + softplus(b) * r' + w . x`` with ``r'`` the signed preference and ``x`` the
@@ -129,6 +150,7 @@ class SignedBinaryChannel(Channel):
         return dist.Bernoulli(logits=_select(silent, engaged, propensity))
 
 
+@register_channel
 class LogNormalChannel(Channel):
     """A continuous channel such as dwell seconds, modelled as ``log1p(seconds)``:
     ``Normal(m_o + softplus(b_o) * r' + w . x, s_o)`` with its own location ``m``, preference effect

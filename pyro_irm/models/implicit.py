@@ -308,9 +308,11 @@ class ImplicitFeedbackModel(FeedbackModel):
             grid["propensity"] = self.group_propensity.to(dtype)[:, None]
         else:
             observed = observed.to(dtype)
-        trace = poutine.trace(poutine.condition(self.rows_model, data=grid)).get_trace(
-            reward, embeddings, labels, context, observed, self.user_offsets(users), explicit_labels
-        )
+        # Blocked, so that a Pyro program calling this (a Bayesian head) does not see the sites.
+        with poutine.block():
+            trace = poutine.trace(poutine.condition(self.rows_model, data=grid)).get_trace(
+                reward, embeddings, labels, context, observed, self.user_offsets(users), explicit_labels
+            )
         trace.compute_log_prob()
         joint = torch.zeros((len(GROUP_PREFERENCE), reward.shape[0]), dtype=dtype, device=reward.device)
         for site in trace.nodes.values():

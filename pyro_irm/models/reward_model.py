@@ -193,6 +193,24 @@ class RewardModel:
         body = torch.nn.Sequential(*list(self.model.reward_net)[:-1])
         return self._batched(lambda e: body(e), [embeddings], batch_size)
 
+    def prepare_rows(self, embeddings, actions, context=None, observed=None, users=None, labels=None) -> dict:
+        """Validated row tensors as the model takes them: ``embeddings``, ``actions``, ``context``,
+        ``observed`` and ``extras`` (``users``, ``explicit_labels`` where given)."""
+        embeddings, context = self._checked(embeddings, context)
+        num_rows = embeddings.shape[0]
+        actions = self._actions(actions, num_rows)
+        if self.method != "implicitrm":
+            actions = actions[:, 0]
+        return {
+            "embeddings": embeddings,
+            "actions": actions,
+            "context": context,
+            "observed": self._row_vector("observed", observed, num_rows),
+            "extras": _extras(
+                self._row_vector("users", users, num_rows), self._row_vector("labels", labels, num_rows)
+            ),
+        }
+
     def fit_bayesian_head(
         self,
         embeddings: torch.Tensor | np.ndarray,
@@ -200,43 +218,18 @@ class RewardModel:
         context: torch.Tensor | np.ndarray | None = None,
         method: str = "svi",
         config=None,
+        observed=None,
+        users=None,
+        labels=None,
     ):
-        """Replace the point estimate of the last layer by a posterior, fit on these rows.
+        """Replace the point estimate of the last layer by a posterior fit on these rows (see
+        :func:`pyro_irm.inference.fit_bayesian_head`); afterwards :meth:`reward_draws` and
+        :meth:`reward_interval` give per-row uncertainty. Returns the ``HeadPosterior``."""
+        from pyro_irm.inference.bayesian_head import fit_bayesian_head
 
-        The features below the last layer stay fixed; for ImplicitRM the fitted propensity network
-        gives the (fixed) propensity logits of the four-group likelihood, for the other methods the
-        head is a Bayesian logistic regression of ``actions``. ``method`` is 'svi' (an autoguide) or
-        'nuts' (small problems). Afterwards :meth:`reward_draws` and :meth:`reward_interval` give
-        per-row uncertainty. Returns the :class:`~pyro_irm.inference.bayesian_head.HeadPosterior`.
-        """
-        from pyro_irm.inference.bayesian_head import fit_head_nuts, fit_head_svi
-
-        if len(self.channels) > 1 or getattr(self.model, "num_users", 0) > 0:
-            raise ValueError(
-                "the Bayesian head is fit under the seed paper's one-channel likelihood; this model "
-                f"has {len(self.channels)} channel(s) and {getattr(self.model, 'num_users', 0)} user "
-                "effect(s), which it does not yet take into account"
-            )
-
-        features = self.head_features(embeddings)
-        actions = as_float_tensor("actions", actions).reshape(-1)
-        propensity_logits = None
-        if hasattr(self.model, "propensity_logits"):
-            if self.config.propensity_depends_on_preference:
-                raise ValueError(
-                    "the Bayesian head uses the seed paper's form (o independent of r); this model "
-                    "was fit with propensity_depends_on_preference=True"
-                )
-            embeddings, context = self._checked(embeddings, context)
-            with torch.no_grad():
-                # The seed paper's form: o independent of r, so one propensity logit per row.
-                propensity_logits = self._batched(
-                    lambda e, c: self.model.propensity_logits(e, c)[:, 0], [embeddings, context], 65_536
-                )
-        if method not in ("svi", "nuts"):
-            raise ValueError(f"method must be 'svi' or 'nuts', got {method!r}")
-        fitter = fit_head_svi if method == "svi" else fit_head_nuts
-        self.head_posterior = fitter(features, actions, propensity_logits, config)
+        self.head_posterior = fit_bayesian_head(
+            self, embeddings, actions, context, method, config, observed, users, labels
+        )
         return self.head_posterior
 
     def reward_draws(self, embeddings: torch.Tensor | np.ndarray) -> torch.Tensor:
@@ -281,6 +274,7 @@ class RewardModel:
             "has_guide": self.guide is not None,
             "channels": [asdict(c) for c in self.channels],
             "num_users": int(getattr(self.model, "num_users", 0)),
+            "channel_types": [type(c).__name__ for c in getattr(self.model, "channels", ())],
             "head_method": None if self.head_posterior is None else self.head_posterior.method,
             "model_config": asdict(self.config),
         }
@@ -304,6 +298,8 @@ class RewardModel:
             config_fields[key] = tuple(config_fields[key])
         config = ModelConfig(**config_fields)
         channels = tuple(ChannelSpec(**c) for c in meta["channels"])
+        if meta["method"] == "implicitrm":
+            channels = _channel_components(channels, meta.get("channel_types"), config, meta, config_path)
         model = build_model(
             meta["method"],
             meta["embedding_dim"],
@@ -324,6 +320,23 @@ class RewardModel:
                 tensors["head.weight"], tensors["head.bias"], meta["head_method"]
             )
         return loaded
+
+
+def _channel_components(specs, types, config: ModelConfig, meta: dict, where: Path) -> list:
+    """The saved model's channel components, rebuilt by their registered types."""
+    from pyro_irm.models.channel import CHANNEL_TYPES
+    from pyro_irm.models.implicit import channel_feature_dim
+
+    if not types:
+        return list(specs)
+    unknown = sorted({t for t in types if t not in CHANNEL_TYPES})
+    if unknown:
+        raise ValueError(
+            f"{where}: channel type(s) {unknown} are not registered; import the module that defines "
+            "them (decorated with pyro_irm.models.register_channel) before loading"
+        )
+    feature_dim = channel_feature_dim(config, meta["embedding_dim"], meta["context_dim"])
+    return [CHANNEL_TYPES[t].build(spec, config, feature_dim) for spec, t in zip(specs, types, strict=True)]
 
 
 def _extras(users: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:

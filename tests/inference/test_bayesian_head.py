@@ -4,10 +4,11 @@ import numpy as np
 import pytest
 import torch
 
-from pyro_irm import SimulationConfig, TrainConfig, fit, simulate
+from pyro_irm import ModelConfig, SimulationConfig, TrainConfig, fit, simulate
 from pyro_irm.analysis.convert import summary
 from pyro_irm.inference.bayesian_head import HeadConfig, compare_posteriors, fit_head_nuts, fit_head_svi
-from pyro_irm.models.bayesian_head import log1mexp
+from pyro_irm.models import ImplicitFeedbackModel
+from pyro_irm.models.bayesian_head import log1mexp, seed_paper_likelihood
 
 
 def _small_problem(rows=400, seed=0):
@@ -32,8 +33,9 @@ def test_svi_and_nuts_agree_on_a_small_four_group_problem():
     (r_hat below 1.05, bulk ESS above 150 from 2 chains of 300 draws)."""
     features, actions, propensity_logits = _small_problem()
     config = HeadConfig(draws=300, warmup=200, svi_steps=1500)
-    nuts = fit_head_nuts(features, actions, propensity_logits, config)
-    svi = fit_head_svi(features, actions, propensity_logits, config)
+    likelihood = seed_paper_likelihood(actions, propensity_logits)
+    nuts = fit_head_nuts(features, likelihood, config=config)
+    svi = fit_head_svi(features, likelihood, config=config)
     gaps = compare_posteriors(nuts, svi)
     assert gaps["max_mean_gap_in_sd"] < 0.5, gaps
     assert 0.7 < gaps["min_sd_ratio"] and gaps["max_sd_ratio"] < 1.3, gaps
@@ -42,6 +44,19 @@ def test_svi_and_nuts_agree_on_a_small_four_group_problem():
     # The truth (1.5, -1.0, 0.5, 0.3) lies within 3 posterior standard deviations.
     z = np.abs(nuts.means() - np.array([1.5, -1.0, 0.5, 0.3])) / nuts.standard_deviations()
     assert z.max() < 3
+
+
+def test_seed_paper_likelihood_is_the_models_own_in_float64():
+    torch.manual_seed(0)
+    model = ImplicitFeedbackModel(3, 0, ModelConfig(reward_hidden=(4,), propensity_hidden=(4,))).double()
+    embeddings = torch.randn(9, 3, dtype=torch.float64)
+    actions = torch.tensor([1, 0, 0, 1, 0, 1, 0, 0, 1], dtype=torch.float64)
+    reward = torch.randn(9, dtype=torch.float64)
+    propensity_logits = model.propensity_logits(embeddings)[:, 0]
+    closed = seed_paper_likelihood(actions, propensity_logits)(reward)
+    torch.testing.assert_close(
+        model.log_marginal_given_reward(reward, embeddings, actions), closed, atol=1e-12, rtol=0
+    )
 
 
 def test_reward_model_gives_per_row_reward_intervals(tmp_path):
