@@ -9,7 +9,7 @@ Variants (what a user with such a log could fit):
 
 * ``naive``: a classifier of "any positive action" (copied OR thumbs_up);
 * ``naive_no_negative``: the heuristic label "a positive action and no regenerate";
-* ``implicitrm_copy``: the four-group model on the copy channel alone;
+* ``implicitrm_one_channel``: the four-group model on the first positive channel (copy) alone;
 * ``implicitrm_or``: the four-group model on copied OR thumbs_up OR dwell above a threshold, one
   channel (the best a user could do before channels were declared);
 * ``implicitrm_channels``: every channel declared (two positive, one negative, dwell continuous);
@@ -26,6 +26,7 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 
 import numpy as np
@@ -40,13 +41,14 @@ from pyro_irm.inference.config import TrainConfig
 from pyro_irm.inference.svi import fit
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.identifiability import IdentifiabilityWarning
+from pyro_irm.models.reward_model import RewardModel
 
 logger = logging.getLogger(__name__)
 
 CHATLOG_VARIANTS = (
     "naive",
     "naive_no_negative",
-    "implicitrm_copy",
+    "implicitrm_one_channel",
     "implicitrm_or",
     "implicitrm_channels",
     "implicitrm_users",
@@ -108,29 +110,48 @@ def _context(split: ScoredSplit, positions: torch.Tensor) -> torch.Tensor:
     return (columns - columns.mean(0)) / columns.std(0).clamp_min(1e-6)
 
 
+def _columns(base: FeedbackData, polarity: str, kind: str = "binary") -> list[int]:
+    return [k for k, c in enumerate(base.channels) if c.kind == kind and c.polarity == polarity]
+
+
+def available_variants(base: FeedbackData, has_truth: bool) -> tuple[str, ...]:
+    """The variants that apply to a log: a negative channel, users, labels and (for the oracle)
+    the truth of every row are needed by the variants that use them."""
+    skip = set()
+    if not _columns(base, "negative"):
+        skip.add("naive_no_negative")
+    if base.users is None:
+        skip.add("implicitrm_users")
+    if base.labels is None or not torch.isfinite(base.labels).any():
+        skip.add("implicitrm_labels")
+    if not has_truth:
+        skip.add("oracle")
+    return tuple(v for v in CHATLOG_VARIANTS if v not in skip)
+
+
 def variant_data(
     variant: str, base: FeedbackData, dwell_threshold: float
 ) -> tuple[FeedbackData, TrainConfig, str]:
-    """What ``variant`` fits: its data, training settings and method."""
-    copied, thumbs, regenerated, dwell = base.actions.unbind(1)
-    positive = torch.maximum(copied, thumbs)
+    """What ``variant`` fits, from the log's declared channels: its data, settings and method."""
+    columns = base.action_matrix
+    positive = base.action
+    continuous = _columns(base, "positive", "continuous")
     one = (ChannelSpec("action"),)
+    single = dict(channels=one, users=None)
     if variant == "naive":
-        return replace(base, actions=positive, channels=one, users=None), TrainConfig(method="naive"), "naive"
+        return replace(base, actions=positive, **single), TrainConfig(method="naive"), "naive"
     if variant == "naive_no_negative":
-        data = replace(base, actions=positive * (1 - regenerated), channels=one, users=None)
-        return data, TrainConfig(method="naive"), "naive"
+        return replace(base, actions=base.action_without_negative(), **single), TrainConfig(), "naive"
     if variant == "oracle":
-        return (
-            replace(base, actions=positive, channels=one, users=None),
-            TrainConfig(method="oracle"),
-            "oracle",
-        )
-    if variant == "implicitrm_copy":
-        return replace(base, actions=copied, channels=one, users=None), TrainConfig(), "implicitrm"
+        return replace(base, actions=positive, **single), TrainConfig(), "oracle"
+    if variant == "implicitrm_one_channel":
+        first = _columns(base, "positive")[0]
+        return replace(base, actions=columns[:, first], **single), TrainConfig(), "implicitrm"
     if variant == "implicitrm_or":
-        acted = torch.maximum(positive, (dwell > dwell_threshold).float())
-        return replace(base, actions=acted, channels=one, users=None), TrainConfig(), "implicitrm"
+        acted = positive
+        if continuous:
+            acted = torch.maximum(acted, (columns[:, continuous[0]] > dwell_threshold).float())
+        return replace(base, actions=acted, **single), TrainConfig(), "implicitrm"
     if variant == "implicitrm_channels":
         return replace(base, users=None), TrainConfig(), "implicitrm"
     if variant == "implicitrm_users":
@@ -167,7 +188,9 @@ def draw_chatlog(
 
 
 def test_metrics(rewards: torch.Tensor, split: ScoredSplit, threshold: float) -> dict[str, float]:
-    """The chat-log metrics of rewards ``(N,)`` on the test split (clean labels, graded scores)."""
+    """The chat-log metrics of rewards ``(N,)`` on the test split: against the clean labels, and
+    the length bias against the graded score (a continuous truth, so that a continuous reward is
+    not compared with a 0/1 variable, whose rank correlation is attenuated by ties)."""
     labels = (split.scores > threshold).astype(np.float32)
     probability = torch.sigmoid(rewards).numpy()
     metrics = label_metrics(labels, probability, split.prompt_ids, split.scores)
@@ -177,7 +200,7 @@ def test_metrics(rewards: torch.Tensor, split: ScoredSplit, threshold: float) ->
         "best_of_n": best_of_n_win_rate(labels, rewards.numpy(), split.prompt_ids),
         "log_loss": metrics["log_loss"],
         "ece": metrics["ece"],
-        "length_bias": feature_bias(rewards.numpy(), split.log_length, labels),
+        "length_bias": feature_bias(rewards.numpy(), split.log_length, split.scores),
         "mae": metrics["mae"],
     }
 
@@ -192,37 +215,124 @@ def run_chatlog_benchmark(
     """Fit every variant on ``config.seeds`` chat logs drawn on ``data.train``; score ``data.test``."""
     config = config or ChatLogBenchmarkConfig()
     chatlog = replace(chatlog or ChatLogConfig(), label_fraction=config.label_fraction)
-    model_config = model_config or ModelConfig()
     if data.train.log_length is None:
         raise ValueError(f"{data.name}: the chat-log benchmark needs response lengths and code flags")
+    test_embeddings = torch.as_tensor(data.test.embeddings)
+    return compare_variants(
+        lambda seed: draw_chatlog(data.train, data.threshold, replace(chatlog, seed=seed))[0],
+        lambda model: test_metrics(model.score(test_embeddings), data.test, data.threshold),
+        config,
+        model_config,
+        data.description,
+        has_truth=True,
+        progress=progress,
+    )
+
+
+def run_log_benchmark(
+    data: FeedbackData,
+    log_length: np.ndarray,
+    config: ChatLogBenchmarkConfig | None = None,
+    model_config: ModelConfig | None = None,
+    evaluation_fraction: float = 0.5,
+    description: str = "",
+    progress: bool = False,
+) -> ChatLogBenchmarkResult:
+    """The variants on a user's own log with explicit labels on some rows.
+
+    The labelled rows of a random ``evaluation_fraction`` of the prompts are the evaluation set:
+    their rows are left out of every fit (actions and labels alike) and their labels are what the
+    variants are scored against. ``implicitrm_labels`` fits the labels of the other rows only.
+    ``log_length`` ``(N,)`` is each response's log length (for the length bias).
+    """
+    config = config or ChatLogBenchmarkConfig()
+    if data.labels is None or not torch.isfinite(data.labels).any():
+        raise ValueError("the log has no explicit labels to evaluate against (--label-col)")
+    training, evaluation = evaluation_split(data, evaluation_fraction)
+    if len(evaluation) < 2 or len(training) < 2:
+        raise ValueError(
+            f"the log has {int(torch.isfinite(data.labels).sum())} labelled rows; too few to hold "
+            "out an evaluation set"
+        )
+    train = data.subset(training)
+    test = data.subset(evaluation)
+    labels = test.labels.numpy()
+    test_prompts = test.prompt_ids.numpy() if test.prompt_ids is not None else np.arange(len(test))
+    test_length = np.asarray(log_length)[evaluation.numpy()]
+
+    def evaluate(model) -> dict[str, float]:
+        rewards = model.score(test.embeddings)
+        probability = torch.sigmoid(rewards).numpy()
+        metrics = label_metrics(labels, probability, test_prompts)
+        return {
+            "auc": metrics["auc"],
+            "pairwise_accuracy": metrics["pairwise_accuracy"],
+            "best_of_n": best_of_n_win_rate(labels, rewards.numpy(), test_prompts),
+            "log_loss": metrics["log_loss"],
+            "ece": metrics["ece"],
+            "length_bias": feature_bias(rewards.numpy(), test_length, labels),
+            "mae": metrics["mae"],
+        }
+
+    description = (
+        f"{description or 'log'}: {len(train)} rows to fit, {len(test)} labelled rows held out "
+        f"(prompts of {evaluation_fraction:.0%}) to evaluate"
+    )
+    return compare_variants(
+        lambda seed: train, evaluate, config, model_config, description, has_truth=False, progress=progress
+    )
+
+
+def evaluation_split(data: FeedbackData, fraction: float, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(training rows, evaluation rows)``: the labelled rows of a random ``fraction`` of the
+    prompts are held out whole; every other row (labelled or not) is for fitting."""
+    prompts = data.prompt_ids if data.prompt_ids is not None else torch.arange(len(data))
+    unique = torch.unique(prompts)
+    held = unique[torch.rand(len(unique), generator=torch.Generator().manual_seed(seed)) < fraction]
+    labelled = (
+        torch.isfinite(data.labels) if data.labels is not None else torch.zeros(len(data), dtype=torch.bool)
+    )
+    in_evaluation = torch.isin(prompts, held) & labelled
+    return (~in_evaluation).nonzero().squeeze(-1), in_evaluation.nonzero().squeeze(-1)
+
+
+def compare_variants(
+    draw: Callable[[int], FeedbackData],
+    evaluate: Callable[[RewardModel], dict[str, float]],
+    config: ChatLogBenchmarkConfig,
+    model_config: ModelConfig | None,
+    description: str,
+    has_truth: bool,
+    progress: bool = False,
+) -> ChatLogBenchmarkResult:
+    """Fit each applicable variant on ``draw(seed)`` for every seed and ``evaluate`` its model."""
+    model_config = model_config or ModelConfig()
     started = time.perf_counter()
-    per_seed: dict[str, list[dict[str, float]]] = {v: [] for v in config.variants}
+    per_seed: dict[str, list[dict[str, float]]] = {}
     rates: dict[str, list[float]] = {}
     for seed in range(config.seeds):
-        base, _ = draw_chatlog(data.train, data.threshold, replace(chatlog, seed=seed))
-        for k, channel in enumerate(CHATLOG_CHANNELS[:3]):
-            rates.setdefault(channel.name, []).append(float(base.actions[:, k].mean()))
-        rates.setdefault("engaged", []).append(float(base.truth.propensity.mean()))
-        for variant in config.variants:
+        base = draw(seed)
+        for k, channel in enumerate(base.channels):
+            if channel.kind == "binary":
+                rates.setdefault(channel.name, []).append(float(base.action_matrix[:, k].mean()))
+        if base.truth is not None:
+            rates.setdefault("engaged", []).append(float(base.truth.propensity.mean()))
+        applicable = available_variants(base, has_truth and base.truth is not None)
+        for variant in (v for v in config.variants if v in applicable):
             variant_rows, train_config, method = variant_data(variant, base, config.dwell_threshold)
             train_config = replace(
-                train_config,
-                method=method,
-                seed=seed,
-                max_epochs=config.max_epochs,
-                progress=False,
+                train_config, method=method, seed=seed, max_epochs=config.max_epochs, progress=False
             )
             fit_started = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", IdentifiabilityWarning)
                 result = fit(variant_rows, train_config, model_config)
-            rewards = result.reward_model.score(data.test.embeddings)
-            metrics = test_metrics(rewards, data.test, data.threshold)
+            metrics = evaluate(result.reward_model)
             metrics["seconds"] = time.perf_counter() - fit_started
-            per_seed[variant].append(metrics)
+            per_seed.setdefault(variant, []).append(metrics)
             if progress:
                 logger.warning(
-                    "seed %d %-20s auc %.4f length bias %+.3f (%.0f s)",
+                    "seed %d %-22s auc %.4f length bias %+.3f (%.0f s)",
                     seed,
                     variant,
                     metrics["auc"],
@@ -242,7 +352,7 @@ def run_chatlog_benchmark(
     return ChatLogBenchmarkResult(
         per_seed=per_seed,
         summary=summary,
-        description=data.description,
+        description=description,
         seconds=time.perf_counter() - started,
         rates={k: float(np.mean(v)) for k, v in rates.items()},
     )

@@ -8,6 +8,8 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
+
 from pyro_irm.benchmark import (
     DATASETS,
     SWEEPABLE,
@@ -20,12 +22,20 @@ from pyro_irm.benchmark import (
     run_sweep,
     sweep_table,
 )
-from pyro_irm.benchmark.chatlog import ChatLogBenchmarkConfig, format_chatlog_table, run_chatlog_benchmark
+from pyro_irm.benchmark.chatlog import (
+    ChatLogBenchmarkConfig,
+    format_chatlog_table,
+    run_chatlog_benchmark,
+    run_log_benchmark,
+)
 from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
+from pyro_irm.cli.schema import add_schema_options, schema_from_args
+from pyro_irm.data.logs import read_log
 from pyro_irm.encoders.config import EncoderConfig
 from pyro_irm.inference.methods import METHOD_NAMES
 from pyro_irm.inference.nuisance import EstimatorConfig
 from pyro_irm.models.config import ModelConfig
+from pyro_irm.runs import embeddings_for
 
 EXIT_OK = 0
 
@@ -74,6 +84,10 @@ def _benchmark(args: argparse.Namespace) -> int:
     sweep = parse_sweep(args.sweep) if args.sweep else None
     progress = not args.quiet
     started = time.perf_counter()
+    if args.log is not None:
+        return _benchmark_log(args, config, file_config, model_config, encoder_config, started)
+    if args.dataset is None:
+        raise ValueError("give --dataset (a built-in data set) or --log (your own log with labels)")
     data = load_embedded_set(
         args.dataset,
         args.data_file,
@@ -90,23 +104,11 @@ def _benchmark(args: argparse.Namespace) -> int:
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
     if config.setting == "chatlog":
-        chat_values = dataclass_values(args, ChatLogBenchmarkConfig, "chatbench_")
-        if "variants" in chat_values:
-            chat_values["variants"] = _methods(chat_values["variants"])
-        chat_config = build_config(
-            ChatLogBenchmarkConfig,
-            file_config.get("chatlog"),
-            {**chat_values, "seeds": config.seeds},
-            "[chatlog]",
-        )
+        chat_config = _chat_config(args, file_config, config.seeds)
         result = run_chatlog_benchmark(data, chat_config, model_config=model_config, progress=progress)
-        table = format_chatlog_table(result)
-        payload = result.summary
-        if out is not None:
-            (out / "table.md").write_text(table)
-            full = {"description": result.description, "per_seed": result.per_seed, "summary": payload}
-            (out / "results.json").write_text(json.dumps(full, indent=2) + "\n")
-    elif sweep is None:
+        _write_chatlog_result(args, result, started)
+        return EXIT_OK
+    if sweep is None:
         result = run_benchmark(data, config, model_config, estimator_config, progress)
         table = format_table(result)
         payload = result.summary
@@ -140,6 +142,54 @@ def _benchmark(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _chat_config(args, file_config: dict, seeds: int) -> ChatLogBenchmarkConfig:
+    values = dataclass_values(args, ChatLogBenchmarkConfig, "chatbench_")
+    if "variants" in values:
+        values["variants"] = _methods(values["variants"])
+    return build_config(
+        ChatLogBenchmarkConfig, file_config.get("chatlog"), {**values, "seeds": seeds}, "[chatlog]"
+    )
+
+
+def _benchmark_log(args, config, file_config, model_config, encoder_config, started) -> int:
+    """The variants on the user's own log: fit on the log, scored on its held-out labelled rows."""
+    schema = schema_from_args(args)
+    log = read_log(args.log, schema, on_error="skip" if args.skip_bad_rows else "raise", split=args.split)
+    if not args.quiet:
+        print(log.report.summary(), file=sys.stderr)
+    embeddings, _ = embeddings_for(log, args.embeddings, encoder_config, args.cache_dir, not args.quiet)
+    data = log.to_feedback(embeddings)
+    log_length = np.log1p([len(r) for r in log.responses])
+    result = run_log_benchmark(
+        data,
+        log_length,
+        _chat_config(args, file_config, config.seeds),
+        model_config,
+        args.evaluation_fraction,
+        description=str(args.log),
+        progress=not args.quiet,
+    )
+    _write_chatlog_result(args, result, started)
+    return EXIT_OK
+
+
+def _write_chatlog_result(args, result, started: float) -> None:
+    table = format_chatlog_table(result)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "table.md").write_text(table)
+        full = {"description": result.description, "per_seed": result.per_seed, "summary": result.summary}
+        (out / "results.json").write_text(json.dumps(full, indent=2) + "\n")
+    print(f"{result.description}\n\n{table}")
+    if args.json:
+        target = Path(args.json)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_text(json.dumps(result.summary, indent=2) + "\n")
+    if not args.quiet:
+        print(f"Finished in {time.perf_counter() - started:.0f} s.", file=sys.stderr)
+
+
 def add_benchmark_parser(commands: argparse._SubParsersAction) -> None:
     parser = commands.add_parser(
         "benchmark",
@@ -150,7 +200,19 @@ def add_benchmark_parser(commands: argparse._SubParsersAction) -> None:
         "pairwise accuracy within prompt against the clean test labels (mean ± std over seeds). "
         "Model selection uses only the feedback. With --sweep, repeat over values of one setting.",
     )
-    parser.add_argument("--dataset", required=True, choices=DATASETS, help="data set")
+    parser.add_argument("--dataset", choices=DATASETS, help="data set (or --log)")
+    parser.add_argument(
+        "--log",
+        help="your own log with explicit labels on some rows: fit the chat-log variants on it and "
+        "score them on the labelled rows of held-out prompts (map its columns with the log options)",
+    )
+    parser.add_argument("--embeddings", help="--log: precomputed embeddings of its rows (pyro-irm embed)")
+    parser.add_argument(
+        "--evaluation-fraction",
+        type=float,
+        default=0.5,
+        help="--log: share of prompts whose labelled rows are held out to evaluate (default: 0.5)",
+    )
     parser.add_argument("--data-file", help="the data set's (train) file; default: its hub copy")
     parser.add_argument(
         "--test-file", help="its test split; without one, 20%% of the prompts are held out as the test split"
@@ -177,5 +239,6 @@ def add_benchmark_parser(commands: argparse._SubParsersAction) -> None:
         group, EncoderConfig, "encoder_", rename={"model": "encoder"}, flag_prefix="encoder_"
     )
     group.add_argument("--cache-dir", help="embedding cache root (default: the user cache)")
+    add_schema_options(parser)
     parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
     parser.set_defaults(handler=_benchmark)

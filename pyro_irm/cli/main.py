@@ -17,6 +17,7 @@ import numpy as np
 
 from pyro_irm.cli.benchmark import add_benchmark_parser
 from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
+from pyro_irm.cli.schema import add_schema_options, schema_from_args
 from pyro_irm.data.chatlog import ChatLogConfig, chatlog_records
 from pyro_irm.data.logs import LogSchema, read_log, write_records
 from pyro_irm.data.preference_sets import PREFERENCE_SETS, load_preference_set, simulate_log
@@ -69,101 +70,6 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 
 # ---------------------------------------------------------------- shared option groups
-
-
-def _add_schema_options(parser: argparse.ArgumentParser, actions: bool = True, labels: bool = True) -> None:
-    group = parser.add_argument_group("log columns")
-    group.add_argument("--prompt-col", default="prompt", help="column holding the prompt (default: prompt)")
-    group.add_argument(
-        "--response-col", default="response", help="column holding the response (default: response)"
-    )
-    if actions:
-        group.add_argument(
-            "--action-col",
-            action="append",
-            help="positive action column (copy, thumbs up), 0/1 or with --action-threshold; repeat "
-            "for several channels, each its own channel of the model (default: action)",
-        )
-        group.add_argument(
-            "--negative-action-col",
-            action="append",
-            default=[],
-            help="negative action column (regenerate, thumbs down): more likely when the response "
-            "is not preferred; repeatable",
-        )
-        group.add_argument(
-            "--continuous-action-col",
-            action="append",
-            default=[],
-            help="continuous positive action column kept as a number (dwell seconds); repeatable",
-        )
-        group.add_argument(
-            "--user-col",
-            help="column identifying the user: a per-user engagement effect (the reward never sees it)",
-        )
-        group.add_argument(
-            "--action-threshold",
-            action="append",
-            default=[],
-            metavar="COL=VALUE",
-            help="count or duration column COL counts as acted when above VALUE (e.g. dwell_s=30)",
-        )
-        group.add_argument(
-            "--context-col",
-            action="append",
-            default=[],
-            help="numeric context column (position, ...); repeatable",
-        )
-        group.add_argument(
-            "--observed-col",
-            help="0/1 column saying whether feedback was given (an observational log); "
-            "the action column is then the feedback value",
-        )
-        group.add_argument("--propensity-col", help="column of known P(feedback given) per row")
-    if labels:
-        group.add_argument(
-            "--label-col", default="label", help="explicit label column, if any (default: label)"
-        )
-        group.add_argument(
-            "--label-threshold",
-            type=float,
-            help="a label above this is preferred (labels not 0/1, e.g. 1-10)",
-        )
-    group.add_argument("--prompt-id-col", help="column grouping rows by prompt (default: hash of the prompt)")
-    group.add_argument("--split", help="split of a Hugging Face data set (hub name or saved directory)")
-    group.add_argument(
-        "--skip-bad-rows",
-        action="store_true",
-        help="drop rows that do not fit the schema and report them (default: stop)",
-    )
-
-
-def _schema(args: argparse.Namespace, actions: bool = True, labels: bool = True) -> LogSchema:
-    thresholds = []
-    for item in getattr(args, "action_threshold", []) or []:
-        name, sep, value = item.partition("=")
-        try:
-            thresholds.append((name, float(value)))
-        except ValueError:
-            raise ValueError(f"--action-threshold {item!r}: expected COL=VALUE with a number VALUE") from None
-        if not sep:
-            raise ValueError(f"--action-threshold {item!r}: expected COL=VALUE")
-    action_cols = tuple(args.action_col or ["action"]) if actions else ()
-    return LogSchema(
-        prompt=args.prompt_col,
-        response=args.response_col,
-        actions=action_cols,
-        negative_actions=tuple(getattr(args, "negative_action_col", []) or []) if actions else (),
-        continuous_actions=tuple(getattr(args, "continuous_action_col", []) or []) if actions else (),
-        user=getattr(args, "user_col", None) if actions else None,
-        action_thresholds=tuple(thresholds),
-        label=args.label_col if labels else None,
-        label_threshold=args.label_threshold if labels else None,
-        context=tuple(getattr(args, "context_col", []) or []),
-        prompt_id=args.prompt_id_col,
-        observed=getattr(args, "observed_col", None),
-        propensity=getattr(args, "propensity_col", None),
-    )
 
 
 def _read(args: argparse.Namespace, source: str, schema: LogSchema):
@@ -273,7 +179,7 @@ def _simulate(args: argparse.Namespace) -> int:
 
 
 def _embed(args: argparse.Namespace) -> int:
-    log = _read(args, args.log, _schema(args, actions=False, labels=False))
+    log = _read(args, args.log, schema_from_args(args, actions=False, labels=False))
     config = _encoder_config(args)
     started = time.perf_counter()
     embeddings, encoder = embed_log(
@@ -309,7 +215,7 @@ def _fit(args: argparse.Namespace) -> int:
         "[estimator]",
     )
     encoder_config = _encoder_config(args, file_config)
-    schema = _schema(args)
+    schema = schema_from_args(args)
     log = _read(args, args.log, schema)
     embeddings, encoder_info = embeddings_for(
         log, args.embeddings, encoder_config, args.cache_dir, not args.quiet
@@ -346,7 +252,7 @@ def _run_embeddings(run: Run, log, args: argparse.Namespace) -> np.ndarray:
 
 def _score(args: argparse.Namespace) -> int:
     run = Run.load(args.run_dir)
-    schema = _schema(args, actions=False, labels=False)
+    schema = schema_from_args(args, actions=False, labels=False)
     log = _read(args, args.input, schema)
     if args.groups:
         log = _read(args, args.input, _groups_schema(run))
@@ -393,7 +299,7 @@ def _groups_schema(run: Run) -> LogSchema:
 
 def _evaluate(args: argparse.Namespace) -> int:
     runs = [Run.load(directory) for directory in args.run_dirs]
-    log = _read(args, args.log, _schema(args, actions=False))
+    log = _read(args, args.log, schema_from_args(args, actions=False))
     results = {}
     embedded: dict[str, np.ndarray] = {}
     for run in runs:  # runs sharing an encoder share one encoding of the log
@@ -535,7 +441,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("log", help="log file, saved data set directory or hub name")
     embed.add_argument("--out", required=True, help="output .npy (metadata goes beside it as .json)")
     embed.add_argument("--no-cache", action="store_true", help="encode everything and keep no cache")
-    _add_schema_options(embed, actions=False, labels=False)
+    add_schema_options(embed, actions=False, labels=False)
     _add_encoder_options(embed)
     _add_common(embed)
     embed.set_defaults(handler=_embed)
@@ -557,7 +463,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("svi", "nuts"),
         help="after the fit, give the reward's last layer a posterior (per-row reward intervals)",
     )
-    _add_schema_options(fit)
+    add_schema_options(fit)
     add_dataclass_options(fit.add_argument_group("training"), TrainConfig, "train_", skip=("progress",))
     add_dataclass_options(fit.add_argument_group("model"), ModelConfig, "model_")
     add_dataclass_options(
@@ -589,7 +495,7 @@ def build_parser() -> argparse.ArgumentParser:
         "(implicitrm runs; the rows need the run's action, context and user columns)",
     )
     _add_cache_option(score)
-    _add_schema_options(score, actions=False, labels=False)
+    add_schema_options(score, actions=False, labels=False)
     _add_common(score)
     score.set_defaults(handler=_score)
 
@@ -604,7 +510,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--embeddings", help="precomputed embeddings of that log")
     evaluate.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
     _add_cache_option(evaluate)
-    _add_schema_options(evaluate, actions=False)
+    add_schema_options(evaluate, actions=False)
     _add_common(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 

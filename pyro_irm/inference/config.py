@@ -63,6 +63,13 @@ class TrainConfig:
             "preference in the fit (off by default; never the labels you evaluate on)"
         },
     )
+    restarts: int = field(
+        default=1,
+        metadata={
+            "help": "fits from different initializations on the same split; the one with the best "
+            "held-out score is kept (latent-class likelihoods have local optima)"
+        },
+    )
     seed: int = field(default=0, metadata={"help": "seed of initialization, split and minibatches"})
     device: str = field(default="auto", metadata={"help": "'auto', 'cpu', 'cuda' or 'cuda:N'"})
     progress: bool = field(default=True, metadata={"help": "show a progress bar on a terminal"})
@@ -91,5 +98,7 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must lie in [0, 1), got {self.validation_fraction}")
+        if self.restarts < 1:
+            raise ValueError(f"restarts must be at least 1, got {self.restarts}")
         if self.patience < 1:
             raise ValueError(f"patience must be at least 1, got {self.patience}")

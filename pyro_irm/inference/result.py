@@ -49,3 +49,11 @@ class FitResult:
         """Training rows processed per second, averaged over epochs."""
         seconds = sum(self.history.epoch_seconds)
         return len(self.train_indices) * self.history.epochs / seconds if seconds else float("nan")
+
+    @property
+    def best_validation_score(self) -> float:
+        """The held-out score per row of the kept epoch (-inf without a validation set)."""
+        history = self.history
+        if not history.validation_elbo or history.best_epoch < 0:
+            return -float("inf")
+        return history.validation_elbo[history.best_epoch]

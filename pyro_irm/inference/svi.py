@@ -75,9 +75,34 @@ def fit(
     Returns:
         :class:`FitResult` holding the :class:`RewardModel` from the epoch with the best held-out
         score (the exact ELBO for the Pyro family, minus the method's own risk for the loss
-        family; the last epoch without a validation set) and the per-epoch history.
+        family; the last epoch without a validation set) and the per-epoch history. With
+        ``config.restarts`` above 1, the restart (initialization and minibatch order; the split
+        is shared) with the best held-out score.
     """
     config = config or TrainConfig()
+    if config.restarts == 1 or model is not None:
+        return _fit_once(data, config, model_config, estimator_config, nuisance, model)
+    if config.checkpoint_dir is not None:
+        raise ValueError("restarts: a checkpointed fit resumes one run; give restarts=1 with checkpoint_dir")
+    best: FitResult | None = None
+    for restart in range(config.restarts):
+        result = _fit_once(data, config, model_config, estimator_config, nuisance, None, restart)
+        logger.info("restart %d: held-out score %.5f", restart, result.best_validation_score)
+        if best is None or result.best_validation_score > best.best_validation_score:
+            best = result
+    return best
+
+
+def _fit_once(
+    data: FeedbackData,
+    config: TrainConfig,
+    model_config: ModelConfig | None,
+    estimator_config: EstimatorConfig | None,
+    nuisance: Nuisance | None,
+    model: FeedbackModel | None,
+    restart: int = 0,
+) -> FitResult:
+    """One fit (see :func:`fit`); ``restart`` k > 0 draws another initialization and batch order."""
     model_config = model_config or ModelConfig()
     estimator_config = estimator_config or EstimatorConfig()
     if not isinstance(data, FeedbackData):
@@ -105,7 +130,8 @@ def fit(
         logger.info("method %s sees one action: any positive channel (%s)", config.method, data.channels)
 
     pyro.clear_param_store()
-    pyro.set_rng_seed(config.seed)
+    run_seed = config.seed + 7919 * restart
+    pyro.set_rng_seed(run_seed)
     if config.validation_fraction > 0 and len(data) >= 2:
         train_index, validation_index = split_indices(len(data), config.validation_fraction, config.seed)
     else:
@@ -175,7 +201,7 @@ def fit(
             model.train()
             guide.train()
             # The permutation depends on (seed, epoch) alone, so a resumed fit sees the same batches.
-            generator = torch.Generator().manual_seed(config.seed * 1_000_003 + epoch)
+            generator = torch.Generator().manual_seed(run_seed * 1_000_003 + epoch)
             order = train_index[torch.randperm(num_train, generator=generator)]
             started, total = time.perf_counter(), 0.0
             for step, batch in enumerate(order.split(config.batch_size)):
