@@ -27,6 +27,7 @@ from pyro_irm.encoders.cache import default_cache_root
 from pyro_irm.encoders.config import EncoderConfig
 from pyro_irm.encoders.embed import save_embeddings
 from pyro_irm.groups import GROUP_NAMES
+from pyro_irm.inference.bayesian_head import HEAD_METHODS, HeadConfig
 from pyro_irm.inference.config import TrainConfig
 from pyro_irm.inference.nuisance import EstimatorConfig
 from pyro_irm.models.config import ModelConfig
@@ -228,8 +229,20 @@ def _fit(args: argparse.Namespace) -> int:
     result = fit_log(log, embeddings, train_config, model_config, estimator_config)
     if args.bayesian_head:
         data = log.to_feedback(embeddings)
+        head_values = dataclass_values(args, HeadConfig, "head_")
+        head_values.setdefault("progress", not args.quiet)
+        head_config = build_config(HeadConfig, file_config.get("head"), head_values, "[head]")
         _say(args, f"Fitting a Bayesian last layer by {args.bayesian_head}.")
-        result.reward_model.fit_bayesian_head(data.embeddings, data.actions, data.context, args.bayesian_head)
+        result.reward_model.fit_bayesian_head(
+            data.embeddings,
+            data.actions,
+            data.context,
+            args.bayesian_head,
+            head_config,
+            observed=data.observed,
+            users=data.users,
+            labels=data.labels if train_config.fit_labels else None,
+        )
     out = save_run(args.out, result, log, embeddings, schema, model_config, encoder_info, str(args.log))
     history = result.history
     print(
@@ -460,8 +473,16 @@ def build_parser() -> argparse.ArgumentParser:
     fit.add_argument("--config", help="TOML or JSON configuration file")
     fit.add_argument(
         "--bayesian-head",
-        choices=("svi", "nuts"),
-        help="after the fit, give the reward's last layer a posterior (per-row reward intervals)",
+        choices=HEAD_METHODS,
+        help="after the fit, give the reward's last layer a posterior (per-row reward intervals): "
+        "'laplace' (Gaussian at the fitted layer), 'svi' or 'nuts'",
+    )
+    add_dataclass_options(
+        fit.add_argument_group("Bayesian head (--bayesian-head)"),
+        HeadConfig,
+        "head_",
+        skip=("seed", "progress"),
+        flag_prefix="head_",
     )
     add_schema_options(fit)
     add_dataclass_options(fit.add_argument_group("training"), TrainConfig, "train_", skip=("progress",))

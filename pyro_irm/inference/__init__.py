@@ -5,6 +5,8 @@ from pyro_irm.inference.bayesian_head import (
     HeadConfig,
     HeadPosterior,
     compare_posteriors,
+    fit_bayesian_head,
+    fit_head_laplace,
     fit_head_nuts,
     fit_head_svi,
 )
@@ -20,6 +22,8 @@ __all__ = [
     "HeadConfig",
     "HeadPosterior",
     "compare_posteriors",
+    "fit_bayesian_head",
+    "fit_head_laplace",
     "fit_head_nuts",
     "fit_head_svi",
     "METHODS",

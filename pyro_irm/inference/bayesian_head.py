@@ -21,6 +21,8 @@ from tqdm.auto import tqdm
 
 from pyro_irm.models.bayesian_head import HeadPosterior, LogLikelihood, bayesian_head_model
 
+HEAD_METHODS = ("laplace", "svi", "nuts")
+
 
 @dataclass(frozen=True)
 class HeadConfig:
@@ -111,12 +113,50 @@ def fit_head_nuts(
     return HeadPosterior(torch.stack(weights), torch.stack(biases), "nuts")
 
 
+def fit_head_laplace(
+    features: torch.Tensor,
+    log_likelihood: LogLikelihood,
+    prior: tuple[torch.Tensor, float] | None = None,
+    config: HeadConfig | None = None,
+) -> HeadPosterior:
+    """The Laplace approximation at the prior mean (the point fit's layer): a Gaussian whose mean is
+    the fitted layer and whose precision is the curvature of the negative log-likelihood there plus
+    the prior's, ``(H + I / s^2)``. The point estimate is the posterior mean by construction."""
+    config = config or HeadConfig()
+    weight, bias = prior if prior is not None else (torch.zeros(features.shape[-1]), 0.0)
+    dtype = torch.float64
+    centre = torch.cat([weight.to(dtype).reshape(-1), torch.tensor([float(bias)], dtype=dtype)])
+    features64 = features.to(dtype)
+
+    def negative_log_likelihood(parameters: torch.Tensor) -> torch.Tensor:
+        reward = features64 @ parameters[:-1] + parameters[-1]
+        return -log_likelihood(reward.to(features.dtype)).to(dtype).sum()
+
+    hessian = torch.autograd.functional.hessian(negative_log_likelihood, centre)
+    precision = hessian + torch.eye(len(centre), dtype=dtype) / config.prior_scale**2
+    # Symmetrize and make sure the precision is positive definite (the curvature of a fit that
+    # stopped early can be indefinite in a few directions; the prior keeps those finite).
+    precision = 0.5 * (precision + precision.T)
+    eigenvalues, eigenvectors = torch.linalg.eigh(precision)
+    eigenvalues = eigenvalues.clamp_min(1.0 / config.prior_scale**2)
+    covariance = eigenvectors @ torch.diag(1.0 / eigenvalues) @ eigenvectors.T
+    generator = torch.Generator().manual_seed(config.seed)
+    chol = torch.linalg.cholesky(0.5 * (covariance + covariance.T))
+    noise = torch.randn(config.chains * config.draws, len(centre), generator=generator, dtype=dtype)
+    draws = (centre + noise @ chol.T).to(torch.float32)
+    return HeadPosterior(
+        draws[:, :-1].reshape(config.chains, config.draws, -1),
+        draws[:, -1].reshape(config.chains, config.draws),
+        "laplace",
+    )
+
+
 def fit_bayesian_head(
     reward_model,
     embeddings: torch.Tensor,
     actions: torch.Tensor,
     context: torch.Tensor | None = None,
-    method: str = "svi",
+    method: str = "laplace",
     config: HeadConfig | None = None,
     observed: torch.Tensor | None = None,
     users: torch.Tensor | None = None,
@@ -127,15 +167,16 @@ def fit_bayesian_head(
     The features below the last layer and every other part of the model stay fixed; the prior is
     centred on the fitted layer; the likelihood is the model's own ``log p(rows | reward)``
     (:meth:`~pyro_irm.models.base.FeedbackModel.log_marginal_given_reward`: every channel, the user
-    effects, and the labels when given). ``method`` is 'svi' (an autoguide) or 'nuts' (small
-    problems). Returns the :class:`HeadPosterior`; :meth:`RewardModel.fit_bayesian_head` keeps it.
+    effects, and the labels when given). ``method`` is 'laplace' (a Gaussian at the fitted layer,
+    from the curvature there: the point estimate stays the mean), 'svi' (an autoguide) or 'nuts'
+    (small problems). Returns the :class:`HeadPosterior`; :meth:`RewardModel.fit_bayesian_head` keeps it.
 
     Args:
         embeddings: ``(N, D)``; actions: ``(N, K)`` (``(N,)`` for one channel); context ``(N, C)``;
         observed, users, labels: ``(N,)`` where the model takes them.
     """
-    if method not in ("svi", "nuts"):
-        raise ValueError(f"method must be 'svi' or 'nuts', got {method!r}")
+    if method not in HEAD_METHODS:
+        raise ValueError(f"method must be one of {', '.join(HEAD_METHODS)}, got {method!r}")
     model = reward_model.model
     device = model.device
     rows = reward_model.prepare_rows(embeddings, actions, context, observed, users, labels)
@@ -155,7 +196,7 @@ def fit_bayesian_head(
             **extras,
         )
 
-    fitter = fit_head_svi if method == "svi" else fit_head_nuts
+    fitter = {"svi": fit_head_svi, "nuts": fit_head_nuts, "laplace": fit_head_laplace}[method]
     requires_grad = [p.requires_grad for p in model.parameters()]
     try:  # the head's gradient needs the likelihood's, not the fixed model's parameters'
         for parameter in model.parameters():

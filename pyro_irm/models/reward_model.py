@@ -216,7 +216,7 @@ class RewardModel:
         embeddings: torch.Tensor | np.ndarray,
         actions: torch.Tensor | np.ndarray,
         context: torch.Tensor | np.ndarray | None = None,
-        method: str = "svi",
+        method: str = "laplace",
         config=None,
         observed=None,
         users=None,
