@@ -182,8 +182,7 @@ def run_unbiasedness_study(
         if "ips" in objectives:
             estimates["ips"] = implicit_ips_loss(logits, actions, truth.propensity_probability).mean()
         if "implicitrm_true" in objectives:
-            prior, propensity = truth.preference_probability, truth.propensity_probability
-            silent = prior * (1 - propensity) / (1 - prior * propensity).clamp_min(1e-12)
+            silent = silent_preference_posterior(truth.preference_probability, truth.propensity_probability)
             estimates["implicitrm_true"] = _posterior_weighted_risk(
                 logits, torch.where(actions == 1, 1.0, silent)
             )
@@ -210,6 +209,14 @@ def run_unbiasedness_study(
         np.asarray(true_risks),
         config.confidence,
     )
+
+
+def silent_preference_posterior(prior: torch.Tensor, propensity: torch.Tensor) -> torch.Tensor:
+    """``P(r = 1 | y = 0, row)`` of the seed paper's model, ``(N,)``, from ``P(r = 1)`` and
+    ``P(o = 1)``: ``s_f (1 - s_g) / (1 - s_f s_g)``. The same number as
+    :meth:`ImplicitFeedbackModel.posterior_groups` (tested in float64), written with probabilities
+    because the study's truth is given as probabilities."""
+    return prior * (1 - propensity) / (1 - prior * propensity).clamp_min(1e-12)
 
 
 def plot_unbiasedness(result: UnbiasednessResult, path: str | Path) -> Path:

@@ -218,3 +218,16 @@ def test_seed_paper_fits_equal_the_fits_before_channels(inference):
     result = fit(data, config)
     rewards = result.reward_model.score(data.embeddings[:4])
     torch.testing.assert_close(rewards, torch.tensor(_BEFORE_CHANNELS[inference]), atol=2e-6, rtol=0)
+
+
+def test_unbiasedness_study_posterior_is_the_models():
+    from pyro_irm.analysis.unbiasedness import silent_preference_posterior
+
+    torch.manual_seed(3)
+    model = ImplicitFeedbackModel(3, 0, ModelConfig(reward_hidden=(4,), propensity_hidden=(4,))).double()
+    embeddings = torch.randn(10, 3, dtype=torch.float64)
+    silent = torch.zeros(10, dtype=torch.float64)
+    from_model = model.posterior_groups(embeddings, silent)[:, :2].sum(-1)
+    prior = torch.sigmoid(model.reward_net(embeddings).squeeze(-1))
+    propensity = torch.sigmoid(model.propensity.net(embeddings).squeeze(-1))
+    torch.testing.assert_close(silent_preference_posterior(prior, propensity), from_model, atol=1e-12, rtol=0)
