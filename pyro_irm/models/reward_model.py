@@ -140,11 +140,6 @@ class RewardModel:
             users: ``(N,)`` user indices of a model with user effects (-1: unseen, the prior mean).
             labels: ``(N,)`` explicit preference labels (NaN where absent) to condition on.
         """
-        embeddings, context = self._checked(embeddings, context)
-        num_rows = embeddings.shape[0]
-        actions = self._actions(actions, num_rows)
-        if self.method != "implicitrm":
-            actions = actions[:, 0]
         if source == "exact":
             fn = self.model.posterior_groups
         elif source == "guide":
@@ -153,12 +148,22 @@ class RewardModel:
             fn = self.guide.posterior_groups
         else:
             raise ValueError(f"source must be 'exact' or 'guide', got {source!r}")
-        observed = self._row_vector("observed", observed, num_rows)
-        users = self._row_vector("users", users, num_rows)
-        labels = self._row_vector("labels", labels, num_rows)
+        return self._per_row(fn, embeddings, actions, context, observed, users, labels, batch_size)
+
+    def _per_row(self, fn, embeddings, actions, context, observed, users, labels, batch_size: int):
+        """``fn(embeddings, actions, context, observed, **extras)`` over validated rows, in batches."""
+        rows = self.prepare_rows(embeddings, actions, context, observed, users, labels)
+        extras = rows["extras"]
+        names = sorted(extras)
         return self._batched(
-            lambda e, y, c, o, u, lab: fn(e, y, c, o, **_extras(u, lab)),
-            [embeddings, actions, context, observed, users, labels],
+            lambda e, y, c, o, *values: fn(e, y, c, o, **dict(zip(names, values, strict=True))),
+            [
+                rows["embeddings"],
+                rows["actions"],
+                rows["context"],
+                rows["observed"],
+                *(extras[n] for n in names),
+            ],
             batch_size,
         )
 
@@ -173,18 +178,8 @@ class RewardModel:
         labels: torch.Tensor | np.ndarray | None = None,
     ) -> torch.Tensor:
         """Exact ``log p(y | row)`` (``log p(o, y | row)`` with ``observed``), groups summed out: ``(N,)``."""
-        embeddings, context = self._checked(embeddings, context)
-        num_rows = embeddings.shape[0]
-        actions = self._actions(actions, num_rows)
-        if self.method != "implicitrm":
-            actions = actions[:, 0]
-        observed = self._row_vector("observed", observed, num_rows)
-        users = self._row_vector("users", users, num_rows)
-        labels = self._row_vector("labels", labels, num_rows)
-        return self._batched(
-            lambda e, y, c, o, u, lab: self.model.log_marginal(e, y, c, o, **_extras(u, lab)),
-            [embeddings, actions, context, observed, users, labels],
-            batch_size,
+        return self._per_row(
+            self.model.log_marginal, embeddings, actions, context, observed, users, labels, batch_size
         )
 
     def head_features(self, embeddings: torch.Tensor | np.ndarray, batch_size: int = 65_536) -> torch.Tensor:
