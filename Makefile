@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo real-text compare compare-alpacaeval sweep test lint benchmark clean
+.PHONY: setup demo real-text compare compare-alpacaeval compare-chatlog sweep test lint benchmark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -38,6 +38,10 @@ compare: $(STAMP)
 ALPACA_LIMIT ?= 20000
 compare-alpacaeval: $(STAMP)
 	$(BIN)/pyro-irm benchmark --dataset alpacaeval --data-file $(DATA)/alpaca_eval_gpt4_turbo_scores.jsonl.gz --limit $(ALPACA_LIMIT) --encoder-max-length 128 --out runs/benchmark/alpacaeval-$(ALPACA_LIMIT)
+
+# Chat logs: several channels (one negative), users and 2% labels, on AlpacaEval text (BENCHMARKS.md).
+compare-chatlog: $(STAMP)
+	$(BIN)/pyro-irm benchmark --dataset alpacaeval --data-file $(DATA)/alpaca_eval_gpt4_turbo_scores.jsonl.gz --limit 12000 --encoder-max-length 128 --setting chatlog --out runs/benchmark/chatlog-alpacaeval
 
 # Preference bias: a response feature unrelated to quality drives who acts, more and more strongly.
 sweep: $(STAMP)
