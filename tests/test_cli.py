@@ -202,6 +202,9 @@ def test_chatlog_simulate_fit_and_score_groups(tmp_path, ultrafeedback_rows, cap
     groups = np.array([[r[g] for g in ("engaged_positive", "silent_positive", "engaged_negative",
                                        "silent_negative")] for r in rows])  # fmt: skip
     np.testing.assert_allclose(groups.sum(1), 1.0, atol=1e-5)
+    assert main(["report", str(run), "--quiet"]) == 0
+    report = (run / "report" / "report.md").read_text()
+    assert "regenerated (negative)" in report and "used in the fit" in report
     acted = np.array([r["copied"] or r["thumbs_up"] or r["regenerated"] for r in records], dtype=bool)
     # A row with any binary action is engaged: its silent groups are (almost) impossible.
     assert (groups[acted][:, [1, 3]].sum(1) < 1e-6).all()

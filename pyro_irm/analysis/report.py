@@ -61,16 +61,28 @@ def write_report(run, log: FeedbackLog, embeddings: np.ndarray, out: str | Path 
     out = Path(out) if out is not None else run.directory / "report"
     out.mkdir(parents=True, exist_ok=True)
     model = run.reward_model
-    data = log.to_feedback(embeddings)
+    from pyro_irm.runs import run_feedback
+
+    data = run_feedback(run, log, embeddings)
     metrics_path = run.directory / "metrics.json"
     fit_metrics = json.loads(metrics_path.read_text()).get("fit", {}) if metrics_path.exists() else {}
     probability = model.preference_probability(data.embeddings, data.context).numpy()
-    actions = data.actions.numpy()
+    actions = data.action.numpy()  # any positive channel
+    channels = ""
+    if data.num_channels > 1:
+        channels = " Channels: " + ", ".join(
+            f"{c.name} ({c.polarity}) {values.mean():.1%}"
+            if c.kind == "binary"
+            else f"{c.name} ({c.polarity}, continuous) mean {values.mean():.3g}"
+            for c, values in zip(data.channels, data.action_matrix.T.numpy(), strict=True)
+        )
+        channels += "; 'an action' below is any positive one."
     sections = [
         f"# Report: {run.name}\n",
         f"Method **{run.method}**, fit on `{run.info.get('log')}` ({run.info.get('rows', '?'):,} rows). "
         f"This report covers `{log.report.source}`: {len(log):,} rows, {actions.mean():.1%} with an action"
-        + (", an observational log." if data.observed is not None else "."),
+        + (", an observational log." if data.observed is not None else ".")
+        + channels,
         "\n## Fit\n",
         _table(fit_metrics) if fit_metrics else "No metrics.json in the run directory.\n",
     ]
@@ -100,7 +112,13 @@ def write_report(run, log: FeedbackLog, embeddings: np.ndarray, out: str | Path 
     if log.has_labels:
         truth_scores = None if log.truth is None else log.truth["score"]
         metrics = label_metrics(log.labels, probability, log.prompt_ids, truth_scores)
-        sections += ["\n## Against the explicit labels\n", _table(metrics)]
+        fitted = run.info.get("train_config", {}).get("fit_labels", False)
+        caveat = (
+            "These labels were used in the fit (--fit-labels): this is agreement, not an evaluation.\n"
+            if fitted
+            else ""
+        )
+        sections += ["\n## Against the explicit labels\n", caveat, _table(metrics)]
     if data.truth is not None:
         idata = to_inference_data(model, data, max_draws=20)  # diagnostics average over draws
         diagnostics = diagnose_inference_data(idata)
