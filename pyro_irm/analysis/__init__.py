@@ -1,6 +1,6 @@
 """Analysis: metrics against the truth, ArviZ export, group diagnostics, unbiasedness, plots."""
 
-from pyro_irm.analysis.convert import from_groups, summary, to_inference_data
+from pyro_irm.analysis.convert import from_groups, row_values, summary, to_inference_data
 from pyro_irm.analysis.group_diagnostics import GroupDiagnostics, diagnose_groups, diagnose_inference_data
 from pyro_irm.analysis.metrics import (
     auc,
@@ -33,6 +33,7 @@ __all__ = [
     "diagnose_inference_data",
     "from_groups",
     "plot_unbiasedness",
+    "row_values",
     "run_unbiasedness_study",
     "summary",
     "to_inference_data",

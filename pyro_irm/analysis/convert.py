@@ -46,12 +46,61 @@ def from_groups(
     return az.from_dict(**groups, dims=dims, coords=coords)
 
 
+POINT_GROUP = "point_estimate"
+
+
+def with_point_estimates(data, variables: dict[str, np.ndarray], dims: dict[str, list[str]], coords: dict):
+    """``data`` with a ``point_estimate`` group: a point fit's row quantities, without the chain and
+    draw dimensions that a posterior sample has (a point fit has no draws, and a fake chain of one
+    would give ``az.summary`` a standard deviation of NaN)."""
+    import xarray as xr
+
+    dataset = xr.Dataset(
+        {name: (dims[name], values) for name, values in variables.items()},
+        coords={k: v for k, v in coords.items() if any(k in dims[n] for n in variables)},
+    )
+    if arviz_major_version() >= 1:
+        data[POINT_GROUP] = xr.DataTree(dataset)
+        return data
+    with warnings.catch_warnings():
+        # ArviZ 0.x names the groups of its scheme and warns about any other.
+        warnings.simplefilter("ignore", UserWarning)
+        data.add_groups({POINT_GROUP: dataset})
+    return data
+
+
+def has_group(data, name: str) -> bool:
+    groups = data.groups() if callable(getattr(data, "groups", None)) else list(data.children)
+    return name in groups or f"/{name}" in groups
+
+
 def summary(data, var_names: list[str] | None = None, **kwargs):
-    """``az.summary`` on either kind of ArviZ data (a pandas DataFrame). A point-estimate fit has one
-    draw, whose standard deviation is undefined (NaN); numpy's warning about that is not news."""
+    """``az.summary`` on either kind of ArviZ data (a pandas DataFrame). For a point fit (a
+    ``point_estimate`` group and no posterior) the table has the point values as ``mean`` and no
+    spread: there is no sample to summarize."""
+    if not has_group(data, "posterior") and has_group(data, POINT_GROUP):
+        import pandas as pd
+
+        frames = []
+        for name in var_names or list(data[POINT_GROUP].data_vars):
+            values = data[POINT_GROUP][name]
+            flat = values.to_series()
+            index = [
+                f"{name}[{', '.join(map(str, k if isinstance(k, tuple) else (k,)))}]" for k in flat.index
+            ]
+            frames.append(pd.DataFrame({"mean": flat.to_numpy()}, index=index))
+        return pd.concat(frames)
     with warnings.catch_warnings(), np.errstate(invalid="ignore", divide="ignore"):
         warnings.filterwarnings("ignore", "Degrees of freedom <= 0", RuntimeWarning)
         return _arviz().summary(data, var_names=var_names, **kwargs)
+
+
+def row_values(data, name: str) -> np.ndarray:
+    """A row quantity (``group_probability``, ``reward``, ...) as a plain array: averaged over the
+    posterior draws where there are draws, the point value for a point fit."""
+    if has_group(data, "posterior"):
+        return data["posterior"][name].mean(dim=("chain", "draw")).values
+    return data[POINT_GROUP][name].values
 
 
 def _numpy(values: torch.Tensor | None) -> np.ndarray | None:
@@ -108,13 +157,15 @@ def to_inference_data(
 
     Groups and variables (``row`` indexes the data's rows; ``group`` is ``GROUP_NAMES``):
 
-    * ``posterior``: ``group_probability`` ``(chain, draw, row, group)``, the posterior over the four
-      groups given each row's action; ``reward`` ``(chain, draw, row)``, the logit ``f(e)``;
-      ``preference_probability``. A point-estimate fit has one chain of one draw; with a Bayesian
-      head (:meth:`RewardModel.fit_bayesian_head`) every variable has the head's chains and up to
-      ``max_draws`` draws per chain, the group probabilities computed exactly for each draw.
-    * ``log_likelihood``: ``action`` ``(chain, draw, row)``, the exact ``log p(y | row)`` (groups
-      summed out; ``az.from_pyro`` would drop it for an enumerated model).
+    * a point fit: ``point_estimate`` with ``group_probability`` ``(row, group)``, the posterior
+      over the four groups given each row's actions; ``reward`` ``(row,)``, the logit ``f(e)``;
+      ``preference_probability``; ``log_likelihood``, the exact ``log p(y | row)`` (groups summed
+      out; ``az.from_pyro`` would drop it for an enumerated model). No chain or draw: there is no
+      sample. :func:`row_values` reads a variable from either layout.
+    * with a Bayesian head (:meth:`RewardModel.fit_bayesian_head`): ``posterior`` with the same
+      variables over the head's chains and up to ``max_draws`` draws per chain (the group
+      probabilities computed exactly for each draw), and ``log_likelihood``: ``action``
+      ``(chain, draw, row)``.
     * ``observed_data``: ``action`` and, for an observational log, ``observed``.
     * ``constant_data``: for simulated data the truth (``true_group``, ``true_preference``,
       ``true_propensity``, ``true_propensity_probability``, ``score``), and explicit ``label``\\ s.
@@ -132,27 +183,27 @@ def to_inference_data(
     log_likelihood = reward_model.log_likelihood(
         embeddings, actions, context, subset.observed, users=subset.users
     )
-    point = lambda values: _numpy(values)[None, None]  # noqa: E731  (chain, draw, ...)
-    posterior = {
-        "group_probability": point(groups),
-        "reward": point(reward),
-        "preference_probability": point(torch.sigmoid(reward)),
+    point = {
+        "group_probability": _numpy(groups),
+        "reward": _numpy(reward),
+        "preference_probability": _numpy(torch.sigmoid(reward)),
+        "log_likelihood": _numpy(log_likelihood),
     }
-    likelihood = point(log_likelihood)
     head = getattr(reward_model, "head_posterior", None)
-    if head is not None and source == "exact":
-        posterior, likelihood = _head_draws(reward_model, head, subset, max_draws)
     payload: dict[str, dict[str, np.ndarray]] = {
-        "posterior": posterior,
-        "log_likelihood": {"action": likelihood},
         # "action" is the row's acted-or-not (any positive channel); with several channels each
         # channel's value is in "channel_action" (row, channel).
         "observed_data": {"action": _numpy(subset.action)},
     }
+    if head is not None and source == "exact":
+        posterior, likelihood = _head_draws(reward_model, head, subset, max_draws)
+        payload["posterior"] = posterior
+        payload["log_likelihood"] = {"action": likelihood}
     dims = {
         "group_probability": ["row", "group"],
         "reward": ["row"],
         "preference_probability": ["row"],
+        "log_likelihood": ["row"],
         "action": ["row"],
     }
     coords = {"row": index.numpy(), "group": list(GROUP_NAMES)}
@@ -178,4 +229,7 @@ def to_inference_data(
     if constant:
         payload["constant_data"] = constant
         dims.update({name: ["row"] for name in constant})
-    return from_groups(payload, dims=dims, coords=coords)
+    data = from_groups(payload, dims=dims, coords=coords)
+    if "posterior" in payload:
+        return data
+    return with_point_estimates(data, point, dims, coords)

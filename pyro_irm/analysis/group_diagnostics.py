@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from pyro_irm.analysis.convert import row_values
 from pyro_irm.groups import GROUP_NAMES, NUM_GROUPS
 
 
@@ -116,7 +117,7 @@ def diagnose_inference_data(idata, bins: int = 10, no_action_only: bool = False)
     """:func:`diagnose_groups` on ArviZ data from :func:`pyro_irm.analysis.to_inference_data`
     (needs the simulated truth in ``constant_data``). ``no_action_only`` keeps the rows with y = 0,
     where the groups are uncertain."""
-    probabilities = idata["posterior"]["group_probability"].mean(dim=("chain", "draw")).values
+    probabilities = row_values(idata, "group_probability")
     try:
         true_groups = idata["constant_data"]["true_group"].values
     except KeyError:

@@ -14,8 +14,17 @@ keep = [
     n
     for n in tree.body
     if isinstance(n, ast.FunctionDef)
-    and n.name in ("_arviz", "arviz_major_version", "from_groups", "summary")
-]
+    and n.name
+    in (
+        "_arviz",
+        "arviz_major_version",
+        "from_groups",
+        "summary",
+        "with_point_estimates",
+        "has_group",
+        "row_values",
+    )
+] + [n for n in tree.body if isinstance(n, ast.Assign) and getattr(n.targets[0], "id", "") == "POINT_GROUP"]
 module = types.ModuleType("convert_subset")
 module.__dict__.update(warnings=warnings, np=np, Any=object)
 exec(compile(ast.Module(body=keep, type_ignores=[]), "convert.py", "exec"), module.__dict__)
@@ -42,4 +51,16 @@ assert data["posterior"]["group_probability"].mean(dim=("chain", "draw")).values
 assert np.array_equal(data["constant_data"]["true_group"].values, payload["constant_data"]["true_group"])
 assert len(module.summary(data, var_names=["reward"], kind="stats")) == rows
 assert {"mean", "r_hat", "ess_bulk"} <= set(module.summary(data, var_names=["reward"]).columns)
+point = module.with_point_estimates(
+    module.from_groups(
+        {"observed_data": payload["observed_data"]}, dims=dims, coords={"row": np.arange(rows)}
+    ),
+    {"group_probability": p, "reward": rng.normal(size=rows)},
+    dims,
+    {"row": np.arange(rows), "group": groups},
+)
+assert module.has_group(point, "point_estimate") and not module.has_group(point, "posterior")
+assert point["point_estimate"]["group_probability"].dims == ("row", "group")
+assert np.allclose(module.row_values(point, "group_probability"), p)
+assert list(module.summary(point, var_names=["reward"]).columns) == ["mean"]
 print("arviz 1.x: ok")
