@@ -43,6 +43,7 @@ from pyro_irm.inference import (
     TrainConfig,
     estimate_nuisance,
     fit,
+    fit_selected,
 )
 from pyro_irm.models import ModelConfig, RewardModel
 from pyro_irm.models.identifiability import IdentifiabilityWarning
@@ -84,6 +85,7 @@ __all__ = [
     "evaluate_run",
     "fit",
     "fit_log",
+    "fit_selected",
     "label_metrics",
     "load_preference_set",
     "read_log",

@@ -17,7 +17,8 @@ Variants (what a user with such a log could fit):
 * ``implicitrm_labels``: the same with the labelled rows' preference in the fit;
 * ``oracle``: the same network trained on the true preference of every training row.
 
-Every ImplicitRM variant sees the same context columns (position, log length, code block).
+Every ImplicitRM variant sees the same context columns (position, log length, code block). Every
+variant chooses its reward network's width among ``reward_widths`` by its own held-out score.
 """
 
 from __future__ import annotations
@@ -38,7 +39,7 @@ from pyro_irm.channels import ChannelSpec
 from pyro_irm.data.chatlog import CHATLOG_CHANNELS, ChatLogConfig, simulate_chatlog_actions
 from pyro_irm.data.feedback import FeedbackData, make_truth
 from pyro_irm.inference.config import TrainConfig
-from pyro_irm.inference.svi import fit
+from pyro_irm.inference.svi import fit_selected
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.identifiability import IdentifiabilityWarning
 from pyro_irm.models.reward_model import RewardModel
@@ -81,6 +82,13 @@ class ChatLogBenchmarkConfig:
         default=120.0, metadata={"help": "implicitrm_or: dwell seconds above which a row counts as acted"}
     )
     max_epochs: int = field(default=100, metadata={"help": "upper bound on epochs per fit"})
+    reward_widths: tuple[str, ...] = field(
+        default=("256,64", "64", "32"),
+        metadata={
+            "help": "reward network hidden widths to choose from, each as comma-separated widths; "
+            "every variant keeps the one with its best held-out score (never the test labels)"
+        },
+    )
 
     def __post_init__(self) -> None:
         unknown = sorted(set(self.variants) - set(CHATLOG_VARIANTS))
@@ -90,6 +98,22 @@ class ChatLogBenchmarkConfig:
             )
         if self.seeds < 1:
             raise ValueError(f"seeds must be at least 1, got {self.seeds}")
+        if not self.reward_widths:
+            raise ValueError("reward_widths: give at least one layout")
+        for layout in self.reward_widths:
+            try:
+                widths = tuple(int(w) for w in str(layout).split(",") if w.strip())
+            except ValueError:
+                raise ValueError(f"reward_widths: {layout!r} is not comma-separated integers") from None
+            if not widths or min(widths) < 1:
+                raise ValueError(f"reward_widths: {layout!r} needs positive widths")
+
+    def model_configs(self, base: ModelConfig) -> list[ModelConfig]:
+        """``base`` with each reward layout of :attr:`reward_widths`."""
+        return [
+            replace(base, reward_hidden=tuple(int(w) for w in str(layout).split(",") if w.strip()))
+            for layout in self.reward_widths
+        ]
 
 
 @dataclass
@@ -326,17 +350,19 @@ def compare_variants(
             fit_started = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", IdentifiabilityWarning)
-                result = fit(variant_rows, train_config, model_config)
+                result, chosen = fit_selected(variant_rows, train_config, config.model_configs(model_config))
             metrics = evaluate(result.reward_model)
             metrics["seconds"] = time.perf_counter() - fit_started
+            metrics["reward_width"] = float(chosen.reward_hidden[0])
             per_seed.setdefault(variant, []).append(metrics)
             if progress:
                 logger.warning(
-                    "seed %d %-22s auc %.4f length bias %+.3f (%.0f s)",
+                    "seed %d %-22s auc %.4f length bias %+.3f reward %s (%.0f s)",
                     seed,
                     variant,
                     metrics["auc"],
                     metrics["length_bias"],
+                    chosen.reward_hidden,
                     metrics["seconds"],
                 )
     summary = {

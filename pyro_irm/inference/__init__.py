@@ -16,7 +16,7 @@ from pyro_irm.inference.methods import METHOD_NAMES, METHODS, MethodSpec, method
 from pyro_irm.inference.nuisance import EstimatorConfig, Nuisance, estimate_nuisance
 from pyro_irm.inference.objectives import FusedObjective, SVIObjective, heldout_elbo
 from pyro_irm.inference.result import FitHistory, FitResult
-from pyro_irm.inference.svi import complete_nuisance, fit, resolve_device
+from pyro_irm.inference.svi import complete_nuisance, fit, fit_selected, resolve_device
 
 __all__ = [
     "HeadConfig",
@@ -41,6 +41,7 @@ __all__ = [
     "complete_nuisance",
     "estimate_nuisance",
     "fit",
+    "fit_selected",
     "heldout_elbo",
     "method_spec",
     "resolve_device",

@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, replace
 
 import pyro
@@ -90,6 +91,30 @@ def fit(
         logger.info("restart %d: held-out score %.5f", restart, result.best_validation_score)
         if best is None or result.best_validation_score > best.best_validation_score:
             best = result
+    return best
+
+
+def fit_selected(
+    data: FeedbackData,
+    config: TrainConfig,
+    model_configs: Sequence[ModelConfig],
+    estimator_config: EstimatorConfig | None = None,
+    nuisance: Nuisance | None = None,
+) -> tuple[FitResult, ModelConfig]:
+    """Fit each of ``model_configs`` (for example reward networks of several widths) and keep the
+    one with the best held-out score: the held-out ELBO for the Pyro family, minus the held-out risk
+    for the loss family, on the same held-out rows (the split depends on ``config.seed`` alone), so
+    the scores compare. Clean labels play no part. Returns the kept fit and its configuration."""
+    if not model_configs:
+        raise ValueError("model_configs: give at least one configuration to choose from")
+    if config.validation_fraction <= 0 and len(model_configs) > 1:
+        raise ValueError("choosing among configurations needs held-out rows (validation_fraction > 0)")
+    best: tuple[FitResult, ModelConfig] | None = None
+    for model_config in model_configs:
+        result = fit(data, config, model_config, estimator_config, nuisance)
+        logger.info("%s: held-out score %.5f", model_config.reward_hidden, result.best_validation_score)
+        if best is None or result.best_validation_score > best[0].best_validation_score:
+            best = (result, model_config)
     return best
 
 

@@ -1,3 +1,4 @@
+import numpy as np
 import pytest
 import torch
 
@@ -110,3 +111,15 @@ def test_fit_on_cuda_matches_cpu_closely(small_data):
     cpu = fit(small_data, TrainConfig(device="cpu", **FAST)).reward_model.score(small_data.embeddings)
     gpu = fit(small_data, TrainConfig(device="cuda", **FAST)).reward_model.score(small_data.embeddings)
     assert torch.corrcoef(torch.stack([cpu, gpu]))[0, 1] > 0.99
+
+
+def test_fit_selected_keeps_the_configuration_with_the_best_held_out_score(small_data):
+    from pyro_irm import ModelConfig, fit_selected
+
+    config = TrainConfig(inference="fused", max_epochs=4, progress=False)
+    candidates = [ModelConfig(reward_hidden=(2,)), ModelConfig(reward_hidden=(64, 32))]
+    scores = [fit(small_data, config, c).best_validation_score for c in candidates]
+    result, chosen = fit_selected(small_data, config, candidates)
+    assert scores[0] != scores[1]
+    assert chosen == candidates[int(np.argmax(scores))]
+    assert result.best_validation_score == max(scores)
