@@ -56,7 +56,7 @@ def as_float_tensor(name: str, value: ArrayLike) -> torch.Tensor:
     return value
 
 
-def _first_non_finite(name: str, values: torch.Tensor) -> None:
+def first_non_finite(name: str, values: torch.Tensor) -> None:
     """Raise naming the first row (and column) of ``values`` holding NaN or inf; scans in chunks."""
     for start in range(0, values.shape[0], _VALIDATION_CHUNK_ROWS):
         chunk = values[start : start + _VALIDATION_CHUNK_ROWS]
@@ -138,8 +138,8 @@ class FeedbackData:
                 f"actions: {num_channels} column(s) but {len(channels)} channel(s) declared "
                 f"({', '.join(c.name for c in channels)}); declare one channel per column"
             )
-        _first_non_finite("embeddings", embeddings)
-        _first_non_finite("actions", actions)
+        first_non_finite("embeddings", embeddings)
+        first_non_finite("actions", actions)
         columns = actions[:, None] if actions.dim() == 1 else actions
         for k, channel in enumerate(channels):
             if channel.kind != "binary":
@@ -161,7 +161,7 @@ class FeedbackData:
                 context = context[:, None]
             if context.dim() != 2 or context.shape[0] != num_rows:
                 raise ValueError(f"context: expected shape ({num_rows}, columns), got {tuple(context.shape)}")
-            _first_non_finite("context", context)
+            first_non_finite("context", context)
             object.__setattr__(self, "context", context)
 
         if self.labels is not None:
@@ -302,7 +302,7 @@ def _row_vector(name: str, value: ArrayLike, num_rows: int) -> torch.Tensor:
     vector = as_float_tensor(name, value).reshape(-1)
     if vector.shape[0] != num_rows:
         raise ValueError(f"{name}: {vector.shape[0]} rows but embeddings has {num_rows}")
-    _first_non_finite(name, vector)
+    first_non_finite(name, vector)
     return vector
 
 

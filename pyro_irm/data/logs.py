@@ -14,6 +14,8 @@ import gzip
 import hashlib
 import json
 import math
+import os
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -489,32 +491,45 @@ def read_log(
 
 
 def write_records(path: str | Path, records: Sequence[dict[str, Any]] | Iterable[dict[str, Any]]) -> Path:
-    """Write records to JSONL, CSV/TSV (``.gz`` allowed) or Parquet, chosen by ``path``'s suffix."""
+    """Write records to JSONL, CSV/TSV (``.gz`` allowed) or Parquet, chosen by ``path``'s suffix.
+
+    The file appears complete or not at all: it is written under a temporary name beside ``path``
+    and renamed over it only when every record is written (a killed or failed write leaves no
+    partial ``path``).
+    """
     path = Path(path)
+    suffix = data_suffix(path)
+    if suffix not in (*JSON_SUFFIXES, *CSV_SUFFIXES, *PARQUET_SUFFIXES):
+        raise ValueError(f"{path}: unknown output format {suffix!r}; use .jsonl, .csv, .tsv or .parquet")
     path.parent.mkdir(parents=True, exist_ok=True)
     records = list(records)
-    suffix = data_suffix(path)
     gz = path.suffix.lower() == ".gz"
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(handle)
+    temporary = Path(temporary)
     opener = (
         (lambda p: gzip.open(p, "wt", encoding="utf-8", newline=""))
         if gz
         else (lambda p: open(p, "w", encoding="utf-8", newline=""))
     )
-    if suffix in JSON_SUFFIXES:
-        with opener(path) as handle:
-            for record in records:
-                handle.write(json.dumps(record, ensure_ascii=False) + "\n")
-    elif suffix in CSV_SUFFIXES:
-        columns = list(dict.fromkeys(key for record in records for key in record))
-        with opener(path) as handle:
-            writer = csv.DictWriter(handle, columns, delimiter="\t" if suffix == ".tsv" else ",")
-            writer.writeheader()
-            writer.writerows(records)
-    elif suffix in PARQUET_SUFFIXES:
-        import pyarrow as pa
-        import pyarrow.parquet as pq
+    try:
+        if suffix in JSON_SUFFIXES:
+            with opener(temporary) as out:
+                for record in records:
+                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+        elif suffix in CSV_SUFFIXES:
+            columns = list(dict.fromkeys(key for record in records for key in record))
+            with opener(temporary) as out:
+                writer = csv.DictWriter(out, columns, delimiter="\t" if suffix == ".tsv" else ",")
+                writer.writeheader()
+                writer.writerows(records)
+        else:
+            import pyarrow as pa
+            import pyarrow.parquet as pq
 
-        pq.write_table(pa.Table.from_pylist(records), path)
-    else:
-        raise ValueError(f"{path}: unknown output format {suffix!r}; use .jsonl, .csv, .tsv or .parquet")
+            pq.write_table(pa.Table.from_pylist(records), temporary)
+        os.replace(temporary, path)
+    except BaseException:
+        temporary.unlink(missing_ok=True)
+        raise
     return path

@@ -102,9 +102,24 @@ def load_embeddings(path: str | Path) -> tuple[np.ndarray, dict]:
         raise ValueError(
             f"{path}: expected a (rows, dim) float32 array, got {embeddings.shape} {embeddings.dtype}"
         )
+    _check_finite(path, embeddings)
     sidecar = sidecar_path(path)
     metadata = json.loads(sidecar.read_text()) if sidecar.exists() else {}
     return embeddings, metadata
+
+
+def _check_finite(path: Path, embeddings: np.ndarray, chunk_rows: int = 65_536) -> None:
+    """Raise naming the file, row and column of the first NaN or infinite value (scanned in chunks,
+    so a memory map is never copied whole)."""
+    for start in range(0, embeddings.shape[0], chunk_rows):
+        chunk = embeddings[start : start + chunk_rows]
+        bad = ~np.isfinite(chunk)
+        if bad.any():
+            row, column = np.argwhere(bad)[0]
+            raise ValueError(
+                f"{path}: row {start + row}, column {column} is {chunk[row, column]}; every embedding "
+                "value must be finite. Re-embed the log (pyro-irm embed)"
+            )
 
 
 def sidecar_path(path: Path) -> Path:

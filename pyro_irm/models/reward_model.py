@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from pyro_irm.channels import DEFAULT_CHANNELS, ChannelSpec
-from pyro_irm.data.feedback import as_float_tensor
+from pyro_irm.data.feedback import as_float_tensor, first_non_finite
 from pyro_irm.models.base import FeedbackModel
 from pyro_irm.models.bayesian_head import HeadPosterior
 from pyro_irm.models.config import ModelConfig
@@ -54,14 +54,17 @@ class RewardModel:
         return self.model.context_dim
 
     def _checked(self, embeddings, context) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Validated inputs: the right width, and finite (a NaN would score as NaN silently)."""
         embeddings = as_float_tensor("embeddings", embeddings)
         if embeddings.dim() != 2 or embeddings.shape[1] != self.embedding_dim:
             raise ValueError(
                 f"embeddings: expected shape (rows, {self.embedding_dim}), got {tuple(embeddings.shape)}"
             )
+        first_non_finite("embeddings", embeddings)
         if context is not None:
             context = as_float_tensor("context", context)
             context = context[:, None] if context.dim() == 1 else context
+            first_non_finite("context", context)
         return embeddings, context
 
     @torch.no_grad()
