@@ -29,8 +29,7 @@ from pyro_irm.benchmark.chatlog import (
     run_log_benchmark,
 )
 from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
-from pyro_irm.cli.schema import add_schema_options, schema_from_args
-from pyro_irm.data.logs import read_log
+from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
 from pyro_irm.encoders.config import EncoderConfig
 from pyro_irm.inference.methods import METHOD_NAMES
 from pyro_irm.inference.nuisance import EstimatorConfig
@@ -154,9 +153,7 @@ def _chat_config(args, file_config: dict, seeds: int) -> ChatLogBenchmarkConfig:
 def _benchmark_log(args, config, file_config, model_config, encoder_config, started) -> int:
     """The variants on the user's own log: fit on the log, scored on its held-out labelled rows."""
     schema = schema_from_args(args)
-    log = read_log(args.log, schema, on_error="skip" if args.skip_bad_rows else "raise", split=args.split)
-    if not args.quiet:
-        print(log.report.summary(), file=sys.stderr)
+    log = read_log_from_args(args, args.log, schema)
     embeddings, _ = embeddings_for(log, args.embeddings, encoder_config, args.cache_dir, not args.quiet)
     data = log.to_feedback(embeddings)
     log_length = np.log1p([len(r) for r in log.responses])

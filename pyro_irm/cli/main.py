@@ -20,9 +20,14 @@ import numpy as np
 
 from pyro_irm.cli.benchmark import add_benchmark_parser
 from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
-from pyro_irm.cli.schema import add_schema_options, schema_from_args
+from pyro_irm.cli.schema import (
+    add_bad_fraction_option,
+    add_schema_options,
+    read_log_from_args,
+    schema_from_args,
+)
 from pyro_irm.data.chatlog import ChatLogConfig, chatlog_records
-from pyro_irm.data.logs import LogSchema, read_log, write_records
+from pyro_irm.data.logs import LogSchema, write_records
 from pyro_irm.data.preference_sets import PREFERENCE_SETS, load_preference_set, simulate_log
 from pyro_irm.data.simulate import SimulationConfig
 from pyro_irm.demo import DemoConfig, run_demo
@@ -77,9 +82,7 @@ def _say(args: argparse.Namespace, message: str) -> None:
 
 
 def _read(args: argparse.Namespace, source: str, schema: LogSchema):
-    log = read_log(source, schema, on_error="skip" if args.skip_bad_rows else "raise", split=args.split)
-    _say(args, log.report.summary())
-    return log
+    return read_log_from_args(args, source, schema)
 
 
 def _add_encoder_options(parser: argparse.ArgumentParser) -> None:
@@ -343,8 +346,7 @@ def _report(args: argparse.Namespace) -> int:
     source = args.log or run.info.get("log")
     if source is None:
         raise ValueError(f"{run.directory}/run.json names no log; give one with --log")
-    log = read_log(source, run.schema, on_error="skip" if args.skip_bad_rows else "raise")
-    _say(args, log.report.summary())
+    log = read_log_from_args(args, source, run.schema)
     embeddings = _run_embeddings(run, log, args)
     path = write_report(run, log, embeddings, args.out)
     print(f"Wrote {path}")
@@ -550,6 +552,7 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--embeddings", help="precomputed embeddings of that log")
     report.add_argument("--out", help="output directory (default: RUN_DIR/report)")
     report.add_argument("--skip-bad-rows", action="store_true", help="drop malformed rows (default: stop)")
+    add_bad_fraction_option(report)
     _add_cache_option(report)
     _add_common(report)
     report.set_defaults(handler=_report)

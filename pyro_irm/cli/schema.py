@@ -4,8 +4,9 @@ every command that reads a log."""
 from __future__ import annotations
 
 import argparse
+import sys
 
-from pyro_irm.data.logs import LogSchema
+from pyro_irm.data.logs import LogSchema, read_log
 
 
 def add_schema_options(parser: argparse.ArgumentParser, actions: bool = True, labels: bool = True) -> None:
@@ -73,6 +74,31 @@ def add_schema_options(parser: argparse.ArgumentParser, actions: bool = True, la
         action="store_true",
         help="drop rows that do not fit the schema and report them (default: stop)",
     )
+    add_bad_fraction_option(group)
+
+
+def add_bad_fraction_option(parser) -> None:
+    parser.add_argument(
+        "--max-bad-fraction",
+        type=float,
+        default=0.01,
+        help="with --skip-bad-rows, stop when more than this share of rows would be dropped (default: 0.01)",
+    )
+
+
+def read_log_from_args(args: argparse.Namespace, source: str, schema: LogSchema):
+    """Read a log as the command's options say. What was dropped is always reported, even with
+    --quiet: dropped rows are never silent."""
+    log = read_log(
+        source,
+        schema,
+        on_error="skip" if args.skip_bad_rows else "raise",
+        split=getattr(args, "split", None),
+        max_bad_fraction=args.max_bad_fraction if args.skip_bad_rows else None,
+    )
+    if log.report.dropped or not getattr(args, "quiet", False):
+        print(log.report.summary(), file=sys.stderr)
+    return log
 
 
 def schema_from_args(args: argparse.Namespace, actions: bool = True, labels: bool = True) -> LogSchema:

@@ -366,6 +366,7 @@ def read_log(
     schema: LogSchema | None = None,
     on_error: OnError = "raise",
     split: str | None = None,
+    max_bad_fraction: float | None = None,
 ) -> FeedbackLog:
     """Read and validate a log (JSONL, CSV/TSV, Parquet, a saved or hub ``datasets`` data set).
 
@@ -375,6 +376,9 @@ def read_log(
         on_error: ``"raise"`` stops at the first bad row with a :class:`LogFormatError` naming the
             file, row and field; ``"skip"`` drops bad rows and records why in ``log.report``.
         split: the split of a ``datasets`` source.
+        max_bad_fraction: with ``on_error="skip"``, stop with a :class:`LogFormatError` when more
+            than this share of the rows would be dropped (a wrong column mapping, not a few bad
+            rows); None for no limit.
     """
     schema = schema or LogSchema()
     if on_error not in ("raise", "skip"):
@@ -464,6 +468,13 @@ def read_log(
         user_ids.append(user_id)
         rows.append(row)
     report = LoadReport(str(source), rows_read, tuple(dropped))
+    if max_bad_fraction is not None and rows_read and len(dropped) > max_bad_fraction * rows_read:
+        raise LogFormatError(
+            f"{source}: {len(dropped)} of {rows_read} rows ({len(dropped) / rows_read:.1%}) do not fit the "
+            f"schema, more than the {max_bad_fraction:.1%} allowed ({report.summary()}). Check the column "
+            "mapping (a graded label needs --label-threshold, counts need --action-threshold) or raise "
+            "--max-bad-fraction"
+        )
     if not responses:
         raise LogFormatError(f"{source}: no usable rows ({report.summary()})")
     label_array = np.asarray(labels, dtype=np.float32)

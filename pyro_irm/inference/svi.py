@@ -134,6 +134,7 @@ def _fit_once(
         raise TypeError(f"data must be FeedbackData, got {type(data).__name__}")
     check_setting(config.method, data.setting)
     labels = training_labels(data, config.method)
+    check_learnable(data, config.method, labels)
     device = resolve_device(config.device)
     nuisance = complete_nuisance(data, config.method, estimator_config, nuisance, config.seed)
     if config.fit_labels:
@@ -329,6 +330,26 @@ def _with_flip_rates(model_config: ModelConfig, nuisance: Nuisance) -> ModelConf
         return model_config
     limit = 0.49  # the channel needs eps < 0.5
     return replace(model_config, eps1=min(nuisance.rho01, limit), eps0=min(nuisance.rho10, limit))
+
+
+def check_learnable(data: FeedbackData, method: str, labels: torch.Tensor) -> None:
+    """Refuse a log from which nothing can be learned: one value in every binary action channel
+    (or, for the oracle, in the preference), so the reward would only learn that constant."""
+    if method == "oracle":
+        columns, names = labels[:, None], ["the true preference"]
+    elif method == "implicitrm":
+        binary = [k for k, c in enumerate(data.channels) if c.kind == "binary"]
+        columns, names = data.action_matrix[:, binary], [f"channel {data.channels[k].name!r}" for k in binary]
+    else:
+        columns, names = labels[:, None], ["the action (any positive channel)"]
+    constant = bool((columns.amin(0) == columns.amax(0)).all())
+    if constant:
+        values = ", ".join(f"{name} is {int(columns[0, k])}" for k, name in enumerate(names))
+        raise ValueError(
+            f"every one of the {len(data)} rows has the same action ({values} on every row): a reward "
+            "cannot be learned from a log without both acted and silent rows. Check the action columns "
+            "and thresholds (--action-col, --action-threshold) or the rows read"
+        )
 
 
 def _count_labels(data: FeedbackData) -> int:
