@@ -24,7 +24,6 @@ variant chooses its reward network's width among ``reward_widths`` by its own he
 from __future__ import annotations
 
 import logging
-import math
 import time
 import warnings
 from collections.abc import Callable
@@ -36,8 +35,8 @@ import torch
 from pyro_irm.analysis.metrics import best_of_n_win_rate, feature_bias, label_metrics
 from pyro_irm.benchmark.datasets import EmbeddedSet, ScoredSplit
 from pyro_irm.channels import ChannelSpec
-from pyro_irm.data.chatlog import CHATLOG_CHANNELS, ChatLogConfig, simulate_chatlog_actions
-from pyro_irm.data.feedback import FeedbackData, make_truth
+from pyro_irm.data.chatlog import ChatLogConfig, chatlog_feedback
+from pyro_irm.data.feedback import FeedbackData
 from pyro_irm.inference.config import TrainConfig
 from pyro_irm.inference.svi import fit_selected
 from pyro_irm.models.config import ModelConfig
@@ -127,22 +126,11 @@ class ChatLogBenchmarkResult:
     rates: dict[str, float]
 
 
-def _context(split: ScoredSplit, positions: torch.Tensor) -> torch.Tensor:
-    columns = torch.stack(
-        [positions, torch.as_tensor(split.log_length).float(), torch.as_tensor(split.has_code).float()], 1
-    )
-    return (columns - columns.mean(0)) / columns.std(0).clamp_min(1e-6)
-
-
-def _columns(base: FeedbackData, polarity: str, kind: str = "binary") -> list[int]:
-    return [k for k, c in enumerate(base.channels) if c.kind == kind and c.polarity == polarity]
-
-
 def available_variants(base: FeedbackData, has_truth: bool) -> tuple[str, ...]:
     """The variants that apply to a log: a negative channel, users, labels and (for the oracle)
     the truth of every row are needed by the variants that use them."""
     skip = set()
-    if not _columns(base, "negative"):
+    if not base.channel_columns("negative"):
         skip.add("naive_no_negative")
     if base.users is None:
         skip.add("implicitrm_users")
@@ -159,7 +147,7 @@ def variant_data(
     """What ``variant`` fits, from the log's declared channels: its data, settings and method."""
     columns = base.action_matrix
     positive = base.action
-    continuous = _columns(base, "positive", "continuous")
+    continuous = base.channel_columns("positive", "continuous")
     one = (ChannelSpec("action"),)
     single = dict(channels=one, users=None)
     if variant == "naive":
@@ -169,7 +157,7 @@ def variant_data(
     if variant == "oracle":
         return replace(base, actions=positive, **single), TrainConfig(), "oracle"
     if variant == "implicitrm_one_channel":
-        first = _columns(base, "positive")[0]
+        first = base.channel_columns("positive")[0]
         return replace(base, actions=columns[:, first], **single), TrainConfig(), "implicitrm"
     if variant == "implicitrm_or":
         acted = positive
@@ -185,46 +173,39 @@ def variant_data(
     raise ValueError(f"unknown variant {variant!r}")
 
 
-def draw_chatlog(
-    split: ScoredSplit, threshold: float, config: ChatLogConfig
-) -> tuple[FeedbackData, torch.Tensor]:
-    """The chat log of one seed on ``split``: its four channels, users, context, labels and truth;
-    also the rows' true preference."""
+def draw_chatlog(split: ScoredSplit, threshold: float, config: ChatLogConfig) -> FeedbackData:
+    """The chat log of one seed on ``split`` (:func:`~pyro_irm.data.chatlog.chatlog_feedback`)."""
     preference = torch.as_tensor(split.scores > threshold).float()
-    drawn = simulate_chatlog_actions(
-        preference, torch.as_tensor(split.log_length).float(), torch.as_tensor(split.has_code).float(), config
-    )
-    truth = make_truth(
-        preference, drawn.propensity, preference, drawn.propensity_probability, torch.as_tensor(split.scores)
-    )
-    labels = torch.where(drawn.has_label, preference, torch.full_like(preference, math.nan))
-    data = FeedbackData(
-        embeddings=torch.as_tensor(split.embeddings),
-        actions=drawn.actions,
-        channels=CHATLOG_CHANNELS,
-        context=_context(split, drawn.positions),
-        truth=truth,
-        labels=labels,
-        users=drawn.users,
+    return chatlog_feedback(
+        torch.as_tensor(split.embeddings),
+        preference,
+        torch.as_tensor(split.scores),
+        torch.as_tensor(split.log_length).float(),
+        torch.as_tensor(split.has_code).float(),
+        config,
         prompt_ids=torch.as_tensor(split.prompt_ids),
     )
-    return data, preference
 
 
-def test_metrics(rewards: torch.Tensor, split: ScoredSplit, threshold: float) -> dict[str, float]:
-    """The chat-log metrics of rewards ``(N,)`` on the test split: against the clean labels, and
-    the length bias against the graded score (a continuous truth, so that a continuous reward is
-    not compared with a 0/1 variable, whose rank correlation is attenuated by ties)."""
-    labels = (split.scores > threshold).astype(np.float32)
-    probability = torch.sigmoid(rewards).numpy()
-    metrics = label_metrics(labels, probability, split.prompt_ids, split.scores)
+def reward_metrics(
+    rewards: torch.Tensor,
+    labels: np.ndarray,
+    prompt_ids: np.ndarray,
+    log_length: np.ndarray,
+    graded: np.ndarray | None = None,
+) -> dict[str, float]:
+    """The chat-log metrics of rewards ``(N,)`` against 0/1 ``labels``. ``graded`` is the graded
+    true score where there is one: it orders pairs within prompt and is what the length bias is
+    measured against (a continuous truth, so that a continuous reward is not compared with a 0/1
+    variable, whose rank correlation is attenuated by ties); the labels stand in without it."""
+    metrics = label_metrics(labels, torch.sigmoid(rewards).numpy(), prompt_ids, graded)
     return {
         "auc": metrics["auc"],
         "pairwise_accuracy": metrics["pairwise_accuracy"],
-        "best_of_n": best_of_n_win_rate(labels, rewards.numpy(), split.prompt_ids),
+        "best_of_n": best_of_n_win_rate(labels, rewards.numpy(), prompt_ids),
         "log_loss": metrics["log_loss"],
         "ece": metrics["ece"],
-        "length_bias": feature_bias(rewards.numpy(), split.log_length, split.scores),
+        "length_bias": feature_bias(rewards.numpy(), log_length, labels if graded is None else graded),
         "mae": metrics["mae"],
     }
 
@@ -242,9 +223,16 @@ def run_chatlog_benchmark(
     if data.train.log_length is None:
         raise ValueError(f"{data.name}: the chat-log benchmark needs response lengths and code flags")
     test_embeddings = torch.as_tensor(data.test.embeddings)
+    test_labels = data.preference(data.test)
     return compare_variants(
-        lambda seed: draw_chatlog(data.train, data.threshold, replace(chatlog, seed=seed))[0],
-        lambda model: test_metrics(model.score(test_embeddings), data.test, data.threshold),
+        lambda seed: draw_chatlog(data.train, data.threshold, replace(chatlog, seed=seed)),
+        lambda model: reward_metrics(
+            model.score(test_embeddings),
+            test_labels,
+            data.test.prompt_ids,
+            data.test.log_length,
+            data.test.scores,
+        ),
         config,
         model_config,
         data.description,
@@ -285,18 +273,7 @@ def run_log_benchmark(
     test_length = np.asarray(log_length)[evaluation.numpy()]
 
     def evaluate(model) -> dict[str, float]:
-        rewards = model.score(test.embeddings)
-        probability = torch.sigmoid(rewards).numpy()
-        metrics = label_metrics(labels, probability, test_prompts)
-        return {
-            "auc": metrics["auc"],
-            "pairwise_accuracy": metrics["pairwise_accuracy"],
-            "best_of_n": best_of_n_win_rate(labels, rewards.numpy(), test_prompts),
-            "log_loss": metrics["log_loss"],
-            "ece": metrics["ece"],
-            "length_bias": feature_bias(rewards.numpy(), test_length, labels),
-            "mae": metrics["mae"],
-        }
+        return reward_metrics(model.score(test.embeddings), labels, test_prompts, test_length)
 
     description = (
         f"{description or 'log'}: {len(train)} rows to fit, {len(test)} labelled rows held out "

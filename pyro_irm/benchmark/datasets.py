@@ -15,7 +15,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pyro_irm.data.chatlog import response_features
+from pyro_irm.data.chatlog import response_features, synthetic_response_features
 from pyro_irm.data.preference_sets import PREFERENCE_SETS, ScoredResponses, load_preference_set
 from pyro_irm.data.simulate import SimulationConfig, simulate
 from pyro_irm.encoders import EncoderConfig, TextEncoder, embed_rows, open_cache
@@ -162,15 +162,13 @@ def _synthetic(num_rows: int) -> EmbeddedSet:
 
     def split(data) -> ScoredSplit:
         # Rows of a synthetic world have no prompts; pairs of consecutive rows stand in for them.
-        # Two fixed directions of the embedding stand for log length and a code block.
-        directions = torch.randn(data.embedding_dim, 2, generator=torch.Generator().manual_seed(7919))
-        projections = (data.embeddings @ (directions / directions.norm(dim=0))).numpy()
+        log_length, has_code = synthetic_response_features(data.embeddings)
         return ScoredSplit(
             data.embeddings.numpy(),
             data.truth.score.double().numpy(),
             np.arange(len(data)) // 2,
-            6.0 + 0.8 * projections[:, 0],
-            (projections[:, 1] > 0.8).astype(np.float32),
+            log_length.numpy(),
+            has_code.numpy(),
         )
 
     train, test = split(train_data), split(test_data)

@@ -245,6 +245,52 @@ def chatlog_records(
     return records
 
 
+def synthetic_response_features(
+    embeddings: torch.Tensor, world_seed: int = 0
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(log_length (N,), has_code (N,))`` for rows without text: two fixed directions of the
+    embedding stand for the response's log length and (above a threshold) a code block."""
+    world = torch.Generator().manual_seed(world_seed + 7919)
+    directions = torch.randn(embeddings.shape[1], 2, generator=world)
+    projections = embeddings @ (directions / directions.norm(dim=0, keepdim=True))
+    return 6.0 + 0.8 * projections[:, 0], (projections[:, 1] > 0.8).float()
+
+
+def chatlog_feedback(
+    embeddings: torch.Tensor,
+    preference: torch.Tensor,
+    score: torch.Tensor,
+    log_length: torch.Tensor,
+    has_code: torch.Tensor,
+    config: ChatLogConfig,
+    preference_probability: torch.Tensor | None = None,
+    prompt_ids: torch.Tensor | None = None,
+) -> FeedbackData:
+    """A chat log drawn by ``config`` on rows of known preference ``(N,)``, as the model sees it:
+    the four channels, users, the standardized context (position, log length, code flag), labels
+    on ``label_fraction`` of the rows (NaN elsewhere) and the truth."""
+    drawn = simulate_chatlog_actions(preference, log_length, has_code, config)
+    context = torch.stack([drawn.positions, log_length.float(), has_code.float()], dim=1)
+    context = (context - context.mean(0)) / context.std(0).clamp_min(1e-6)
+    truth = make_truth(
+        preference,
+        drawn.propensity,
+        preference if preference_probability is None else preference_probability,
+        drawn.propensity_probability,
+        score,
+    )
+    return FeedbackData(
+        embeddings=embeddings,
+        actions=drawn.actions,
+        channels=CHATLOG_CHANNELS,
+        context=context,
+        truth=truth,
+        labels=torch.where(drawn.has_label, preference, torch.full_like(preference, float("nan"))),
+        users=drawn.users,
+        prompt_ids=prompt_ids,
+    )
+
+
 def simulate_chatlog(
     num_rows: int = 20_000,
     embedding_dim: int = 32,
@@ -252,11 +298,9 @@ def simulate_chatlog(
     world_seed: int = 0,
 ) -> FeedbackData:
     """A synthetic chat log (no text): :func:`~pyro_irm.data.simulate`'s embeddings and true
-    preference, with the chat-log channels, users and labels drawn by ``config``.
-
-    Two fixed directions of the embedding stand for the response's log length and (above a
-    threshold) a code block; the context columns are the standardized position, log length and
-    code flag. ``seed`` of ``config`` draws the rows, ``world_seed`` the truth they share.
+    preference, with the chat-log channels, users and labels drawn by ``config``
+    (:func:`chatlog_feedback`; length and code from :func:`synthetic_response_features`).
+    ``seed`` of ``config`` draws the rows, ``world_seed`` the truth they share.
     """
     config = config or ChatLogConfig()
     base = simulate(
@@ -264,30 +308,14 @@ def simulate_chatlog(
             num_rows=num_rows, embedding_dim=embedding_dim, seed=config.seed, world_seed=world_seed
         )
     )
-    world = torch.Generator().manual_seed(world_seed + 7919)
-    directions = torch.randn(embedding_dim, 2, generator=world)
-    directions = directions / directions.norm(dim=0, keepdim=True)
-    projections = base.embeddings @ directions
-    log_length = 6.0 + 0.8 * projections[:, 0]
-    has_code = (projections[:, 1] > 0.8).float()
-    preference = base.truth.preference
-    drawn = simulate_chatlog_actions(preference, log_length, has_code, config)
-    context = torch.stack([drawn.positions, log_length, has_code], dim=1)
-    context = (context - context.mean(0)) / context.std(0).clamp_min(1e-6)
-    truth = make_truth(
-        preference,
-        drawn.propensity,
-        base.truth.preference_probability,
-        drawn.propensity_probability,
-        base.truth.score,
-    )
-    labels = torch.where(drawn.has_label, preference, torch.full_like(preference, float("nan")))
-    return FeedbackData(
-        embeddings=base.embeddings,
-        actions=drawn.actions,
-        channels=CHATLOG_CHANNELS,
-        context=context,
-        truth=truth,
-        labels=labels,
-        users=drawn.users,
+    log_length, has_code = synthetic_response_features(base.embeddings, world_seed)
+    truth = base.truth
+    return chatlog_feedback(
+        base.embeddings,
+        truth.preference,
+        truth.score,
+        log_length,
+        has_code,
+        config,
+        truth.preference_probability,
     )

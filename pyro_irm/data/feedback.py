@@ -245,13 +245,17 @@ class FeedbackData:
         """``(N, K)``: every channel's column."""
         return self.actions if self.actions.dim() == 2 else self.actions[:, None]
 
+    def channel_columns(self, polarity: str, kind: str = "binary") -> list[int]:
+        """Indices of the channels of this polarity and kind, in column order."""
+        return [k for k, c in enumerate(self.channels) if c.kind == kind and c.polarity == polarity]
+
     @property
     def action(self) -> torch.Tensor:
         """``(N,)`` in {0, 1}: 1 where any positive binary channel fired (what single-action
         estimators such as naive see; with one channel it is that channel)."""
         if self.actions.dim() == 1:
             return self.actions
-        positive = [k for k, c in enumerate(self.channels) if c.kind == "binary" and c.sign > 0]
+        positive = self.channel_columns("positive")
         if not positive:
             raise ValueError(
                 "this log has no positive binary channel, so it has no single 'acted' column for "
@@ -261,7 +265,7 @@ class FeedbackData:
 
     def action_without_negative(self) -> torch.Tensor:
         """``(N,)``: a positive action and no negative one (the heuristic label of a real log)."""
-        negative = [k for k, c in enumerate(self.channels) if c.kind == "binary" and c.sign < 0]
+        negative = self.channel_columns("negative")
         if not negative:
             return self.action
         return self.action * (1 - self.actions[:, negative].amax(dim=1))

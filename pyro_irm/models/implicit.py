@@ -302,6 +302,16 @@ class ImplicitFeedbackModel(FeedbackModel):
     ) -> torch.Tensor:
         """``log p(r, o, y, label | row)`` of each group ``(B, 4)``: :meth:`rows_model` traced with
         (r, o) set to the four groups and its sites' log-probabilities summed."""
+        trace = self._group_trace(reward, embeddings, labels, context, observed, users, explicit_labels)
+        joint = sum(site["log_prob"] for site in trace.nodes.values() if site["type"] == "sample")
+        joint = joint.expand(len(GROUP_PREFERENCE), reward.shape[0]).transpose(0, 1)  # (B, 4)
+        if observed is not None:
+            o = self.group_propensity.to(reward.dtype)
+            joint = joint + observed_group_mask(observed.to(reward.dtype), o).to(reward.dtype)
+        return joint
+
+    def _group_trace(self, reward, embeddings, labels, context, observed, users, explicit_labels):
+        """The trace of :meth:`rows_model` at the four groups (sites' log-probabilities ``(4, B)``)."""
         dtype = reward.dtype
         grid = {"preference": self.group_preference.to(dtype)[:, None]}  # (4, 1)
         if observed is None:
@@ -314,15 +324,7 @@ class ImplicitFeedbackModel(FeedbackModel):
                 reward, embeddings, labels, context, observed, self.user_offsets(users), explicit_labels
             )
         trace.compute_log_prob()
-        joint = torch.zeros((len(GROUP_PREFERENCE), reward.shape[0]), dtype=dtype, device=reward.device)
-        for site in trace.nodes.values():
-            if site["type"] == "sample":
-                joint = joint + site["log_prob"]
-        joint = joint.transpose(0, 1)  # (B, 4)
-        if observed is not None:
-            o = self.group_propensity.to(dtype)
-            joint = joint + observed_group_mask(observed, o).to(dtype)
-        return joint
+        return trace
 
     def global_log_prob(self) -> torch.Tensor:
         """Log-density of the global latents at their point estimates (the users' prior)."""
@@ -338,13 +340,9 @@ class ImplicitFeedbackModel(FeedbackModel):
     def channel_log_likelihood(
         self, embeddings: torch.Tensor, actions: torch.Tensor, context: torch.Tensor | None = None
     ) -> torch.Tensor:
-        """``sum_k log p(y_k | r, o, row)`` of each group ``(B, 4)``: the actions' part of the joint."""
-        r = self.group_preference.to(embeddings.dtype)
-        o = self.group_propensity.to(embeddings.dtype)
-        features = self.emission_features(embeddings, context)
-        actions = actions if actions.dim() == 2 else actions[:, None]
-        total = torch.zeros((len(r), embeddings.shape[0]), dtype=embeddings.dtype, device=embeddings.device)
-        for k, channel in enumerate(self.channels):
-            value = channel.transform(actions[:, k].to(embeddings.dtype))
-            total = total + channel.distribution(r[:, None], o[:, None], features).log_prob(value)
-        return total.transpose(0, 1)
+        """``sum_k log p(y_k | r, o, row)`` of each group ``(B, 4)``: the actions' sites of the
+        traced model (what the amortized guide adds to its logits)."""
+        reward = embeddings.new_zeros(embeddings.shape[0])
+        trace = self._group_trace(reward, embeddings, actions, context, None, None, None)
+        total = sum(trace.nodes[site]["log_prob"] for site in self.sites)
+        return total.expand(len(GROUP_PREFERENCE), embeddings.shape[0]).transpose(0, 1)
