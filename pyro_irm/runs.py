@@ -20,8 +20,9 @@ import numpy as np
 
 from pyro_irm.analysis.metrics import label_metrics
 from pyro_irm.analysis.plots import plot_fit_history
+from pyro_irm.atomic import atomic_directory
 from pyro_irm.data.logs import FeedbackLog, LogSchema
-from pyro_irm.encoders.cache import default_cache_root
+from pyro_irm.encoders.cache import default_cache_root, rows_fingerprint
 from pyro_irm.encoders.config import EncoderConfig
 from pyro_irm.encoders.embed import embed_rows, load_embeddings, open_cache
 from pyro_irm.encoders.encoder import TextEncoder
@@ -71,9 +72,30 @@ def embeddings_for(
                 f"{embeddings_path} has {embeddings.shape[0]} rows but the log has {len(log)} usable rows; "
                 "embed this log with the same column mapping and bad-row handling"
             )
+        check_rows_fingerprint(embeddings_path, metadata, log)
         return embeddings, {k: metadata.get(k) for k in ("encoder", "identity")}
     embeddings, encoder = embed_log(log, encoder_config, cache_root, progress=progress)
     return embeddings, {"encoder": encoder.config.to_dict(), "identity": encoder.identity}
+
+
+def check_rows_fingerprint(embeddings_path: str | Path, metadata: dict, log: FeedbackLog) -> None:
+    """Refuse embeddings whose sidecar names other rows than ``log``'s (another log, another order,
+    other bad-row handling); warn when there is no fingerprint to check."""
+    expected = metadata.get("rows_fingerprint")
+    if expected is None:
+        logger.warning(
+            "%s: no rows fingerprint beside it (in its .json), so nothing checks that its rows are this "
+            "log's rows in this order; embed the log with `pyro-irm embed` to have one",
+            embeddings_path,
+        )
+        return
+    if rows_fingerprint(log.prompts, log.responses) != expected:
+        made_from = metadata.get("log", "another log")
+        raise ValueError(
+            f"{embeddings_path} was embedded from other rows than {log.report.source} ({made_from}; "
+            "another log, another row order or other bad-row handling); embed this log with "
+            "`pyro-irm embed` using the same column mapping"
+        )
 
 
 @dataclass
@@ -142,9 +164,14 @@ def save_run(
     encoder_info: dict,
     source: str,
 ) -> Path:
-    """Write a run directory (see the module docstring); returns it."""
-    directory = Path(directory)
-    directory.mkdir(parents=True, exist_ok=True)
+    """Write a run directory (see the module docstring), whole or not at all; returns it."""
+    target = Path(directory)
+    with atomic_directory(target, marker=RUN_FILE) as directory:
+        _write_run(directory, result, log, embeddings, schema, model_config, encoder_info, source)
+    return target
+
+
+def _write_run(directory, result, log, embeddings, schema, model_config, encoder_info, source) -> None:
     result.reward_model.save(directory / MODEL_DIR)
     info = {
         "method": result.method,
@@ -192,7 +219,6 @@ def save_run(
     plot_fit_history(
         history, directory / ELBO_PLOT, title=f"{result.method} on {Path(source).name}", objective=objective
     )
-    return directory
 
 
 def run_feedback(run: Run, log: FeedbackLog, embeddings: np.ndarray):

@@ -3,7 +3,6 @@ complete or not at all; a terminated command exits as an interrupted one."""
 
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -15,6 +14,9 @@ import pytest
 from pyro_irm.cli import main
 from pyro_irm.cli.schema import read_log_from_args
 from pyro_irm.data.logs import LogSchema, read_log, write_records
+
+# These faults are about inputs, not identification: most logs here give the model nothing else.
+pytestmark = pytest.mark.filterwarnings("ignore::pyro_irm.models.identifiability.IdentifiabilityWarning")
 
 
 def _run_with_embeddings(tmp_path, rows=60, dim=6):
@@ -61,23 +63,6 @@ def test_a_failed_write_leaves_no_file_and_no_temporary(tmp_path):
     assert [json.loads(line)["a"] for line in target.read_text().splitlines()] == [2, 3]
 
 
-@pytest.mark.slow
-def test_sigterm_ends_a_fit_as_an_interruption(tmp_path):
-    code = (
-        "import sys; from pyro_irm.cli import main; "
-        "sys.exit(main(['demo', '--rows', '60000', '--test-rows', '2000', '--epochs', '400', '--quiet']))"
-    )
-    process = subprocess.Popen(
-        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
-    )
-    time.sleep(12)
-    assert process.poll() is None, process.communicate()
-    os.kill(process.pid, signal.SIGTERM)
-    _, stderr = process.communicate(timeout=60)
-    assert process.returncode == 130, stderr
-    assert "interrupted" in stderr and "Traceback" not in stderr
-
-
 @pytest.mark.parametrize("value", [0, 1])
 def test_a_log_with_one_class_of_action_is_refused(tmp_path, capsys, value):
     log = tmp_path / "log.jsonl"
@@ -110,3 +95,280 @@ def test_skipping_most_rows_stops_and_drops_are_reported_even_when_quiet(tmp_pat
     assert "dropped 1 (1 x label: 9 is not 0 or 1" in capsys.readouterr().err  # said, though quiet
     with pytest.raises(ValueError, match="more than the 1.0% allowed"):
         read_log(log, LogSchema(), on_error="skip", max_bad_fraction=0.01)
+
+
+# ---------------------------------------------------------------- encodings, sizes, numbers
+
+
+def _rows(count=20):
+    return [{"prompt": f"p{i // 2}", "response": f"r{i}", "action": i % 2} for i in range(count)]
+
+
+def _csv_text(rows):
+    lines = ["prompt,response,action", *(f"{r['prompt']},{r['response']},{r['action']}" for r in rows)]
+    return "\n".join(lines) + "\n"
+
+
+def test_a_byte_order_mark_is_dropped_and_fields_of_any_size_are_read(tmp_path):
+    rows = _rows()
+    (tmp_path / "bom.csv").write_text(_csv_text(rows), encoding="utf-8-sig")
+    (tmp_path / "bom.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8-sig")
+    for name in ("bom.csv", "bom.jsonl"):
+        log = read_log(tmp_path / name, LogSchema())
+        assert log.prompts[0] == "p0" and len(log) == 20
+    rows[3]["response"] = "x" * 300_000  # over the csv module's default limit of 128 KiB
+    (tmp_path / "big.csv").write_text(_csv_text(rows))
+    assert len(read_log(tmp_path / "big.csv", LogSchema()).responses[3]) == 300_000
+
+
+@pytest.mark.parametrize("suffix", ["jsonl", "csv"])
+def test_invalid_utf8_is_named_by_row_and_skippable(tmp_path, capsys, suffix):
+    rows = _rows()
+    text = _csv_text(rows) if suffix == "csv" else "".join(json.dumps(r) + "\n" for r in rows)
+    raw = text.encode().replace(b"r6", b"r\xff6")
+    path = tmp_path / f"log.{suffix}"
+    path.write_bytes(raw)
+    code = main(["fit", str(path), "--out", str(tmp_path / "run"), "--quiet"])
+    assert code == 2
+    message = capsys.readouterr().err
+    row = "row 7"  # rows count from 1
+    where = "byte offset" if suffix == "jsonl" else "field 'response'"
+    assert f"log.{suffix}, {row}" in message and "0xff" in message and where in message
+    assert "Traceback" not in message
+    log = read_log(path, LogSchema(), on_error="skip", max_bad_fraction=0.1)
+    assert len(log) == 19 and "r\ufffd6" not in log.responses
+
+
+def test_a_lone_surrogate_is_named(tmp_path):
+    lines = [json.dumps(r) for r in _rows()]
+    lines[4] = lines[4].replace('"r4"', '"r\\ud8004"')
+    (tmp_path / "log.jsonl").write_text("\n".join(lines) + "\n")
+    with pytest.raises(ValueError, match=r"row 5, field 'response': character 1 is a lone surrogate"):
+        read_log(tmp_path / "log.jsonl", LogSchema())
+
+
+def test_numbers_out_of_range_are_named_like_any_bad_value(tmp_path, capsys):
+    lines = [json.dumps(r) for r in _rows()]
+    lines[4] = lines[4].replace('"action": 0', '"action": ' + "9" * 400)
+    lines[8] = lines[8].replace('"action": 0', '"action": ' + "9" * 5000)  # past Python's digit limit
+    (tmp_path / "log.jsonl").write_text("\n".join(lines) + "\n")
+    code = main(["fit", str(tmp_path / "log.jsonl"), "--out", str(tmp_path / "run"), "--quiet"])
+    assert code == 2
+    message = capsys.readouterr().err
+    assert "row 5, field 'action': 9999" in message and "(400 characters) is out of range" in message
+    log = read_log(tmp_path / "log.jsonl", LogSchema(), on_error="skip", max_bad_fraction=0.2)
+    assert len(log) == 18 and len(log.report.dropped) == 2
+    assert "thousands of digits, out of range" in log.report.dropped[1].reason
+
+
+# ---------------------------------------------------------------- embeddings and checkpoints
+
+
+def test_embeddings_of_other_rows_are_refused_by_their_fingerprint(tmp_path, capsys):
+    from pyro_irm.encoders.cache import rows_fingerprint
+    from pyro_irm.encoders.embed import save_embeddings
+
+    rows = _rows(40)
+    write_records(tmp_path / "log.jsonl", rows)
+    write_records(tmp_path / "shuffled.jsonl", rows[::-1])  # same shape, other order
+    values = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    fingerprint = rows_fingerprint([r["prompt"] for r in rows], [r["response"] for r in rows])
+    save_embeddings(tmp_path / "log.npy", values, {"log": "log.jsonl", "rows_fingerprint": fingerprint})
+    fit = ["fit", "--embeddings", str(tmp_path / "log.npy"), "--max-epochs", "1", "--quiet"]
+    assert main([*fit, str(tmp_path / "log.jsonl"), "--out", str(tmp_path / "good")]) == 0
+    assert main([*fit, str(tmp_path / "shuffled.jsonl"), "--out", str(tmp_path / "bad")]) == 2
+    assert "log.npy was embedded from other rows than" in capsys.readouterr().err
+    assert not (tmp_path / "bad").exists()
+
+
+def test_an_unreadable_npy_is_named(tmp_path, capsys):
+    write_records(tmp_path / "log.jsonl", _rows())
+    (tmp_path / "empty.npy").write_bytes(b"")
+    code = main(["fit", str(tmp_path / "log.jsonl"), "--embeddings", str(tmp_path / "empty.npy"),
+                 "--out", str(tmp_path / "run"), "--quiet"])  # fmt: skip
+    assert code == 2
+    assert "empty.npy: not a readable .npy array" in capsys.readouterr().err
+
+
+def _checkpoint_fit(tmp_path, embeddings, *extra):
+    return main(["fit", str(tmp_path / "log.jsonl"), "--embeddings", str(embeddings), "--out",
+                 str(tmp_path / "run"), "--checkpoint-dir", str(tmp_path / "ck"), "--max-epochs", "2",
+                 "--quiet", *extra])  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("change", "named"),
+    [
+        ("shuffled", "data: another log"),
+        ("--learning-rate", "learning_rate: saved 0.003, now 0.01"),
+        ("--reward-hidden", "reward_hidden saved [256, 64], now [8]"),
+        ("truncated", "not a readable checkpoint"),
+        ("garbage", "not a readable checkpoint"),
+    ],
+)
+def test_a_checkpoint_of_another_fit_or_a_damaged_one_is_refused(tmp_path, capsys, change, named):
+    write_records(tmp_path / "log.jsonl", _rows(40))
+    values = np.random.default_rng(0).normal(size=(40, 4)).astype(np.float32)
+    np.save(tmp_path / "log.npy", values)
+    assert _checkpoint_fit(tmp_path, tmp_path / "log.npy") == 0
+    checkpoint = tmp_path / "ck" / "checkpoint.pt"
+    extra, embeddings = [], tmp_path / "log.npy"
+    if change == "shuffled":
+        np.save(tmp_path / "other.npy", values[::-1].copy())
+        embeddings = tmp_path / "other.npy"
+    elif change == "truncated":
+        checkpoint.write_bytes(checkpoint.read_bytes()[:3000])
+    elif change == "garbage":
+        checkpoint.write_bytes(b"garbage")
+    else:
+        extra = [change, "0.01" if change == "--learning-rate" else "8"]
+    capsys.readouterr()
+    assert _checkpoint_fit(tmp_path, embeddings, *extra) == 2
+    message = capsys.readouterr().err
+    assert named in message and "Traceback" not in message
+
+
+# ---------------------------------------------------------------- numerical guards
+
+
+def _simulated(tmp_path, rows=600, scale=1.0):
+    rng = np.random.default_rng(0)
+    values = rng.normal(size=(rows, 8)).astype(np.float32)
+    preferred = values @ rng.normal(size=8) > 0
+    acted = preferred & (rng.random(rows) < 0.5)
+    records = [
+        {"prompt": f"p{i // 2}", "response": f"r{i}", "action": int(acted[i]), "label": int(preferred[i]),
+         "prop": 1e-12 if i % 10 == 0 else 0.5}
+        for i in range(rows)
+    ]  # fmt: skip
+    write_records(tmp_path / "log.jsonl", records)
+    np.save(tmp_path / "log.npy", values * np.float32(scale))
+    return ["fit", str(tmp_path / "log.jsonl"), "--embeddings", str(tmp_path / "log.npy"), "--out",
+            str(tmp_path / "run"), "--quiet"]  # fmt: skip
+
+
+def test_a_diverging_fit_stops_naming_the_step_and_writes_nothing(tmp_path, capsys):
+    fit = _simulated(tmp_path)
+    assert main([*fit, "--method", "naive", "--learning-rate", "1e3", "--max-epochs", "3"]) == 2
+    message = capsys.readouterr().err
+    assert (
+        "the fit diverged at epoch " in message
+        and ", step " in message
+        and "Lower learning_rate (now 1000)" in message
+    )
+    assert not (tmp_path / "run").exists()
+    assert (
+        main([*fit, "--method", "naive", "--max-epochs", "3"]) == 0
+    )  # the same log fits at the default rate
+
+
+def test_a_fit_worse_than_the_action_rate_is_called_a_failure(tmp_path, caplog):
+    fit = _simulated(tmp_path)
+    with caplog.at_level("WARNING", logger="pyro_irm"):
+        assert main([*fit, "--learning-rate", "1e3", "--max-epochs", "3"]) == 0
+    assert "it failed to fit" in caplog.text
+    caplog.clear()
+    with caplog.at_level("WARNING", logger="pyro_irm"):
+        assert main([*fit, "--max-epochs", "3"]) == 0
+    assert "failed to fit" not in caplog.text
+
+
+def test_embeddings_too_large_for_float32_are_refused(tmp_path, capsys):
+    fit = _simulated(tmp_path, scale=1e37)
+    assert main(fit) == 2
+    assert "embeddings: values up to" in capsys.readouterr().err
+
+
+def test_clipped_propensities_are_counted_warned_about_and_recorded(tmp_path, caplog):
+    fit = [*_simulated(tmp_path), "--method", "ips", "--propensity", "given", "--propensity-col", "prop",
+           "--max-epochs", "2"]  # fmt: skip
+    with caplog.at_level("WARNING", logger="pyro_irm"):
+        assert main([*fit, "--propensity-clip", "1e-9"]) == 0
+    training_rows = 540  # 90% of 600
+    assert "of 540 training rows" in caplog.text and "raise propensity_clip" in caplog.text
+    recorded = json.loads((tmp_path / "run" / "run.json").read_text())["nuisance"]["propensity_clipping"]
+    below = int(recorded.split(" of ")[0])
+    assert abs(below - training_rows / 10) <= 15 and "propensity_clip=1e-09" in recorded
+
+
+# ---------------------------------------------------------------- killed and terminated commands
+
+
+def _spawn(arguments):
+    code = f"import sys; from pyro_irm.cli import main; sys.exit(main({arguments!r}))"
+    return subprocess.Popen(
+        [sys.executable, "-c", code], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True
+    )
+
+
+def _wait_for(predicate, process, seconds=120.0):
+    deadline = time.monotonic() + seconds
+    while not predicate():
+        assert process.poll() is None, process.communicate()
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.005)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT])
+def test_killing_score_midway_leaves_no_partial_output(tmp_path, how):
+    rows = 200_000
+    log, embeddings, run = _run_with_embeddings(tmp_path, rows=rows, dim=4)
+    out = tmp_path / "scores" / "scores.jsonl"
+    out.parent.mkdir()
+    process = _spawn(["score", str(run), str(log), "--embeddings", str(embeddings), "--out", str(out),
+                      "--with-text", "--quiet"])  # fmt: skip
+    _wait_for(lambda: any(out.parent.iterdir()), process)  # the temporary beside the target is being written
+    process.send_signal(how)
+    _, stderr = process.communicate(timeout=60)
+    assert process.returncode == (-signal.SIGKILL if how == signal.SIGKILL else 130), stderr
+    assert not out.exists()
+    if how == signal.SIGINT:  # an interruption it sees cleans up its temporary too
+        assert list(out.parent.iterdir()) == [] and "Traceback" not in stderr
+
+
+@pytest.mark.slow
+def test_a_fit_terminated_and_resumed_ends_where_an_uninterrupted_fit_ends(tmp_path):
+    from safetensors.numpy import load_file
+
+    rng = np.random.default_rng(3)
+    rows, dim = 30_000, 16
+    values = rng.normal(size=(rows, dim)).astype(np.float32)
+    preferred = values @ rng.normal(size=dim) > 0
+    acted = preferred & (rng.random(rows) < 1 / (1 + np.exp(-values[:, 0])))
+    records = [{"prompt": f"p{i // 2}", "response": f"r{i}", "action": int(acted[i])} for i in range(rows)]
+    write_records(tmp_path / "log.jsonl", records)
+    np.save(tmp_path / "log.npy", values)
+
+    def fit(name):
+        return ["fit", str(tmp_path / "log.jsonl"), "--embeddings", str(tmp_path / "log.npy"), "--out",
+                str(tmp_path / name), "--checkpoint-dir", str(tmp_path / f"ck_{name}"), "--max-epochs", "12",
+                "--patience", "100", "--batch-size", "256", "--quiet"]  # fmt: skip
+
+    process = _spawn(fit("resumed"))
+    checkpoint = tmp_path / "ck_resumed" / "checkpoint.pt"
+    _wait_for(checkpoint.exists, process)
+    time.sleep(1.0)  # into a later epoch
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130 and "interrupted" in stderr and "Traceback" not in stderr, stderr
+    assert not (tmp_path / "resumed").exists()  # no run directory from a cut-short fit
+    assert main(fit("resumed")) == 0
+    assert main(fit("whole")) == 0
+    resumed = load_file(tmp_path / "resumed" / "model" / "weights.safetensors")
+    whole = load_file(tmp_path / "whole" / "model" / "weights.safetensors")
+    assert resumed.keys() == whole.keys()
+    for name in whole:
+        np.testing.assert_array_equal(resumed[name], whole[name], err_msg=name)
+
+
+@pytest.mark.slow
+def test_a_reader_that_goes_away_ends_score_quietly(tmp_path):
+    log, embeddings, run = _run_with_embeddings(tmp_path, rows=20_000, dim=4)  # far more than a pipe holds
+    process = _spawn(["score", str(run), str(log), "--embeddings", str(embeddings), "--quiet"])
+    assert json.loads(process.stdout.readline())["row"] == 1  # `| head -1`
+    process.stdout.close()
+    with process.stderr:
+        stderr = process.stderr.read()
+    assert process.wait(timeout=60) == 0, stderr
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr

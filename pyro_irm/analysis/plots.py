@@ -9,6 +9,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from pyro_irm.atomic import save_figure
 from pyro_irm.inference.result import FitHistory  # noqa: E402
 
 
@@ -28,7 +29,7 @@ def plot_fit_history(history: FitHistory, path: str | Path, title: str = "", obj
     axis.set_title(title)
     axis.legend(loc="lower right")
     figure.tight_layout()
-    figure.savefig(path)
+    save_figure(figure, path)
     plt.close(figure)
     return path
 
@@ -52,7 +53,7 @@ def plot_group_reliability(diagnostics, path: str | Path, title: str = "") -> Pa
     axes[0].set_ylabel("share truly in the group")
     figure.suptitle(title or f"group calibration (ECE {diagnostics.calibration_error:.3f})")
     figure.tight_layout()
-    figure.savefig(path)
+    save_figure(figure, path)
     plt.close(figure)
     return path
 
@@ -78,6 +79,6 @@ def plot_group_confusion(diagnostics, path: str | Path, title: str = "") -> Path
     figure.colorbar(image, ax=axis, label="share of the true group")
     axis.set_title(title or f"group accuracy {diagnostics.accuracy:.3f}")
     figure.tight_layout()
-    figure.savefig(path)
+    save_figure(figure, path)
     plt.close(figure)
     return path

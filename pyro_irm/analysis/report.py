@@ -17,6 +17,7 @@ from pyro_irm.analysis.convert import to_inference_data
 from pyro_irm.analysis.group_diagnostics import diagnose_inference_data
 from pyro_irm.analysis.metrics import label_metrics
 from pyro_irm.analysis.plots import plot_group_confusion, plot_group_reliability, plt
+from pyro_irm.atomic import save_figure, write_text_atomic
 from pyro_irm.data.logs import FeedbackLog
 
 
@@ -33,7 +34,7 @@ def plot_reward_by_action(rewards: np.ndarray, actions: np.ndarray, path: str | 
     axis.set_ylabel("density")
     axis.legend()
     figure.tight_layout()
-    figure.savefig(path)
+    save_figure(figure, path)
     plt.close(figure)
     return path
 
@@ -141,5 +142,5 @@ def write_report(run, log: FeedbackLog, embeddings: np.ndarray, out: str | Path 
             "![reliability](group_reliability.png)\n",
         ]
     path = out / "report.md"
-    path.write_text("\n".join(sections))
+    write_text_atomic(path, "\n".join(sections))
     return path

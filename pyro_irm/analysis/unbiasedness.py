@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pyro_irm.atomic import save_figure
 from pyro_irm.data.simulate import SimulationConfig, simulate
 from pyro_irm.inference.config import TrainConfig
 from pyro_irm.inference.svi import fit
@@ -244,6 +245,6 @@ def plot_unbiasedness(result: UnbiasednessResult, path: str | Path) -> Path:
     replicates = len(next(iter(result.differences.values())))
     axis.set_title(f"bias over {replicates} replicates ({result.confidence:.0%} intervals)")
     figure.tight_layout()
-    figure.savefig(path)
+    save_figure(figure, path)
     plt.close(figure)
     return path

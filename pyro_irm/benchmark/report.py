@@ -10,6 +10,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+from pyro_irm.atomic import save_figure
 from pyro_irm.benchmark.protocol import LOWER_IS_BETTER, METRICS, BenchmarkResult  # noqa: E402
 
 _LABELS = {
@@ -127,7 +128,7 @@ def plot_benchmark(
             axis.set_ylim(max(0.0, min(finite) - 0.05), min(1.0, max(finite) + 0.03))
     figure.suptitle(f"{result.dataset}: {result.config.seeds} seeds, {result.config.setting} setting")
     figure.tight_layout()
-    figure.savefig(path)
+    save_figure(figure, path)
     plt.close(figure)
     return path
 
@@ -152,7 +153,7 @@ def plot_sweep(
     axis.legend(fontsize=7, ncol=2)
     axis.set_title(f"{next(iter(results.values())).dataset}: {_LABELS[metric]} against {parameter}")
     figure.tight_layout()
-    figure.savefig(path)
+    save_figure(figure, path)
     plt.close(figure)
     return path
 

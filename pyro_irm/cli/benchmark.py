@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 from pathlib import Path
 
 import numpy as np
 
+from pyro_irm.atomic import write_json_atomic, write_text_atomic
 from pyro_irm.benchmark import (
     DATASETS,
     SWEEPABLE,
@@ -113,8 +113,8 @@ def _benchmark(args: argparse.Namespace) -> int:
         payload = result.summary
         full = result.to_dict()
         if out is not None:
-            (out / "table.md").write_text(table)
-            (out / "results.json").write_text(json.dumps(full, indent=2) + "\n")
+            write_text_atomic(out / "table.md", table)
+            write_json_atomic(out / "results.json", full)
             plot_benchmark(result, out / "benchmark.png")
     else:
         parameter, points = sweep
@@ -126,15 +126,13 @@ def _benchmark(args: argparse.Namespace) -> int:
         payload = {str(value): results[value].summary for value in sorted(results)}
         full = {"parameter": parameter, "results": {str(v): r.to_dict() for v, r in sorted(results.items())}}
         if out is not None:
-            (out / "sweep.md").write_text(table)
-            (out / "results.json").write_text(json.dumps(full, indent=2) + "\n")
+            write_text_atomic(out / "sweep.md", table)
+            write_json_atomic(out / "results.json", full)
             plot_sweep(results, parameter, out / "sweep_auc.png", "auc")
             plot_sweep(results, parameter, out / "sweep_mae.png", "mae")
     print(table)
     if args.json:
-        target = Path(args.json)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(payload, indent=2) + "\n")
+        write_json_atomic(args.json, payload)
     if not args.quiet:
         where = f" Wrote {out}." if out is not None else ""
         print(f"Finished in {time.perf_counter() - started:.0f} s.{where}", file=sys.stderr)
@@ -175,14 +173,12 @@ def _write_chatlog_result(args, result, started: float) -> None:
     out = Path(args.out) if args.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "table.md").write_text(table)
+        write_text_atomic(out / "table.md", table)
         full = {"description": result.description, "per_seed": result.per_seed, "summary": result.summary}
-        (out / "results.json").write_text(json.dumps(full, indent=2) + "\n")
+        write_json_atomic(out / "results.json", full)
     print(f"{result.description}\n\n{table}")
     if args.json:
-        target = Path(args.json)
-        target.parent.mkdir(parents=True, exist_ok=True)
-        target.write_text(json.dumps(result.summary, indent=2) + "\n")
+        write_json_atomic(args.json, result.summary)
     if not args.quiet:
         print(f"Finished in {time.perf_counter() - started:.0f} s.", file=sys.stderr)
 

@@ -14,10 +14,10 @@ import signal
 import sys
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 
+from pyro_irm.atomic import check_replaceable, write_json_atomic
 from pyro_irm.cli.benchmark import add_benchmark_parser
 from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
 from pyro_irm.cli.schema import (
@@ -31,7 +31,7 @@ from pyro_irm.data.logs import LogSchema, write_records
 from pyro_irm.data.preference_sets import PREFERENCE_SETS, load_preference_set, simulate_log
 from pyro_irm.data.simulate import SimulationConfig
 from pyro_irm.demo import DemoConfig, run_demo
-from pyro_irm.encoders.cache import default_cache_root
+from pyro_irm.encoders.cache import default_cache_root, rows_fingerprint
 from pyro_irm.encoders.config import EncoderConfig
 from pyro_irm.encoders.embed import save_embeddings
 from pyro_irm.groups import GROUP_NAMES
@@ -39,7 +39,16 @@ from pyro_irm.inference.bayesian_head import HEAD_METHODS, HeadConfig
 from pyro_irm.inference.config import TrainConfig
 from pyro_irm.inference.nuisance import EstimatorConfig
 from pyro_irm.models.config import ModelConfig
-from pyro_irm.runs import Run, embed_log, embeddings_for, evaluate_run, fit_log, run_groups, save_run
+from pyro_irm.runs import (
+    RUN_FILE,
+    Run,
+    embed_log,
+    embeddings_for,
+    evaluate_run,
+    fit_log,
+    run_groups,
+    save_run,
+)
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -197,6 +206,7 @@ def _embed(args: argparse.Namespace) -> int:
         "identity": encoder.identity,
         "log": str(args.log),
         "rows": len(log),
+        "rows_fingerprint": rows_fingerprint(log.prompts, log.responses),
         "dim": encoder.dim,
     }
     save_embeddings(args.out, embeddings, metadata)
@@ -222,6 +232,7 @@ def _fit(args: argparse.Namespace) -> int:
         "[estimator]",
     )
     encoder_config = _encoder_config(args, file_config)
+    check_replaceable(args.out, RUN_FILE)  # before the fit, not after it
     schema = schema_from_args(args)
     log = _read(args, args.log, schema)
     embeddings, encoder_info = embeddings_for(
@@ -354,9 +365,7 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _write_json(path: str, payload: dict) -> None:
-    target = Path(path)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    target.write_text(json.dumps(payload, indent=2) + "\n")
+    write_json_atomic(path, payload)
 
 
 # ---------------------------------------------------------------- parser

@@ -6,6 +6,7 @@ or memory map is wrapped as a tensor sharing its memory, so a million rows cost 
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, fields, replace
 
 import numpy as np
@@ -281,6 +282,21 @@ class FeedbackData:
     def setting(self) -> str:
         """'observational' when the log records whether feedback was given, else 'implicit'."""
         return "implicit" if self.observed is None else "observational"
+
+    def fingerprint(self) -> str:
+        """A digest of what a fit reads: embeddings, actions, context, users, observation indicators,
+        given propensities and explicit labels (hashed in chunks, never copied whole)."""
+        digest = hashlib.blake2b(digest_size=16)
+        for name in ("embeddings", "actions", "context", "users", "observed", "propensity", "labels"):
+            values = getattr(self, name)
+            digest.update(name.encode())
+            if values is None:
+                continue
+            digest.update(repr(tuple(values.shape)).encode())
+            for start in range(0, values.shape[0], _VALIDATION_CHUNK_ROWS):
+                chunk = values[start : start + _VALIDATION_CHUNK_ROWS].detach().cpu().contiguous()
+                digest.update(chunk.numpy().tobytes())
+        return digest.hexdigest()
 
     def subset(self, index: torch.Tensor) -> FeedbackData:
         """The rows at ``index`` (a copy of just those rows)."""

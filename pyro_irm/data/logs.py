@@ -14,8 +14,6 @@ import gzip
 import hashlib
 import json
 import math
-import os
-import tempfile
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -25,6 +23,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
+from pyro_irm.atomic import atomic_file
 from pyro_irm.channels import ChannelSpec
 from pyro_irm.data.feedback import FeedbackData, make_truth
 from pyro_irm.data.readers import (
@@ -331,10 +330,13 @@ def _number(record: dict, name: str, required: bool) -> float | None:
         try:
             value = float(text)
         except ValueError:
-            raise _RowProblem(name, f"{value!r} is not a number") from None
+            raise _RowProblem(name, f"{_shorten(repr(value))} is not a number") from None
     if not isinstance(value, int | float):
-        raise _RowProblem(name, f"{value!r} is not a number")
-    value = float(value)
+        raise _RowProblem(name, f"{_shorten(repr(value))} is not a number")
+    try:
+        value = float(value)
+    except OverflowError:
+        raise _RowProblem(name, f"{_shorten(str(value))} is out of range for a number") from None
     if math.isnan(value):
         if required:
             raise _RowProblem(name, "is NaN")
@@ -342,6 +344,11 @@ def _number(record: dict, name: str, required: bool) -> float | None:
     if not math.isfinite(value):
         raise _RowProblem(name, f"{value} is not finite")
     return value
+
+
+def _shorten(text: str, limit: int = 40) -> str:
+    """``text`` cut to ``limit`` characters, saying how long it was: a 400-digit value stays readable."""
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
 def _binary(name: str, value: float, threshold: float | None, what: str) -> float:
@@ -402,7 +409,7 @@ def read_log(
         rows_read += 1
         try:
             if isinstance(record, ParseError):
-                raise _RowProblem("(row)", record.reason)
+                raise _RowProblem(record.field, record.reason)
             prompt, response = _text(record, schema.prompt), _text(record, schema.response)
             row_actions = [
                 _binary(name, _number(record, name, True), thresholds.get(name), "counts or durations")
@@ -512,18 +519,14 @@ def write_records(path: str | Path, records: Sequence[dict[str, Any]] | Iterable
     suffix = data_suffix(path)
     if suffix not in (*JSON_SUFFIXES, *CSV_SUFFIXES, *PARQUET_SUFFIXES):
         raise ValueError(f"{path}: unknown output format {suffix!r}; use .jsonl, .csv, .tsv or .parquet")
-    path.parent.mkdir(parents=True, exist_ok=True)
     records = list(records)
     gz = path.suffix.lower() == ".gz"
-    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(handle)
-    temporary = Path(temporary)
     opener = (
         (lambda p: gzip.open(p, "wt", encoding="utf-8", newline=""))
         if gz
         else (lambda p: open(p, "w", encoding="utf-8", newline=""))
     )
-    try:
+    with atomic_file(path) as temporary:
         if suffix in JSON_SUFFIXES:
             with opener(temporary) as out:
                 for record in records:
@@ -539,8 +542,4 @@ def write_records(path: str | Path, records: Sequence[dict[str, Any]] | Iterable
             import pyarrow.parquet as pq
 
             pq.write_table(pa.Table.from_pylist(records), temporary)
-        os.replace(temporary, path)
-    except BaseException:
-        temporary.unlink(missing_ok=True)
-        raise
     return path

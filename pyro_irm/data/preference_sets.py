@@ -188,7 +188,7 @@ def load_preference_set(
         read += 1
         try:
             if isinstance(record, ParseError):
-                raise _Bad("(row)", record.reason)
+                raise _Bad(record.field, record.reason)
             rows.extend(spec.to_rows(record))
         except _Bad as bad:
             if on_error == "raise":

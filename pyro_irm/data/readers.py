@@ -7,18 +7,23 @@ yielded as a :class:`ParseError` in place of a record.
 
 from __future__ import annotations
 
+import codecs
 import csv
 import gzip
 import io
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 JSON_SUFFIXES = (".jsonl", ".json", ".ndjson")
 CSV_SUFFIXES = (".csv", ".tsv")
 PARQUET_SUFFIXES = (".parquet", ".pq")
+# The largest limit every platform's C long accepts; a field this big is a log's problem, not a limit's.
+_CSV_FIELD_LIMIT = 2**31 - 1
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 @dataclass(frozen=True)
@@ -26,6 +31,7 @@ class ParseError:
     """A row that could not be read at all (for example a line that is not JSON)."""
 
     reason: str
+    field: str = "(row)"
 
 
 def data_suffix(path: Path) -> str:
@@ -71,39 +77,95 @@ def iter_records(source: str | Path, split: str | None = None) -> Iterator[tuple
         )
 
 
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix.lower() == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return open(path, encoding="utf-8", newline="")
+def _open_binary(path: Path) -> BinaryIO:
+    return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
+
+
+def _invalid_text(value: Any) -> str | None:
+    """Why a decoded value is not valid Unicode text (undecodable bytes or a lone surrogate), or None.
+
+    Undecodable bytes arrive as the surrogates U+DC80..U+DCFF (``errors="surrogateescape"``); a
+    lone surrogate can also come from a JSON escape such as ``"\\ud800"``. Neither can be encoded
+    again, so a row holding one would fail far from where it came in.
+    """
+    if isinstance(value, str):
+        if (found := _SURROGATE.search(value)) is None:
+            return None
+        code, position = ord(found.group()), found.start()
+        if 0xDC80 <= code <= 0xDCFF:
+            return f"byte 0x{code - 0xDC00:02x} at character {position} is not valid UTF-8"
+        return f"character {position} is a lone surrogate (U+{code:04X}), not valid Unicode"
+    if isinstance(value, dict):
+        items = value.items()
+    elif isinstance(value, list):
+        items = enumerate(value)
+    else:
+        return None
+    return next((f"at {key!r}, {why}" for key, item in items if (why := _invalid_text(item))), None)
+
+
+def _invalid_field(record: dict) -> tuple[str, str] | None:
+    """``(why, field)`` of the first field of ``record`` that is not valid text, or None."""
+    return next(((why, str(key)) for key, item in record.items() if (why := _invalid_text(item))), None)
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict | ParseError]]:
     row = 0
-    with _open_text(path) as handle:
-        for line in handle:
+    offset = 0  # byte offset of the line in the (decompressed) file
+    with _open_binary(path) as handle:
+        for number, line in enumerate(handle):
+            start, offset = offset, offset + len(line)
+            if number == 0 and line.startswith(codecs.BOM_UTF8):
+                line, start = line[len(codecs.BOM_UTF8) :], start + len(codecs.BOM_UTF8)
             if not line.strip():
                 continue
             row += 1
             try:
-                record = json.loads(line)
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as error:
+                byte, at = line[error.start], start + error.start
+                yield row, ParseError(f"not valid UTF-8 (byte 0x{byte:02x} at byte offset {at} of the file)")
+                continue
+            try:
+                record = json.loads(text)
             except json.JSONDecodeError as error:
                 yield row, ParseError(f"not valid JSON ({error.msg} at column {error.colno})")
                 continue
-            yield row, record if isinstance(record, dict) else ParseError("not a JSON object")
+            except ValueError as error:  # an integer past Python's digit limit (4300) is the known case
+                limit = "Exceeds the limit" in str(error)
+                why = "a number with thousands of digits, out of range" if limit else str(error)[:120]
+                yield row, ParseError(f"not valid JSON ({why})")
+                continue
+            if not isinstance(record, dict):
+                yield row, ParseError("not a JSON object")
+            elif "\\u" in text and (problem := _invalid_field(record)):
+                yield row, ParseError(*problem)
+            else:
+                yield row, record
 
 
 def _iter_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict | ParseError]]:
-    with _open_text(path) as handle:
+    # Fields of any size (the csv module stops at 128 KiB by default); undecodable bytes are kept as
+    # surrogates so the row holding them can be named, and a byte-order mark is dropped.
+    csv.field_size_limit(_CSV_FIELD_LIMIT)
+    text = io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", errors="surrogateescape", newline="")
+    with text as handle:
         reader = csv.DictReader(handle, delimiter=delimiter)
-        for row, record in enumerate(reader, start=1):
-            if None in record:  # more cells than header columns
-                yield (
-                    row,
-                    ParseError(f"{len(reader.fieldnames or [])} columns in the header but more in this row"),
-                )
-                continue
-            # Cells stay text ("" included); the schema parses numbers and treats "" as missing there.
-            yield row, record
+        try:
+            for row, record in enumerate(reader, start=1):
+                if None in record:  # more cells than header columns
+                    columns = len(reader.fieldnames or [])
+                    yield row, ParseError(f"{columns} columns in the header but more in this row")
+                    continue
+                if problem := _invalid_field(record):
+                    yield row, ParseError(*problem)
+                    continue
+                # Cells stay text ("" included); the schema parses numbers and treats "" as missing there.
+                yield row, record
+        except csv.Error as error:  # for example a NUL byte or an unterminated quote at the end
+            raise ValueError(f"{path}: row {reader.line_num}: not valid CSV ({error})") from None
+        if reader.fieldnames and (why := _invalid_text(list(reader.fieldnames))):
+            raise ValueError(f"{path}: the header is not valid text ({why})")
 
 
 def _iter_parquet(path: Path) -> Iterator[tuple[int, dict]]:

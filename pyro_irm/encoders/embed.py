@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
+from pyro_irm.atomic import atomic_file, write_json_atomic
 from pyro_irm.encoders.cache import EmbeddingCache, text_keys
 from pyro_irm.encoders.encoder import TextEncoder
 
@@ -54,6 +55,15 @@ def embed_rows(
     keys = text_keys(prompts, responses)
     unique_keys, first_rows, inverse = np.unique(keys, return_index=True, return_inverse=True)
     positions = cache.lookup(unique_keys) if cache is not None else np.full(len(unique_keys), -1)
+    if cache is not None and len(corrupt := cache.verify(positions[positions >= 0])):
+        logger.warning(
+            "%s: %d cached rows no longer match their checksums (the file was changed or damaged); "
+            "encoding them again",
+            cache.directory,
+            len(corrupt),
+        )
+        cache.invalidate(corrupt)
+        positions = cache.lookup(unique_keys)
     missing = np.flatnonzero(positions < 0)
     missing = missing[np.argsort(first_rows[missing], kind="stable")]  # ties break by row order
     logger.info(
@@ -84,11 +94,16 @@ def embed_rows(
 
 
 def save_embeddings(path: str | Path, embeddings: np.ndarray, metadata: dict) -> Path:
-    """Write ``(N, dim)`` embeddings to ``path`` (``.npy``) with ``metadata`` beside it (``.json``)."""
+    """Write ``(N, dim)`` embeddings to ``path`` (``.npy``) with ``metadata`` beside it (``.json``).
+
+    Each file appears whole or not at all; the old metadata goes first, so a write cut short never
+    leaves new embeddings beside metadata that describes other rows.
+    """
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    np.save(path, np.asarray(embeddings, dtype=np.float32))
-    sidecar_path(path).write_text(json.dumps(metadata, indent=2, sort_keys=True) + "\n")
+    with atomic_file(path) as temporary:
+        np.save(temporary, np.asarray(embeddings, dtype=np.float32))
+        sidecar_path(path).unlink(missing_ok=True)
+    write_json_atomic(sidecar_path(path), metadata, sort_keys=True)
     return path
 
 
@@ -97,7 +112,13 @@ def load_embeddings(path: str | Path) -> tuple[np.ndarray, dict]:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"embeddings file {path} does not exist; make it with `pyro-irm embed`")
-    embeddings = np.load(path, mmap_mode="c")  # copy-on-write: writable for torch, never copied
+    try:
+        embeddings = np.load(path, mmap_mode="c")  # copy-on-write: writable for torch, never copied
+    except (OSError, ValueError, EOFError) as error:
+        raise ValueError(
+            f"{path}: not a readable .npy array ({type(error).__name__}: {error}); "
+            "write it with numpy.save or `pyro-irm embed`"
+        ) from None
     if embeddings.ndim != 2 or embeddings.dtype != np.float32:
         raise ValueError(
             f"{path}: expected a (rows, dim) float32 array, got {embeddings.shape} {embeddings.dtype}"

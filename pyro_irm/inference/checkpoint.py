@@ -13,6 +13,7 @@ from typing import Any
 
 import torch
 
+from pyro_irm.atomic import atomic_file
 from pyro_irm.inference.config import TrainConfig
 
 CHECKPOINT_FILE = "checkpoint.pt"
@@ -24,6 +25,10 @@ _IDENTITY_FIELDS = (
     "batch_size",
     "seed",
     "validation_fraction",
+    "learning_rate",
+    "weight_decay",
+    "fit_labels",
+    "restarts",
 )
 
 
@@ -33,15 +38,13 @@ def checkpoint_path(directory: str | os.PathLike) -> Path:
 
 def save_checkpoint(directory: str | os.PathLike, state: dict[str, Any]) -> Path:
     path = checkpoint_path(directory)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    with atomic_file(path) as temporary:
+        torch.save(state, temporary)
     return path
 
 
 def load_checkpoint(
-    directory: str | os.PathLike, config: TrainConfig, shapes: dict[str, int]
+    directory: str | os.PathLike, config: TrainConfig, shapes: dict[str, Any]
 ) -> dict[str, Any] | None:
     """The saved state if ``directory`` holds a checkpoint of this same fit, else None.
 
@@ -51,12 +54,21 @@ def load_checkpoint(
     path = checkpoint_path(directory)
     if not path.is_file():
         return None
-    state = torch.load(path, map_location="cpu", weights_only=True)
-    saved = state.get("identity", {})
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        why = (str(error).split(". ") or [""])[0].splitlines()[0][:160]
+        raise ValueError(
+            f"{path}: not a readable checkpoint ({type(error).__name__}: {why}); "
+            "it is truncated or not written by pyro_irm. Delete it to start the fit over"
+        ) from None
+    saved = state.get("identity", {}) if isinstance(state, dict) else {}
+    if not saved:
+        raise ValueError(f"{path}: holds no fit identity, so it is not a pyro_irm checkpoint; delete it")
     current = identity(config, shapes)
     mismatched = {k: (saved.get(k), v) for k, v in current.items() if saved.get(k) != v}
     if mismatched:
-        details = ", ".join(f"{k}: saved {a!r}, now {b!r}" for k, (a, b) in mismatched.items())
+        details = ", ".join(_difference(k, a, b) for k, (a, b) in mismatched.items())
         raise ValueError(
             f"{path}: checkpoint is from a different fit ({details}); "
             "use another checkpoint_dir or delete this file"
@@ -64,6 +76,19 @@ def load_checkpoint(
     return state
 
 
-def identity(config: TrainConfig, shapes: dict[str, int]) -> dict[str, Any]:
+def _difference(name: str, saved: Any, now: Any) -> str:
+    if name == "data":
+        return "data: another log (or other rows, actions or embeddings)"
+    if isinstance(saved, dict) and isinstance(now, dict):
+        keys = [k for k in dict.fromkeys([*saved, *now]) if saved.get(k) != now.get(k)]
+        shown = ", ".join(f"{k} saved {saved.get(k)!r}, now {now.get(k)!r}" for k in keys[:3])
+        return f"{name}: {shown}" + (f" and {len(keys) - 3} more" if len(keys) > 3 else "")
+    return f"{name}: saved {saved!r}, now {now!r}"
+
+
+def identity(config: TrainConfig, shapes: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint must share with the fit that resumes it: the training settings that change
+    its path (not ``max_epochs``, which a resumed fit may raise), plus ``shapes``: the data's
+    fingerprint, the model's configuration and every parameter's shape."""
     fields = asdict(config)
     return {**{k: fields[k] for k in _IDENTITY_FIELDS}, **shapes}

@@ -19,6 +19,8 @@ way (``EstimatorConfig.causalrm_weighting``).
 
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import nn
 
@@ -34,6 +36,10 @@ from pyro_irm.models.losses import (
     pu_risks,
     ubpr_loss,
 )
+
+logger = logging.getLogger(__name__)
+# Above this inverse-propensity weight a handful of rows dominate a weighted risk.
+_EXTREME_WEIGHT = 1e3
 
 
 class PromptPartners:
@@ -114,6 +120,7 @@ class LossObjective(nn.Module):
         propensity = nuisance.relative_propensity if uses_relative else nuisance.propensity
         if propensity is None:
             return None
+        self._report_clipping(propensity[train_index].float())
         propensity = propensity.float().clamp(min=self.config.propensity_clip, max=1.0)
         weighting = self.config.causalrm_weighting if self.method == "causalrm" else self.method
         if weighting == "snips":
@@ -126,6 +133,29 @@ class LossObjective(nn.Module):
                 scale = (self.labels[rows] / propensity[rows]).mean() / nuisance.class_prior
             propensity = propensity * scale.clamp_min(1e-6)
         return propensity
+
+    def _report_clipping(self, propensity: torch.Tensor) -> None:
+        """Count the training rows whose propensity is raised to the clip, say so, and record it
+        (``nuisance.sources``, which ``run.json`` keeps)."""
+        clip = self.config.propensity_clip
+        below = int((propensity < clip).sum())
+        largest_weight = 1.0 / max(float(propensity.min()), clip)
+        note = (
+            f"{below} of {len(propensity)} training rows ({below / max(len(propensity), 1):.1%}) had a "
+            f"propensity below propensity_clip={clip:g} (smallest {float(propensity.min()):.3g}) and were "
+            f"raised to it; the largest weight 1/p is {largest_weight:.3g}"
+        )
+        self.nuisance.sources["propensity_clipping"] = note
+        if below:
+            logger.warning("%s: %s", self.method, note)
+        if largest_weight > _EXTREME_WEIGHT:
+            logger.warning(
+                "%s: propensity weights up to %.3g let a few rows dominate the risk (its variance grows "
+                "with the weight); raise propensity_clip (now %g)",
+                self.method,
+                largest_weight,
+                clip,
+            )
 
     def _rows(self, values: torch.Tensor | None, index: torch.Tensor) -> torch.Tensor | None:
         return gather_rows(values, index, self.model.device)

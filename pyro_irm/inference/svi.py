@@ -3,6 +3,7 @@ checkpoints. One loop for every method in :data:`pyro_irm.inference.methods.METH
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -135,6 +136,7 @@ def _fit_once(
     check_setting(config.method, data.setting)
     labels = training_labels(data, config.method)
     check_learnable(data, config.method, labels)
+    check_scale(data)
     device = resolve_device(config.device)
     nuisance = complete_nuisance(data, config.method, estimator_config, nuisance, config.seed)
     if config.fit_labels:
@@ -166,6 +168,7 @@ def _fit_once(
 
     history = FitHistory()
     best_value, best_state, epochs_without_gain, start_epoch = -float("inf"), None, 0, 0
+    first_loss: float | None = None
 
     # Parameters stay on the modules, not in Pyro's global store; PyroModules read this setting
     # when they are built, so they are built inside it.
@@ -202,6 +205,15 @@ def _fit_once(
             "fit_labels": config.fit_labels,
         }
         if config.checkpoint_dir is not None:
+            shapes.update(
+                data=data.fingerprint(),
+                model_config=json.loads(json.dumps(asdict(model_config))),
+                parameters={
+                    name: list(value.shape)
+                    for prefix, module in (("model", model), ("guide", guide))
+                    for name, value in _prefixed(prefix, module.state_dict()).items()
+                },
+            )
             state = load_checkpoint(config.checkpoint_dir, config, shapes)
             if state is not None:
                 model.load_state_dict(state["model"])
@@ -233,10 +245,10 @@ def _fit_once(
             for step, batch in enumerate(order.split(config.batch_size)):
                 optimizer.zero_grad(set_to_none=True)
                 loss = objective.loss_and_grads(batch, num_rows=num_train)
-                if not math.isfinite(loss):
-                    raise FloatingPointError(
-                        f"loss is {loss} at epoch {epoch}, step {step}; lower learning_rate "
-                        "or check the data for extreme values"
+                first_loss = loss if first_loss is None else first_loss
+                if _diverged(loss, first_loss):
+                    raise FitDivergedError(
+                        _divergence_message(loss, first_loss, epoch, step, config, start_epoch)
                     )
                 optimizer.step()
                 total += loss * len(batch)
@@ -277,6 +289,8 @@ def _fit_once(
                     },
                 )
         epochs.close()
+    if len(validation_index) and method_spec(config.method).family == "pyro" and not config.fit_labels:
+        _warn_if_worse_than_constant(best_value, labels, data, train_index, validation_index, config)
 
     if best_state is not None:
         model.load_state_dict(best_state["model"])
@@ -293,6 +307,10 @@ def _fit_once(
         device=str(device),
         nuisance_sources=dict(nuisance.sources),
     )
+
+
+def _prefixed(prefix: str, state: dict) -> dict:
+    return {f"{prefix}.{name}": value for name, value in state.items()}
 
 
 def complete_nuisance(
@@ -330,6 +348,99 @@ def _with_flip_rates(model_config: ModelConfig, nuisance: Nuisance) -> ModelConf
         return model_config
     limit = 0.49  # the channel needs eps < 0.5
     return replace(model_config, eps1=min(nuisance.rho01, limit), eps0=min(nuisance.rho10, limit))
+
+
+def constant_rate_score(
+    labels: torch.Tensor, train_index: torch.Tensor, validation_index: torch.Tensor
+) -> float | None:
+    """Held-out log-likelihood per row of a model that knows only each binary channel's action rate
+    on the training rows (None where a column is not binary): any fit should do better."""
+    actions = labels if labels.dim() == 2 else labels[:, None]
+    if not bool(((actions == 0) | (actions == 1)).all()):
+        return None
+    rate = actions[train_index].double().mean(0).clamp(1e-6, 1 - 1e-6)
+    held = actions[validation_index].double()
+    return float((held * rate.log() + (1 - held) * (-rate).log1p()).sum(-1).mean())
+
+
+def _warn_if_worse_than_constant(
+    best_value: float,
+    labels: torch.Tensor,
+    data: FeedbackData,
+    train_index: torch.Tensor,
+    validation_index: torch.Tensor,
+    config: TrainConfig,
+) -> None:
+    if data.observed is not None:
+        return
+    baseline = constant_rate_score(labels, train_index, validation_index)
+    if baseline is not None and best_value < baseline - max(0.1, 0.1 * abs(baseline)):
+        logger.warning(
+            "the fit's best held-out ELBO, %.4g per row, is worse than %.4g, the score of knowing only "
+            "each channel's action rate: it failed to fit (a learning rate too high, now %g, or too few "
+            "epochs); do not use it",
+            best_value,
+            baseline,
+            config.learning_rate,
+        )
+
+
+class FitDivergedError(ValueError):
+    """The training loss became non-finite or grew far past where it started; nothing is saved."""
+
+
+# A per-row loss this many times its first value (and at least this far above it) has diverged:
+# training only lowers the loss, and a learning rate far too high sends it up by orders of magnitude.
+_DIVERGENCE_FACTOR = 1e3
+
+
+def _diverged(loss: float, first_loss: float) -> bool:
+    if not math.isfinite(loss):
+        return True
+    return abs(loss) > _DIVERGENCE_FACTOR * max(abs(first_loss), 1.0)
+
+
+def _divergence_message(
+    loss: float, first_loss: float, epoch: int, step: int, config: TrainConfig, start_epoch: int
+) -> str:
+    saved = "no checkpoint was written (give checkpoint_dir to keep one per epoch)"
+    if config.checkpoint_dir is not None:
+        last = epoch - 1
+        saved = (
+            f"the last good checkpoint, after epoch {last + 1}, is in {config.checkpoint_dir}"
+            if last >= 0 and last >= start_epoch - 1
+            else "no checkpoint was written before it"
+        )
+    return (
+        f"the fit diverged at epoch {epoch + 1}, step {step}: the loss per row is {loss:.4g} (it "
+        f"started at {first_loss:.4g}). No weights were written; {saved}. Lower learning_rate (now "
+        f"{config.learning_rate:g}) or check the embeddings and context for extreme values"
+    )
+
+
+def check_scale(data: FeedbackData) -> None:
+    """Refuse embeddings or context so large that the networks' first layer overflows float32
+    (warn from far smaller values, where optimization is already poorly conditioned)."""
+    for name, values in (("embeddings", data.embeddings), ("context", data.context)):
+        if values is None:
+            continue
+        largest = max(float(chunk.abs().max()) for chunk in values.split(_SCALE_CHUNK_ROWS))
+        if largest > _SCALE_LIMIT:
+            raise ValueError(
+                f"{name}: values up to {largest:.3g} overflow a network's float32 arithmetic; "
+                "standardize them (sentence embeddings are usually of size about 1)"
+            )
+        if largest > _SCALE_WARNING:
+            logger.warning(
+                "%s: values up to %.3g; networks train poorly on inputs this large, standardize them",
+                name,
+                largest,
+            )
+
+
+_SCALE_CHUNK_ROWS = 65_536
+_SCALE_LIMIT = 1e15
+_SCALE_WARNING = 1e4
 
 
 def check_learnable(data: FeedbackData, method: str, labels: torch.Tensor) -> None:

@@ -10,6 +10,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
+from pyro_irm.atomic import atomic_directory
 from pyro_irm.channels import DEFAULT_CHANNELS, ChannelSpec
 from pyro_irm.data.feedback import as_float_tensor, first_non_finite
 from pyro_irm.models.base import FeedbackModel
@@ -251,9 +252,14 @@ class RewardModel:
         return self
 
     def save(self, path: str | Path) -> Path:
-        """Write ``weights.safetensors`` and ``reward_model.json`` into the directory ``path``."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
+        """Write ``weights.safetensors`` and ``reward_model.json`` into the directory ``path``, whole
+        or not at all (an earlier saved model there is replaced)."""
+        target = Path(path)
+        with atomic_directory(target, marker=CONFIG_FILE) as path:
+            self._write(path)
+        return target
+
+    def _write(self, path: Path) -> None:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         if self.guide is not None:
             tensors.update({f"guide.{k}": v for k, v in self.guide.state_dict().items()})
@@ -277,7 +283,6 @@ class RewardModel:
             "model_config": asdict(self.config),
         }
         (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-        return path
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> RewardModel:

@@ -112,6 +112,42 @@ def test_a_torn_tail_is_cut_off_when_the_cache_reopens(minilm, tmp_path):
     np.testing.assert_array_equal(embed_rows(prompts, responses, minilm, reopened), expected)
 
 
+def test_bytes_overwritten_in_the_cache_are_found_and_encoded_again(minilm, tmp_path):
+    prompts, responses = _rows(num_rows=12)
+    expected = embed_rows(prompts, responses, minilm, open_cache(minilm, tmp_path))
+    cache = open_cache(minilm, tmp_path)
+    stored = np.memmap(cache.directory / "embeddings.f32", dtype=np.float32, mode="r+")
+    stored[5 * minilm.dim + 3] = 1e30  # a stray write
+    stored[9 * minilm.dim] = np.nan
+    stored.flush()
+    del stored
+    reopened = open_cache(minilm, tmp_path)
+    assert sorted(reopened.verify(np.arange(12)).tolist()) == [5, 9]
+    rows = minilm.rows_encoded
+    # Encoded in a batch of their own, with its own padding: equal up to float32 rounding.
+    np.testing.assert_allclose(embed_rows(prompts, responses, minilm, reopened), expected, atol=1e-5)
+    assert minilm.rows_encoded == rows + 2  # just the two damaged rows, encoded again
+    assert len(open_cache(minilm, tmp_path).verify(np.arange(len(reopened)))) == 2  # the dead copies
+
+
+def test_a_cache_written_without_checksums_gets_them(tmp_path):
+    cache = EmbeddingCache(tmp_path, {"model": "a"}, "key", 4)
+    cache.append(text_keys(["p", "q"], ["r", "s"]), np.ones((2, 4), np.float32))
+    (cache.directory / "checks.bin").unlink()
+    reopened = EmbeddingCache(tmp_path, {"model": "a"}, "key", 4)
+    assert len(reopened) == 2 and len(reopened.verify(np.arange(2))) == 0
+
+
+def test_a_corrupt_identity_file_or_a_file_for_a_root_is_named(tmp_path):
+    EmbeddingCache(tmp_path, {"model": "a"}, "key", 4)
+    (tmp_path / "key" / "identity.json").write_text("{not json")
+    with pytest.raises(ValueError, match=r"identity.json: the embedding cache's identity file is corrupt"):
+        EmbeddingCache(tmp_path, {"model": "a"}, "key", 4)
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ValueError, match=r"file is a file, not a directory"):
+        EmbeddingCache(tmp_path / "file", {"model": "a"}, "key", 4)
+
+
 def test_a_cache_refuses_another_encoders_identity(tmp_path):
     EmbeddingCache(tmp_path, {"model": "a"}, "key", 4)
     with pytest.raises(ValueError, match="remove that directory"):
