@@ -26,6 +26,7 @@ from pyro_irm.encoders.cache import default_cache_root, rows_fingerprint
 from pyro_irm.encoders.config import EncoderConfig
 from pyro_irm.encoders.embed import embed_rows, load_embeddings, open_cache
 from pyro_irm.encoders.encoder import TextEncoder
+from pyro_irm.export.hf import reward_stats
 from pyro_irm.inference.config import TrainConfig
 from pyro_irm.inference.methods import method_spec
 from pyro_irm.inference.nuisance import EstimatorConfig
@@ -132,6 +133,23 @@ class Run:
     def name(self) -> str:
         return self.directory.name
 
+    def export_hf(self, directory: str | Path) -> Path:
+        """Write this run's reward model and encoder as a ``transformers`` directory (see
+        :func:`pyro_irm.export.export_hf`)."""
+        from pyro_irm.export import export_hf
+
+        if self.encoder is None:
+            raise ValueError(
+                f"{self.directory} was fit on precomputed embeddings (--embeddings), so it names no "
+                "encoder to export; fit from text (the run encodes the log) to export it"
+            )
+        stats = self.info.get("reward_stats")
+        if stats is None:
+            raise ValueError(
+                f"{self.directory}: run.json has no reward_stats (a run from an older version); fit it again"
+            )
+        return export_hf(self.reward_model, self.encoder, directory, stats, source=str(self.directory))
+
 
 def schema_from_dict(values: dict) -> LogSchema:
     values = dict(values)
@@ -186,6 +204,8 @@ def _write_run(directory, result, log, embeddings, schema, model_config, encoder
         "nuisance": result.nuisance_sources,
         "users": log.user_vocabulary() if log.user_ids is not None else None,
         "context_scaling": list(log.context_scaling()) if log.context is not None else None,
+        # Over every row of the training log, for RLHF code that normalizes rewards.
+        "reward_stats": reward_stats(result.reward_model.score(embeddings)),
     }
     (directory / RUN_FILE).write_text(json.dumps(info, indent=2) + "\n")
     history = result.history

@@ -19,7 +19,17 @@ import numpy as np
 
 from pyro_irm.atomic import check_replaceable, write_json_atomic
 from pyro_irm.cli.benchmark import add_benchmark_parser
+from pyro_irm.cli.common import (
+    EXIT_BAD_INPUT,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    add_cache_option,
+    add_quiet_option,
+    run_embeddings,
+    say,
+)
 from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
+from pyro_irm.cli.rlhf import add_rlhf_parsers
 from pyro_irm.cli.schema import (
     add_bad_fraction_option,
     add_schema_options,
@@ -31,7 +41,7 @@ from pyro_irm.data.logs import LogSchema, write_records
 from pyro_irm.data.preference_sets import PREFERENCE_SETS, load_preference_set, simulate_log
 from pyro_irm.data.simulate import SimulationConfig
 from pyro_irm.demo import DemoConfig, run_demo
-from pyro_irm.encoders.cache import default_cache_root, rows_fingerprint
+from pyro_irm.encoders.cache import rows_fingerprint
 from pyro_irm.encoders.config import EncoderConfig
 from pyro_irm.encoders.embed import save_embeddings
 from pyro_irm.groups import GROUP_NAMES
@@ -49,8 +59,6 @@ from pyro_irm.runs import (
     run_groups,
     save_run,
 )
-
-EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 DEMO_COLUMNS = (
     ("auc", "AUC"),
@@ -81,12 +89,6 @@ def format_table(results: dict[str, dict[str, float]], columns=DEMO_COLUMNS, wid
     return "\n".join(lines)
 
 
-def _say(args: argparse.Namespace, message: str) -> None:
-    """Status lines go to stderr, so stdout carries only results (tables, scores)."""
-    if not getattr(args, "quiet", False):
-        print(message, file=sys.stderr)
-
-
 # ---------------------------------------------------------------- shared option groups
 
 
@@ -99,11 +101,7 @@ def _add_encoder_options(parser: argparse.ArgumentParser) -> None:
     add_dataclass_options(
         group, EncoderConfig, "encoder_", rename={"model": "encoder"}, flag_prefix="encoder_"
     )
-    _add_cache_option(group)
-
-
-def _add_cache_option(parser) -> None:
-    parser.add_argument("--cache-dir", help=f"embedding cache root (default: {default_cache_root()})")
+    add_cache_option(group)
 
 
 def _encoder_config(args: argparse.Namespace, file_config: dict | None = None) -> EncoderConfig:
@@ -111,10 +109,6 @@ def _encoder_config(args: argparse.Namespace, file_config: dict | None = None) -
     return build_config(
         EncoderConfig, section, dataclass_values(args, EncoderConfig, "encoder_"), "[encoder]"
     )
-
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
 
 
 # ---------------------------------------------------------------- commands
@@ -160,7 +154,7 @@ def _simulate(args: argparse.Namespace) -> int:
         on_error="skip" if args.skip_bad_rows else "raise",
         limit=args.limit,
     )
-    _say(args, scored.report.summary())
+    say(args, scored.report.summary())
     preferred = scored.preference
     if config.setting == "chatlog":
         chat_values = dataclass_values(args, ChatLogConfig, "chat_")
@@ -242,14 +236,14 @@ def _fit(args: argparse.Namespace) -> int:
         f"{name} {values.mean():.1%}" if channel.kind == "binary" else f"{name} mean {values.mean():.3g}"
         for name, channel, values in zip(log.action_names, log.channels, log.actions.T, strict=True)
     )
-    _say(args, f"Fitting {train_config.method} on {len(log):,} rows ({rates}).")
+    say(args, f"Fitting {train_config.method} on {len(log):,} rows ({rates}).")
     result = fit_log(log, embeddings, train_config, model_config, estimator_config)
     if args.bayesian_head:
         data = log.to_feedback(embeddings)
         head_values = dataclass_values(args, HeadConfig, "head_")
         head_values.setdefault("progress", not args.quiet)
         head_config = build_config(HeadConfig, file_config.get("head"), head_values, "[head]")
-        _say(args, f"Fitting a Bayesian last layer by {args.bayesian_head}.")
+        say(args, f"Fitting a Bayesian last layer by {args.bayesian_head}.")
         result.reward_model.fit_bayesian_head(
             data.embeddings,
             data.actions,
@@ -269,24 +263,13 @@ def _fit(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _run_embeddings(run: Run, log, args: argparse.Namespace) -> np.ndarray:
-    """The log's embeddings: ``--embeddings`` if given, else encoded (cached) with the run's encoder."""
-    if args.embeddings is None and run.encoder is None:
-        raise ValueError(
-            f"{run.directory} was fit on precomputed embeddings; pass --embeddings for {log.report.source}"
-        )
-    encoder = run.encoder if args.embeddings is None else None
-    embeddings, _ = embeddings_for(log, args.embeddings, encoder, args.cache_dir, not args.quiet)
-    return embeddings
-
-
 def _score(args: argparse.Namespace) -> int:
     run = Run.load(args.run_dir)
     schema = schema_from_args(args, actions=False, labels=False)
     log = _read(args, args.input, schema)
     if args.groups:
         log = _read(args, args.input, _groups_schema(run))
-    embeddings = _run_embeddings(run, log, args)
+    embeddings = run_embeddings(run, log, args)
     rewards = run.reward_model.score(embeddings).numpy()
     probability = 1.0 / (1.0 + np.exp(-rewards.astype(np.float64)))
     groups = run_groups(run, log, embeddings).numpy() if args.groups else None
@@ -313,7 +296,7 @@ def _score(args: argparse.Namespace) -> int:
     ]
     if args.out:
         write_records(args.out, records)
-        _say(args, f"Wrote {len(records):,} scores to {args.out}")
+        say(args, f"Wrote {len(records):,} scores to {args.out}")
     else:
         for record in records:
             sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
@@ -335,7 +318,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     for run in runs:  # runs sharing an encoder share one encoding of the log
         key = json.dumps(None if args.embeddings or run.encoder is None else run.encoder.to_dict())
         if key not in embedded:
-            embedded[key] = _run_embeddings(run, log, args)
+            embedded[key] = run_embeddings(run, log, args)
         name = run.name if run.name not in results else str(run.directory)
         results[name] = evaluate_run(run, log, embedded[key])
     rows = next(iter(results.values()))["rows"]
@@ -346,7 +329,7 @@ def _evaluate(args: argparse.Namespace) -> int:
     )
     if args.json:
         _write_json(args.json, results)
-        _say(args, f"Wrote {args.json}")
+        say(args, f"Wrote {args.json}")
     return EXIT_OK
 
 
@@ -358,7 +341,7 @@ def _report(args: argparse.Namespace) -> int:
     if source is None:
         raise ValueError(f"{run.directory}/run.json names no log; give one with --log")
     log = read_log_from_args(args, source, run.schema)
-    embeddings = _run_embeddings(run, log, args)
+    embeddings = run_embeddings(run, log, args)
     path = write_report(run, log, embeddings, args.out)
     print(f"Wrote {path}")
     return EXIT_OK
@@ -415,7 +398,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--epochs", type=int, default=60, help="most epochs per fit (default 60)")
     demo.add_argument("--json", metavar="PATH", help="also write the metrics as JSON to PATH")
-    _add_common(demo)
+    add_quiet_option(demo)
     demo.set_defaults(handler=_demo)
 
     simulate = commands.add_parser(
@@ -456,7 +439,7 @@ def build_parser() -> argparse.ArgumentParser:
         skip=("seed",),
         flag_prefix="chat_",
     )
-    _add_common(simulate)
+    add_quiet_option(simulate)
     simulate.set_defaults(handler=_simulate)
 
     embed = commands.add_parser(
@@ -470,7 +453,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--no-cache", action="store_true", help="encode everything and keep no cache")
     add_schema_options(embed, actions=False, labels=False)
     _add_encoder_options(embed)
-    _add_common(embed)
+    add_quiet_option(embed)
     embed.set_defaults(handler=_embed)
 
     fit = commands.add_parser(
@@ -507,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
         "est_",
     )
     _add_encoder_options(fit)
-    _add_common(fit)
+    add_quiet_option(fit)
     fit.set_defaults(handler=_fit)
 
     add_benchmark_parser(commands)
@@ -529,9 +512,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="also write each row's posterior probability of the four groups given its actions "
         "(implicitrm runs; the rows need the run's action, context and user columns)",
     )
-    _add_cache_option(score)
+    add_cache_option(score)
     add_schema_options(score, actions=False, labels=False)
-    _add_common(score)
+    add_quiet_option(score)
     score.set_defaults(handler=_score)
 
     evaluate = commands.add_parser(
@@ -544,9 +527,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--log", required=True, help="log with explicit labels (e.g. a held-out split)")
     evaluate.add_argument("--embeddings", help="precomputed embeddings of that log")
     evaluate.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
-    _add_cache_option(evaluate)
+    add_cache_option(evaluate)
     add_schema_options(evaluate, actions=False)
-    _add_common(evaluate)
+    add_quiet_option(evaluate)
     evaluate.set_defaults(handler=_evaluate)
 
     report = commands.add_parser(
@@ -562,9 +545,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--out", help="output directory (default: RUN_DIR/report)")
     report.add_argument("--skip-bad-rows", action="store_true", help="drop malformed rows (default: stop)")
     add_bad_fraction_option(report)
-    _add_cache_option(report)
-    _add_common(report)
+    add_cache_option(report)
+    add_quiet_option(report)
     report.set_defaults(handler=_report)
+    add_rlhf_parsers(commands)
     return parser
 
 
