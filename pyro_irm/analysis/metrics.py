@@ -177,3 +177,57 @@ def feature_bias(rewards, feature, true_preference) -> float:
 
     rewards, feature, truth = _numpy(rewards), _numpy(feature), _numpy(true_preference)
     return float(spearmanr(rewards, feature).statistic - spearmanr(truth, feature).statistic)
+
+
+def pair_metrics(chosen_rewards, rejected_rewards, chosen_lengths=None, rejected_lengths=None) -> dict:
+    """Metrics of rewards on chosen/rejected pairs, as RewardBench scores them.
+
+    ``accuracy`` is the share of pairs whose chosen response gets the strictly higher reward (a tie
+    counts as wrong). With response lengths, ``prefers_longer`` is the share of pairs of unequal
+    length where the reward is higher for the longer response, ``chosen_longer`` the share where the
+    chosen one is the longer, and ``length_bias`` their difference: 0 for a reward that likes length
+    only as much as the people who chose did.
+    """
+    chosen, rejected = _numpy(chosen_rewards).astype(np.float64), _numpy(rejected_rewards).astype(np.float64)
+    metrics = {
+        "pairs": int(chosen.size),
+        "accuracy": float(np.mean(chosen > rejected)),
+        "mean_margin": float(np.mean(chosen - rejected)),
+    }
+    if chosen_lengths is not None and rejected_lengths is not None:
+        long_c, long_r = _numpy(chosen_lengths), _numpy(rejected_lengths)
+        unequal = long_c != long_r
+        if unequal.any():
+            longer_reward = np.where(long_c > long_r, chosen, rejected)[unequal]
+            shorter_reward = np.where(long_c > long_r, rejected, chosen)[unequal]
+            metrics["prefers_longer"] = float(np.mean(longer_reward > shorter_reward))
+            metrics["chosen_longer"] = float(np.mean(long_c[unequal] > long_r[unequal]))
+            metrics["length_bias"] = metrics["prefers_longer"] - metrics["chosen_longer"]
+    return metrics
+
+
+def bootstrap_intervals(metrics_of, groups, resamples: int = 200, confidence: float = 0.95, seed: int = 0):
+    """Percentile bootstrap intervals of every metric ``metrics_of(rows, groups) -> dict`` returns,
+    resampling whole groups (prompts, or pairs) with replacement so that rows of one prompt stay
+    together. ``rows`` is an index into the data; ``groups`` the resampled rows' group labels (each
+    drawn group gets a label of its own, so a group drawn twice counts as two).
+
+    Returns ``{metric: (low, high)}``; a metric that is NaN in a resample is left out of it.
+    """
+    labels, inverse = np.unique(np.asarray(groups), return_inverse=True)
+    members = np.split(np.argsort(inverse, kind="stable"), np.cumsum(np.bincount(inverse))[:-1])
+    generator = np.random.default_rng(seed)
+    draws: dict[str, list[float]] = {}
+    for _ in range(resamples):
+        chosen = generator.integers(0, len(labels), size=len(labels))
+        rows = np.concatenate([members[g] for g in chosen])
+        relabelled = np.repeat(np.arange(len(chosen)), [len(members[g]) for g in chosen])
+        for name, value in metrics_of(rows, relabelled).items():
+            if isinstance(value, float) and np.isfinite(value):
+                draws.setdefault(name, []).append(value)
+    tail = (1.0 - confidence) / 2.0
+    return {
+        name: (float(np.quantile(values, tail)), float(np.quantile(values, 1.0 - tail)))
+        for name, values in draws.items()
+        if len(values) >= resamples // 2
+    }

@@ -38,6 +38,7 @@ from pyro_irm.cli.schema import (
 )
 from pyro_irm.data.chatlog import ChatLogConfig, chatlog_records
 from pyro_irm.data.logs import LogSchema, write_records
+from pyro_irm.data.pairs import read_pairs
 from pyro_irm.data.preference_sets import PREFERENCE_SETS, load_preference_set, simulate_log
 from pyro_irm.data.simulate import SimulationConfig
 from pyro_irm.demo import DemoConfig, run_demo
@@ -54,6 +55,7 @@ from pyro_irm.runs import (
     Run,
     embed_log,
     embeddings_for,
+    evaluate_pairs,
     evaluate_run,
     fit_log,
     run_groups,
@@ -75,6 +77,14 @@ EVALUATE_COLUMNS = (
     ("log_loss", "log-loss"),
     ("ece", "ECE"),
     ("pairwise_accuracy", "pairwise acc."),
+    ("length_bias", "length bias"),
+)
+PAIR_COLUMNS = (
+    ("accuracy", "accuracy"),
+    ("mean_margin", "mean margin"),
+    ("prefers_longer", "prefers longer"),
+    ("chosen_longer", "chosen longer"),
+    ("length_bias", "length bias"),
 )
 
 
@@ -84,9 +94,13 @@ def format_table(results: dict[str, dict[str, float]], columns=DEMO_COLUMNS, wid
     header = f"{'method':<{name_width}}" + "".join(f"{title:>{width}}" for _, title in columns)
     lines = [header, "-" * len(header)]
     for method, metrics in results.items():
-        cells = (f"{metrics[key]:.3f}" if key in metrics else "—" for key, _ in columns)
+        cells = (_cell(metrics[key]) if key in metrics else "—" for key, _ in columns)
         lines.append(f"{method:<{name_width}}" + "".join(f"{cell:>{width}}" for cell in cells))
     return "\n".join(lines)
+
+
+def _cell(value) -> str:
+    return value if isinstance(value, str) else f"{value:.3f}"
 
 
 # ---------------------------------------------------------------- shared option groups
@@ -311,6 +325,12 @@ def _groups_schema(run: Run) -> LogSchema:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
+    if (args.log is None) == (args.pairs is None):
+        raise ValueError(
+            "give --log (rows with explicit labels) or --pairs (chosen/rejected pairs), not both"
+        )
+    if args.pairs is not None:
+        return _evaluate_pairs(args)
     runs = [Run.load(directory) for directory in args.run_dirs]
     log = _read(args, args.log, schema_from_args(args, actions=False))
     results = {}
@@ -320,17 +340,60 @@ def _evaluate(args: argparse.Namespace) -> int:
         if key not in embedded:
             embedded[key] = run_embeddings(run, log, args)
         name = run.name if run.name not in results else str(run.directory)
-        results[name] = evaluate_run(run, log, embedded[key])
+        results[name] = evaluate_run(run, log, embedded[key], resamples=args.resamples)
     rows = next(iter(results.values()))["rows"]
     print(format_table(results, EVALUATE_COLUMNS, width=14))
+    _print_intervals(results, EVALUATE_COLUMNS, args.resamples)
     print(
         f"\nP(preferred) against the explicit labels of {rows:,} rows of {args.log}. Pairwise accuracy "
-        "ranks pairs of responses to one prompt."
+        "ranks pairs of responses to one prompt; length bias is the reward's rank correlation with "
+        "log length minus the truth's (0: no more length-driven than quality)."
     )
     if args.json:
         _write_json(args.json, results)
         say(args, f"Wrote {args.json}")
     return EXIT_OK
+
+
+def _evaluate_pairs(args: argparse.Namespace) -> int:
+    pairs = read_pairs(
+        args.pairs,
+        prompt=args.prompt_col,
+        chosen=args.chosen_col,
+        rejected=args.rejected_col,
+        on_error="skip" if args.skip_bad_rows else "raise",
+        split=args.split,
+        max_bad_fraction=args.max_bad_fraction,
+    )
+    if pairs.report.dropped:
+        print(pairs.report.summary(), file=sys.stderr)
+    results = {}
+    for directory in args.run_dirs:
+        run = Run.load(directory)
+        name = run.name if run.name not in results else str(run.directory)
+        results[name] = evaluate_pairs(run, pairs, args.cache_dir, resamples=args.resamples)
+    print(format_table(results, PAIR_COLUMNS, width=16))
+    _print_intervals(results, PAIR_COLUMNS, args.resamples)
+    print(
+        f"\nOn {len(pairs):,} chosen/rejected pairs of {args.pairs}: accuracy is the share whose chosen "
+        "response gets the higher reward (ties count as wrong, as in RewardBench); length bias is how "
+        "much more often the reward prefers the longer response than the choosers did."
+    )
+    if args.json:
+        _write_json(args.json, results)
+        say(args, f"Wrote {args.json}")
+    return EXIT_OK
+
+
+def _print_intervals(results: dict, columns, resamples: int) -> None:
+    if not resamples:
+        return
+    intervals = {
+        name: {key: f"[{low:.3f}, {high:.3f}]" for key, (low, high) in metrics.get("intervals", {}).items()}
+        for name, metrics in results.items()
+    }
+    print(f"\n95% intervals ({resamples} bootstrap resamples of whole prompts or pairs):")
+    print(format_table(intervals, columns, width=16))
 
 
 def _report(args: argparse.Namespace) -> int:
@@ -524,7 +587,17 @@ def build_parser() -> argparse.ArgumentParser:
         "MAE, RMSE, R^2, log-loss, ECE and pairwise accuracy within prompt.",
     )
     evaluate.add_argument("run_dirs", nargs="+", help="run directories written by `pyro-irm fit`")
-    evaluate.add_argument("--log", required=True, help="log with explicit labels (e.g. a held-out split)")
+    evaluate.add_argument("--log", help="log with explicit labels (e.g. a held-out split)")
+    evaluate.add_argument(
+        "--pairs",
+        help="chosen/rejected preference pairs instead (TRL, UltraFeedback binarized, hh-rlhf): "
+        "accuracy as RewardBench computes it",
+    )
+    evaluate.add_argument("--chosen-col", default="chosen", help="pairs: the chosen response's column")
+    evaluate.add_argument("--rejected-col", default="rejected", help="pairs: the rejected response's column")
+    evaluate.add_argument(
+        "--resamples", type=int, default=200, help="bootstrap resamples for the 95%% intervals (0: none)"
+    )
     evaluate.add_argument("--embeddings", help="precomputed embeddings of that log")
     evaluate.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
     add_cache_option(evaluate)

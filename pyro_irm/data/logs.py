@@ -25,6 +25,12 @@ import torch
 
 from pyro_irm.atomic import atomic_file
 from pyro_irm.channels import ChannelSpec
+from pyro_irm.data.conversation import (
+    ConversationError,
+    render_prompt,
+    response_text,
+    split_conversation,
+)
 from pyro_irm.data.feedback import FeedbackData, make_truth
 from pyro_irm.data.readers import (
     CSV_SUFFIXES,
@@ -33,6 +39,7 @@ from pyro_irm.data.readers import (
     ParseError,
     data_suffix,
     iter_records,
+    source_name,
 )
 
 # Columns a simulated log carries besides the schema's: they make the simulated truth reloadable.
@@ -368,8 +375,28 @@ def _text(record: dict, name: str) -> str:
     return value
 
 
+def _row_texts(record: dict, schema: LogSchema) -> tuple[str, str]:
+    """A row's (prompt, response): text columns, or TRL's forms (``completion`` for the response,
+    messages in either column, or a ``messages`` conversation alone; see ``data/conversation.py``)."""
+    try:
+        if schema.prompt not in record and schema.response not in record and "messages" in record:
+            return split_conversation(record["messages"])
+        response_column = schema.response
+        if response_column == "response" and "response" not in record and "completion" in record:
+            response_column = "completion"  # TRL's unpaired and prompt-completion formats
+        prompt, response = record.get(schema.prompt), record.get(response_column)
+        if isinstance(prompt, list):
+            prompt = render_prompt(prompt, schema.prompt)
+        if isinstance(response, list):
+            response = response_text(response, response_column)
+    except ConversationError as error:
+        field, _, reason = str(error).partition(": ")
+        raise _RowProblem(field, reason) from None
+    return _text({schema.prompt: prompt}, schema.prompt), _text({response_column: response}, response_column)
+
+
 def read_log(
-    source: str | Path,
+    source: str | Path | Any,
     schema: LogSchema | None = None,
     on_error: OnError = "raise",
     split: str | None = None,
@@ -378,7 +405,8 @@ def read_log(
     """Read and validate a log (JSONL, CSV/TSV, Parquet, a saved or hub ``datasets`` data set).
 
     Args:
-        source: a file, a ``save_to_disk`` directory, or a hub name (``owner/name`` or ``hf://...``).
+        source: a file, a ``save_to_disk`` directory, a hub name (``owner/name`` or ``hf://...``),
+            or rows in memory: a pandas ``DataFrame``, a ``datasets.Dataset`` or a list of dicts.
         schema: the column mapping (defaults: prompt, response, action, label).
         on_error: ``"raise"`` stops at the first bad row with a :class:`LogFormatError` naming the
             file, row and field; ``"skip"`` drops bad rows and records why in ``log.report``.
@@ -388,6 +416,7 @@ def read_log(
             rows); None for no limit.
     """
     schema = schema or LogSchema()
+    name = source_name(source)
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     thresholds = schema.thresholds
@@ -410,7 +439,7 @@ def read_log(
         try:
             if isinstance(record, ParseError):
                 raise _RowProblem(record.field, record.reason)
-            prompt, response = _text(record, schema.prompt), _text(record, schema.response)
+            prompt, response = _row_texts(record, schema)
             row_actions = [
                 _binary(name, _number(record, name, True), thresholds.get(name), "counts or durations")
                 for name in (*schema.actions, *schema.negative_actions)
@@ -457,7 +486,7 @@ def read_log(
         except _RowProblem as problem:
             if on_error == "raise":
                 raise LogFormatError(
-                    f"{source}, row {row}, field {problem.field!r}: {problem.reason}. Fix the row, map "
+                    f"{name}, row {row}, field {problem.field!r}: {problem.reason}. Fix the row, map "
                     "the column with the schema (--prompt-col, --action-col, ...), or skip bad rows "
                     "(on_error='skip', --skip-bad-rows)"
                 ) from None
@@ -474,16 +503,16 @@ def read_log(
         truth_rows.append(row_truth)
         user_ids.append(user_id)
         rows.append(row)
-    report = LoadReport(str(source), rows_read, tuple(dropped))
+    report = LoadReport(name, rows_read, tuple(dropped))
     if max_bad_fraction is not None and rows_read and len(dropped) > max_bad_fraction * rows_read:
         raise LogFormatError(
-            f"{source}: {len(dropped)} of {rows_read} rows ({len(dropped) / rows_read:.1%}) do not fit the "
+            f"{name}: {len(dropped)} of {rows_read} rows ({len(dropped) / rows_read:.1%}) do not fit the "
             f"schema, more than the {max_bad_fraction:.1%} allowed ({report.summary()}). Check the column "
             "mapping (a graded label needs --label-threshold, counts need --action-threshold) or raise "
             "--max-bad-fraction"
         )
     if not responses:
-        raise LogFormatError(f"{source}: no usable rows ({report.summary()})")
+        raise LogFormatError(f"{name}: no usable rows ({report.summary()})")
     label_array = np.asarray(labels, dtype=np.float32)
     truth = None
     if truth_present:

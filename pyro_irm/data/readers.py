@@ -12,6 +12,7 @@ import csv
 import gzip
 import io
 import json
+import os
 import re
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -49,10 +50,42 @@ def is_hub_name(source: str) -> bool:
     return not Path(source).exists() and source.count("/") == 1 and not source.startswith((".", "/", "~"))
 
 
-def iter_records(source: str | Path, split: str | None = None) -> Iterator[tuple[int, dict | ParseError]]:
+def source_name(source: Any) -> str:
+    """How messages name a source: its path or hub name, or the kind of in-memory rows."""
+    if isinstance(source, str | os.PathLike):
+        return str(source)
+    return f"<{type(source).__name__}>"
+
+
+def _in_memory(source: Any) -> bool:
+    return not isinstance(source, str | os.PathLike)
+
+
+def _iter_in_memory(source: Any, split: str | None) -> Iterator[tuple[int, dict | ParseError]]:
+    """Rows of a pandas DataFrame, a ``datasets`` Dataset (or DatasetDict) or a list of dicts."""
+    if hasattr(source, "to_dict") and hasattr(source, "columns"):  # pandas
+        records = source.to_dict(orient="records")
+    elif hasattr(source, "features") or hasattr(source, "keys") and hasattr(source, "column_names"):
+        records = _pick_split(source, split, source_name(source))
+    elif isinstance(source, list | tuple):
+        records = source
+    else:
+        raise ValueError(
+            f"cannot read rows from a {type(source).__name__}; give a path, a hub name, a pandas "
+            "DataFrame, a datasets.Dataset or a list of dicts"
+        )
+    for row, record in enumerate(records, start=1):
+        yield row, record if isinstance(record, dict) else ParseError("not a mapping of column to value")
+
+
+def iter_records(source: Any, split: str | None = None) -> Iterator[tuple[int, dict | ParseError]]:
     """Records of a JSONL/CSV/TSV/Parquet file (``.gz`` allowed for text formats), a directory saved
-    by ``datasets.Dataset.save_to_disk``, or a Hugging Face hub data set (``split`` picks its split).
+    by ``datasets.Dataset.save_to_disk``, a Hugging Face hub data set (``split`` picks its split), or
+    rows in memory (a pandas DataFrame, a ``datasets`` Dataset, a list of dicts).
     """
+    if _in_memory(source):
+        yield from _iter_in_memory(source, split)
+        return
     text = str(source)
     if is_hub_name(text):
         yield from _iter_hub(text.removeprefix("hf://"), split)
