@@ -18,6 +18,7 @@ from pyro_irm.benchmark import (
     run_benchmark,
     run_sweep,
 )
+from pyro_irm.best_of_n import BestOfN, best_of_n
 from pyro_irm.data import (
     FeedbackData,
     FeedbackLog,
@@ -32,7 +33,9 @@ from pyro_irm.data import (
     simulate_log,
     write_records,
 )
+from pyro_irm.data.pairs import PreferencePairs, read_pairs
 from pyro_irm.encoders import EmbeddingCache, EncoderConfig, TextEncoder, embed_rows
+from pyro_irm.export import export_hf
 from pyro_irm.groups import GROUP_NAMES
 from pyro_irm.inference import (
     METHOD_NAMES,
@@ -47,12 +50,18 @@ from pyro_irm.inference import (
 )
 from pyro_irm.models import ModelConfig, RewardModel
 from pyro_irm.models.identifiability import IdentifiabilityWarning
-from pyro_irm.runs import Run, embed_log, evaluate_run, fit_log, save_run
+from pyro_irm.runs import Run, embed_log, evaluate_pairs, evaluate_run, fit_log, save_run
 
 __all__ = [
     "GROUP_NAMES",
     "METHOD_NAMES",
     "BenchmarkConfig",
+    "BestOfN",
+    "PreferencePairs",
+    "best_of_n",
+    "evaluate_pairs",
+    "export_hf",
+    "read_pairs",
     "BenchmarkResult",
     "EstimatorConfig",
     "Nuisance",

@@ -284,6 +284,13 @@ class RewardModel:
         }
         (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
+    def export_hf(self, directory: str | Path, encoder_config, stats: dict | None = None) -> Path:
+        """Write this model with the encoder of ``encoder_config`` as a ``transformers`` directory
+        (see :func:`pyro_irm.export.export_hf`; ``stats``: the reward's training mean and std)."""
+        from pyro_irm.export.hf import export_hf
+
+        return export_hf(self, encoder_config, directory, stats)
+
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> RewardModel:
         """Read a directory written by :meth:`save`; weights load through safetensors."""
