@@ -372,3 +372,45 @@ def test_a_reader_that_goes_away_ends_score_quietly(tmp_path):
         stderr = process.stderr.read()
     assert process.wait(timeout=60) == 0, stderr
     assert "Traceback" not in stderr and "BrokenPipe" not in stderr
+
+
+# ---------------------------------------------------------------- the CLI's numbers are the library's
+
+
+def test_score_and_evaluate_write_the_numbers_the_library_computes(tmp_path):
+    from pyro_irm.runs import Run, evaluate_run
+
+    log, embeddings, run_dir = _run_with_embeddings(tmp_path, rows=80)
+    rows = [json.loads(line) for line in log.read_text().splitlines()]
+    for row in rows:
+        row["label"] = int(row["action"] or row["response"].endswith("7"))
+    write_records(log, rows)
+    out = tmp_path / "scores.jsonl"
+    assert (
+        main(["score", str(run_dir), str(log), "--embeddings", str(embeddings), "--out", str(out), "--quiet"])
+        == 0
+    )
+    written = np.array([json.loads(line)["reward"] for line in out.read_text().splitlines()])
+    run = Run.load(run_dir)
+    values = np.load(embeddings)
+    np.testing.assert_allclose(written, run.reward_model.score(values).numpy(), rtol=0, atol=1e-6)
+    assert np.ptp(written) > 1e-4
+    metrics = tmp_path / "metrics.json"
+    code = main(["evaluate", str(run_dir), "--log", str(log), "--embeddings", str(embeddings), "--json",
+                 str(metrics), "--quiet"])  # fmt: skip
+    assert code == 0
+    library = evaluate_run(run, read_log(log, LogSchema(actions=())), values)
+    reported = json.loads(metrics.read_text())["run"]
+    for name in ("auc", "log_loss", "ece", "pairwise_accuracy", "length_bias"):
+        assert reported[name] == pytest.approx(library[name]), name
+
+
+def test_a_bug_exits_1_with_its_traceback(tmp_path):
+    code = (
+        "import importlib, sys; cli = importlib.import_module('pyro_irm.cli.main')\n"
+        "def broken(args):\n    raise RuntimeError('a bug')\n"
+        "cli._demo = broken\nsys.exit(cli.main(['demo']))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1
+    assert "Traceback" in result.stderr and "RuntimeError: a bug" in result.stderr

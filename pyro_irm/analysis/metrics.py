@@ -176,6 +176,8 @@ def feature_bias(rewards, feature, true_preference) -> float:
     from scipy.stats import spearmanr
 
     rewards, feature, truth = _numpy(rewards), _numpy(feature), _numpy(true_preference)
+    if min(np.ptp(rewards), np.ptp(feature), np.ptp(truth)) == 0:  # a constant has no rank correlation
+        return float("nan")
     return float(spearmanr(rewards, feature).statistic - spearmanr(truth, feature).statistic)
 
 

@@ -411,6 +411,13 @@ def _divergence_message(
             if last >= 0 and last >= start_epoch - 1
             else "no checkpoint was written before it"
         )
+    if config.method == "upu" and loss < 0:
+        return (
+            f"uPU's risk ran away below zero at epoch {epoch + 1}, step {step} ({loss:.4g} per row): the "
+            f"network has overfit the unlabelled rows, which uPU's unbounded risk allows. No weights "
+            f"were written; {saved}. Use method 'nnpu' (its risk stays non-negative), fewer epochs or "
+            "a smaller network"
+        )
     return (
         f"the fit diverged at epoch {epoch + 1}, step {step}: the loss per row is {loss:.4g} (it "
         f"started at {first_loss:.4g}). No weights were written; {saved}. Lower learning_rate (now "

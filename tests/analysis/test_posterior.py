@@ -7,6 +7,7 @@ import torch
 from pyro_irm import SimulationConfig, TrainConfig, fit, simulate
 from pyro_irm.analysis.convert import arviz_major_version, summary, to_inference_data
 from pyro_irm.analysis.group_diagnostics import diagnose_groups, diagnose_inference_data
+from pyro_irm.analysis.metrics import auc
 from pyro_irm.analysis.plots import plot_group_confusion, plot_group_reliability
 from pyro_irm.analysis.unbiasedness import (
     UnbiasednessConfig,
@@ -77,8 +78,10 @@ def test_fitted_groups_beat_the_prior_and_are_calibrated(fitted, tmp_path):
     idata = to_inference_data(model, data)
     diagnostics = diagnose_inference_data(idata)
     majority = np.bincount(data.truth.group.numpy()).max() / len(data)
-    assert diagnostics.accuracy > majority + 0.1
-    assert diagnostics.calibration_error < 0.05
+    # The fit reaches 0.74; its actions alone (a reward that ignores the text) reach about 0.50.
+    assert diagnostics.accuracy > 0.65 > majority + 0.1
+    assert diagnostics.calibration_error < 0.06
+    assert auc(data.truth.preference, model.score(data.embeddings, data.context)) > 0.85
     no_action = diagnose_inference_data(idata, no_action_only=True)
     assert no_action.rows == int((data.actions == 0).sum())
     assert "| engaged_positive |" in diagnostics.confusion_table()

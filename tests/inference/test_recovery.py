@@ -19,6 +19,7 @@ def fits(biased_train):
     configs = {
         "naive": TrainConfig(method="naive", progress=False),
         "enumerate": TrainConfig(inference="enumerate", progress=False),
+        "fused": TrainConfig(inference="fused", progress=False),
         "amortized": TrainConfig(inference="amortized", progress=False),
         "oracle": TrainConfig(method="oracle", progress=False),
     }
@@ -64,3 +65,13 @@ def test_enumeration_and_amortized_rewards_agree(fits, biased_test):
     )
     # The guide has learned the model's own posterior.
     assert (exact - guide).abs().sum(-1).mean() < 0.15
+
+
+@pytest.mark.slow
+def test_fused_and_enumerated_fits_give_the_same_rewards(fits, biased_test):
+    """One objective, two ways of computing it (Pyro's enumeration, the traced closed form): the
+    fits, same seed and batches, end with the same ranking and nearly the same rewards."""
+    enumerated, fused = (fits[n].reward_model.score(biased_test.embeddings) for n in ("enumerate", "fused"))
+    assert _spearman(enumerated, fused) > 0.995
+    assert (enumerated - fused).abs().mean() < 0.05 * enumerated.std()
+    assert fits["enumerate"].history.epochs == fits["fused"].history.epochs

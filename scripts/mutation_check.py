@@ -1,0 +1,176 @@
+"""Break the code on purpose, one mutation at a time, and check that the tests aimed at it fail.
+
+Each mutation replaces one exact piece of source in a copy of the package (the working tree is
+never touched) and runs the tests named for it against that copy. A mutation the tests do not
+catch is a test that cannot fail; the script exits 1 if there is one.
+
+    python scripts/mutation_check.py            # every mutation
+    python scripts/mutation_check.py dr nnpu    # the named ones
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@dataclass(frozen=True)
+class Mutation:
+    name: str
+    file: str
+    original: str
+    mutated: str
+    tests: tuple[str, ...]
+
+
+MUTATIONS = (
+    Mutation(
+        "nnpu-no-correction",
+        "pyro_irm/inference/estimators.py",
+        "if negative < -self.config.nnpu_beta:",
+        "if False and negative < -self.config.nnpu_beta:",
+        (
+            "tests/inference/test_estimator_wiring.py::test_nnpu_correction_keeps_a_flexible_network_from_overfitting_where_upu_does",
+        ),
+    ),
+    Mutation(
+        "dr-is-ips",
+        "pyro_irm/inference/estimators.py",
+        "terms = doubly_robust_loss(per_row, imputed, observed, propensity)",
+        "terms = observed_ips_loss(per_row, observed, propensity)",
+        (
+            "tests/inference/test_estimator_wiring.py::test_dr_is_unbiased_when_either_the_propensity_or_the_imputation_is_right",
+        ),
+    ),
+    Mutation(
+        "implicit-ips-unweighted",
+        "pyro_irm/inference/estimators.py",
+        "terms = implicit_ips_loss(logits, actions, propensity)",
+        "terms = implicit_ips_loss(logits, actions, torch.ones_like(propensity))",
+        ("tests/inference/test_estimator_wiring.py",),
+    ),
+    Mutation(
+        "causalrm-no-flip-correction",
+        "pyro_irm/inference/estimators.py",
+        "per_row = noise_corrected_loss(logits, actions, rho01, rho10)",
+        "per_row = label_loss(logits, actions)",
+        (
+            "tests/inference/test_estimator_wiring.py::test_causalrm_corrects_flips_and_weights_by_the_propensity",
+        ),
+    ),
+    Mutation(
+        "score-constant",
+        "pyro_irm/models/reward_model.py",
+        "return self._batched(self.model.reward_logits, [embeddings, context], batch_size)",
+        "return torch.zeros(embeddings.shape[0])",
+        ("tests/analysis/test_posterior.py::test_fitted_groups_beat_the_prior_and_are_calibrated",),
+    ),
+    Mutation(
+        "reward-ignores-text",
+        "pyro_irm/models/base.py",
+        "return self.reward_net(embeddings).squeeze(-1)",
+        "return self.reward_net(embeddings * 0).squeeze(-1)",
+        ("tests/analysis/test_posterior.py::test_fitted_groups_beat_the_prior_and_are_calibrated",),
+    ),
+    Mutation(
+        "guide-baseline-frozen",
+        "pyro_irm/models/guides.py",
+        "return self.net(inputs).squeeze(-1)",
+        "return self.net(inputs).squeeze(-1).detach()",
+        ("tests/inference/test_fit.py::test_score_function_guide_trains_model_guide_and_baseline",),
+    ),
+    Mutation(
+        "csv-invalid-text-kept",
+        "pyro_irm/data/readers.py",
+        "if problem := _invalid_field(record):",
+        "if False and (problem := _invalid_field(record)):",
+        ("tests/test_generated_logs.py::test_read_log_succeeds_skips_or_names_the_row",),
+    ),
+    Mutation(
+        "checkpoint-ignores-data",
+        "pyro_irm/inference/svi.py",
+        "data=data.fingerprint(),",
+        "data=None,",
+        ("tests/test_reliability.py::test_a_checkpoint_of_another_fit_or_a_damaged_one_is_refused",),
+    ),
+    Mutation(
+        "cache-never-verified",
+        "pyro_irm/encoders/embed.py",
+        "if cache is not None and len(corrupt := cache.verify(positions[positions >= 0])):",
+        "if False:",
+        ("tests/encoders/test_encoders.py::test_bytes_overwritten_in_the_cache_are_found_and_encoded_again",),
+    ),
+    Mutation(
+        "best-of-n-lowest",
+        "pyro_irm/best_of_n.py",
+        "order = np.lexsort((np.arange(len(rewards)), -rewards, inverse))",
+        "order = np.lexsort((np.arange(len(rewards)), rewards, inverse))",
+        ("tests/test_rlhf.py::test_best_of_n_picks_the_highest_reward_and_scores_the_picks_by_hand",),
+    ),
+    Mutation(
+        "pairs-ties-count-right",
+        "pyro_irm/analysis/metrics.py",
+        '"accuracy": float(np.mean(chosen > rejected)),',
+        '"accuracy": float(np.mean(chosen >= rejected)),',
+        ("tests/data/test_formats.py::test_pair_metrics_by_hand",),
+    ),
+)
+
+
+def run(mutation: Mutation) -> tuple[bool, float]:
+    """True when the tests fail on the mutated copy (the mutation is caught). A mutation whose
+    ``original`` and ``mutated`` are equal runs the tests on an unmutated copy (the control)."""
+    with tempfile.TemporaryDirectory(prefix=f"mutant_{mutation.name}_") as directory:
+        copy = Path(directory)
+        for part in ("pyro_irm", "tests", "pyproject.toml"):
+            source = ROOT / part
+            (shutil.copytree if source.is_dir() else shutil.copy2)(source, copy / part)
+        target = copy / mutation.file
+        text = target.read_text()
+        if text.count(mutation.original) != 1:
+            raise SystemExit(
+                f"{mutation.name}: the original text is not found exactly once in {mutation.file}"
+            )
+        target.write_text(text.replace(mutation.original, mutation.mutated))
+        environment = {**os.environ, "PYTHONPATH": str(copy)}
+        started = time.perf_counter()
+        result = subprocess.run(
+            [sys.executable, "-m", "pytest", "-q", "-x", "-p", "no:cacheprovider", *mutation.tests],
+            cwd=copy,
+            env=environment,
+            capture_output=True,
+            text=True,
+        )
+        return result.returncode != 0, time.perf_counter() - started
+
+
+def main(names: list[str]) -> int:
+    chosen = [m for m in MUTATIONS if not names or m.name in names]
+    # The control: on an unmutated copy every chosen test passes, so a failure below is the mutation's.
+    tests = tuple(dict.fromkeys(test for m in chosen for test in m.tests))
+    control = Mutation("control", chosen[0].file, chosen[0].original, chosen[0].original, tests)
+    failed, seconds = run(control)
+    print(f"{'FAILED' if failed else 'passed':<7} {'control (no mutation)':<30} {seconds:6.1f} s", flush=True)
+    if failed:
+        print("the tests fail on an unmutated copy; fix them before reading mutations", file=sys.stderr)
+        return 2
+    missed = []
+    for mutation in chosen:
+        caught, seconds = run(mutation)
+        print(f"{'caught' if caught else 'MISSED':<7} {mutation.name:<30} {seconds:6.1f} s", flush=True)
+        if not caught:
+            missed.append(mutation.name)
+    print(f"\n{len(chosen) - len(missed)} of {len(chosen)} mutations caught")
+    return 1 if missed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
