@@ -33,6 +33,48 @@ class Mutation:
 
 MUTATIONS = (
     Mutation(
+        "noise-correction-rates-swapped",
+        "pyro_irm/models/losses.py",
+        "corrected_one = (1.0 - rho10) * loss_one - rho01 * loss_zero",
+        "corrected_one = (1.0 - rho01) * loss_one - rho10 * loss_zero",
+        ("tests/models/test_losses.py",),
+    ),
+    Mutation(
+        "pu-negative-part-sign",
+        "pyro_irm/models/losses.py",
+        "return class_prior * mean_positive_one, mean_unlabelled_zero - class_prior * mean_positive_zero",
+        "return class_prior * mean_positive_one, mean_unlabelled_zero + class_prior * mean_positive_zero",
+        ("tests/models/test_losses.py",),
+    ),
+    Mutation(
+        "ubpr-partner-unweighted",
+        "pyro_irm/models/losses.py",
+        "(1.0 - partner_actions.to(logits.dtype) / partner_propensity)",
+        "1.0",
+        ("tests/models/test_losses.py", "tests/inference/test_estimator_wiring.py"),
+    ),
+    Mutation(
+        "channel-polarity-ignored",
+        "pyro_irm/models/channel.py",
+        "logits = self.intercept + F.softplus(self.raw_effect) * _signed(preference, self.spec)",
+        "logits = self.intercept + F.softplus(self.raw_effect) * preference",
+        ("tests/models/test_channels.py",),
+    ),
+    Mutation(
+        "unseen-users-get-a-neighbour",
+        "pyro_irm/models/implicit.py",
+        "return padded[torch.where(unknown, torch.full_like(users, self.num_users), users)]",
+        "return padded[users.clamp(0, self.num_users - 1)]",
+        ("tests/models/test_channels.py", "tests/inference/test_channels_fit.py"),
+    ),
+    Mutation(
+        "label-noise-ignored",
+        "pyro_irm/models/channel.py",
+        "return dist.Bernoulli(probs=preference * (1 - noise) + (1 - preference) * noise)",
+        "return dist.Bernoulli(probs=preference)",
+        ("tests/models/test_channels.py", "tests/inference/test_channels_fit.py"),
+    ),
+    Mutation(
         "nnpu-no-correction",
         "pyro_irm/inference/estimators.py",
         "if negative < -self.config.nnpu_beta:",
