@@ -19,12 +19,13 @@ setup: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/pyro-irm demo --json runs/demo.json
 
-# The second example: real text from the shared UltraFeedback sample, simulated actions, two fits.
+# The second example: real text from the UltraFeedback sample bundled with the package, simulated
+# actions, two fits. AlpacaEval (CC BY-NC) is not bundled: DATA names the directory holding it.
 DATA ?= ../shared/data
 UF := runs/uf
 real-text: $(STAMP)
-	$(BIN)/pyro-irm simulate --dataset ultrafeedback --data-file $(DATA)/ultrafeedback_binarized_sample_train.jsonl.gz --out $(UF)/train.jsonl
-	$(BIN)/pyro-irm simulate --dataset ultrafeedback --data-file $(DATA)/ultrafeedback_binarized_sample_eval.jsonl.gz --seed 1 --out $(UF)/test.jsonl
+	$(BIN)/pyro-irm simulate --dataset ultrafeedback --sample train --out $(UF)/train.jsonl
+	$(BIN)/pyro-irm simulate --dataset ultrafeedback --sample eval --seed 1 --out $(UF)/test.jsonl
 	$(BIN)/pyro-irm embed $(UF)/train.jsonl --out $(UF)/train.npy
 	$(BIN)/pyro-irm embed $(UF)/test.jsonl --out $(UF)/test.npy
 	$(BIN)/pyro-irm fit $(UF)/train.jsonl --embeddings $(UF)/train.npy --method implicitrm --out $(UF)/implicitrm
@@ -33,7 +34,7 @@ real-text: $(STAMP)
 
 # Every estimator on one data set, the papers' protocol, 5 seeds (BENCHMARKS.md has the results).
 compare: $(STAMP)
-	$(BIN)/pyro-irm benchmark --dataset ultrafeedback --data-file $(DATA)/ultrafeedback_binarized_sample_train.jsonl.gz --test-file $(DATA)/ultrafeedback_binarized_sample_eval.jsonl.gz --out runs/benchmark/ultrafeedback
+	$(BIN)/pyro-irm benchmark --dataset ultrafeedback --sample --out runs/benchmark/ultrafeedback
 
 ALPACA_LIMIT ?= 20000
 compare-alpacaeval: $(STAMP)

@@ -1,10 +1,9 @@
-from pathlib import Path
-
 import numpy as np
 import pyro
 import pytest
 
 from pyro_irm import SimulationConfig, simulate
+from pyro_irm.data.samples import ultrafeedback_sample
 
 
 @pytest.fixture(autouse=True)
@@ -35,8 +34,7 @@ def small_data():
     return simulate(SimulationConfig(num_rows=600, embedding_dim=8, seed=3))
 
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-ULTRAFEEDBACK_SAMPLE = SHARED_DATA / "ultrafeedback_binarized_sample_train.jsonl.gz"
+ULTRAFEEDBACK_SAMPLE = ultrafeedback_sample("train")  # bundled with the package
 
 
 @pytest.fixture(scope="session")
@@ -49,9 +47,7 @@ def minilm():
 
 @pytest.fixture(scope="session")
 def ultrafeedback_rows():
-    """The first 40 pairs (80 responses) of the real UltraFeedback sample, if this machine has it."""
-    if not ULTRAFEEDBACK_SAMPLE.exists():
-        pytest.skip(f"{ULTRAFEEDBACK_SAMPLE} is not on this machine")
+    """The first 40 pairs (80 responses) of the real UltraFeedback sample."""
     from pyro_irm.data import load_preference_set
 
     return load_preference_set("ultrafeedback", ULTRAFEEDBACK_SAMPLE, limit=40)

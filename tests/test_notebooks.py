@@ -5,7 +5,6 @@ from pathlib import Path
 import pytest
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SMALL = {
     "PYRO_IRM_NOTEBOOK_PAIRS": "60",
     "PYRO_IRM_NOTEBOOK_EPOCHS": "15",
@@ -19,11 +18,8 @@ SMALL = {
 def test_notebook_executes(name, tmp_path, monkeypatch):
     nbformat = pytest.importorskip("nbformat")
     nbclient = pytest.importorskip("nbclient")
-    if name.startswith("01") and not (SHARED_DATA / "ultrafeedback_binarized_sample_train.jsonl.gz").exists():
-        pytest.skip(f"{SHARED_DATA} does not hold the UltraFeedback sample")
     for key, value in {
         **SMALL,
-        "PYRO_IRM_DATA": str(SHARED_DATA),
         "PYRO_IRM_NOTEBOOK_OUT": str(tmp_path),
     }.items():
         monkeypatch.setenv(key, value)

@@ -279,12 +279,9 @@ def test_evaluate_reports_length_bias_and_intervals_that_hold_the_estimate(text_
 
 @pytest.mark.slow
 def test_best_of_n_on_the_ultrafeedback_sample_matches_the_library(tmp_path, capsys):
-    from tests.conftest import SHARED_DATA
+    from pyro_irm.data import ultrafeedback_sample
 
-    train = SHARED_DATA / "ultrafeedback_binarized_sample_train.jsonl.gz"
-    evaluation = SHARED_DATA / "ultrafeedback_binarized_sample_eval.jsonl.gz"
-    if not train.exists():
-        pytest.skip(f"{SHARED_DATA} does not hold the UltraFeedback sample")
+    train, evaluation = ultrafeedback_sample("train"), ultrafeedback_sample("eval")
     cache = ["--cache-dir", str(tmp_path / "cache")]
     for source, out, seed in ((train, "train.jsonl", "0"), (evaluation, "eval.jsonl", "1")):
         assert main(["simulate", "--dataset", "ultrafeedback", "--data-file", str(source), "--out",

@@ -30,6 +30,7 @@ from pyro_irm.benchmark.chatlog import (
 )
 from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
 from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
+from pyro_irm.data.samples import ultrafeedback_sample
 from pyro_irm.encoders.config import EncoderConfig
 from pyro_irm.inference.methods import METHOD_NAMES
 from pyro_irm.inference.nuisance import EstimatorConfig
@@ -87,10 +88,17 @@ def _benchmark(args: argparse.Namespace) -> int:
         return _benchmark_log(args, config, file_config, model_config, encoder_config, started)
     if args.dataset is None:
         raise ValueError("give --dataset (a built-in data set) or --log (your own log with labels)")
+    data_file, test_file = args.data_file, args.test_file
+    if args.sample:
+        if args.dataset != "ultrafeedback" or data_file or test_file:
+            raise ValueError(
+                "--sample is the bundled UltraFeedback sample: use it with --dataset ultrafeedback alone"
+            )
+        data_file, test_file = ultrafeedback_sample("train"), ultrafeedback_sample("eval")
     data = load_embedded_set(
         args.dataset,
-        args.data_file,
-        args.test_file,
+        data_file,
+        test_file,
         encoder_config,
         args.cache_dir or "default",
         args.limit,
@@ -207,6 +215,11 @@ def add_benchmark_parser(commands: argparse._SubParsersAction) -> None:
         help="--log: share of prompts whose labelled rows are held out to evaluate (default: 0.5)",
     )
     parser.add_argument("--data-file", help="the data set's (train) file; default: its hub copy")
+    parser.add_argument(
+        "--sample",
+        action="store_true",
+        help="--dataset ultrafeedback: the sample bundled with pyro_irm (1,000 train and 200 test pairs)",
+    )
     parser.add_argument(
         "--test-file", help="its test split; without one, 20%% of the prompts are held out as the test split"
     )

@@ -40,6 +40,7 @@ from pyro_irm.data.chatlog import ChatLogConfig, chatlog_records
 from pyro_irm.data.logs import LogSchema, write_records
 from pyro_irm.data.pairs import read_pairs
 from pyro_irm.data.preference_sets import PREFERENCE_SETS, load_preference_set, simulate_log
+from pyro_irm.data.samples import ultrafeedback_sample
 from pyro_irm.data.simulate import SimulationConfig
 from pyro_irm.demo import DemoConfig, run_demo
 from pyro_irm.encoders.cache import rows_fingerprint
@@ -161,9 +162,16 @@ def _simulate(args: argparse.Namespace) -> int:
     overrides = dataclass_values(args, SimulationConfig, "sim_")
     overrides.setdefault("propensity_form", "alpha_power")
     config = build_config(SimulationConfig, file_config.get("simulation"), overrides, "[simulation]")
+    data_file = args.data_file
+    if args.sample is not None:
+        if args.dataset != "ultrafeedback" or data_file is not None:
+            raise ValueError(
+                "--sample is the bundled UltraFeedback sample: use it with --dataset ultrafeedback alone"
+            )
+        data_file = ultrafeedback_sample(args.sample)
     scored = load_preference_set(
         args.dataset,
-        args.data_file,
+        data_file,
         split=args.split,
         on_error="skip" if args.skip_bad_rows else "raise",
         limit=args.limit,
@@ -418,14 +426,14 @@ def _write_json(path: str, payload: dict) -> None:
 
 _EPILOG = """\
 typical path on real text:
-  pyro-irm simulate --dataset ultrafeedback --data-file uf_train.jsonl.gz --out runs/train.jsonl
+  pyro-irm simulate --dataset ultrafeedback --sample train --out runs/train.jsonl
   pyro-irm embed runs/train.jsonl --out runs/train.npy
   pyro-irm fit runs/train.jsonl --embeddings runs/train.npy --method implicitrm --out runs/implicitrm
   pyro-irm evaluate runs/implicitrm --log runs/test.jsonl
   pyro-irm score runs/implicitrm new_rows.jsonl --out scores.jsonl
 
 comparing every estimator on one data set (the papers' protocol, 5 seeds):
-  pyro-irm benchmark --dataset ultrafeedback --data-file uf_train.jsonl.gz --test-file uf_test.jsonl.gz
+  pyro-irm benchmark --dataset ultrafeedback --sample
 
 exit codes: 0 success, 2 bad input or usage (the message says which file, row and field), 130
 interrupted, 1 an unexpected error (a bug; the traceback is printed).
@@ -474,6 +482,11 @@ def build_parser() -> argparse.ArgumentParser:
     simulate.add_argument("--dataset", required=True, choices=sorted(PREFERENCE_SETS), help="data set format")
     simulate.add_argument(
         "--data-file", help="local file or saved directory in the data set's format (default: its hub copy)"
+    )
+    simulate.add_argument(
+        "--sample",
+        choices=("train", "eval"),
+        help="the UltraFeedback sample bundled with pyro_irm (1,000 or 200 pairs; --dataset ultrafeedback)",
     )
     simulate.add_argument("--split", help="split to read (hub or saved directory)")
     simulate.add_argument("--limit", type=int, help="read only the first N source rows")

@@ -16,6 +16,7 @@ from pyro_irm.data.preference_sets import (
     load_preference_set,
     simulate_log,
 )
+from pyro_irm.data.samples import ultrafeedback_sample
 from pyro_irm.data.simulate import SimulationConfig, simulate, simulate_from_scores
 
 __all__ = [
@@ -34,5 +35,6 @@ __all__ = [
     "simulate_from_scores",
     "simulate_log",
     "split_indices",
+    "ultrafeedback_sample",
     "write_records",
 ]
