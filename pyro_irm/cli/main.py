@@ -401,7 +401,7 @@ def _print_intervals(results: dict, columns, resamples: int) -> None:
         for name, metrics in results.items()
     }
     print(f"\n95% intervals ({resamples} bootstrap resamples of whole prompts or pairs):")
-    print(format_table(intervals, columns, width=16))
+    print(format_table(intervals, columns, width=18))
 
 
 def _report(args: argparse.Namespace) -> int:
