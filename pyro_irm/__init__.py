@@ -5,102 +5,173 @@ Every baseline (``METHOD_NAMES``) fits through the same :func:`fit`; :func:`run_
 them on one data set.
 """
 
-from pyro_irm.analysis import (
-    diagnose_inference_data,
-    run_unbiasedness_study,
-    to_inference_data,
-)
-from pyro_irm.analysis.metrics import evaluate, label_metrics
-from pyro_irm.benchmark import (
-    BenchmarkConfig,
-    BenchmarkResult,
-    load_embedded_set,
-    run_benchmark,
-    run_sweep,
-)
-from pyro_irm.best_of_n import BestOfN, best_of_n
-from pyro_irm.data import (
-    FeedbackData,
-    FeedbackLog,
-    GroundTruth,
-    LogFormatError,
-    LogSchema,
-    SimulationConfig,
-    load_preference_set,
-    read_log,
-    simulate,
-    simulate_from_scores,
-    simulate_log,
-    write_records,
-)
-from pyro_irm.data.pairs import PreferencePairs, read_pairs
-from pyro_irm.encoders import EmbeddingCache, EncoderConfig, TextEncoder, embed_rows
-from pyro_irm.export import export_hf
-from pyro_irm.groups import GROUP_NAMES
-from pyro_irm.inference import (
-    METHOD_NAMES,
-    EstimatorConfig,
-    FitHistory,
-    FitResult,
-    Nuisance,
-    TrainConfig,
-    estimate_nuisance,
-    fit,
-    fit_selected,
-)
-from pyro_irm.models import ModelConfig, RewardModel
-from pyro_irm.models.identifiability import IdentifiabilityWarning
-from pyro_irm.runs import Run, embed_log, evaluate_pairs, evaluate_run, fit_log, save_run
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING
+
+# Public name -> the module that defines it. Importing pyro_irm imports none of them (torch, Pyro,
+# ArviZ, scikit-learn and matplotlib load when a name that needs them is first used).
+_EXPORTS = {
+    "diagnose_inference_data": "pyro_irm.analysis",
+    "run_unbiasedness_study": "pyro_irm.analysis",
+    "to_inference_data": "pyro_irm.analysis",
+    "evaluate": "pyro_irm.analysis.metrics",
+    "label_metrics": "pyro_irm.analysis.metrics",
+    "BenchmarkConfig": "pyro_irm.benchmark",
+    "BenchmarkResult": "pyro_irm.benchmark",
+    "load_embedded_set": "pyro_irm.benchmark",
+    "run_benchmark": "pyro_irm.benchmark",
+    "run_sweep": "pyro_irm.benchmark",
+    "BestOfN": "pyro_irm.best_of_n",
+    "best_of_n": "pyro_irm.best_of_n",
+    "FeedbackData": "pyro_irm.data",
+    "FeedbackLog": "pyro_irm.data",
+    "GroundTruth": "pyro_irm.data",
+    "LogFormatError": "pyro_irm.data",
+    "LogSchema": "pyro_irm.data",
+    "SimulationConfig": "pyro_irm.data",
+    "load_preference_set": "pyro_irm.data",
+    "read_log": "pyro_irm.data",
+    "simulate": "pyro_irm.data",
+    "simulate_from_scores": "pyro_irm.data",
+    "simulate_log": "pyro_irm.data",
+    "write_records": "pyro_irm.data",
+    "PreferencePairs": "pyro_irm.data.pairs",
+    "read_pairs": "pyro_irm.data.pairs",
+    "EmbeddingCache": "pyro_irm.encoders",
+    "EncoderConfig": "pyro_irm.encoders",
+    "TextEncoder": "pyro_irm.encoders",
+    "embed_rows": "pyro_irm.encoders",
+    "export_hf": "pyro_irm.export",
+    "GROUP_NAMES": "pyro_irm.groups",
+    "METHOD_NAMES": "pyro_irm.inference",
+    "EstimatorConfig": "pyro_irm.inference",
+    "FitHistory": "pyro_irm.inference",
+    "FitResult": "pyro_irm.inference",
+    "Nuisance": "pyro_irm.inference",
+    "TrainConfig": "pyro_irm.inference",
+    "estimate_nuisance": "pyro_irm.inference",
+    "fit": "pyro_irm.inference",
+    "fit_selected": "pyro_irm.inference",
+    "ModelConfig": "pyro_irm.models",
+    "RewardModel": "pyro_irm.models",
+    "IdentifiabilityWarning": "pyro_irm.models.identifiability",
+    "Run": "pyro_irm.runs",
+    "embed_log": "pyro_irm.runs",
+    "evaluate_pairs": "pyro_irm.runs",
+    "evaluate_run": "pyro_irm.runs",
+    "fit_log": "pyro_irm.runs",
+    "save_run": "pyro_irm.runs",
+}
 
 __all__ = [
-    "GROUP_NAMES",
-    "METHOD_NAMES",
     "BenchmarkConfig",
-    "BestOfN",
-    "PreferencePairs",
-    "best_of_n",
-    "evaluate_pairs",
-    "export_hf",
-    "read_pairs",
     "BenchmarkResult",
-    "EstimatorConfig",
-    "Nuisance",
-    "estimate_nuisance",
-    "load_embedded_set",
-    "run_benchmark",
-    "run_sweep",
-    "diagnose_inference_data",
-    "run_unbiasedness_study",
-    "to_inference_data",
+    "BestOfN",
     "EmbeddingCache",
     "EncoderConfig",
+    "EstimatorConfig",
     "FeedbackData",
     "FeedbackLog",
     "FitHistory",
     "FitResult",
+    "GROUP_NAMES",
     "GroundTruth",
     "IdentifiabilityWarning",
     "LogFormatError",
     "LogSchema",
+    "METHOD_NAMES",
     "ModelConfig",
+    "Nuisance",
+    "PreferencePairs",
     "RewardModel",
     "Run",
     "SimulationConfig",
     "TextEncoder",
     "TrainConfig",
+    "best_of_n",
+    "diagnose_inference_data",
     "embed_log",
     "embed_rows",
+    "estimate_nuisance",
     "evaluate",
+    "evaluate_pairs",
     "evaluate_run",
+    "export_hf",
     "fit",
     "fit_log",
     "fit_selected",
     "label_metrics",
+    "load_embedded_set",
     "load_preference_set",
     "read_log",
+    "read_pairs",
+    "run_benchmark",
+    "run_sweep",
+    "run_unbiasedness_study",
     "save_run",
     "simulate",
     "simulate_from_scores",
     "simulate_log",
+    "to_inference_data",
     "write_records",
 ]
+
+
+def __getattr__(name: str):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value  # later lookups skip this function
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_EXPORTS})
+
+
+if TYPE_CHECKING:  # static tools see every name as a plain import
+    from pyro_irm.analysis import diagnose_inference_data, run_unbiasedness_study, to_inference_data
+    from pyro_irm.analysis.metrics import evaluate, label_metrics
+    from pyro_irm.benchmark import (
+        BenchmarkConfig,
+        BenchmarkResult,
+        load_embedded_set,
+        run_benchmark,
+        run_sweep,
+    )
+    from pyro_irm.best_of_n import BestOfN, best_of_n
+    from pyro_irm.data import (
+        FeedbackData,
+        FeedbackLog,
+        GroundTruth,
+        LogFormatError,
+        LogSchema,
+        SimulationConfig,
+        load_preference_set,
+        read_log,
+        simulate,
+        simulate_from_scores,
+        simulate_log,
+        write_records,
+    )
+    from pyro_irm.data.pairs import PreferencePairs, read_pairs
+    from pyro_irm.encoders import EmbeddingCache, EncoderConfig, TextEncoder, embed_rows
+    from pyro_irm.export import export_hf
+    from pyro_irm.groups import GROUP_NAMES
+    from pyro_irm.inference import (
+        METHOD_NAMES,
+        EstimatorConfig,
+        FitHistory,
+        FitResult,
+        Nuisance,
+        TrainConfig,
+        estimate_nuisance,
+        fit,
+        fit_selected,
+    )
+    from pyro_irm.models import ModelConfig, RewardModel
+    from pyro_irm.models.identifiability import IdentifiabilityWarning
+    from pyro_irm.runs import Run, embed_log, evaluate_pairs, evaluate_run, fit_log, save_run

@@ -1,23 +1,27 @@
-"""Plots rendered with matplotlib's Agg backend (no display needed)."""
+"""Plots drawn on matplotlib ``Figure`` objects, without pyplot: no backend is chosen or switched
+(a notebook's inline display is left alone), and ``savefig`` renders the files with Agg."""
 
 from __future__ import annotations
 
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
 from pyro_irm.atomic import save_figure
-from pyro_irm.inference.result import FitHistory  # noqa: E402
+from pyro_irm.inference.result import FitHistory
+
+
+def new_figure(*grid: int, figsize: tuple[float, float], dpi: int = 120, **options):
+    """``(figure, axes)``: a fresh ``Figure`` and ``figure.subplots(*grid, **options)``."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=figsize, dpi=dpi)
+    return figure, figure.subplots(*grid, **options)
 
 
 def plot_fit_history(history: FitHistory, path: str | Path, title: str = "", objective: str = "ELBO") -> Path:
     """Training and held-out objective per row against the epoch, as a PNG: the ELBO for the Pyro
     models, ``objective="minus risk"`` for the loss-based estimators (minus their risk)."""
     path = Path(path)
-    figure, axis = plt.subplots(figsize=(6, 3.6), dpi=120)
+    figure, axis = new_figure(figsize=(6, 3.6), dpi=120)
     epochs = range(1, history.epochs + 1)
     axis.plot(epochs, [-loss for loss in history.train_loss], label=f"training {objective} / row")
     if history.validation_elbo:
@@ -30,7 +34,6 @@ def plot_fit_history(history: FitHistory, path: str | Path, title: str = "", obj
     axis.legend(loc="lower right")
     figure.tight_layout()
     save_figure(figure, path)
-    plt.close(figure)
     return path
 
 
@@ -40,7 +43,7 @@ def plot_group_reliability(diagnostics, path: str | Path, title: str = "") -> Pa
     from pyro_irm.groups import GROUP_NAMES
 
     path = Path(path)
-    figure, axes = plt.subplots(1, len(GROUP_NAMES), figsize=(13, 3.4), dpi=120, sharey=True)
+    figure, axes = new_figure(1, len(GROUP_NAMES), figsize=(13, 3.4), dpi=120, sharey=True)
     for axis, name in zip(axes, GROUP_NAMES, strict=True):
         table = diagnostics.reliability[name]
         filled = table[:, 2] > 0
@@ -54,7 +57,6 @@ def plot_group_reliability(diagnostics, path: str | Path, title: str = "") -> Pa
     figure.suptitle(title or f"group calibration (ECE {diagnostics.calibration_error:.3f})")
     figure.tight_layout()
     save_figure(figure, path)
-    plt.close(figure)
     return path
 
 
@@ -65,7 +67,7 @@ def plot_group_confusion(diagnostics, path: str | Path, title: str = "") -> Path
     path = Path(path)
     counts = diagnostics.confusion.astype(float)
     shares = counts / counts.sum(axis=1, keepdims=True).clip(min=1)
-    figure, axis = plt.subplots(figsize=(5.6, 4.6), dpi=120)
+    figure, axis = new_figure(figsize=(5.6, 4.6), dpi=120)
     image = axis.imshow(shares, vmin=0, vmax=1, cmap="Blues")
     labels = [name.replace("_", "\n") for name in GROUP_NAMES]
     axis.set_xticks(range(len(GROUP_NAMES)), labels, fontsize=8)
@@ -80,5 +82,4 @@ def plot_group_confusion(diagnostics, path: str | Path, title: str = "") -> Path
     axis.set_title(title or f"group accuracy {diagnostics.accuracy:.3f}")
     figure.tight_layout()
     save_figure(figure, path)
-    plt.close(figure)
     return path

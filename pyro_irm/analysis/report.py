@@ -16,7 +16,7 @@ import numpy as np
 from pyro_irm.analysis.convert import to_inference_data
 from pyro_irm.analysis.group_diagnostics import diagnose_inference_data
 from pyro_irm.analysis.metrics import label_metrics
-from pyro_irm.analysis.plots import plot_group_confusion, plot_group_reliability, plt
+from pyro_irm.analysis.plots import new_figure, plot_group_confusion, plot_group_reliability
 from pyro_irm.atomic import save_figure, write_text_atomic
 from pyro_irm.data.logs import FeedbackLog
 
@@ -24,7 +24,7 @@ from pyro_irm.data.logs import FeedbackLog
 def plot_reward_by_action(rewards: np.ndarray, actions: np.ndarray, path: str | Path) -> Path:
     """Histograms of P(preferred) for rows with and without an action."""
     path = Path(path)
-    figure, axis = plt.subplots(figsize=(6, 3.4), dpi=120)
+    figure, axis = new_figure(figsize=(6, 3.4), dpi=120)
     bins = np.linspace(0, 1, 31)
     for value, label in ((1, "acted (y = 1)"), (0, "no action (y = 0)")):
         chosen = rewards[actions == value]
@@ -35,7 +35,6 @@ def plot_reward_by_action(rewards: np.ndarray, actions: np.ndarray, path: str | 
     axis.legend()
     figure.tight_layout()
     save_figure(figure, path)
-    plt.close(figure)
     return path
 
 

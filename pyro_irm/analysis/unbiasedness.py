@@ -28,6 +28,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
+from pyro_irm.analysis.plots import new_figure
 from pyro_irm.atomic import save_figure
 from pyro_irm.data.simulate import SimulationConfig, simulate
 from pyro_irm.inference.config import TrainConfig
@@ -222,12 +223,11 @@ def silent_preference_posterior(prior: torch.Tensor, propensity: torch.Tensor) -
 
 def plot_unbiasedness(result: UnbiasednessResult, path: str | Path) -> Path:
     """Each objective's mean bias with its confidence interval, and a line at zero."""
-    from pyro_irm.analysis.plots import plt
 
     path = Path(path)
     summary = result.summary()
     names = list(summary)
-    figure, axis = plt.subplots(figsize=(6.4, 3.6), dpi=120)
+    figure, axis = new_figure(figsize=(6.4, 3.6), dpi=120)
     for position, name in enumerate(names):
         row = summary[name]
         color = "tab:green" if row["covers_zero"] else "tab:red"
@@ -246,5 +246,4 @@ def plot_unbiasedness(result: UnbiasednessResult, path: str | Path) -> Path:
     axis.set_title(f"bias over {replicates} replicates ({result.confidence:.0%} intervals)")
     figure.tight_layout()
     save_figure(figure, path)
-    plt.close(figure)
     return path

@@ -1,15 +1,11 @@
-"""Benchmark results as a Markdown table, a bar chart and a sweep plot (matplotlib, Agg)."""
+"""Benchmark results as a Markdown table, a bar chart and a sweep plot (matplotlib)."""
 
 from __future__ import annotations
 
 import math
 from pathlib import Path
 
-import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-
+from pyro_irm.analysis.plots import new_figure
 from pyro_irm.atomic import save_figure
 from pyro_irm.benchmark.protocol import LOWER_IS_BETTER, METRICS, BenchmarkResult  # noqa: E402
 
@@ -113,7 +109,7 @@ def plot_benchmark(
     path = Path(path)
     summary = result.summary
     methods = list(summary)
-    figure, axes = plt.subplots(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), dpi=120, squeeze=False)
+    figure, axes = new_figure(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), dpi=120, squeeze=False)
     for axis, metric in zip(axes[0], metrics, strict=True):
         means = [summary[m][metric]["mean"] for m in methods]
         stds = [summary[m][metric]["std"] for m in methods]
@@ -129,7 +125,6 @@ def plot_benchmark(
     figure.suptitle(f"{result.dataset}: {result.config.seeds} seeds, {result.config.setting} setting")
     figure.tight_layout()
     save_figure(figure, path)
-    plt.close(figure)
     return path
 
 
@@ -140,7 +135,7 @@ def plot_sweep(
     path = Path(path)
     values = sorted(results)
     methods = list(next(iter(results.values())).summary)
-    figure, axis = plt.subplots(figsize=(6.4, 4.0), dpi=120)
+    figure, axis = new_figure(figsize=(6.4, 4.0), dpi=120)
     for method in methods:
         means = [results[v].summary[method][metric]["mean"] for v in values]
         stds = [results[v].summary[method][metric]["std"] for v in values]
@@ -154,7 +149,6 @@ def plot_sweep(
     axis.set_title(f"{next(iter(results.values())).dataset}: {_LABELS[metric]} against {parameter}")
     figure.tight_layout()
     save_figure(figure, path)
-    plt.close(figure)
     return path
 
 
