@@ -350,17 +350,12 @@ def _evaluate(args: argparse.Namespace) -> int:
         name = run.name if run.name not in results else str(run.directory)
         results[name] = evaluate_run(run, log, embedded[key], resamples=args.resamples)
     rows = next(iter(results.values()))["rows"]
-    print(format_table(results, EVALUATE_COLUMNS, width=14))
-    _print_intervals(results, EVALUATE_COLUMNS, args.resamples)
-    print(
-        f"\nP(preferred) against the explicit labels of {rows:,} rows of {args.log}. Pairwise accuracy "
+    explanation = (
+        f"P(preferred) against the explicit labels of {rows:,} rows of {args.log}. Pairwise accuracy "
         "ranks pairs of responses to one prompt; length bias is the reward's rank correlation with "
         "log length minus the truth's (0: no more length-driven than quality)."
     )
-    if args.json:
-        _write_json(args.json, results)
-        say(args, f"Wrote {args.json}")
-    return EXIT_OK
+    return _report_evaluation(args, results, EVALUATE_COLUMNS, 14, explanation)
 
 
 def _evaluate_pairs(args: argparse.Namespace) -> int:
@@ -380,13 +375,19 @@ def _evaluate_pairs(args: argparse.Namespace) -> int:
         run = Run.load(directory)
         name = run.name if run.name not in results else str(run.directory)
         results[name] = evaluate_pairs(run, pairs, args.cache_dir, resamples=args.resamples)
-    print(format_table(results, PAIR_COLUMNS, width=16))
-    _print_intervals(results, PAIR_COLUMNS, args.resamples)
-    print(
-        f"\nOn {len(pairs):,} chosen/rejected pairs of {args.pairs}: accuracy is the share whose chosen "
+    explanation = (
+        f"On {len(pairs):,} chosen/rejected pairs of {args.pairs}: accuracy is the share whose chosen "
         "response gets the higher reward (ties count as wrong, as in RewardBench); length bias is how "
         "much more often the reward prefers the longer response than the choosers did."
     )
+    return _report_evaluation(args, results, PAIR_COLUMNS, 16, explanation)
+
+
+def _report_evaluation(args: argparse.Namespace, results: dict, columns, width: int, explanation: str) -> int:
+    """Print the metrics, their intervals and what they mean; write them as JSON when asked."""
+    print(format_table(results, columns, width=width))
+    _print_intervals(results, columns, args.resamples)
+    print(f"\n{explanation}")
     if args.json:
         _write_json(args.json, results)
         say(args, f"Wrote {args.json}")

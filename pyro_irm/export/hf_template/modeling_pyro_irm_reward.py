@@ -40,7 +40,8 @@ class PyroIrmRewardModel(PreTrainedModel):
                 module.bias.data.zero_()
 
     def pool(self, hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
-        """``(B, T, H)`` token states -> ``(B, H)`` float32 row embedding."""
+        """``(B, T, H)`` token states -> ``(B, H)`` float32 row embedding: the pooling of pyro_irm's
+        ``TextEncoder``, written again because this file must run without pyro_irm."""
         if self.config.pooling == "cls":
             pooled = hidden[:, 0]
         else:
