@@ -414,3 +414,21 @@ def test_a_bug_exits_1_with_its_traceback(tmp_path):
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1
     assert "Traceback" in result.stderr and "RuntimeError: a bug" in result.stderr
+
+
+def test_a_warning_reads_as_a_message_not_a_source_line(tmp_path):
+    log, embeddings, _ = _run_with_embeddings(tmp_path)
+    arguments = [
+        "fit",
+        str(log),
+        "--embeddings",
+        str(embeddings),
+        "--out",
+        str(tmp_path / "again"),
+        "--quiet",
+    ]
+    process = _spawn(arguments)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 0, stderr
+    assert "warning: Nothing separates the reward from the propensity" in stderr
+    assert "_fit_once" not in stderr and ".py:" not in stderr

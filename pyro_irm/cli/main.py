@@ -14,6 +14,7 @@ import signal
 import sys
 import threading
 import time
+import warnings
 
 import numpy as np
 
@@ -649,6 +650,10 @@ def _interrupt_on_sigterm() -> None:
         signal.signal(signal.SIGTERM, handler)
 
 
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    return f"warning: {message}\n"
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(
@@ -656,6 +661,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     previous = signal.getsignal(signal.SIGTERM)
     _interrupt_on_sigterm()
+    if getattr(args, "quiet", False):
+        # transformers and huggingface_hub read this when they load a model: no loading bars.
+        os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    # A warning on the command line is a message to a user, not a pointer into our source. Only the
+    # format changes: whoever records or filters warnings (a test, a caller) still sees them.
+    previous_format, warnings.formatwarning = warnings.formatwarning, _format_warning
     try:
         return args.handler(args)
     except (ValueError, FileNotFoundError) as error:
@@ -671,6 +682,7 @@ def main(argv: list[str] | None = None) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
     finally:
+        warnings.formatwarning = previous_format
         if threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, previous)
 
