@@ -311,17 +311,47 @@ def prompt_hash(prompt: str) -> str:
     return hashlib.blake2b(prompt.encode("utf-8"), digest_size=8).hexdigest()
 
 
-class _RowProblem(Exception):
+class RowProblem(Exception):
+    """A row that does not fit: the field and why (raised by a row's parser, handled by the reader)."""
+
     def __init__(self, field: str, reason: str):
         super().__init__(reason)
         self.field = field
         self.reason = reason
 
 
+_FIX_LOG_ROW = (
+    "Fix the row, map the column with the schema (--prompt-col, --action-col, ...), or skip bad rows "
+    "(on_error='skip', --skip-bad-rows)"
+)
+
+
+def drop_or_raise(
+    problem: RowProblem, name: str, row: int, on_error: OnError, dropped: list[DroppedRow], fix: str
+) -> None:
+    """Stop at a bad row naming source, row and field (``on_error="raise"``), or record its drop."""
+    if on_error == "raise":
+        raise LogFormatError(f"{name}, row {row}, field {problem.field!r}: {problem.reason}. {fix}") from None
+    dropped.append(DroppedRow(row, problem.field, problem.reason))
+
+
+def checked_report(
+    name: str, rows_read: int, dropped: list[DroppedRow], max_bad_fraction: float | None, fix: str
+) -> LoadReport:
+    """What a read kept and dropped; refuses a read that dropped more than ``max_bad_fraction``."""
+    report = LoadReport(name, rows_read, tuple(dropped))
+    if max_bad_fraction is not None and rows_read and len(dropped) > max_bad_fraction * rows_read:
+        raise LogFormatError(
+            f"{name}: {len(dropped)} of {rows_read} rows ({len(dropped) / rows_read:.1%}) do not fit the "
+            f"schema, more than the {max_bad_fraction:.1%} allowed ({report.summary()}). {fix}"
+        )
+    return report
+
+
 def _number(record: dict, name: str, required: bool) -> float | None:
     if name not in record or record[name] is None:
         if required:
-            raise _RowProblem(name, "is missing")
+            raise RowProblem(name, "is missing")
         return None
     value = record[name]
     if isinstance(value, bool):
@@ -332,24 +362,24 @@ def _number(record: dict, name: str, required: bool) -> float | None:
             return float(text == "true")
         if text in ("", "nan", "null", "none"):
             if required:
-                raise _RowProblem(name, "is empty")
+                raise RowProblem(name, "is empty")
             return None
         try:
             value = float(text)
         except ValueError:
-            raise _RowProblem(name, f"{_shorten(repr(value))} is not a number") from None
+            raise RowProblem(name, f"{_shorten(repr(value))} is not a number") from None
     if not isinstance(value, int | float):
-        raise _RowProblem(name, f"{_shorten(repr(value))} is not a number")
+        raise RowProblem(name, f"{_shorten(repr(value))} is not a number")
     try:
         value = float(value)
     except OverflowError:
-        raise _RowProblem(name, f"{_shorten(str(value))} is out of range for a number") from None
+        raise RowProblem(name, f"{_shorten(str(value))} is out of range for a number") from None
     if math.isnan(value):
         if required:
-            raise _RowProblem(name, "is NaN")
+            raise RowProblem(name, "is NaN")
         return None
     if not math.isfinite(value):
-        raise _RowProblem(name, f"{value} is not finite")
+        raise RowProblem(name, f"{value} is not finite")
     return value
 
 
@@ -362,16 +392,16 @@ def _binary(name: str, value: float, threshold: float | None, what: str) -> floa
     if threshold is not None:
         return float(value > threshold)
     if value not in (0.0, 1.0):
-        raise _RowProblem(name, f"{value:g} is not 0 or 1 (give a threshold for {what} that are not 0/1)")
+        raise RowProblem(name, f"{value:g} is not 0 or 1 (give a threshold for {what} that are not 0/1)")
     return value
 
 
 def _text(record: dict, name: str) -> str:
     value = record.get(name)
     if value is None:
-        raise _RowProblem(name, "is missing")
+        raise RowProblem(name, "is missing")
     if not isinstance(value, str):
-        raise _RowProblem(name, f"is a {type(value).__name__}, not text")
+        raise RowProblem(name, f"is a {type(value).__name__}, not text")
     return value
 
 
@@ -391,7 +421,7 @@ def _row_texts(record: dict, schema: LogSchema) -> tuple[str, str]:
             response = response_text(response, response_column)
     except ConversationError as error:
         field, _, reason = str(error).partition(": ")
-        raise _RowProblem(field, reason) from None
+        raise RowProblem(field, reason) from None
     return _text({schema.prompt: prompt}, schema.prompt), _text({response_column: response}, response_column)
 
 
@@ -438,7 +468,7 @@ def read_log(
         rows_read += 1
         try:
             if isinstance(record, ParseError):
-                raise _RowProblem(record.field, record.reason)
+                raise RowProblem(record.field, record.reason)
             prompt, response = _row_texts(record, schema)
             row_actions = [
                 _binary(name, _number(record, name, True), thresholds.get(name), "counts or durations")
@@ -448,9 +478,9 @@ def read_log(
             if schema.user is not None:
                 user_id = record.get(schema.user)
                 if user_id is None or (isinstance(user_id, str) and not user_id.strip()):
-                    raise _RowProblem(schema.user, "is missing")
+                    raise RowProblem(schema.user, "is missing")
                 if isinstance(user_id, float) and math.isnan(user_id):
-                    raise _RowProblem(schema.user, "is missing")
+                    raise RowProblem(schema.user, "is missing")
                 user_id = str(user_id)
             label = float("nan")
             if schema.label is not None:
@@ -464,14 +494,14 @@ def read_log(
                     schema.observed, _number(record, schema.observed, True), None, "observation"
                 )
                 if row_observed == 0.0 and max(row_actions[: len(schema.actions)], default=0.0) == 1.0:
-                    raise _RowProblem(
+                    raise RowProblem(
                         schema.actions[row_actions.index(1.0)],
                         f"is 1 but {schema.observed!r} is 0; a row without feedback has no value",
                     )
             if schema.propensity is not None:
                 row_propensity = _number(record, schema.propensity, True)
                 if not 0.0 < row_propensity <= 1.0:
-                    raise _RowProblem(schema.propensity, f"{row_propensity:g} is not in (0, 1]")
+                    raise RowProblem(schema.propensity, f"{row_propensity:g} is not in (0, 1]")
             has_truth = all(record.get(name) is not None for name in TRUTH_COLUMNS)
             if truth_present is None:
                 truth_present = has_truth
@@ -479,18 +509,12 @@ def read_log(
             if schema.prompt_id is not None:
                 prompt_id = record.get(schema.prompt_id)
                 if prompt_id is None:
-                    raise _RowProblem(schema.prompt_id, "is missing")
+                    raise RowProblem(schema.prompt_id, "is missing")
                 prompt_id = str(prompt_id)
             else:
                 prompt_id = prompt_hash(prompt)
-        except _RowProblem as problem:
-            if on_error == "raise":
-                raise LogFormatError(
-                    f"{name}, row {row}, field {problem.field!r}: {problem.reason}. Fix the row, map "
-                    "the column with the schema (--prompt-col, --action-col, ...), or skip bad rows "
-                    "(on_error='skip', --skip-bad-rows)"
-                ) from None
-            dropped.append(DroppedRow(row, problem.field, problem.reason))
+        except RowProblem as problem:
+            drop_or_raise(problem, name, row, on_error, dropped, _FIX_LOG_ROW)
             continue
         prompts.append(prompt)
         responses.append(response)
@@ -503,14 +527,14 @@ def read_log(
         truth_rows.append(row_truth)
         user_ids.append(user_id)
         rows.append(row)
-    report = LoadReport(name, rows_read, tuple(dropped))
-    if max_bad_fraction is not None and rows_read and len(dropped) > max_bad_fraction * rows_read:
-        raise LogFormatError(
-            f"{name}: {len(dropped)} of {rows_read} rows ({len(dropped) / rows_read:.1%}) do not fit the "
-            f"schema, more than the {max_bad_fraction:.1%} allowed ({report.summary()}). Check the column "
-            "mapping (a graded label needs --label-threshold, counts need --action-threshold) or raise "
-            "--max-bad-fraction"
-        )
+    report = checked_report(
+        name,
+        rows_read,
+        dropped,
+        max_bad_fraction,
+        "Check the column mapping (a graded label needs --label-threshold, counts need "
+        "--action-threshold) or raise --max-bad-fraction",
+    )
     if not responses:
         raise LogFormatError(f"{name}: no usable rows ({report.summary()})")
     label_array = np.asarray(labels, dtype=np.float32)

@@ -17,7 +17,14 @@ from pathlib import Path
 from typing import Any
 
 from pyro_irm.data.conversation import ConversationError, common_prompt, prompt_text, response_text
-from pyro_irm.data.logs import DroppedRow, LoadReport, LogFormatError, OnError
+from pyro_irm.data.logs import (
+    LoadReport,
+    LogFormatError,
+    OnError,
+    RowProblem,
+    checked_report,
+    drop_or_raise,
+)
 from pyro_irm.data.readers import ParseError, iter_records, source_name
 
 
@@ -41,16 +48,13 @@ class PreferencePairs:
         return len(self.prompts)
 
 
-class _Bad(Exception):
-    def __init__(self, field: str, reason: str):
-        super().__init__(reason)
-        self.field, self.reason = field, reason
+_FIX_PAIR = "Fix the row, name the columns (--prompt-col, --chosen-col, --rejected-col) or skip bad rows"
 
 
 def _pair(record: dict, prompt: str, chosen: str, rejected: str) -> tuple[str, str, str]:
     for name in (chosen, rejected):
         if record.get(name) is None:
-            raise _Bad(name, "is missing")
+            raise RowProblem(name, "is missing")
     try:
         if record.get(prompt) is not None:
             return (
@@ -61,7 +65,7 @@ def _pair(record: dict, prompt: str, chosen: str, rejected: str) -> tuple[str, s
         return common_prompt(record[chosen], record[rejected], f"{chosen}/{rejected}")
     except ConversationError as error:
         field, _, reason = str(error).partition(": ")
-        raise _Bad(field, reason) from None
+        raise RowProblem(field, reason) from None
 
 
 def read_pairs(
@@ -86,28 +90,18 @@ def read_pairs(
         rows_read += 1
         try:
             if isinstance(record, ParseError):
-                raise _Bad(record.field, record.reason)
+                raise RowProblem(record.field, record.reason)
             pair = _pair(record, prompt, chosen, rejected)
             if not all(isinstance(text, str) for text in pair):
-                raise _Bad(chosen, "is not text or messages")
-        except _Bad as problem:
-            if on_error == "raise":
-                raise LogFormatError(
-                    f"{name}, row {row}, field {problem.field!r}: {problem.reason}. Fix the row, name "
-                    "the columns (--prompt-col, --chosen-col, --rejected-col) or skip bad rows"
-                ) from None
-            dropped.append(DroppedRow(row, problem.field, problem.reason))
+                raise RowProblem(chosen, "is not text or messages")
+        except RowProblem as problem:
+            drop_or_raise(problem, name, row, on_error, dropped, _FIX_PAIR)
             continue
         prompts.append(pair[0])
         chosen_texts.append(pair[1])
         rejected_texts.append(pair[2])
         rows.append(row)
-    report = LoadReport(name, rows_read, tuple(dropped))
-    if dropped and max_bad_fraction is not None and len(dropped) > max_bad_fraction * rows_read:
-        raise LogFormatError(
-            f"{name}: {len(dropped)} of {rows_read} pairs could not be read, more than the "
-            f"{max_bad_fraction:.1%} allowed ({report.summary()})"
-        )
+    report = checked_report(name, rows_read, dropped, max_bad_fraction, _FIX_PAIR)
     if not prompts:
         raise LogFormatError(f"{name}: no usable pairs ({report.summary()})")
     return PreferencePairs(prompts, chosen_texts, rejected_texts, rows, report)
