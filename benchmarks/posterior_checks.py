@@ -12,7 +12,7 @@ from pathlib import Path
 
 import torch
 
-from pyro_irm.analysis.convert import summary
+from pyro_irm.analysis.convert import head_inference_data, summary
 from pyro_irm.analysis.unbiasedness import UnbiasednessConfig, plot_unbiasedness, run_unbiasedness_study
 from pyro_irm.inference.bayesian_head import HeadConfig, compare_posteriors, fit_head_nuts, fit_head_svi
 from pyro_irm.models.bayesian_head import seed_paper_likelihood
@@ -65,7 +65,7 @@ def main() -> None:
     ):
         print(f"| {name} | {nm:+.3f} | {ns:.3f} | {sm:+.3f} | {ss:.3f} |")
     print(compare_posteriors(nuts, svi))
-    print(summary(nuts.to_inference_data())[["mean", "sd", "ess_bulk", "ess_tail", "r_hat"]].to_string())
+    print(summary(head_inference_data(nuts))[["mean", "sd", "ess_bulk", "ess_tail", "r_hat"]].to_string())
 
 
 if __name__ == "__main__":

@@ -96,7 +96,7 @@ def main_benchmark(requests: int, seconds: float, per_request: int = 8) -> str:
 
     port = _free_port()
     server = subprocess.Popen(
-        [sys.executable, "-m", "pyro_irm.cli.main", "serve", str(root / "run"), "--port", str(port),
+        [sys.executable, "-m", "pyro_irm.cli", "serve", str(root / "run"), "--port", str(port),
          "--quiet"],
         stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip

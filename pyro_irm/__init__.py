@@ -16,6 +16,9 @@ _EXPORTS = {
     "diagnose_inference_data": "pyro_irm.analysis",
     "run_unbiasedness_study": "pyro_irm.analysis",
     "to_inference_data": "pyro_irm.analysis",
+    "head_inference_data": "pyro_irm.analysis",
+    "fit_bayesian_head": "pyro_irm.inference",
+    "HeadConfig": "pyro_irm.inference",
     "evaluate": "pyro_irm.analysis.metrics",
     "label_metrics": "pyro_irm.analysis.metrics",
     "BenchmarkConfig": "pyro_irm.benchmark",
@@ -23,8 +26,8 @@ _EXPORTS = {
     "load_embedded_set": "pyro_irm.benchmark",
     "run_benchmark": "pyro_irm.benchmark",
     "run_sweep": "pyro_irm.benchmark",
-    "BestOfN": "pyro_irm.best_of_n",
-    "best_of_n": "pyro_irm.best_of_n",
+    "BestOfN": "pyro_irm.rerank",
+    "best_of_n": "pyro_irm.rerank",
     "FeedbackData": "pyro_irm.data",
     "FeedbackLog": "pyro_irm.data",
     "GroundTruth": "pyro_irm.data",
@@ -33,7 +36,7 @@ _EXPORTS = {
     "SimulationConfig": "pyro_irm.data",
     "load_preference_set": "pyro_irm.data",
     "read_log": "pyro_irm.data",
-    "simulate": "pyro_irm.data",
+    "simulate": "pyro_irm.data.simulation",
     "simulate_from_scores": "pyro_irm.data",
     "simulate_log": "pyro_irm.data",
     "write_records": "pyro_irm.data",
@@ -45,7 +48,7 @@ _EXPORTS = {
     "embed_rows": "pyro_irm.encoders",
     "export_hf": "pyro_irm.export",
     "GROUP_NAMES": "pyro_irm.groups",
-    "METHOD_NAMES": "pyro_irm.inference",
+    "METHOD_NAMES": "pyro_irm.estimators",
     "EstimatorConfig": "pyro_irm.inference",
     "FitHistory": "pyro_irm.inference",
     "FitResult": "pyro_irm.inference",
@@ -77,6 +80,7 @@ __all__ = [
     "FitHistory",
     "FitResult",
     "GROUP_NAMES",
+    "HeadConfig",
     "GroundTruth",
     "IdentifiabilityWarning",
     "LogFormatError",
@@ -99,7 +103,9 @@ __all__ = [
     "evaluate_pairs",
     "evaluate_run",
     "export_hf",
+    "head_inference_data",
     "fit",
+    "fit_bayesian_head",
     "fit_log",
     "fit_selected",
     "label_metrics",
@@ -133,7 +139,12 @@ def __dir__() -> list[str]:
 
 
 if TYPE_CHECKING:  # static tools see every name as a plain import
-    from pyro_irm.analysis import diagnose_inference_data, run_unbiasedness_study, to_inference_data
+    from pyro_irm.analysis import (
+        diagnose_inference_data,
+        head_inference_data,
+        run_unbiasedness_study,
+        to_inference_data,
+    )
     from pyro_irm.analysis.metrics import evaluate, label_metrics
     from pyro_irm.benchmark import (
         BenchmarkConfig,
@@ -142,7 +153,6 @@ if TYPE_CHECKING:  # static tools see every name as a plain import
         run_benchmark,
         run_sweep,
     )
-    from pyro_irm.best_of_n import BestOfN, best_of_n
     from pyro_irm.data import (
         FeedbackData,
         FeedbackLog,
@@ -159,19 +169,22 @@ if TYPE_CHECKING:  # static tools see every name as a plain import
     )
     from pyro_irm.data.pairs import PreferencePairs, read_pairs
     from pyro_irm.encoders import EmbeddingCache, EncoderConfig, TextEncoder, embed_rows
+    from pyro_irm.estimators import METHOD_NAMES
     from pyro_irm.export import export_hf
     from pyro_irm.groups import GROUP_NAMES
     from pyro_irm.inference import (
-        METHOD_NAMES,
         EstimatorConfig,
         FitHistory,
         FitResult,
+        HeadConfig,
         Nuisance,
         TrainConfig,
         estimate_nuisance,
         fit,
+        fit_bayesian_head,
         fit_selected,
     )
     from pyro_irm.models import ModelConfig, RewardModel
     from pyro_irm.models.identifiability import IdentifiabilityWarning
+    from pyro_irm.rerank import BestOfN, best_of_n
     from pyro_irm.runs import Run, embed_log, evaluate_pairs, evaluate_run, fit_log, save_run

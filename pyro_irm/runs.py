@@ -26,9 +26,9 @@ from pyro_irm.encoders.cache import default_cache_root, rows_fingerprint
 from pyro_irm.encoders.config import EncoderConfig
 from pyro_irm.encoders.embed import embed_rows, load_embeddings, open_cache
 from pyro_irm.encoders.encoder import TextEncoder
+from pyro_irm.estimators import get_estimator
 from pyro_irm.export.hf import reward_stats
 from pyro_irm.inference.config import TrainConfig
-from pyro_irm.inference.methods import method_spec
 from pyro_irm.inference.nuisance import EstimatorConfig
 from pyro_irm.inference.result import FitResult
 from pyro_irm.inference.svi import fit
@@ -218,7 +218,7 @@ def _write_run(directory, result, log, embeddings, schema, model_config, encoder
             if history.validation_elbo and history.best_epoch >= 0
             else None,
             "selection_criterion": "held-out ELBO"
-            if method_spec(result.method).family == "pyro"
+            if get_estimator(result.method).family == "pyro"
             else "minus the method's held-out risk",
             "final_train_loss_per_row": history.train_loss[-1] if history.train_loss else None,
             "seconds": sum(history.epoch_seconds),
@@ -235,7 +235,7 @@ def _write_run(directory, result, log, embeddings, schema, model_config, encoder
             **label_metrics(log.labels, probability, log.prompt_ids, _true_scores(log)),
         }
     (directory / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
-    objective = "ELBO" if method_spec(result.method).family == "pyro" else "minus risk"
+    objective = "ELBO" if get_estimator(result.method).family == "pyro" else "minus risk"
     plot_fit_history(
         history, directory / ELBO_PLOT, title=f"{result.method} on {Path(source).name}", objective=objective
     )

@@ -34,21 +34,21 @@ class Mutation:
 MUTATIONS = (
     Mutation(
         "noise-correction-rates-swapped",
-        "pyro_irm/models/losses.py",
+        "pyro_irm/estimators/losses.py",
         "corrected_one = (1.0 - rho10) * loss_one - rho01 * loss_zero",
         "corrected_one = (1.0 - rho01) * loss_one - rho10 * loss_zero",
         ("tests/models/test_losses.py",),
     ),
     Mutation(
         "pu-negative-part-sign",
-        "pyro_irm/models/losses.py",
+        "pyro_irm/estimators/losses.py",
         "return class_prior * mean_positive_one, mean_unlabelled_zero - class_prior * mean_positive_zero",
         "return class_prior * mean_positive_one, mean_unlabelled_zero + class_prior * mean_positive_zero",
         ("tests/models/test_losses.py",),
     ),
     Mutation(
         "ubpr-partner-unweighted",
-        "pyro_irm/models/losses.py",
+        "pyro_irm/estimators/losses.py",
         "(1.0 - partner_actions.to(logits.dtype) / partner_propensity)",
         "1.0",
         ("tests/models/test_losses.py", "tests/inference/test_estimator_wiring.py"),
@@ -76,7 +76,7 @@ MUTATIONS = (
     ),
     Mutation(
         "nnpu-no-correction",
-        "pyro_irm/inference/estimators.py",
+        "pyro_irm/estimators/objective.py",
         "if negative < -self.config.nnpu_beta:",
         "if False and negative < -self.config.nnpu_beta:",
         (
@@ -85,7 +85,7 @@ MUTATIONS = (
     ),
     Mutation(
         "dr-is-ips",
-        "pyro_irm/inference/estimators.py",
+        "pyro_irm/estimators/objective.py",
         "terms = doubly_robust_loss(per_row, imputed, observed, propensity)",
         "terms = observed_ips_loss(per_row, observed, propensity)",
         (
@@ -94,14 +94,14 @@ MUTATIONS = (
     ),
     Mutation(
         "implicit-ips-unweighted",
-        "pyro_irm/inference/estimators.py",
+        "pyro_irm/estimators/objective.py",
         "terms = implicit_ips_loss(logits, actions, propensity)",
         "terms = implicit_ips_loss(logits, actions, torch.ones_like(propensity))",
         ("tests/inference/test_estimator_wiring.py",),
     ),
     Mutation(
         "causalrm-no-flip-correction",
-        "pyro_irm/inference/estimators.py",
+        "pyro_irm/estimators/objective.py",
         "per_row = noise_corrected_loss(logits, actions, rho01, rho10)",
         "per_row = label_loss(logits, actions)",
         (
@@ -152,7 +152,7 @@ MUTATIONS = (
     ),
     Mutation(
         "best-of-n-lowest",
-        "pyro_irm/best_of_n.py",
+        "pyro_irm/rerank.py",
         "order = np.lexsort((np.arange(len(rewards)), -rewards, inverse))",
         "order = np.lexsort((np.arange(len(rewards)), rewards, inverse))",
         ("tests/test_rlhf.py::test_best_of_n_picks_the_highest_reward_and_scores_the_picks_by_hand",),

@@ -14,7 +14,7 @@ def _printed_table(text: str) -> dict[str, list[float]]:
     """The rows of a printed metrics table: method name -> its numbers."""
     rows = {}
     for line in text.splitlines():
-        cells = line.split()
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
         if len(cells) > 1 and cells[0] in ("implicitrm", "naive", "oracle"):
             rows[cells[0]] = [float(c) if c != "—" else None for c in cells[1:]]
     return rows
@@ -228,3 +228,75 @@ def test_chatlog_simulate_fit_and_score_groups(tmp_path, ultrafeedback_rows, cap
     acted = np.array([r["copied"] or r["thumbs_up"] or r["regenerated"] for r in records], dtype=bool)
     # A row with any binary action is engaged: its silent groups are (almost) impossible.
     assert (groups[acted][:, [1, 3]].sum(1) < 1e-6).all()
+
+
+def _schema_fields(*parts: str) -> set[str]:
+    """LogSchema fields a command does not read: those of the parts it leaves out."""
+    from dataclasses import fields
+
+    from pyro_irm.data.schema import LogSchema
+
+    return {f.name for f in fields(LogSchema) if f.metadata.get("part") in parts}
+
+
+def _config_options():
+    from pyro_irm.benchmark.config import BenchmarkConfig, ChatLogBenchmarkConfig
+    from pyro_irm.cli.benchmark import _SIMULATION_OPTIONS, _TRAIN_SET_PER_FIT
+    from pyro_irm.cli.simulate import _FROM_THE_DATA
+    from pyro_irm.data.config import ChatLogConfig, SimulationConfig
+    from pyro_irm.data.schema import LogSchema
+    from pyro_irm.demo import DemoConfig
+    from pyro_irm.encoders.config import EncoderConfig
+    from pyro_irm.inference.config import EstimatorConfig, HeadConfig, TrainConfig
+    from pyro_irm.models.config import ModelConfig
+
+    not_simulated = {f for f in SimulationConfig.__dataclass_fields__ if f not in _SIMULATION_OPTIONS}
+    return {  # command -> (configuration class, dest prefix of its options, fields without an option)
+        "demo": [(DemoConfig, "demo_", {"progress", "simulation"})],
+        "simulate": [(SimulationConfig, "sim_", set(_FROM_THE_DATA)), (ChatLogConfig, "chat_", {"seed"})],
+        "embed": [
+            (EncoderConfig, "encoder_", set()),
+            (LogSchema, "schema_", _schema_fields("actions", "labels")),
+        ],
+        "fit": [
+            (TrainConfig, "train_", {"progress"}),
+            (ModelConfig, "model_", set()),
+            (EstimatorConfig, "est_", set()),
+            (HeadConfig, "head_", {"seed", "progress"}),
+            (EncoderConfig, "encoder_", set()),
+            (LogSchema, "schema_", set()),
+        ],
+        "benchmark": [
+            (BenchmarkConfig, "bench_", {"train", "simulation"}),
+            (TrainConfig, "train_", set(_TRAIN_SET_PER_FIT)),
+            (SimulationConfig, "sim_", not_simulated),
+            (ChatLogBenchmarkConfig, "chatbench_", {"seeds"}),
+            (EstimatorConfig, "est_", set()),
+            (EncoderConfig, "encoder_", set()),
+            (LogSchema, "schema_", set()),
+        ],
+        "score": [(LogSchema, "schema_", _schema_fields("actions", "labels"))],
+        "evaluate": [(LogSchema, "schema_", _schema_fields("actions"))],
+        "best-of-n": [(LogSchema, "schema_", _schema_fields("actions"))],
+    }
+
+
+@pytest.mark.parametrize(
+    "command", ["demo", "simulate", "embed", "fit", "benchmark", "score", "evaluate", "best-of-n"]
+)
+def test_each_option_is_a_configuration_field_with_the_field_s_own_help(command):
+    """The options are generated from the configuration dataclasses: one per field (less those the
+    command sets itself), named by its ``dest``, with the help text written on the field."""
+    from dataclasses import fields
+
+    from pyro_irm.cli import build_parser
+
+    parser = build_parser()
+    subparsers = next(a for a in parser._actions if a.dest == "command")
+    actions = {a.dest: a for a in subparsers.choices[command]._actions}
+    for cls, prefix, without in _config_options()[command]:
+        expected = {prefix + f.name: f for f in fields(cls) if f.name not in without}
+        present = {dest for dest in actions if dest.startswith(prefix)}
+        assert present == set(expected), (cls.__name__, present ^ set(expected))
+        for dest, field in expected.items():
+            assert actions[dest].help.startswith(field.metadata["help"]), (cls.__name__, dest)

@@ -37,3 +37,102 @@ def test_plotting_leaves_matplotlib_s_backend_alone(tmp_path):
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip() == "svg"
     assert (tmp_path / "fit.png").read_bytes()[:4] == b"\x89PNG"
+
+
+def _module_imports() -> dict[str, set[str]]:
+    """Each pyro_irm module -> the pyro_irm modules it imports, at the top or inside a function
+    (a circle through a deferred import is still a circle); not those under ``if TYPE_CHECKING``."""
+    import ast
+    from pathlib import Path
+
+    root = Path(pyro_irm.__file__).parent
+    names = {}
+    for path in root.rglob("*.py"):
+        if "hf_template" in path.parts or path.name == "__main__.py":  # exported files; a program
+            continue
+        parts = path.relative_to(root.parent).with_suffix("").parts
+        names[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = path
+    graph = {}
+    for module, path in names.items():
+        tree = ast.parse(path.read_text())
+        typing_only = {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If) and getattr(node.test, "id", None) == "TYPE_CHECKING"
+            for inner in ast.walk(node)
+        }
+        found = set()
+        for node in ast.walk(tree):
+            if id(node) in typing_only:
+                continue
+            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("pyro_irm"):
+                found.add(node.module)
+                found.update(f"{node.module}.{a.name}" for a in node.names)
+            elif isinstance(node, ast.Import):
+                found.update(a.name for a in node.names)
+        # A package may import its own submodules (each finds the package already in sys.modules);
+        # importing a.b.c imports the packages a and a.b first.
+        graph[module] = {m for m in found if m in names and m != module and not m.startswith(module + ".")}
+        parents = module.split(".")
+        graph[module] |= {".".join(parents[:i]) for i in range(1, len(parents))}
+    return graph
+
+
+def test_no_module_imports_itself_through_a_circle_and_each_imports_alone_in_dependency_order():
+    from graphlib import TopologicalSorter
+
+    graph = _module_imports()
+    order = list(TopologicalSorter(graph).static_order())  # raises CycleError on a circle
+    assert len(order) == len(graph) and {"pyro_irm.cli.app", "pyro_irm.estimators"} <= set(order)
+    code = "import importlib, sys\nfor name in sys.argv[1:]:\n    importlib.import_module(name)\nprint('ok')"
+    result = subprocess.run([sys.executable, "-c", code, *order], capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0 and result.stdout.strip() == "ok", result.stderr[-3000:]
+
+
+def test_the_graph_sees_a_circle_when_there_is_one():
+    """The check above would catch one: join the two ends of an import chain."""
+    from graphlib import CycleError, TopologicalSorter
+
+    import pytest
+
+    graph = _module_imports()
+    graph["pyro_irm.estimators.base"] = graph["pyro_irm.estimators.base"] | {"pyro_irm.estimators.pu"}
+    with pytest.raises(CycleError):
+        list(TopologicalSorter(graph).static_order())
+
+
+def test_a_lazy_name_is_never_shadowed_by_a_submodule_of_the_same_name():
+    """``from pyro_irm.data import simulate`` must be the function even after the module that
+    defines it was imported; a package exporting a name its own submodule has would break that."""
+    import importlib
+    from pathlib import Path
+
+    for package in (
+        "",
+        ".data",
+        ".inference",
+        ".models",
+        ".analysis",
+        ".encoders",
+        ".benchmark",
+        ".export",
+        ".cli",
+    ):
+        module = importlib.import_module("pyro_irm" + package)
+        submodules = {p.stem for p in Path(module.__file__).parent.glob("*.py")} | {
+            p.name for p in Path(module.__file__).parent.iterdir() if (p / "__init__.py").exists()
+        }
+        assert not set(module.__all__) & submodules, package
+
+
+def test_the_command_line_answers_help_without_loading_torch():
+    code = (
+        "import sys\nfrom pyro_irm.cli import build_parser\n"
+        "parser = build_parser()\n"
+        "for command in ('fit', 'benchmark', 'simulate', 'score', 'serve', 'demo'):\n"
+        "    try:\n        parser.parse_args([command, '--help'])\n    except SystemExit:\n        pass\n"
+        "print(sorted(m for m in ('torch', 'pyro', 'sklearn', 'numpy', 'pandas') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip().splitlines()[-1] == "[]"

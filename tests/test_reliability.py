@@ -407,9 +407,9 @@ def test_score_and_evaluate_write_the_numbers_the_library_computes(tmp_path):
 
 def test_a_bug_exits_1_with_its_traceback(tmp_path):
     code = (
-        "import importlib, sys; cli = importlib.import_module('pyro_irm.cli.main')\n"
+        "import sys; from pyro_irm.cli import demo, main\n"
         "def broken(args):\n    raise RuntimeError('a bug')\n"
-        "cli._demo = broken\nsys.exit(cli.main(['demo']))"
+        "demo.run = broken\nsys.exit(main(['demo']))"
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 1

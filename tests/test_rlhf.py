@@ -13,9 +13,9 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
-from pyro_irm.best_of_n import best_of_n
 from pyro_irm.cli import main
 from pyro_irm.data.logs import write_records
+from pyro_irm.rerank import best_of_n
 from pyro_irm.serve import split_queries
 
 pytestmark = pytest.mark.filterwarnings("ignore::pyro_irm.models.identifiability.IdentifiabilityWarning")

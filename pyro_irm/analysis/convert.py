@@ -17,6 +17,7 @@ import torch
 
 from pyro_irm.data.feedback import FeedbackData
 from pyro_irm.groups import GROUP_NAMES
+from pyro_irm.models.bayesian_head import HeadPosterior
 from pyro_irm.models.reward_model import RewardModel
 
 
@@ -233,3 +234,13 @@ def to_inference_data(
     if "posterior" in payload:
         return data
     return with_point_estimates(data, point, dims, coords)
+
+
+def head_inference_data(posterior: HeadPosterior):
+    """A Bayesian head's draws as ArviZ data: ``weight`` ``(chain, draw, feature)`` and ``bias``
+    ``(chain, draw)``; a Laplace or SVI head has one chain, NUTS one per chain run."""
+    return from_groups(
+        {"posterior": {"weight": posterior.weight.numpy(), "bias": posterior.bias.numpy()}},
+        dims={"weight": ["feature"]},
+        coords={"feature": np.arange(posterior.weight.shape[-1])},
+    )

@@ -15,6 +15,7 @@ import torch
 
 from pyro_irm.analysis.convert import row_values
 from pyro_irm.groups import GROUP_NAMES, NUM_GROUPS
+from pyro_irm.tables import markdown_table
 
 
 @dataclass(frozen=True)
@@ -52,11 +53,8 @@ class GroupDiagnostics:
 
     def confusion_table(self) -> str:
         """The confusion counts as a Markdown table (true group in rows)."""
-        header = "| true \\ assigned | " + " | ".join(GROUP_NAMES) + " |"
-        lines = [header, "|---|" + "---:|" * NUM_GROUPS]
-        for name, counts in zip(GROUP_NAMES, self.confusion, strict=True):
-            lines.append(f"| {name} | " + " | ".join(str(int(c)) for c in counts) + " |")
-        return "\n".join(lines) + "\n"
+        rows = ((name, *map(int, counts)) for name, counts in zip(GROUP_NAMES, self.confusion, strict=True))
+        return markdown_table(("true \\ assigned", *GROUP_NAMES), rows)
 
 
 def _array(values) -> np.ndarray:

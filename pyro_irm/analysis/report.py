@@ -19,6 +19,7 @@ from pyro_irm.analysis.metrics import label_metrics
 from pyro_irm.analysis.plots import new_figure, plot_group_confusion, plot_group_reliability
 from pyro_irm.atomic import save_figure, write_text_atomic
 from pyro_irm.data.logs import FeedbackLog
+from pyro_irm.tables import markdown_table
 
 
 def plot_reward_by_action(rewards: np.ndarray, actions: np.ndarray, path: str | Path) -> Path:
@@ -43,11 +44,7 @@ def _mean(values: np.ndarray) -> float:
 
 
 def _table(rows: dict[str, object]) -> str:
-    lines = ["| | |", "|---|---:|"]
-    for key, value in rows.items():
-        text = f"{value:.4f}" if isinstance(value, float) else str(value)
-        lines.append(f"| {key} | {text} |")
-    return "\n".join(lines) + "\n"
+    return markdown_table(("", ""), rows.items(), digits=4)
 
 
 def write_report(run, log: FeedbackLog, embeddings: np.ndarray, out: str | Path | None = None) -> Path:

@@ -30,17 +30,18 @@ from tqdm.auto import tqdm
 
 from pyro_irm.analysis.plots import new_figure
 from pyro_irm.atomic import save_figure
-from pyro_irm.data.simulate import SimulationConfig, simulate
-from pyro_irm.inference.config import TrainConfig
-from pyro_irm.inference.svi import fit
-from pyro_irm.models.losses import (
+from pyro_irm.data.simulation import SimulationConfig, simulate
+from pyro_irm.estimators.losses import (
     implicit_ips_loss,
     label_loss,
     noise_corrected_loss,
     observed_ips_loss,
     pu_risks,
 )
+from pyro_irm.inference.config import TrainConfig
+from pyro_irm.inference.svi import fit
 from pyro_irm.models.reward_model import RewardModel
+from pyro_irm.tables import markdown_table
 
 OBJECTIVES = ("naive", "upu", "ips", "causalrm", "implicitrm_true", "implicitrm_fitted")
 
@@ -105,16 +106,18 @@ class UnbiasednessResult:
         return table
 
     def format_table(self) -> str:
-        lines = [
-            f"| objective | mean bias | std. error | {self.confidence:.0%} interval | covers 0 |",
-            "|---|---:|---:|---|:---:|",
-        ]
-        for name, row in self.summary().items():
-            lines.append(
-                f"| {name} | {row['mean_bias']:+.4f} | {row['standard_error']:.4f} | "
-                f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}] | {'yes' if row['covers_zero'] else 'no'} |"
+        header = ("objective", "mean bias", "std. error", f"{self.confidence:.0%} interval", "covers 0")
+        rows = (
+            (
+                name,
+                f"{row['mean_bias']:+.4f}",
+                f"{row['standard_error']:.4f}",
+                f"[{row['ci_low']:+.4f}, {row['ci_high']:+.4f}]",
+                "yes" if row["covers_zero"] else "no",
             )
-        return "\n".join(lines) + "\n"
+            for name, row in self.summary().items()
+        )
+        return markdown_table(header, rows, align="lrrlc")
 
 
 def _normal_quantile(q: float) -> float:

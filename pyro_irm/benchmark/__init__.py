@@ -1,29 +1,31 @@
 """The semi-synthetic benchmark: every estimator on one data set, over seeds, against clean labels."""
 
-from pyro_irm.benchmark.datasets import DATASETS, EmbeddedSet, ScoredSplit, load_embedded_set
-from pyro_irm.benchmark.protocol import (
-    METRICS,
-    SWEEPABLE,
-    BenchmarkConfig,
-    BenchmarkResult,
-    run_benchmark,
-    run_sweep,
-)
-from pyro_irm.benchmark.report import format_table, plot_benchmark, plot_sweep, sweep_table
+from pyro_irm._lazy import exported_names, lazy_exports
 
-__all__ = [
-    "DATASETS",
-    "METRICS",
-    "SWEEPABLE",
-    "BenchmarkConfig",
-    "BenchmarkResult",
-    "EmbeddedSet",
-    "ScoredSplit",
-    "format_table",
-    "load_embedded_set",
-    "plot_benchmark",
-    "plot_sweep",
-    "run_benchmark",
-    "run_sweep",
-    "sweep_table",
-]
+_EXPORTS = {
+    "pyro_irm.benchmark.config": (
+        "DATASETS",
+        "METRICS",
+        "SWEEPABLE",
+        "BenchmarkConfig",
+        "default_simulation",
+    ),
+    "pyro_irm.benchmark.datasets": (
+        "EmbeddedSet",
+        "ScoredSplit",
+        "load_embedded_set",
+    ),
+    "pyro_irm.benchmark.protocol": (
+        "BenchmarkResult",
+        "run_benchmark",
+        "run_sweep",
+    ),
+    "pyro_irm.benchmark.report": (
+        "format_table",
+        "plot_benchmark",
+        "plot_sweep",
+        "sweep_table",
+    ),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = exported_names(_EXPORTS)

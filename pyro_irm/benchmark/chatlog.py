@@ -27,12 +27,13 @@ import logging
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 
 from pyro_irm.analysis.metrics import best_of_n_win_rate, feature_bias, label_metrics
+from pyro_irm.benchmark.config import CHATLOG_VARIANTS, ChatLogBenchmarkConfig
 from pyro_irm.benchmark.datasets import EmbeddedSet, ScoredSplit
 from pyro_irm.channels import ChannelSpec
 from pyro_irm.data.chatlog import ChatLogConfig, chatlog_feedback
@@ -42,19 +43,10 @@ from pyro_irm.inference.svi import fit_selected
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.identifiability import IdentifiabilityWarning
 from pyro_irm.models.reward_model import RewardModel
+from pyro_irm.tables import markdown_table, mean_std
 
 logger = logging.getLogger(__name__)
 
-CHATLOG_VARIANTS = (
-    "naive",
-    "naive_no_negative",
-    "implicitrm_one_channel",
-    "implicitrm_or",
-    "implicitrm_channels",
-    "implicitrm_users",
-    "implicitrm_labels",
-    "oracle",
-)
 CHATLOG_METRICS = (
     "auc",
     "pairwise_accuracy",
@@ -64,55 +56,6 @@ CHATLOG_METRICS = (
     "length_bias",
     "mae",
 )
-
-
-@dataclass(frozen=True)
-class ChatLogBenchmarkConfig:
-    """Settings of the chat-log benchmark; the help text is reused by the command line."""
-
-    variants: tuple[str, ...] = field(
-        default=CHATLOG_VARIANTS, metadata={"help": "variants to fit: " + ", ".join(CHATLOG_VARIANTS)}
-    )
-    seeds: int = field(default=5, metadata={"help": "chat logs drawn (and fit seeds)"})
-    label_fraction: float = field(
-        default=0.02, metadata={"help": "share of training rows with an explicit label"}
-    )
-    dwell_threshold: float = field(
-        default=120.0, metadata={"help": "implicitrm_or: dwell seconds above which a row counts as acted"}
-    )
-    max_epochs: int = field(default=100, metadata={"help": "upper bound on epochs per fit"})
-    reward_widths: tuple[str, ...] = field(
-        default=("256,64", "64", "32"),
-        metadata={
-            "help": "reward network hidden widths to choose from, each as comma-separated widths; "
-            "every variant keeps the one with its best held-out score (never the test labels)"
-        },
-    )
-
-    def __post_init__(self) -> None:
-        unknown = sorted(set(self.variants) - set(CHATLOG_VARIANTS))
-        if unknown:
-            raise ValueError(
-                f"unknown chat-log variants {unknown}; choose from {', '.join(CHATLOG_VARIANTS)}"
-            )
-        if self.seeds < 1:
-            raise ValueError(f"seeds must be at least 1, got {self.seeds}")
-        if not self.reward_widths:
-            raise ValueError("reward_widths: give at least one layout")
-        for layout in self.reward_widths:
-            try:
-                widths = tuple(int(w) for w in str(layout).split(",") if w.strip())
-            except ValueError:
-                raise ValueError(f"reward_widths: {layout!r} is not comma-separated integers") from None
-            if not widths or min(widths) < 1:
-                raise ValueError(f"reward_widths: {layout!r} needs positive widths")
-
-    def model_configs(self, base: ModelConfig) -> list[ModelConfig]:
-        """``base`` with each reward layout of :attr:`reward_widths`."""
-        return [
-            replace(base, reward_hidden=tuple(int(w) for w in str(layout).split(",") if w.strip()))
-            for layout in self.reward_widths
-        ]
 
 
 @dataclass
@@ -363,10 +306,10 @@ def compare_variants(
 
 def format_chatlog_table(result: ChatLogBenchmarkResult) -> str:
     """A Markdown table of ``mean ± std`` over seeds, one row per variant."""
-    header = "| variant | " + " | ".join(CHATLOG_METRICS) + " | seconds |"
-    lines = [header, "|" + " --- |" * (len(CHATLOG_METRICS) + 2)]
-    for variant, metrics in result.summary.items():
-        cells = [f"{metrics[m]['mean']:.3f} ± {metrics[m]['std']:.3f}" for m in CHATLOG_METRICS]
-        lines.append(f"| {variant} | " + " | ".join(cells) + f" | {metrics['seconds']['mean']:.0f} |")
+    rows = (
+        (variant, *(mean_std(metrics[m]) for m in CHATLOG_METRICS), f"{metrics['seconds']['mean']:.0f}")
+        for variant, metrics in result.summary.items()
+    )
+    table = markdown_table(("variant", *CHATLOG_METRICS, "seconds"), rows)
     rates = ", ".join(f"{name} {rate:.1%}" for name, rate in result.rates.items())
-    return "\n".join(lines) + f"\n\nMean action rates of the simulated logs: {rates}.\n"
+    return table + f"\nMean action rates of the simulated logs: {rates}.\n"

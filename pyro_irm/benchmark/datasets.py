@@ -15,15 +15,14 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pyro_irm.benchmark.config import DATASETS
 from pyro_irm.data.chatlog import response_features, synthetic_response_features
 from pyro_irm.data.preference_sets import PREFERENCE_SETS, ScoredResponses, load_preference_set
-from pyro_irm.data.simulate import SimulationConfig, simulate
+from pyro_irm.data.simulation import SimulationConfig, simulate
 from pyro_irm.encoders import EncoderConfig, TextEncoder, embed_rows, open_cache
 from pyro_irm.encoders.cache import default_cache_root
 
 logger = logging.getLogger(__name__)
-
-DATASETS = ("synthetic", *PREFERENCE_SETS)
 
 
 @dataclass(frozen=True)
@@ -155,7 +154,7 @@ def _split(scored: ScoredResponses, embeddings: np.ndarray, keep: np.ndarray) ->
 
 
 def _synthetic(num_rows: int) -> EmbeddedSet:
-    """Synthetic embeddings with a known nonlinear score (:func:`pyro_irm.data.simulate`); the
+    """Synthetic embeddings with a known nonlinear score (:func:`pyro_irm.data.simulation`); the
     threshold is the world's median score, so half the rows are preferred."""
     train_data = simulate(SimulationConfig(num_rows=num_rows, seed=0))
     test_data = simulate(SimulationConfig(num_rows=max(num_rows // 2, 2), seed=1))

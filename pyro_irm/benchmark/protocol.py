@@ -15,112 +15,21 @@ import math
 import time
 import warnings
 from dataclasses import asdict, dataclass, field, replace
-from typing import Literal
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
 from pyro_irm.analysis.metrics import label_metrics
+from pyro_irm.benchmark.config import LOWER_IS_BETTER, METRICS, SWEEPABLE, BenchmarkConfig
 from pyro_irm.benchmark.datasets import EmbeddedSet
-from pyro_irm.data.simulate import PropensityForm, Setting, SimulationConfig, simulate_from_scores
-from pyro_irm.inference.config import TrainConfig
-from pyro_irm.inference.methods import METHOD_NAMES, method_spec
+from pyro_irm.data.simulation import simulate_from_scores
 from pyro_irm.inference.nuisance import EstimatorConfig, Nuisance
 from pyro_irm.inference.svi import complete_nuisance, fit
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.identifiability import IdentifiabilityWarning
 
 logger = logging.getLogger(__name__)
-
-METRICS = ("mae", "rmse", "r2", "auc", "log_loss", "ece", "pairwise_accuracy")
-LOWER_IS_BETTER = frozenset({"mae", "rmse", "log_loss", "ece"})
-SWEEPABLE = ("alpha", "observation_rate", "eps0", "eps1", "feature_strength", "preference_bias")
-# Defaults of the observational setting: CausalRM's 20% observation rate and noise scenario S1.
-_OBSERVATIONAL_DEFAULTS = {"observation_rate": 0.2, "eps1": 0.2, "eps0": 0.1}
-
-
-@dataclass(frozen=True)
-class BenchmarkConfig:
-    """The protocol's settings. ``None`` rates take the setting's defaults: observation rate 0.5 and
-    no noise for 'implicit' (ImplicitRM); observation rate 0.2 and flip rates rho01 = eps1 = 0.2,
-    rho10 = eps0 = 0.1 for 'observational' (CausalRM's S1)."""
-
-    methods: tuple[str, ...] = field(
-        default=METHOD_NAMES, metadata={"help": "methods to compare (names, space or comma separated)"}
-    )
-    seeds: int = field(default=5, metadata={"help": "simulation and fit seeds"})
-    setting: Setting = field(
-        default="implicit",
-        metadata={
-            "help": "'implicit' (ImplicitRM: o latent), 'observational' (CausalRM: o logged), or "
-            "'chatlog' (several channels, users and a few labels; --chatlog-* options)"
-        },
-    )
-    propensity_form: PropensityForm = field(
-        default="alpha_power", metadata={"help": "the papers' 'alpha_power', or 'logistic'"}
-    )
-    alpha: float = field(
-        default=0.5, metadata={"help": "alpha-power base; smaller is stronger preference bias"}
-    )
-    feature_strength: float = field(
-        default=2.0,
-        metadata={
-            "help": "logistic form: how strongly a response feature unrelated to quality drives "
-            "P(o=1) (the preference bias of ImplicitRM: some responses draw actions whatever their quality)"
-        },
-    )
-    preference_bias: float = field(
-        default=0.0, metadata={"help": "logistic form: logit P(o=1) shift for preferred responses"}
-    )
-    observation_rate: float | None = field(
-        default=None, metadata={"help": "mean P(o=1) (default 0.5 implicit, 0.2 observational)"}
-    )
-    eps0: float | None = field(
-        default=None, metadata={"help": "flip rate rho10 = P(y=1 | r=0, o=1) (default 0; 0.1 observational)"}
-    )
-    eps1: float | None = field(
-        default=None, metadata={"help": "flip rate rho01 = P(y=0 | r=1, o=1) (default 0; 0.2 observational)"}
-    )
-    validation_fraction: float = field(
-        default=0.2, metadata={"help": "share of the training pool held out for model selection"}
-    )
-    inference: Literal["enumerate", "amortized", "fused"] = field(
-        default="fused", metadata={"help": "how implicitrm is fit ('fused' equals 'enumerate', faster)"}
-    )
-    max_epochs: int = field(default=40, metadata={"help": "most epochs per fit"})
-    batch_size: int = field(default=512, metadata={"help": "rows per step"})
-    learning_rate: float = field(default=3e-3, metadata={"help": "AdamW learning rate"})
-    patience: int = field(default=5, metadata={"help": "epochs without held-out gain before stopping"})
-    device: str = field(default="auto", metadata={"help": "'auto', 'cpu' or 'cuda'"})
-
-    def __post_init__(self) -> None:
-        if self.seeds < 1:
-            raise ValueError(f"seeds must be at least 1, got {self.seeds}")
-        for name in self.methods:
-            method_spec(name)
-
-    def simulation(self, seed: int) -> SimulationConfig:
-        defaults = _OBSERVATIONAL_DEFAULTS if self.setting == "observational" else {}
-
-        def pick(name: str, fallback: float) -> float:
-            value = getattr(self, name)
-            return value if value is not None else defaults.get(name, fallback)
-
-        return SimulationConfig(
-            propensity_form=self.propensity_form,
-            alpha=self.alpha,
-            feature_strength=self.feature_strength,
-            preference_bias=self.preference_bias,
-            observation_rate=pick("observation_rate", 0.5),
-            eps0=pick("eps0", 0.0),
-            eps1=pick("eps1", 0.0),
-            setting=self.setting,
-            seed=seed,
-        )
-
-    def applicable_methods(self) -> tuple[str, ...]:
-        return tuple(m for m in self.methods if self.setting in method_spec(m).settings)
 
 
 @dataclass
@@ -218,7 +127,7 @@ def run_benchmark(
             data.train.embeddings,
             data.train.scores,
             data.threshold,
-            config.simulation(seed),
+            config.simulation_for(seed),
             data.score_range,
             prompt_ids=data.train.prompt_ids,
         )
@@ -232,18 +141,7 @@ def run_benchmark(
         nuisance_seconds = time.perf_counter() - started
         sources.update(nuisance.sources)
         for method in methods:
-            train_config = TrainConfig(
-                method=method,
-                inference=config.inference,
-                batch_size=config.batch_size,
-                max_epochs=config.max_epochs,
-                learning_rate=config.learning_rate,
-                validation_fraction=config.validation_fraction,
-                patience=config.patience,
-                seed=seed,
-                device=config.device,
-                progress=False,
-            )
+            train_config = config.training_for(method, seed)
             started = time.perf_counter()
             # The papers' setting has nothing that separates reward from propensity; the result
             # records that once instead of warning on every fit.
@@ -290,7 +188,11 @@ def run_sweep(
     config = config or BenchmarkConfig()
     return {
         value: run_benchmark(
-            data, replace(config, **{parameter: value}), model_config, estimator_config, progress
+            data,
+            replace(config, simulation=replace(config.simulation, **{parameter: value})),
+            model_config,
+            estimator_config,
+            progress,
         )
         for value in values
     }

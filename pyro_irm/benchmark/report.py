@@ -7,7 +7,9 @@ from pathlib import Path
 
 from pyro_irm.analysis.plots import new_figure
 from pyro_irm.atomic import save_figure
-from pyro_irm.benchmark.protocol import LOWER_IS_BETTER, METRICS, BenchmarkResult  # noqa: E402
+from pyro_irm.benchmark.config import LOWER_IS_BETTER, METRICS
+from pyro_irm.benchmark.protocol import BenchmarkResult
+from pyro_irm.tables import markdown_table, mean_std
 
 _LABELS = {
     "mae": "MAE",
@@ -21,12 +23,6 @@ _LABELS = {
 }
 
 
-def _cell(entry: dict[str, float], digits: int = 3) -> str:
-    if not math.isfinite(entry["mean"]):
-        return "n/a"
-    return f"{entry['mean']:.{digits}f} ± {entry['std']:.{digits}f}"
-
-
 def format_table(result: BenchmarkResult) -> str:
     """Markdown table, one row per method, ``mean ± std`` over seeds; the best mean of each metric
     is in bold. Notes below say how models were selected and what was skipped."""
@@ -38,30 +34,30 @@ def format_table(result: BenchmarkResult) -> str:
         means = [v for v in means if math.isfinite(v)]
         if means:
             best[metric] = min(means) if metric in LOWER_IS_BETTER else max(means)
-    lines = [
-        "| method | " + " | ".join(_LABELS[c] for c in columns) + " |",
-        "|---|" + "---:|" * len(columns),
-    ]
+    rows = []
     for method, metrics in summary.items():
         cells = []
         for column in columns:
-            text = _cell(metrics[column], 1 if column == "fit_seconds" else 3)
+            text = mean_std(metrics[column], 1 if column == "fit_seconds" else 3)
             if column in best and metrics[column]["mean"] == best[column] and method != "oracle":
                 text = f"**{text}**"
             cells.append(text)
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
+        rows.append((method, *cells))
+    lines = [markdown_table(("method", *(_LABELS[c] for c in columns)), rows).rstrip("\n")]
     config = result.config
+    simulation = config.simulation
     notes = [
         "",
         f"{result.description}. {config.seeds} seeds; mean ± standard deviation over seeds.",
-        f"Setting: {config.setting}, propensity {config.propensity_form} "
+        f"Setting: {config.setting}, propensity {simulation.propensity_form} "
         + (
-            f"(alpha {config.alpha}), "
-            if config.propensity_form == "alpha_power"
-            else f"(feature strength {config.feature_strength}, preference bias {config.preference_bias}), "
+            f"(alpha {simulation.alpha}), "
+            if simulation.propensity_form == "alpha_power"
+            else f"(feature strength {simulation.feature_strength}, preference bias "
+            f"{simulation.preference_bias}), "
         )
-        + f"observation rate {config.simulation(0).observation_rate}, "
-        f"noise eps0 {config.simulation(0).eps0}, eps1 {config.simulation(0).eps1}.",
+        + f"observation rate {simulation.observation_rate}, "
+        f"noise eps0 {simulation.eps0}, eps1 {simulation.eps1}.",
         "Test metrics against the clean labels. Early stopping and model selection used only the "
         "simulated feedback: held-out ELBO (Pyro family) or the method's own held-out risk (loss "
         "family) on 20% of the training pool. Bold: best non-oracle mean.",
@@ -156,11 +152,5 @@ def sweep_table(results: dict[float, BenchmarkResult], parameter: str, metric: s
     """Markdown table: one row per method, one column per swept value, ``metric`` mean ± std."""
     values = sorted(results)
     methods = list(next(iter(results.values())).summary)
-    lines = [
-        "| method | " + " | ".join(f"{parameter} = {v:g}" for v in values) + " |",
-        "|---|" + "---:|" * len(values),
-    ]
-    for method in methods:
-        cells = [_cell(results[v].summary[method][metric]) for v in values]
-        lines.append(f"| {method} | " + " | ".join(cells) + " |")
-    return "\n".join(lines) + "\n"
+    rows = ((method, *(mean_std(results[v].summary[method][metric]) for v in values)) for method in methods)
+    return markdown_table(("method", *(f"{parameter} = {v:g}" for v in values)), rows)

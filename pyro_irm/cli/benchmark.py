@@ -5,39 +5,30 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
-import numpy as np
-
-from pyro_irm.atomic import write_json_atomic, write_text_atomic
-from pyro_irm.benchmark import (
+from pyro_irm.benchmark.config import (
     DATASETS,
+    PROTOCOL_TRAINING,
     SWEEPABLE,
     BenchmarkConfig,
-    format_table,
-    load_embedded_set,
-    plot_benchmark,
-    plot_sweep,
-    run_benchmark,
-    run_sweep,
-    sweep_table,
-)
-from pyro_irm.benchmark.chatlog import (
     ChatLogBenchmarkConfig,
-    format_chatlog_table,
-    run_chatlog_benchmark,
-    run_log_benchmark,
+    default_simulation,
 )
+from pyro_irm.cli.common import EXIT_OK, write_json
+from pyro_irm.cli.embed import add_encoder_options, encoder_config
 from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
 from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
-from pyro_irm.data.samples import ultrafeedback_sample
-from pyro_irm.encoders.config import EncoderConfig
-from pyro_irm.inference.methods import METHOD_NAMES
-from pyro_irm.inference.nuisance import EstimatorConfig
+from pyro_irm.data.config import SimulationConfig
+from pyro_irm.estimators import METHOD_NAMES
+from pyro_irm.inference.config import EstimatorConfig, TrainConfig
 from pyro_irm.models.config import ModelConfig
-from pyro_irm.runs import embeddings_for
 
-EXIT_OK = 0
+# What the protocol sets per fit or per seed, or takes from the data set: not options.
+_TRAIN_SET_PER_FIT = ("method", "seed", "progress", "checkpoint_dir", "fit_labels")
+_SIMULATION_OPTIONS = ("propensity_form", "alpha", "feature_strength", "preference_bias")
+_SIMULATION_OPTIONS += ("observation_rate", "eps0", "eps1")
 
 
 def _methods(values: tuple[str, ...] | None) -> tuple[str, ...] | None:
@@ -62,12 +53,53 @@ def parse_sweep(text: str) -> tuple[str, list[float]]:
         raise ValueError(f"--sweep {text!r}: the values must be numbers") from None
 
 
-def _benchmark(args: argparse.Namespace) -> int:
-    file_config = read_config_file(args.config) if args.config else {}
+def benchmark_config(args: argparse.Namespace, file_config: dict) -> BenchmarkConfig:
+    """The protocol from the options, over a config file's ``[benchmark]`` section (with
+    ``[benchmark.train]`` and ``[benchmark.simulation]`` tables), over the defaults."""
+    section = dict(file_config.get("benchmark") or {})
+    train_section, simulation_section = section.pop("train", {}), section.pop("simulation", {})
     values = dataclass_values(args, BenchmarkConfig, "bench_")
     if "methods" in values:
         values["methods"] = _methods(values["methods"])
-    config = build_config(BenchmarkConfig, file_config.get("benchmark"), values, "[benchmark]")
+    setting = values.get("setting", section.get("setting", "implicit"))
+    train_values = dataclass_values(args, TrainConfig, "train_")
+    train = _nested(TrainConfig, PROTOCOL_TRAINING, train_section, train_values)
+    simulation = _nested(
+        SimulationConfig,
+        default_simulation(setting),
+        simulation_section,
+        dataclass_values(args, SimulationConfig, "sim_"),
+    )
+    return build_config(
+        BenchmarkConfig, section, {**values, "train": train, "simulation": simulation}, "[benchmark]"
+    )
+
+
+def _nested(cls, default, section: dict, overrides: dict):
+    """``default`` with a config-file table and then the command line's values replaced."""
+    known = {f for f in default.__dataclass_fields__}
+    unknown = sorted(set(section) - known)
+    if unknown:
+        raise ValueError(f"[benchmark]: unknown {cls.__name__} setting(s) {unknown}")
+    return replace(default, **{**section, **overrides})
+
+
+def _benchmark(args: argparse.Namespace) -> int:
+    from pyro_irm.atomic import write_json_atomic, write_text_atomic
+    from pyro_irm.benchmark import (
+        format_table,
+        load_embedded_set,
+        plot_benchmark,
+        plot_sweep,
+        run_benchmark,
+        run_sweep,
+        sweep_table,
+    )
+    from pyro_irm.benchmark.chatlog import run_chatlog_benchmark
+    from pyro_irm.data.samples import ultrafeedback_sample
+
+    file_config = read_config_file(args.config) if args.config else {}
+    config = benchmark_config(args, file_config)
     model_config = build_config(ModelConfig, file_config.get("model"), {}, "[model]")
     estimator_config = build_config(
         EstimatorConfig,
@@ -75,17 +107,12 @@ def _benchmark(args: argparse.Namespace) -> int:
         dataclass_values(args, EstimatorConfig, "est_"),
         "[estimator]",
     )
-    encoder_config = build_config(
-        EncoderConfig,
-        file_config.get("encoder"),
-        dataclass_values(args, EncoderConfig, "encoder_"),
-        "[encoder]",
-    )
+    encoder = encoder_config(args, file_config)
     sweep = parse_sweep(args.sweep) if args.sweep else None
     progress = not args.quiet
     started = time.perf_counter()
     if args.log is not None:
-        return _benchmark_log(args, config, file_config, model_config, encoder_config, started)
+        return _benchmark_log(args, config, file_config, model_config, encoder, started)
     if args.dataset is None:
         raise ValueError("give --dataset (a built-in data set) or --log (your own log with labels)")
     data_file, test_file = args.data_file, args.test_file
@@ -99,7 +126,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         args.dataset,
         data_file,
         test_file,
-        encoder_config,
+        encoder,
         args.cache_dir or "default",
         args.limit,
         num_rows=args.num_rows,
@@ -139,8 +166,7 @@ def _benchmark(args: argparse.Namespace) -> int:
             plot_sweep(results, parameter, out / "sweep_auc.png", "auc")
             plot_sweep(results, parameter, out / "sweep_mae.png", "mae")
     print(table)
-    if args.json:
-        write_json_atomic(args.json, payload)
+    write_json(args, payload)
     if not args.quiet:
         where = f" Wrote {out}." if out is not None else ""
         print(f"Finished in {time.perf_counter() - started:.0f} s.{where}", file=sys.stderr)
@@ -156,11 +182,16 @@ def _chat_config(args, file_config: dict, seeds: int) -> ChatLogBenchmarkConfig:
     )
 
 
-def _benchmark_log(args, config, file_config, model_config, encoder_config, started) -> int:
+def _benchmark_log(args, config, file_config, model_config, encoder, started) -> int:
     """The variants on the user's own log: fit on the log, scored on its held-out labelled rows."""
+    import numpy as np
+
+    from pyro_irm.benchmark.chatlog import run_log_benchmark
+    from pyro_irm.runs import embeddings_for
+
     schema = schema_from_args(args)
     log = read_log_from_args(args, args.log, schema)
-    embeddings, _ = embeddings_for(log, args.embeddings, encoder_config, args.cache_dir, not args.quiet)
+    embeddings, _ = embeddings_for(log, args.embeddings, encoder, args.cache_dir, not args.quiet)
     data = log.to_feedback(embeddings)
     log_length = np.log1p([len(r) for r in log.responses])
     result = run_log_benchmark(
@@ -177,6 +208,9 @@ def _benchmark_log(args, config, file_config, model_config, encoder_config, star
 
 
 def _write_chatlog_result(args, result, started: float) -> None:
+    from pyro_irm.atomic import write_json_atomic, write_text_atomic
+    from pyro_irm.benchmark.chatlog import format_chatlog_table
+
     table = format_chatlog_table(result)
     out = Path(args.out) if args.out else None
     if out is not None:
@@ -185,15 +219,15 @@ def _write_chatlog_result(args, result, started: float) -> None:
         full = {"description": result.description, "per_seed": result.per_seed, "summary": result.summary}
         write_json_atomic(out / "results.json", full)
     print(f"{result.description}\n\n{table}")
-    if args.json:
-        write_json_atomic(args.json, result.summary)
+    write_json(args, result.summary)
     if not args.quiet:
         print(f"Finished in {time.perf_counter() - started:.0f} s.", file=sys.stderr)
 
 
-def add_benchmark_parser(commands: argparse._SubParsersAction) -> None:
+def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     parser = commands.add_parser(
         "benchmark",
+        parents=parents,
         help="compare every estimator on one data set (the papers' semi-synthetic protocol)",
         description="Simulate feedback on a data set with true quality scores (by default the papers' "
         "setting: alpha-power propensity, alpha 0.5, observation rate 0.5), fit each method on the "
@@ -231,7 +265,26 @@ def add_benchmark_parser(commands: argparse._SubParsersAction) -> None:
     parser.add_argument("--out", help="directory for table.md, results.json and the PNG chart(s)")
     parser.add_argument("--json", metavar="PATH", help="write {method: {metric: {mean, std}}} as JSON")
     parser.add_argument("--config", help="TOML/JSON file with [benchmark], [model], [estimator], [encoder]")
-    add_dataclass_options(parser.add_argument_group("protocol"), BenchmarkConfig, "bench_")
+    add_dataclass_options(
+        parser.add_argument_group("protocol"), BenchmarkConfig, "bench_", skip=("train", "simulation")
+    )
+    add_dataclass_options(
+        parser.add_argument_group("training of every fit"),
+        TrainConfig,
+        "train_",
+        skip=_TRAIN_SET_PER_FIT,
+        defaults=PROTOCOL_TRAINING,
+    )
+    simulated = default_simulation()
+    add_dataclass_options(
+        parser.add_argument_group(
+            "simulation (implicit defaults; observational: rate 0.2, eps0 0.1, eps1 0.2)"
+        ),
+        SimulationConfig,
+        "sim_",
+        skip=tuple(f for f in simulated.__dataclass_fields__ if f not in _SIMULATION_OPTIONS),
+        defaults=simulated,
+    )
     add_dataclass_options(
         parser.add_argument_group("chat log (--setting chatlog)"),
         ChatLogBenchmarkConfig,
@@ -240,11 +293,6 @@ def add_benchmark_parser(commands: argparse._SubParsersAction) -> None:
         flag_prefix="chatlog_",
     )
     add_dataclass_options(parser.add_argument_group("baseline estimators"), EstimatorConfig, "est_")
-    group = parser.add_argument_group("encoder")
-    add_dataclass_options(
-        group, EncoderConfig, "encoder_", rename={"model": "encoder"}, flag_prefix="encoder_"
-    )
-    group.add_argument("--cache-dir", help="embedding cache root (default: the user cache)")
+    add_encoder_options(parser)
     add_schema_options(parser)
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
     parser.set_defaults(handler=_benchmark)

@@ -1,17 +1,28 @@
-"""What every command shares: exit codes, status lines, the quiet and cache options, a run's
-embeddings of a log."""
+"""What every command shares: exit codes, the global options, status lines, the cache option,
+JSON output, a run's embeddings of a log.
+
+Command modules import only configurations (no torch) at the top, so that building the parser and
+answering ``--help`` is fast; each command imports what it computes with when it runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
-import numpy as np
-
-from pyro_irm.encoders.cache import default_cache_root
-from pyro_irm.runs import Run, embeddings_for
-
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def global_options(defaults: bool) -> argparse.ArgumentParser:
+    """Options every command accepts before or after its name. The main parser holds the defaults;
+    a subcommand's copy leaves the value alone unless the flag is given after the command."""
+    parser = argparse.ArgumentParser(add_help=False)
+    default = {} if defaults else {"default": argparse.SUPPRESS}
+    parser.add_argument("-v", "--verbose", action="store_true", help="log progress details", **default)
+    parser.add_argument(
+        "-q", "--quiet", action="store_true", help="no progress bars or status lines", **default
+    )
+    return parser
 
 
 def say(args: argparse.Namespace, message: str) -> None:
@@ -20,16 +31,26 @@ def say(args: argparse.Namespace, message: str) -> None:
         print(message, file=sys.stderr)
 
 
-def add_quiet_option(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--quiet", action="store_true", help="no progress bars or status lines")
-
-
 def add_cache_option(parser) -> None:
-    parser.add_argument("--cache-dir", help=f"embedding cache root (default: {default_cache_root()})")
+    parser.add_argument(
+        "--cache-dir", help="embedding cache root (default: $PYRO_IRM_CACHE, else the user cache)"
+    )
 
 
-def run_embeddings(run: Run, log, args: argparse.Namespace) -> np.ndarray:
-    """The log's embeddings: ``--embeddings`` if given, else encoded (cached) with the run's encoder."""
+def write_json(args: argparse.Namespace, payload: dict) -> None:
+    """Write ``payload`` to ``--json`` when it was given."""
+    if args.json:
+        from pyro_irm.atomic import write_json_atomic
+
+        write_json_atomic(args.json, payload)
+        say(args, f"Wrote {args.json}")
+
+
+def run_embeddings(run, log, args: argparse.Namespace):
+    """The log's ``(N, D)`` embeddings: ``--embeddings`` if given, else encoded (cached) with the
+    run's encoder."""
+    from pyro_irm.runs import embeddings_for
+
     if args.embeddings is None and run.encoder is None:
         raise ValueError(
             f"{run.directory} was fit on precomputed embeddings; pass --embeddings for {log.report.source}"

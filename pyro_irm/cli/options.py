@@ -37,9 +37,11 @@ def add_dataclass_options(
     skip: tuple[str, ...] = (),
     rename: dict[str, str] | None = None,
     flag_prefix: str = "",
+    defaults: Any = None,
 ) -> None:
     """One ``--flag`` per field of ``cls`` (``--{flag_prefix}{field}``, ``dest`` ``prefix + field``),
-    help from the field's metadata; ``rename`` maps a field to another flag name."""
+    help from the field's metadata; ``rename`` maps a field to another flag name; ``defaults``, an
+    instance of ``cls``, gives the defaults shown when they are not the class's own."""
     hints = typing.get_type_hints(cls)
     rename = rename or {}
     for field in fields(cls):
@@ -47,7 +49,10 @@ def add_dataclass_options(
             continue
         annotation = _unwrap_optional(hints[field.name])
         flag = "--" + rename.get(field.name, flag_prefix + field.name).replace("_", "-")
-        default = field.default if field.default is not MISSING else None
+        if defaults is not None:
+            default = getattr(defaults, field.name)
+        else:
+            default = field.default if field.default is not MISSING else None
         help_text = field.metadata.get("help", "")
         if default is not None and default != ():
             help_text += f" (default: {default})"
@@ -58,6 +63,8 @@ def add_dataclass_options(
             kwargs.update(nargs="+", type=typing.get_args(annotation)[0], metavar="N")
         elif (choices := _choices(annotation)) is not None:
             kwargs["choices"] = choices
+        elif "choices" in field.metadata:  # a registry's names, read when the parser is built
+            kwargs["choices"] = field.metadata["choices"]()
         else:
             kwargs["type"] = annotation if annotation in (int, float) else str
         parser.add_argument(flag, **kwargs)

@@ -1,80 +1,51 @@
-"""Command-line options for a log's columns (the :class:`~pyro_irm.data.LogSchema`), shared by
-every command that reads a log."""
+"""Command-line options for a log's columns, generated from :class:`~pyro_irm.data.schema.LogSchema`
+(its fields' flags and help), and for how a log is read."""
 
 from __future__ import annotations
 
 import argparse
 import sys
+import typing
+from dataclasses import fields
 
-from pyro_irm.data.logs import LogSchema, read_log
+from pyro_irm.data.schema import LogSchema
+
+_PARTS = ("actions", "labels")
+
+
+def _read_parts(actions: bool, labels: bool) -> set[str]:
+    return {part for part, wanted in zip(_PARTS, (actions, labels), strict=True) if wanted}
 
 
 def add_schema_options(parser: argparse.ArgumentParser, actions: bool = True, labels: bool = True) -> None:
+    """One option per :class:`LogSchema` field the command reads; repeatable for tuple fields."""
     group = parser.add_argument_group("log columns")
-    group.add_argument("--prompt-col", default="prompt", help="column holding the prompt (default: prompt)")
-    group.add_argument(
-        "--response-col", default="response", help="column holding the response (default: response)"
-    )
-    if actions:
-        group.add_argument(
-            "--action-col",
-            action="append",
-            help="positive action column (copy, thumbs up), 0/1 or with --action-threshold; repeat "
-            "for several channels, each its own channel of the model (default: action)",
-        )
-        group.add_argument(
-            "--negative-action-col",
-            action="append",
-            default=[],
-            help="negative action column (regenerate, thumbs down): more likely when the response "
-            "is not preferred; repeatable",
-        )
-        group.add_argument(
-            "--continuous-action-col",
-            action="append",
-            default=[],
-            help="continuous positive action column kept as a number (dwell seconds); repeatable",
-        )
-        group.add_argument(
-            "--user-col",
-            help="column identifying the user: a per-user engagement effect (the reward never sees it)",
-        )
-        group.add_argument(
-            "--action-threshold",
-            action="append",
-            default=[],
-            metavar="COL=VALUE",
-            help="count or duration column COL counts as acted when above VALUE (e.g. dwell_s=30)",
-        )
-        group.add_argument(
-            "--context-col",
-            action="append",
-            default=[],
-            help="numeric context column (position, ...); repeatable",
-        )
-        group.add_argument(
-            "--observed-col",
-            help="0/1 column saying whether feedback was given (an observational log); "
-            "the action column is then the feedback value",
-        )
-        group.add_argument("--propensity-col", help="column of known P(feedback given) per row")
-    if labels:
-        group.add_argument(
-            "--label-col", default="label", help="explicit label column, if any (default: label)"
-        )
-        group.add_argument(
-            "--label-threshold",
-            type=float,
-            help="a label above this is preferred (labels not 0/1, e.g. 1-10)",
-        )
-    group.add_argument("--prompt-id-col", help="column grouping rows by prompt (default: hash of the prompt)")
-    group.add_argument("--split", help="split of a Hugging Face data set (hub name or saved directory)")
-    group.add_argument(
+    parts = _read_parts(actions, labels)
+    hints = typing.get_type_hints(LogSchema)
+    for field in fields(LogSchema):
+        part = field.metadata.get("part")
+        if part is not None and part not in parts:
+            continue
+        default = field.default
+        shown = ", ".join(default) if isinstance(default, tuple) else default
+        help_text = field.metadata["help"] + (f" (default: {shown})" if shown not in (None, "") else "")
+        kwargs: dict = {"dest": "schema_" + field.name, "help": help_text}
+        if typing.get_origin(hints[field.name]) is tuple:
+            kwargs.update(action="append", metavar=field.metadata.get("metavar"))
+        elif field.name == "label_threshold":
+            kwargs["type"] = float
+        group.add_argument(field.metadata["flag"], **kwargs)
+    add_read_options(group)
+
+
+def add_read_options(parser) -> None:
+    parser.add_argument("--split", help="split of a Hugging Face data set (hub name or saved directory)")
+    parser.add_argument(
         "--skip-bad-rows",
         action="store_true",
         help="drop rows that do not fit the schema and report them (default: stop)",
     )
-    add_bad_fraction_option(group)
+    add_bad_fraction_option(parser)
 
 
 def add_bad_fraction_option(parser) -> None:
@@ -86,9 +57,42 @@ def add_bad_fraction_option(parser) -> None:
     )
 
 
+def _thresholds(items: list[str]) -> tuple[tuple[str, float], ...]:
+    thresholds = []
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep:
+            raise ValueError(f"--action-threshold {item!r}: expected COL=VALUE")
+        try:
+            thresholds.append((name, float(value)))
+        except ValueError:
+            raise ValueError(f"--action-threshold {item!r}: expected COL=VALUE with a number VALUE") from None
+    return tuple(thresholds)
+
+
+def schema_from_args(args: argparse.Namespace, actions: bool = True, labels: bool = True) -> LogSchema:
+    """The :class:`LogSchema` the options describe; the parts a command does not read are empty."""
+    parts = _read_parts(actions, labels)
+    values = {}
+    for field in fields(LogSchema):
+        part = field.metadata.get("part")
+        if part is not None and part not in parts:
+            values[field.name] = () if isinstance(field.default, tuple) else None
+            continue
+        value = getattr(args, "schema_" + field.name, None)
+        if value is None:
+            continue
+        if field.name == "action_thresholds":
+            value = _thresholds(value)
+        values[field.name] = tuple(value) if isinstance(value, list) else value
+    return LogSchema(**values)
+
+
 def read_log_from_args(args: argparse.Namespace, source: str, schema: LogSchema):
     """Read a log as the command's options say. What was dropped is always reported, even with
     --quiet: dropped rows are never silent."""
+    from pyro_irm.data.logs import read_log
+
     log = read_log(
         source,
         schema,
@@ -99,31 +103,3 @@ def read_log_from_args(args: argparse.Namespace, source: str, schema: LogSchema)
     if log.report.dropped or not getattr(args, "quiet", False):
         print(log.report.summary(), file=sys.stderr)
     return log
-
-
-def schema_from_args(args: argparse.Namespace, actions: bool = True, labels: bool = True) -> LogSchema:
-    thresholds = []
-    for item in getattr(args, "action_threshold", []) or []:
-        name, sep, value = item.partition("=")
-        try:
-            thresholds.append((name, float(value)))
-        except ValueError:
-            raise ValueError(f"--action-threshold {item!r}: expected COL=VALUE with a number VALUE") from None
-        if not sep:
-            raise ValueError(f"--action-threshold {item!r}: expected COL=VALUE")
-    action_cols = tuple(args.action_col or ["action"]) if actions else ()
-    return LogSchema(
-        prompt=args.prompt_col,
-        response=args.response_col,
-        actions=action_cols,
-        negative_actions=tuple(getattr(args, "negative_action_col", []) or []) if actions else (),
-        continuous_actions=tuple(getattr(args, "continuous_action_col", []) or []) if actions else (),
-        user=getattr(args, "user_col", None) if actions else None,
-        action_thresholds=tuple(thresholds),
-        label=args.label_col if labels else None,
-        label_threshold=args.label_threshold if labels else None,
-        context=tuple(getattr(args, "context_col", []) or []),
-        prompt_id=args.prompt_id_col,
-        observed=getattr(args, "observed_col", None),
-        propensity=getattr(args, "propensity_col", None),
-    )

@@ -21,14 +21,15 @@ A silent row (o = 0) fires no binary action. The truth (r, o, P(o = 1)) is kept.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
 from pyro_irm.channels import ChannelSpec
+from pyro_irm.data.config import ChatLogConfig, SimulationConfig
 from pyro_irm.data.feedback import FeedbackData, make_truth
-from pyro_irm.data.simulate import SimulationConfig, _offset_for_rate, simulate, standardize
+from pyro_irm.data.world import offset_for_rate, standardize, synthetic_truth
 
 CHATLOG_CHANNELS: tuple[ChannelSpec, ...] = (
     ChannelSpec("copied", "positive"),
@@ -38,76 +39,6 @@ CHATLOG_CHANNELS: tuple[ChannelSpec, ...] = (
 )
 # Context columns a chat log has or can compute from the response: they drive who acts.
 CHATLOG_CONTEXT: tuple[str, ...] = ("position", "response_length", "has_code")
-
-
-@dataclass(frozen=True)
-class ChatLogConfig:
-    """How the chat log is drawn. The help text of each field is reused by the command line."""
-
-    engagement_rate: float = field(
-        default=0.5, metadata={"help": "mean P(engaged): the share of rows whose user would act at all"}
-    )
-    length_effect: float = field(
-        default=1.0, metadata={"help": "engagement logit per standard deviation of log response length"}
-    )
-    code_effect: float = field(
-        default=1.0, metadata={"help": "engagement logit of a response with a code block"}
-    )
-    position_effect: float = field(
-        default=0.8, metadata={"help": "engagement logit lost per standard deviation of display position"}
-    )
-    preference_bias: float = field(
-        default=0.0,
-        metadata={"help": "engagement logit of a preferred response (0: engagement ignores quality)"},
-    )
-    num_users: int = field(default=200, metadata={"help": "number of simulated users"})
-    user_activity: float = field(
-        default=1.0, metadata={"help": "standard deviation of the users' engagement effects (logits)"}
-    )
-    num_positions: int = field(default=5, metadata={"help": "display positions 1..N, drawn uniformly"})
-    copy_logit: float = field(
-        default=-1.5, metadata={"help": "copy logit of an engaged, not preferred response without code"}
-    )
-    copy_effect: float = field(default=2.0, metadata={"help": "copy logit gained when preferred"})
-    copy_code_effect: float = field(
-        default=1.5, metadata={"help": "copy logit gained by a code block (copy's own propensity)"}
-    )
-    thumbs_logit: float = field(
-        default=-2.5, metadata={"help": "thumbs-up logit of an engaged, not preferred response"}
-    )
-    thumbs_effect: float = field(default=2.5, metadata={"help": "thumbs-up logit gained when preferred"})
-    regenerate_logit: float = field(
-        default=0.0, metadata={"help": "regenerate logit of an engaged, not preferred response"}
-    )
-    regenerate_effect: float = field(default=3.0, metadata={"help": "regenerate logit lost when preferred"})
-    dwell_silent: float = field(
-        default=2.5, metadata={"help": "mean log1p(dwell seconds) of a silent, not preferred response"}
-    )
-    dwell_length: float = field(
-        default=0.3, metadata={"help": "log dwell per standard deviation of log length"}
-    )
-    dwell_effect: float = field(
-        default=0.2, metadata={"help": "log dwell gained when preferred, on every row"}
-    )
-    dwell_engaged_shift: float = field(default=0.7, metadata={"help": "log dwell gained by an engaged row"})
-    dwell_engaged_effect: float = field(
-        default=0.5, metadata={"help": "further log dwell gained by an engaged, preferred row"}
-    )
-    dwell_sd: float = field(default=0.5, metadata={"help": "standard deviation of log1p(dwell seconds)"})
-    label_fraction: float = field(default=0.05, metadata={"help": "share of rows with an explicit label"})
-    seed: int = field(default=0, metadata={"help": "seed of users, positions and actions"})
-
-    def __post_init__(self) -> None:
-        if not 0.0 < self.engagement_rate < 1.0:
-            raise ValueError(f"engagement_rate must lie in (0, 1), got {self.engagement_rate}")
-        if self.num_users < 1:
-            raise ValueError(f"num_users must be at least 1, got {self.num_users}")
-        if self.num_positions < 1:
-            raise ValueError(f"num_positions must be at least 1, got {self.num_positions}")
-        if not 0.0 <= self.label_fraction <= 1.0:
-            raise ValueError(f"label_fraction must lie in [0, 1], got {self.label_fraction}")
-        if self.user_activity < 0 or self.dwell_sd <= 0:
-            raise ValueError("user_activity must be non-negative and dwell_sd positive")
 
 
 @dataclass(frozen=True)
@@ -162,7 +93,7 @@ def simulate_chatlog_actions(
         + activity[users]
         + config.preference_bias * r
     )
-    propensity_probability = torch.sigmoid(logits + _offset_for_rate(logits, config.engagement_rate))
+    propensity_probability = torch.sigmoid(logits + offset_for_rate(logits, config.engagement_rate))
     engaged = torch.bernoulli(propensity_probability, generator=generator)
 
     def fires(logit: torch.Tensor) -> torch.Tensor:
@@ -297,25 +228,24 @@ def simulate_chatlog(
     config: ChatLogConfig | None = None,
     world_seed: int = 0,
 ) -> FeedbackData:
-    """A synthetic chat log (no text): :func:`~pyro_irm.data.simulate`'s embeddings and true
+    """A synthetic chat log (no text): :func:`~pyro_irm.data.simulation`'s embeddings and true
     preference, with the chat-log channels, users and labels drawn by ``config``
     (:func:`chatlog_feedback`; length and code from :func:`synthetic_response_features`).
     ``seed`` of ``config`` draws the rows, ``world_seed`` the truth they share.
     """
     config = config or ChatLogConfig()
-    base = simulate(
+    embeddings, score, preference_probability, preference, _, _ = synthetic_truth(
         SimulationConfig(
             num_rows=num_rows, embedding_dim=embedding_dim, seed=config.seed, world_seed=world_seed
         )
     )
-    log_length, has_code = synthetic_response_features(base.embeddings, world_seed)
-    truth = base.truth
+    log_length, has_code = synthetic_response_features(embeddings, world_seed)
     return chatlog_feedback(
-        base.embeddings,
-        truth.preference,
-        truth.score,
+        embeddings,
+        preference,
+        score,
         log_length,
         has_code,
         config,
-        truth.preference_probability,
+        preference_probability,
     )

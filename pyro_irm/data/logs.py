@@ -16,7 +16,7 @@ import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
@@ -41,98 +41,12 @@ from pyro_irm.data.readers import (
     iter_records,
     source_name,
 )
+from pyro_irm.data.schema import LogFormatError, LogSchema
 
 # Columns a simulated log carries besides the schema's: they make the simulated truth reloadable.
 TRUTH_COLUMNS = ("true_preference", "true_propensity", "true_propensity_probability", "score")
 
 OnError = Literal["raise", "skip"]
-
-
-class LogFormatError(ValueError):
-    """A log row that does not fit the schema; the message names the file, row and field."""
-
-
-@dataclass(frozen=True)
-class LogSchema:
-    """Which columns of a log mean what."""
-
-    prompt: str = field(default="prompt", metadata={"help": "column holding the prompt text"})
-    response: str = field(default="response", metadata={"help": "column holding the response text"})
-    actions: tuple[str, ...] = field(
-        default=("action",),
-        metadata={"help": "positive action column (copy, thumbs up, ...); repeat it for several channels"},
-    )
-    negative_actions: tuple[str, ...] = field(
-        default=(),
-        metadata={
-            "help": "negative action column (regenerate, thumbs down, ...): more likely when not preferred"
-        },
-    )
-    continuous_actions: tuple[str, ...] = field(
-        default=(),
-        metadata={"help": "continuous positive action column kept as a number (dwell seconds, a count)"},
-    )
-    action_thresholds: tuple[tuple[str, float], ...] = field(
-        default=(),
-        metadata={"help": "COLUMN=VALUE: a count or duration column counts as acted when above VALUE"},
-    )
-    user: str | None = field(
-        default=None,
-        metadata={"help": "column identifying the user (categorical): a per-user engagement effect"},
-    )
-    label: str | None = field(
-        default="label", metadata={"help": "optional explicit quality label column (evaluation, oracle)"}
-    )
-    label_threshold: float | None = field(
-        default=None, metadata={"help": "a label above this is preferred; without it labels must be 0/1"}
-    )
-    context: tuple[str, ...] = field(
-        default=(), metadata={"help": "numeric context column(s) that drive propensity only"}
-    )
-    prompt_id: str | None = field(
-        default=None, metadata={"help": "column grouping rows by prompt (default: a hash of the prompt)"}
-    )
-    observed: str | None = field(
-        default=None,
-        metadata={
-            "help": "optional 0/1 column saying whether feedback was given (observational logs); "
-            "the action column is then the feedback value"
-        },
-    )
-    propensity: str | None = field(
-        default=None, metadata={"help": "optional column of known P(feedback given) per row, in (0, 1]"}
-    )
-
-    def __post_init__(self) -> None:
-        binary = set(self.actions) | set(self.negative_actions)
-        unknown = {name for name, _ in self.action_thresholds} - binary
-        if unknown:
-            raise ValueError(
-                f"action thresholds name {sorted(unknown)}, which are not binary action columns "
-                "(--action-col or --negative-action-col)"
-            )
-        names = [*self.actions, *self.negative_actions, *self.continuous_actions]
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        if repeated:
-            raise ValueError(f"action columns {repeated} are declared more than once")
-
-    @property
-    def action_columns(self) -> tuple[str, ...]:
-        """Every action column, in channel order: positive, negative, continuous."""
-        return (*self.actions, *self.negative_actions, *self.continuous_actions)
-
-    @property
-    def channels(self) -> tuple[ChannelSpec, ...]:
-        """The declared channels, in the order of :attr:`action_columns`."""
-        return (
-            *(ChannelSpec(name, "positive") for name in self.actions),
-            *(ChannelSpec(name, "negative") for name in self.negative_actions),
-            *(ChannelSpec(name, "positive", "continuous") for name in self.continuous_actions),
-        )
-
-    @property
-    def thresholds(self) -> dict[str, float]:
-        return dict(self.action_thresholds)
 
 
 @dataclass(frozen=True)

@@ -1,19 +1,24 @@
 """Text to embeddings: Hugging Face encoders and the on-disk embedding cache."""
 
-from pyro_irm.encoders.cache import EmbeddingCache, default_cache_root, text_keys
-from pyro_irm.encoders.config import DEFAULT_ENCODER, EncoderConfig
-from pyro_irm.encoders.embed import embed_rows, load_embeddings, open_cache, save_embeddings
-from pyro_irm.encoders.encoder import TextEncoder
+from pyro_irm._lazy import exported_names, lazy_exports
 
-__all__ = [
-    "DEFAULT_ENCODER",
-    "EmbeddingCache",
-    "EncoderConfig",
-    "TextEncoder",
-    "default_cache_root",
-    "embed_rows",
-    "load_embeddings",
-    "open_cache",
-    "save_embeddings",
-    "text_keys",
-]
+_EXPORTS = {
+    "pyro_irm.encoders.cache": (
+        "EmbeddingCache",
+        "default_cache_root",
+        "text_keys",
+    ),
+    "pyro_irm.encoders.config": (
+        "DEFAULT_ENCODER",
+        "EncoderConfig",
+    ),
+    "pyro_irm.encoders.embed": (
+        "embed_rows",
+        "load_embeddings",
+        "open_cache",
+        "save_embeddings",
+    ),
+    "pyro_irm.encoders.encoder": ("TextEncoder",),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = exported_names(_EXPORTS)

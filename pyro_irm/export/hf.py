@@ -12,13 +12,16 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from pyro_irm.atomic import atomic_directory
 from pyro_irm.encoders.config import EncoderConfig
-from pyro_irm.models.reward_model import RewardModel
+
+if TYPE_CHECKING:
+    from pyro_irm.models.reward_model import RewardModel
 
 EXPORT_FILE = "pyro_irm_export.json"
 

@@ -1,48 +1,37 @@
 """Fitting: SVI by exact enumeration, with an amortized guide, or in closed form; and every
 baseline estimator through the same loop."""
 
-from pyro_irm.inference.bayesian_head import (
-    HeadConfig,
-    HeadPosterior,
-    compare_posteriors,
-    fit_bayesian_head,
-    fit_head_laplace,
-    fit_head_nuts,
-    fit_head_svi,
-)
-from pyro_irm.inference.config import TrainConfig
-from pyro_irm.inference.estimators import LossObjective, PromptPartners
-from pyro_irm.inference.methods import METHOD_NAMES, METHODS, MethodSpec, method_spec
-from pyro_irm.inference.nuisance import EstimatorConfig, Nuisance, estimate_nuisance
-from pyro_irm.inference.objectives import FusedObjective, SVIObjective, heldout_elbo
-from pyro_irm.inference.result import FitHistory, FitResult
-from pyro_irm.inference.svi import complete_nuisance, fit, fit_selected, resolve_device
+from pyro_irm._lazy import exported_names, lazy_exports
 
-__all__ = [
-    "HeadConfig",
-    "HeadPosterior",
-    "compare_posteriors",
-    "fit_bayesian_head",
-    "fit_head_laplace",
-    "fit_head_nuts",
-    "fit_head_svi",
-    "METHODS",
-    "METHOD_NAMES",
-    "EstimatorConfig",
-    "FitHistory",
-    "FitResult",
-    "FusedObjective",
-    "LossObjective",
-    "MethodSpec",
-    "Nuisance",
-    "PromptPartners",
-    "SVIObjective",
-    "TrainConfig",
-    "complete_nuisance",
-    "estimate_nuisance",
-    "fit",
-    "fit_selected",
-    "heldout_elbo",
-    "method_spec",
-    "resolve_device",
-]
+_EXPORTS = {
+    "pyro_irm.inference.bayesian_head": (
+        "HeadPosterior",
+        "compare_posteriors",
+        "fit_bayesian_head",
+        "fit_head_laplace",
+        "fit_head_nuts",
+        "fit_head_svi",
+    ),
+    "pyro_irm.inference.config": ("EstimatorConfig", "HeadConfig", "TrainConfig"),
+    "pyro_irm.inference.nuisance": (
+        "Nuisance",
+        "estimate_nuisance",
+    ),
+    "pyro_irm.inference.objectives": (
+        "FusedObjective",
+        "SVIObjective",
+        "heldout_elbo",
+    ),
+    "pyro_irm.inference.result": (
+        "FitHistory",
+        "FitResult",
+    ),
+    "pyro_irm.inference.svi": (
+        "complete_nuisance",
+        "fit",
+        "fit_selected",
+        "resolve_device",
+    ),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = exported_names(_EXPORTS)

@@ -9,7 +9,6 @@ that model's own likelihood.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from functools import partial
 
 import numpy as np
@@ -19,32 +18,8 @@ from pyro.infer import MCMC, NUTS, Trace_ELBO
 from pyro.infer.autoguide import AutoMultivariateNormal
 from tqdm.auto import tqdm
 
+from pyro_irm.inference.config import HEAD_METHODS, HeadConfig
 from pyro_irm.models.bayesian_head import HeadPosterior, LogLikelihood, bayesian_head_model
-
-HEAD_METHODS = ("laplace", "svi", "nuts")
-
-
-@dataclass(frozen=True)
-class HeadConfig:
-    """How the head is fit. The help text of each field is reused by the command line."""
-
-    prior_scale: float = field(
-        default=1.0, metadata={"help": "prior standard deviation of w and b around the point fit's layer"}
-    )
-    svi_steps: int = field(default=2000, metadata={"help": "SVI steps (full batch)"})
-    learning_rate: float = field(default=0.02, metadata={"help": "SVI Adam learning rate"})
-    draws: int = field(default=1000, metadata={"help": "posterior draws per chain"})
-    warmup: int = field(default=500, metadata={"help": "NUTS warm-up steps per chain"})
-    chains: int = field(default=2, metadata={"help": "NUTS chains (run one after another)"})
-    seed: int = field(default=0, metadata={"help": "seed"})
-    progress: bool = field(default=False, metadata={"help": "show a progress bar"})
-
-    def __post_init__(self) -> None:
-        for name in ("svi_steps", "draws", "chains"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
-        if self.prior_scale <= 0 or self.learning_rate <= 0:
-            raise ValueError("prior_scale and learning_rate must be positive")
 
 
 def _model(features, log_likelihood, prior, config: HeadConfig):
@@ -169,7 +144,8 @@ def fit_bayesian_head(
     (:meth:`~pyro_irm.models.base.FeedbackModel.log_marginal_given_reward`: every channel, the user
     effects, and the labels when given). ``method`` is 'laplace' (a Gaussian at the fitted layer,
     from the curvature there: the point estimate stays the mean), 'svi' (an autoguide) or 'nuts'
-    (small problems). Returns the :class:`HeadPosterior`; :meth:`RewardModel.fit_bayesian_head` keeps it.
+    (small problems). Returns the :class:`HeadPosterior`; assign it to ``reward_model.head_posterior``
+    for :meth:`~pyro_irm.models.RewardModel.reward_interval` and for saving with the model.
 
     Args:
         embeddings: ``(N, D)``; actions: ``(N, K)`` (``(N,)`` for one channel); context ``(N, C)``;

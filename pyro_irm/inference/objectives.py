@@ -17,9 +17,9 @@ from pyro.nn import PyroModule
 from torch import nn
 
 from pyro_irm.data.feedback import FeedbackData
+from pyro_irm.estimators import get_estimator
+from pyro_irm.estimators.objective import LossObjective
 from pyro_irm.inference.config import TrainConfig
-from pyro_irm.inference.estimators import LossObjective
-from pyro_irm.inference.methods import method_spec
 from pyro_irm.inference.nuisance import EstimatorConfig, Nuisance
 from pyro_irm.models.base import FeedbackModel, gather_rows
 from pyro_irm.models.guides import EmptyGuide, StratificationGuide
@@ -136,7 +136,7 @@ def build_objective(
     train_index: torch.Tensor | None = None,
 ) -> SVIObjective | FusedObjective | LossObjective:
     """The objective for ``config.method`` (and ``config.inference`` for implicitrm) on ``data``."""
-    spec = method_spec(config.method)
+    spec = get_estimator(config.method)
     if spec.family == "loss":
         return LossObjective(
             config.method,

@@ -17,9 +17,9 @@ from tqdm.auto import tqdm
 from pyro_irm.channels import describe_channels
 from pyro_irm.data.feedback import FeedbackData, split_indices
 from pyro_irm.device import resolve_device
+from pyro_irm.estimators import build_model, check_setting, get_estimator
 from pyro_irm.inference.checkpoint import identity, load_checkpoint, save_checkpoint
 from pyro_irm.inference.config import TrainConfig
-from pyro_irm.inference.methods import check_setting, method_spec
 from pyro_irm.inference.nuisance import EstimatorConfig, Nuisance, estimate_nuisance
 from pyro_irm.inference.objectives import build_guide, build_objective
 from pyro_irm.inference.result import FitHistory, FitResult
@@ -28,7 +28,6 @@ from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.guides import StratificationGuide
 from pyro_irm.models.identifiability import warn_if_unidentified
 from pyro_irm.models.implicit import ImplicitFeedbackModel
-from pyro_irm.models.registry import build_model
 from pyro_irm.models.reward_model import RewardModel
 
 logger = logging.getLogger(__name__)
@@ -289,7 +288,7 @@ def _fit_once(
                     },
                 )
         epochs.close()
-    if len(validation_index) and method_spec(config.method).family == "pyro" and not config.fit_labels:
+    if len(validation_index) and get_estimator(config.method).family == "pyro" and not config.fit_labels:
         _warn_if_worse_than_constant(best_value, labels, data, train_index, validation_index, config)
 
     if best_state is not None:
@@ -322,7 +321,7 @@ def complete_nuisance(
 ) -> Nuisance:
     """``nuisance`` with whatever ``method`` needs on ``data`` and it lacks estimated."""
     nuisance = nuisance or Nuisance()
-    needs = method_spec(method).needs(data.setting, config)
+    needs = get_estimator(method).needs(data.setting, config)
     present = {
         "propensity": nuisance.propensity is not None,
         "relative_propensity": nuisance.relative_propensity is not None,

@@ -4,37 +4,27 @@ One assumption per module: ``propensity`` (how o depends on the row and on r), `
 arises from r and o), ``implicit`` (the four-group model), ``observed`` (naive and oracle).
 """
 
-from pyro_irm.models.base import FeedbackModel
-from pyro_irm.models.channel import (
-    Channel,
-    LabelChannel,
-    LogNormalChannel,
-    NoisyAndChannel,
-    SignedBinaryChannel,
-    register_channel,
-)
-from pyro_irm.models.config import ModelConfig
-from pyro_irm.models.guides import EmptyGuide, StratificationGuide
-from pyro_irm.models.implicit import ImplicitFeedbackModel
-from pyro_irm.models.observed import ObservedPreferenceModel
-from pyro_irm.models.propensity import PropensityNetwork
-from pyro_irm.models.registry import build_model
-from pyro_irm.models.reward_model import RewardModel
+from pyro_irm._lazy import exported_names, lazy_exports
 
-__all__ = [
-    "Channel",
-    "LabelChannel",
-    "LogNormalChannel",
-    "SignedBinaryChannel",
-    "register_channel",
-    "EmptyGuide",
-    "FeedbackModel",
-    "ImplicitFeedbackModel",
-    "ModelConfig",
-    "NoisyAndChannel",
-    "ObservedPreferenceModel",
-    "PropensityNetwork",
-    "RewardModel",
-    "StratificationGuide",
-    "build_model",
-]
+_EXPORTS = {
+    "pyro_irm.models.base": ("FeedbackModel",),
+    "pyro_irm.models.channel": (
+        "Channel",
+        "LabelChannel",
+        "LogNormalChannel",
+        "NoisyAndChannel",
+        "SignedBinaryChannel",
+        "register_channel",
+    ),
+    "pyro_irm.models.config": ("ModelConfig",),
+    "pyro_irm.models.guides": (
+        "EmptyGuide",
+        "StratificationGuide",
+    ),
+    "pyro_irm.models.implicit": ("ImplicitFeedbackModel",),
+    "pyro_irm.models.observed": ("ObservedPreferenceModel",),
+    "pyro_irm.models.propensity": ("PropensityNetwork",),
+    "pyro_irm.models.reward_model": ("RewardModel",),
+}
+__getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
+__all__ = exported_names(_EXPORTS)

@@ -97,13 +97,3 @@ class HeadPosterior:
     def standard_deviations(self) -> np.ndarray:
         flat = torch.cat([self.weight.reshape(-1, self.weight.shape[-1]), self.bias.reshape(-1, 1)], dim=1)
         return flat.std(dim=0).numpy()
-
-    def to_inference_data(self):
-        """ArviZ data with ``weight`` ``(chain, draw, feature)`` and ``bias`` ``(chain, draw)``."""
-        from pyro_irm.analysis.convert import from_groups
-
-        return from_groups(
-            {"posterior": {"weight": self.weight.numpy(), "bias": self.bias.numpy()}},
-            dims={"weight": ["feature"]},
-            coords={"feature": np.arange(self.weight.shape[-1])},
-        )

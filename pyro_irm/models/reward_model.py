@@ -13,11 +13,11 @@ from safetensors.torch import load_file, save_file
 from pyro_irm.atomic import atomic_directory
 from pyro_irm.channels import DEFAULT_CHANNELS, ChannelSpec
 from pyro_irm.data.feedback import as_float_tensor, first_non_finite
+from pyro_irm.estimators import build_model
 from pyro_irm.models.base import FeedbackModel
 from pyro_irm.models.bayesian_head import HeadPosterior
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.guides import StratificationGuide
-from pyro_irm.models.registry import build_model
 
 FORMAT_VERSION = 2
 WEIGHTS_FILE = "weights.safetensors"
@@ -210,31 +210,12 @@ class RewardModel:
             ),
         }
 
-    def fit_bayesian_head(
-        self,
-        embeddings: torch.Tensor | np.ndarray,
-        actions: torch.Tensor | np.ndarray,
-        context: torch.Tensor | np.ndarray | None = None,
-        method: str = "laplace",
-        config=None,
-        observed=None,
-        users=None,
-        labels=None,
-    ):
-        """Replace the point estimate of the last layer by a posterior fit on these rows (see
-        :func:`pyro_irm.inference.fit_bayesian_head`); afterwards :meth:`reward_draws` and
-        :meth:`reward_interval` give per-row uncertainty. Returns the ``HeadPosterior``."""
-        from pyro_irm.inference.bayesian_head import fit_bayesian_head
-
-        self.head_posterior = fit_bayesian_head(
-            self, embeddings, actions, context, method, config, observed, users, labels
-        )
-        return self.head_posterior
-
     def reward_draws(self, embeddings: torch.Tensor | np.ndarray) -> torch.Tensor:
         """``(S, N)`` posterior draws of the reward logit (needs :meth:`fit_bayesian_head`)."""
         if getattr(self, "head_posterior", None) is None:
-            raise ValueError("reward_draws needs a Bayesian head: call fit_bayesian_head first")
+            raise ValueError(
+                "reward_draws needs a Bayesian head: model.head_posterior = fit_bayesian_head(model, ...)"
+            )
         return self.head_posterior.reward_draws(self.head_features(embeddings))
 
     def reward_interval(

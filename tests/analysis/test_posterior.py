@@ -112,11 +112,11 @@ def test_a_fitted_stratification_is_much_less_biased_than_naive():
 
 
 def test_a_bayesian_head_gives_draws_of_every_posterior_variable(fitted):
-    from pyro_irm.inference import HeadConfig
+    from pyro_irm.inference import HeadConfig, fit_bayesian_head
 
     data, model = fitted
-    model.fit_bayesian_head(
-        data.embeddings, data.actions, data.context, config=HeadConfig(svi_steps=200, draws=40)
+    model.head_posterior = fit_bayesian_head(
+        model, data.embeddings, data.actions, data.context, config=HeadConfig(svi_steps=200, draws=40)
     )
     try:
         idata = to_inference_data(model, data, rows=np.arange(50), max_draws=10)

@@ -16,10 +16,11 @@ from pyro_irm.benchmark import (
     run_benchmark,
     run_sweep,
 )
+from pyro_irm.benchmark.config import PROTOCOL_TRAINING, default_simulation
 from pyro_irm.cli import main
 from pyro_irm.cli.benchmark import parse_sweep
 
-QUICK = dict(seeds=2, max_epochs=4, batch_size=256)
+QUICK = dict(seeds=2, train=replace(PROTOCOL_TRAINING, max_epochs=4, batch_size=256))
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
 
@@ -75,7 +76,7 @@ def test_table_and_chart(quick_result, tmp_path):
 
 def test_observational_setting_uses_causalrm_defaults(synthetic):
     config = BenchmarkConfig(setting="observational", methods=("dr", "causalrm"), **QUICK)
-    simulation = config.simulation(0)
+    simulation = config.simulation_for(0)
     assert (simulation.observation_rate, simulation.eps1, simulation.eps0) == (0.2, 0.2, 0.1)
     assert config.applicable_methods() == ("dr", "causalrm")
     result = run_benchmark(synthetic, replace(config, seeds=1))
@@ -87,7 +88,7 @@ def test_sweep_runs_each_value_and_plots(synthetic, tmp_path):
     config = BenchmarkConfig(methods=("naive",), **{**QUICK, "seeds": 1})
     results = run_sweep(synthetic, "alpha", [0.5, 0.05], config)
     assert sorted(results) == [0.05, 0.5]
-    assert results[0.05].config.alpha == 0.05
+    assert results[0.05].config.simulation.alpha == 0.05
     assert plot_sweep(results, "alpha", tmp_path / "sweep.png").read_bytes()[:8] == PNG_MAGIC
     with pytest.raises(ValueError, match="cannot sweep"):
         run_sweep(synthetic, "seeds", [1], config)
@@ -144,7 +145,10 @@ def test_as_preference_bias_grows_naive_degrades_more_than_implicitrm():
     """A response feature unrelated to quality drives who acts, from not at all to strongly."""
     data = load_embedded_set("synthetic", num_rows=6000)
     config = BenchmarkConfig(
-        methods=("naive", "implicitrm"), seeds=2, propensity_form="logistic", max_epochs=30
+        methods=("naive", "implicitrm"),
+        seeds=2,
+        train=replace(PROTOCOL_TRAINING, max_epochs=30),
+        simulation=replace(default_simulation(), propensity_form="logistic"),
     )
     results = run_sweep(data, "feature_strength", [0.0, 4.0], config)
 

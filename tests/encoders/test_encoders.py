@@ -162,7 +162,7 @@ def test_killing_embed_midway_then_rerunning_gives_the_uninterrupted_embeddings(
         [{"prompt": p, "response": r} for p, r in zip(prompts, responses, strict=True)],
     )
     flags = ["--encoder-batch-size", "4", "--encoder-max-length", "32", "--encoder-device", "cpu"]
-    command = [sys.executable, "-m", "pyro_irm.cli.main", "embed", str(log), "--quiet", *flags]
+    command = [sys.executable, "-m", "pyro_irm.cli", "embed", str(log), "--quiet", *flags]
     cache_root = tmp_path / "cache"
     env = {**os.environ, "PYRO_IRM_CACHE": str(cache_root)}
     process = subprocess.Popen([*command, "--out", str(tmp_path / "killed.npy")], env=env)

@@ -5,8 +5,14 @@ import pytest
 import torch
 
 from pyro_irm import ModelConfig, SimulationConfig, TrainConfig, fit, simulate
-from pyro_irm.analysis.convert import summary
-from pyro_irm.inference.bayesian_head import HeadConfig, compare_posteriors, fit_head_nuts, fit_head_svi
+from pyro_irm.analysis.convert import head_inference_data, summary
+from pyro_irm.inference.bayesian_head import (
+    HeadConfig,
+    compare_posteriors,
+    fit_bayesian_head,
+    fit_head_nuts,
+    fit_head_svi,
+)
 from pyro_irm.models import ImplicitFeedbackModel
 from pyro_irm.models.bayesian_head import log1mexp, seed_paper_likelihood
 
@@ -39,7 +45,7 @@ def test_svi_and_nuts_agree_on_a_small_four_group_problem():
     gaps = compare_posteriors(nuts, svi)
     assert gaps["max_mean_gap_in_sd"] < 0.5, gaps
     assert 0.7 < gaps["min_sd_ratio"] and gaps["max_sd_ratio"] < 1.3, gaps
-    table = summary(nuts.to_inference_data())
+    table = summary(head_inference_data(nuts))
     assert (table["r_hat"] < 1.05).all() and (table["ess_bulk"] > 150).all(), table
     # The truth (1.5, -1.0, 0.5, 0.3) lies within 3 posterior standard deviations.
     z = np.abs(nuts.means() - np.array([1.5, -1.0, 0.5, 0.3])) / nuts.standard_deviations()
@@ -62,10 +68,14 @@ def test_seed_paper_likelihood_is_the_models_own_in_float64():
 def test_reward_model_gives_per_row_reward_intervals(tmp_path):
     data = simulate(SimulationConfig(num_rows=1500, embedding_dim=6, seed=2))
     model = fit(data, TrainConfig(inference="fused", max_epochs=5, progress=False)).reward_model
-    with pytest.raises(ValueError, match="fit_bayesian_head first"):
+    with pytest.raises(ValueError, match="head_posterior = fit_bayesian_head"):
         model.reward_draws(data.embeddings[:5])
-    posterior = model.fit_bayesian_head(
-        data.embeddings, data.actions, data.context, config=HeadConfig(svi_steps=300, draws=100, chains=1)
+    posterior = model.head_posterior = fit_bayesian_head(
+        model,
+        data.embeddings,
+        data.actions,
+        data.context,
+        config=HeadConfig(svi_steps=300, draws=100, chains=1),
     )
     assert posterior.weight.shape == (1, 100, model.config.reward_hidden[-1])
     mean, low, high = model.reward_interval(data.embeddings[:50])
@@ -90,8 +100,8 @@ def test_laplace_head_keeps_the_point_fit_inside_its_intervals():
     data = simulate(SimulationConfig(num_rows=2000, seed=0))
     model = fit(data, TrainConfig(inference="fused", progress=False)).reward_model
     point = model.score(data.embeddings)
-    model.fit_bayesian_head(
-        data.embeddings, data.actions, data.context, config=HeadConfig(draws=400, chains=1)
+    model.head_posterior = fit_bayesian_head(
+        model, data.embeddings, data.actions, data.context, config=HeadConfig(draws=400, chains=1)
     )
     mean, low, high = model.reward_interval(data.embeddings)
     assert ((low <= point) & (point <= high)).float().mean() > 0.99
@@ -104,8 +114,13 @@ def test_head_fits_a_multi_channel_model_with_users():
 
     data = simulate_chatlog(800, embedding_dim=6, config=ChatLogConfig(seed=0))
     model = fit(data, TrainConfig(inference="fused", max_epochs=3, progress=False)).reward_model
-    posterior = model.fit_bayesian_head(
-        data.embeddings, data.actions, data.context, users=data.users, config=HeadConfig(draws=50, chains=1)
+    posterior = model.head_posterior = fit_bayesian_head(
+        model,
+        data.embeddings,
+        data.actions,
+        data.context,
+        users=data.users,
+        config=HeadConfig(draws=50, chains=1),
     )
     assert posterior.method == "laplace" and posterior.weight.shape == (1, 50, model.config.reward_hidden[-1])
     _, low, high = model.reward_interval(data.embeddings[:20])

@@ -12,8 +12,10 @@ import torch
 import torch.nn.functional as F
 
 from pyro_irm import FeedbackData
-from pyro_irm.inference import EstimatorConfig, LossObjective, Nuisance
-from pyro_irm.models import ModelConfig, build_model
+from pyro_irm.estimators import build_model
+from pyro_irm.estimators.objective import LossObjective
+from pyro_irm.inference import EstimatorConfig, Nuisance
+from pyro_irm.models import ModelConfig
 
 ROWS, DIM, REPLICATES = 3000, 6, 120
 CONFIG = EstimatorConfig(propensity_clip=0.01)  # every propensity here is above 0.05: nothing is clipped

@@ -29,79 +29,19 @@ several channels, users and a few labels (:mod:`pyro_irm.data.chatlog`, which
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, replace
-from typing import Literal
 
 import torch
 
+from pyro_irm.data.config import SimulationConfig
 from pyro_irm.data.feedback import ArrayLike, FeedbackData, as_float_tensor, make_truth
-
-PropensityForm = Literal["logistic", "alpha_power"]
-Setting = Literal["implicit", "observational", "chatlog"]
-
-
-@dataclass(frozen=True)
-class SimulationConfig:
-    """How implicit feedback is generated. Defaults give strong propensity bias (a response feature
-    and the display position drive P(o=1), independently of preference) at a 50% observation rate,
-    on 32-dim synthetic embeddings.
-
-    ``world_seed`` fixes the true reward and propensity directions; ``seed`` fixes the rows drawn
-    from that world, so two data sets with the same ``world_seed`` share one truth (train and test).
-    """
-
-    num_rows: int = 20_000
-    embedding_dim: int = 32
-    positive_rate: float = 0.5
-    preference_sharpness: float = 4.0
-    reward_nonlinearity: float = 0.5
-    propensity_form: PropensityForm = "logistic"
-    observation_rate: float = 0.5
-    feature_strength: float = 2.0
-    preference_bias: float = 0.0
-    context_strength: float = 1.5
-    num_positions: int = 5
-    alpha: float = 0.5
-    eps0: float = 0.0
-    eps1: float = 0.0
-    seed: int = 0
-    world_seed: int = 0
-    setting: Setting = "implicit"
-
-    def __post_init__(self) -> None:
-        if self.setting not in ("implicit", "observational", "chatlog"):
-            raise ValueError(
-                f"setting must be 'implicit', 'observational' or 'chatlog', got {self.setting!r}"
-            )
-        if self.num_rows < 1:
-            raise ValueError(f"num_rows must be at least 1, got {self.num_rows}")
-        if self.embedding_dim < 3:
-            raise ValueError(f"embedding_dim must be at least 3, got {self.embedding_dim}")
-        for name in ("positive_rate", "observation_rate"):
-            value = getattr(self, name)
-            if not 0.0 < value < 1.0:
-                raise ValueError(f"{name} must lie in (0, 1), got {value}")
-        for name in ("eps0", "eps1"):
-            value = getattr(self, name)
-            if not 0.0 <= value < 0.5:
-                raise ValueError(f"{name} must lie in [0, 0.5), got {value}")
-        if self.eps0 + self.eps1 >= 1.0:
-            raise ValueError("eps0 + eps1 must be below 1 for the action to carry information")
-        if self.propensity_form not in ("logistic", "alpha_power"):
-            raise ValueError(
-                f"propensity_form must be 'logistic' or 'alpha_power', got {self.propensity_form!r}"
-            )
-        if not 0.0 < self.alpha <= 1.0:
-            raise ValueError(f"alpha must lie in (0, 1], got {self.alpha}")
-        if self.num_positions < 1:
-            raise ValueError(f"num_positions must be at least 1, got {self.num_positions}")
-        if self.preference_sharpness <= 0:
-            raise ValueError(f"preference_sharpness must be positive, got {self.preference_sharpness}")
-
-    @property
-    def has_context(self) -> bool:
-        return self.propensity_form == "logistic" and self.context_strength != 0.0 and self.num_positions > 1
+from pyro_irm.data.world import (
+    offset_for_rate,
+    orthonormal_directions,
+    scale_to_rate,
+    standardize,
+    synthetic_truth,
+)
 
 
 def simulate(config: SimulationConfig | None = None) -> FeedbackData:
@@ -119,21 +59,7 @@ def simulate(config: SimulationConfig | None = None) -> FeedbackData:
         return simulate_chatlog(
             config.num_rows, config.embedding_dim, ChatLogConfig(seed=config.seed), config.world_seed
         )
-    world = torch.Generator().manual_seed(config.world_seed)
-    directions = _orthonormal_directions(config.embedding_dim, 3, world)
-    generator = torch.Generator().manual_seed(config.seed)
-    embeddings = torch.randn(config.num_rows, config.embedding_dim, generator=generator)
-    projections = embeddings @ directions  # (N, 3): preference, nonlinearity, propensity feature
-    score = _true_score(projections[:, 0], projections[:, 1], config.reward_nonlinearity)
-    # The threshold belongs to the world, not to the sample: the 1 - positive_rate quantile of the
-    # score under the embedding distribution, so every sample drawn from one world shares it.
-    reference = torch.randn(2, 200_000, generator=world)
-    threshold = torch.quantile(
-        _true_score(reference[0], reference[1], config.reward_nonlinearity),
-        1.0 - config.positive_rate,
-    )
-    preference_probability = torch.sigmoid(config.preference_sharpness * (score - threshold))
-    preference = torch.bernoulli(preference_probability, generator=generator)
+    embeddings, score, preference_probability, preference, projections, generator = synthetic_truth(config)
     return _observe(
         embeddings, score, preference, preference_probability, projections[:, 2], config, generator
     )
@@ -169,7 +95,7 @@ def simulate_from_scores(
         raise ValueError(f"scores: row {row} is {scores[row].item()}; scores must be finite")
     preference = (scores > threshold).float()
     world = torch.Generator().manual_seed(config.world_seed)
-    direction = _orthonormal_directions(embeddings.shape[1], 1, world)[:, 0]
+    direction = orthonormal_directions(embeddings.shape[1], 1, world)[:, 0]
     centred = embeddings - embeddings.mean(dim=0)
     feature = standardize(centred @ direction)
     data = _observe(
@@ -211,7 +137,7 @@ def simulate_actions(
         low, high = score_range if score_range is not None else (score.min().item(), score.max().item())
         graded = 1.0 + 4.0 * (score - low) / max(high - low, 1e-12)
         base = config.alpha ** (5.0 - graded.clamp(1.0, 5.0))
-        propensity_probability = _scale_to_rate(base, config.observation_rate)
+        propensity_probability = scale_to_rate(base, config.observation_rate)
     else:
         logits = config.feature_strength * propensity_feature + config.preference_bias * preference
         if config.has_context:
@@ -219,7 +145,7 @@ def simulate_actions(
             position = standardize(positions) if positions.std() > 0 else positions * 0
             logits = logits - config.context_strength * position
             context = position[:, None]
-        propensity_probability = torch.sigmoid(logits + _offset_for_rate(logits, config.observation_rate))
+        propensity_probability = torch.sigmoid(logits + offset_for_rate(logits, config.observation_rate))
     propensity = torch.bernoulli(propensity_probability, generator=generator)
     action_probability = propensity * (preference * (1.0 - config.eps1) + (1.0 - preference) * config.eps0)
     actions = torch.bernoulli(action_probability, generator=generator)
@@ -245,45 +171,3 @@ def _observe(
     return FeedbackData(
         embeddings=embeddings, actions=drawn.actions, context=drawn.context, truth=truth, observed=observed
     )
-
-
-def _true_score(linear: torch.Tensor, quadratic: torch.Tensor, nonlinearity: float) -> torch.Tensor:
-    """Unit-variance score from two independent N(0, 1) coordinates of the embedding."""
-    return (linear + nonlinearity * (quadratic**2 - 1) / math.sqrt(2)) / math.sqrt(1 + nonlinearity**2)
-
-
-def _orthonormal_directions(dim: int, count: int, generator: torch.Generator) -> torch.Tensor:
-    """``(dim, count)`` random orthonormal columns."""
-    gaussian = torch.randn(dim, count, generator=generator, dtype=torch.float64)
-    q, _ = torch.linalg.qr(gaussian)
-    return q.to(torch.float32)
-
-
-def standardize(values: torch.Tensor) -> torch.Tensor:
-    return (values - values.mean()) / values.std().clamp_min(1e-12)
-
-
-def _offset_for_rate(logits: torch.Tensor, rate: float, iterations: int = 80) -> float:
-    """The constant ``b`` with ``mean(sigmoid(logits + b)) == rate``, by bisection."""
-    low, high = -50.0, 50.0
-    logits = logits.double()
-    for _ in range(iterations):
-        mid = 0.5 * (low + high)
-        if torch.sigmoid(logits + mid).mean().item() < rate:
-            low = mid
-        else:
-            high = mid
-    return 0.5 * (low + high)
-
-
-def _scale_to_rate(base: torch.Tensor, rate: float, iterations: int = 80) -> torch.Tensor:
-    """``min(c * base, 1)`` with the one constant ``c`` giving mean ``rate`` (the papers' rescaling)."""
-    low, high = -60.0, 60.0  # bisection on log c
-    base = base.double()
-    for _ in range(iterations):
-        mid = 0.5 * (low + high)
-        if (math.exp(mid) * base).clamp(max=1.0).mean().item() < rate:
-            low = mid
-        else:
-            high = mid
-    return (math.exp(0.5 * (low + high)) * base).clamp(max=1.0).float()

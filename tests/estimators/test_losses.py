@@ -7,7 +7,7 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pyro_irm.models.losses import (
+from pyro_irm.estimators.losses import (
     doubly_robust_loss,
     implicit_ips_loss,
     label_loss,

@@ -1,21 +1,6 @@
-"""The loss family: each estimator's risk on a set of rows, from the losses of
-:mod:`pyro_irm.models.losses` and the nuisance quantities of :mod:`pyro_irm.inference.nuisance`.
-
-In an implicit log (o latent) the action y = r * o is the only signal:
-
-* ``upu`` / ``nnpu``: the y = 1 rows are the labelled positives, every row the unlabelled sample;
-* ``ips`` / ``relmf``: the unbiased pointwise loss ``(y / p) l(1) + (1 - y / p) l(0)`` with the
-  configured propensity (ips) or Rel-MF's popularity propensity (relmf);
-* ``snips``: the same with ``p`` rescaled by one constant so that ``mean(y / p)`` equals the class
-  prior (the self-normalized estimator, robust to a propensity model off by a constant factor);
-* ``causalrm``: every shown row counts as observed and a silent positive as a flipped label, so the
-  estimator is CausalRM's noise-corrected loss with flip rates from anchor points;
-* ``ubpr``: the propensity-weighted pairwise loss over pairs of rows of one prompt.
-
-In an observational log (o logged, y noisy where o = 1), ``ips``, ``snips`` and ``dr`` weight the
-loss of the logged value by ``o / p``, and ``causalrm`` weights its noise-corrected loss the same
-way (``EstimatorConfig.causalrm_weighting``).
-"""
+"""A loss-family estimator as a training objective: the mean of its risk over minibatches of rows,
+with the propensity clipped (and for SNIPS weighting self-normalized) once over the training rows,
+and partner rows drawn for the pairwise estimators."""
 
 from __future__ import annotations
 
@@ -25,17 +10,11 @@ import torch
 from torch import nn
 
 from pyro_irm.data.feedback import FeedbackData
-from pyro_irm.inference.nuisance import EstimatorConfig, Nuisance
+from pyro_irm.estimators import get_estimator
+from pyro_irm.estimators.base import RiskBatch
+from pyro_irm.inference.config import EstimatorConfig
+from pyro_irm.inference.nuisance import Nuisance
 from pyro_irm.models.base import FeedbackModel, gather_rows
-from pyro_irm.models.losses import (
-    doubly_robust_loss,
-    implicit_ips_loss,
-    label_loss,
-    noise_corrected_loss,
-    observed_ips_loss,
-    pu_risks,
-    ubpr_loss,
-)
 
 logger = logging.getLogger(__name__)
 # Above this inverse-propensity weight a handful of rows dominate a weighted risk.
@@ -79,7 +58,7 @@ class LossObjective(nn.Module):
     """The mean risk of a loss-family method over minibatches of rows, with its gradient.
 
     Args:
-        method: a loss-family name in :data:`pyro_irm.inference.methods.METHODS`.
+        method: a loss-family name in :data:`pyro_irm.estimators.ESTIMATORS`.
         model: holds the reward network ``f``.
         data: the training data; ``labels`` its actions.
         nuisance: the quantities the method needs.
@@ -102,6 +81,7 @@ class LossObjective(nn.Module):
         self.model = model
         self.guide = None
         self.method = method
+        self.estimator = get_estimator(method)
         self.data = data
         self.labels = labels
         self.config = config
@@ -111,19 +91,20 @@ class LossObjective(nn.Module):
         self.num_rows = len(data)
         self.seed = seed
         self._partners: dict[str, PromptPartners] = {}
-        if method == "ubpr":
+        if self.estimator.pairwise:
             self._partners["train"] = PromptPartners(data.prompt_ids, train_index, len(data))
 
     def _propensity(self, nuisance: Nuisance, train_index: torch.Tensor) -> torch.Tensor | None:
         """The clipped (and for SNIPS self-normalized) ``(N,)`` propensity the method weights by."""
-        uses_relative = self.method == "relmf" and nuisance.relative_propensity is not None
+        uses_relative = (
+            self.estimator.uses_relative_propensity(self.config) and nuisance.relative_propensity is not None
+        )
         propensity = nuisance.relative_propensity if uses_relative else nuisance.propensity
         if propensity is None:
             return None
         self._report_clipping(propensity[train_index].float())
         propensity = propensity.float().clamp(min=self.config.propensity_clip, max=1.0)
-        weighting = self.config.causalrm_weighting if self.method == "causalrm" else self.method
-        if weighting == "snips":
+        if self.estimator.weighting(self.config) == "snips":
             rows = train_index
             if self.observational:
                 # mean(o / p) over the training rows is 1 after rescaling.
@@ -165,58 +146,25 @@ class LossObjective(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """``(objective, risk)`` on rows ``index``: the tensor to differentiate, and the risk
         estimate itself (they differ only for nnPU's correction step)."""
-        logits = self.model.reward_logits(self._rows(self.data.embeddings, index))
-        actions = self._rows(self.labels, index)
-        method = self.method
-        if method in ("upu", "nnpu"):
-            positive, negative = pu_risks(logits, actions, self.nuisance.class_prior)
-            if method == "upu":
-                return positive + negative, positive + negative
-            risk = positive + negative.clamp_min(0.0)
-            if negative < -self.config.nnpu_beta:
-                return -self.config.nnpu_gamma * negative, risk
-            return positive + negative, risk
-        propensity = self._rows(self.propensity, index)
-        if method == "ubpr":
+        pair = {}
+        if self.estimator.pairwise:
             partner = self._partners[partners].sample(index, generator)
-            partner_logits = self.model.reward_logits(self._rows(self.data.embeddings, partner))
-            terms = ubpr_loss(
-                logits,
-                partner_logits,
-                actions,
-                self._rows(self.labels, partner),
-                propensity,
-                self._rows(self.propensity, partner),
-            )
-            return terms.mean(), terms.mean()
-        if method == "relmf" or (method in ("ips", "snips") and not self.observational):
-            terms = implicit_ips_loss(logits, actions, propensity)
-            return terms.mean(), terms.mean()
-        if method == "causalrm":
-            rho01, rho10 = self.nuisance.rho01, self.nuisance.rho10
-            per_row = noise_corrected_loss(logits, actions, rho01, rho10)
-            if not self.observational:
-                return per_row.mean(), per_row.mean()
-            imputed = None
-            if self.config.causalrm_weighting == "dr":
-                value = self._rows(self.nuisance.imputation, index)
-                imputed = value * noise_corrected_loss(logits, torch.ones_like(value), rho01, rho10) + (
-                    1 - value
-                ) * noise_corrected_loss(logits, torch.zeros_like(value), rho01, rho10)
-            weighting = self.config.causalrm_weighting
-        else:  # ips, snips, dr on an observational log
-            per_row = label_loss(logits, actions)
-            imputed = None
-            if method == "dr":
-                value = self._rows(self.nuisance.imputation, index)
-                imputed = value * label_loss(logits, 1.0) + (1 - value) * label_loss(logits, 0.0)
-            weighting = method
-        observed = self._rows(self.data.observed, index)
-        if weighting == "dr":
-            terms = doubly_robust_loss(per_row, imputed, observed, propensity)
-        else:
-            terms = observed_ips_loss(per_row, observed, propensity)
-        return terms.mean(), terms.mean()
+            pair = {
+                "partner_logits": self.model.reward_logits(self._rows(self.data.embeddings, partner)),
+                "partner_actions": self._rows(self.labels, partner),
+                "partner_propensity": self._rows(self.propensity, partner),
+            }
+        batch = RiskBatch(
+            logits=self.model.reward_logits(self._rows(self.data.embeddings, index)),
+            actions=self._rows(self.labels, index),
+            nuisance=self.nuisance,
+            config=self.config,
+            propensity=self._rows(self.propensity, index),
+            observed=self._rows(self.data.observed, index),
+            imputation=self._rows(self.nuisance.imputation, index),
+            **pair,
+        )
+        return self.estimator.risk(batch)
 
     def loss_and_grads(self, batch: torch.Tensor, *, num_rows: int) -> float:
         objective, risk = self.risk(batch)
@@ -226,7 +174,7 @@ class LossObjective(nn.Module):
     @torch.no_grad()
     def validation_score(self, index: torch.Tensor) -> float:
         """Minus the method's own risk on rows ``index`` (higher is better), from observed data only."""
-        if self.method == "ubpr" and "validation" not in self._partners:
+        if self.estimator.pairwise and "validation" not in self._partners:
             self._partners["validation"] = PromptPartners(self.data.prompt_ids, index, self.num_rows)
         generator = torch.Generator().manual_seed(self.seed)
         _, risk = self.risk(index, generator, partners="validation")

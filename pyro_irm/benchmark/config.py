@@ -1,0 +1,141 @@
+"""The benchmark's settings: which methods, how many seeds, which setting, and the training and
+simulation configurations it hands to every fit. Nothing here imports torch."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+
+from pyro_irm.data.config import SimulationConfig
+from pyro_irm.data.preference_formats import PREFERENCE_SETS
+from pyro_irm.estimators import METHOD_NAMES, get_estimator
+from pyro_irm.inference.config import TrainConfig
+from pyro_irm.models.config import ModelConfig
+
+DATASETS = ("synthetic", *PREFERENCE_SETS)
+METRICS = ("mae", "rmse", "r2", "auc", "log_loss", "ece", "pairwise_accuracy")
+LOWER_IS_BETTER = frozenset({"mae", "rmse", "log_loss", "ece"})
+SWEEPABLE = ("alpha", "observation_rate", "eps0", "eps1", "feature_strength", "preference_bias")
+SETTINGS = ("implicit", "observational")
+
+# Every fit of the protocol: shorter and in smaller batches than a single fit's defaults, with a
+# fifth of the training pool held out for model selection (the papers' 80/20 split).
+PROTOCOL_TRAINING = TrainConfig(max_epochs=40, batch_size=512, validation_fraction=0.2, progress=False)
+
+
+def default_simulation(setting: str = "implicit") -> SimulationConfig:
+    """The papers' simulation: alpha-power propensity, alpha 0.5, observation rate 0.5 and no noise
+    for 'implicit' (ImplicitRM); observation rate 0.2 and flip rates eps1 = rho01 = 0.2,
+    eps0 = rho10 = 0.1 for 'observational' (CausalRM's S1)."""
+    if setting == "observational":
+        return SimulationConfig(
+            propensity_form="alpha_power", observation_rate=0.2, eps0=0.1, eps1=0.2, setting=setting
+        )
+    return SimulationConfig(propensity_form="alpha_power", setting=setting)
+
+
+@dataclass(frozen=True)
+class BenchmarkConfig:
+    """The protocol's settings. ``train`` configures every fit (its method and seed are set per
+    fit); ``simulation`` how feedback is drawn (its seed is set per seed; None: the setting's
+    defaults, :func:`default_simulation`). The help text is reused by the command line."""
+
+    methods: tuple[str, ...] = field(
+        default=METHOD_NAMES, metadata={"help": "methods to compare (names, space or comma separated)"}
+    )
+    seeds: int = field(default=5, metadata={"help": "simulation and fit seeds"})
+    setting: str = field(
+        default="implicit",
+        metadata={
+            "help": "'implicit' (ImplicitRM: o latent), 'observational' (CausalRM: o logged), or "
+            "'chatlog' (several channels, users and a few labels; --chatlog-* options)",
+            "choices": lambda: (*SETTINGS, "chatlog"),
+        },
+    )
+    train: TrainConfig = field(default=PROTOCOL_TRAINING, metadata={"help": "how every method is fit"})
+    simulation: SimulationConfig | None = field(
+        default=None, metadata={"help": "how feedback is simulated (None: the setting's defaults)"}
+    )
+
+    def __post_init__(self) -> None:
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be at least 1, got {self.seeds}")
+        if self.setting not in (*SETTINGS, "chatlog"):
+            raise ValueError(
+                f"setting must be 'implicit', 'observational' or 'chatlog', got {self.setting!r}"
+            )
+        for name in self.methods:
+            get_estimator(name)
+        if self.simulation is None:
+            object.__setattr__(self, "simulation", default_simulation(self.setting))
+        elif self.simulation.setting != self.setting:
+            object.__setattr__(self, "simulation", replace(self.simulation, setting=self.setting))
+
+    def simulation_for(self, seed: int) -> SimulationConfig:
+        return replace(self.simulation, seed=seed)
+
+    def training_for(self, method: str, seed: int) -> TrainConfig:
+        return replace(self.train, method=method, seed=seed, progress=False)
+
+    def applicable_methods(self) -> tuple[str, ...]:
+        return tuple(m for m in self.methods if self.setting in get_estimator(m).settings)
+
+
+CHATLOG_VARIANTS = (
+    "naive",
+    "naive_no_negative",
+    "implicitrm_one_channel",
+    "implicitrm_or",
+    "implicitrm_channels",
+    "implicitrm_users",
+    "implicitrm_labels",
+    "oracle",
+)
+
+
+@dataclass(frozen=True)
+class ChatLogBenchmarkConfig:
+    """Settings of the chat-log benchmark; the help text is reused by the command line."""
+
+    variants: tuple[str, ...] = field(
+        default=CHATLOG_VARIANTS, metadata={"help": "variants to fit: " + ", ".join(CHATLOG_VARIANTS)}
+    )
+    seeds: int = field(default=5, metadata={"help": "chat logs drawn (and fit seeds)"})
+    label_fraction: float = field(
+        default=0.02, metadata={"help": "share of training rows with an explicit label"}
+    )
+    dwell_threshold: float = field(
+        default=120.0, metadata={"help": "implicitrm_or: dwell seconds above which a row counts as acted"}
+    )
+    max_epochs: int = field(default=100, metadata={"help": "upper bound on epochs per fit"})
+    reward_widths: tuple[str, ...] = field(
+        default=("256,64", "64", "32"),
+        metadata={
+            "help": "reward network hidden widths to choose from, each as comma-separated widths; "
+            "every variant keeps the one with its best held-out score (never the test labels)"
+        },
+    )
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.variants) - set(CHATLOG_VARIANTS))
+        if unknown:
+            raise ValueError(
+                f"unknown chat-log variants {unknown}; choose from {', '.join(CHATLOG_VARIANTS)}"
+            )
+        if self.seeds < 1:
+            raise ValueError(f"seeds must be at least 1, got {self.seeds}")
+        if not self.reward_widths:
+            raise ValueError("reward_widths: give at least one layout")
+        for layout in self.reward_widths:
+            try:
+                widths = tuple(int(w) for w in str(layout).split(",") if w.strip())
+            except ValueError:
+                raise ValueError(f"reward_widths: {layout!r} is not comma-separated integers") from None
+            if not widths or min(widths) < 1:
+                raise ValueError(f"reward_widths: {layout!r} needs positive widths")
+
+    def model_configs(self, base: ModelConfig) -> list[ModelConfig]:
+        """``base`` with each reward layout of :attr:`reward_widths`."""
+        return [
+            replace(base, reward_hidden=tuple(int(w) for w in str(layout).split(",") if w.strip()))
+            for layout in self.reward_widths
+        ]

@@ -1,0 +1,74 @@
+"""``pyro-irm best-of-n``: each prompt's highest-reward candidate, and its win rate when labelled."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pyro_irm.cli.common import EXIT_OK, add_cache_option, run_embeddings, say
+from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
+
+
+def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
+    parser = commands.add_parser(
+        "best-of-n",
+        parents=parents,
+        help="pick the highest-reward response of each prompt's candidates",
+        description="Score every candidate and pick each prompt's highest-reward response (prompts "
+        "are grouped by --prompt-id-col, else by the prompt's text). With labels (or a simulated "
+        "log's graded scores) it reports the win rate against random choice and against the "
+        "label-optimal pick.",
+    )
+    parser.add_argument("run_dir", help="run directory written by `pyro-irm fit`")
+    parser.add_argument("candidates", help="candidates: prompt and response columns, optional labels")
+    parser.add_argument("--out", help="where to write the picks (.jsonl, .csv, .parquet); default stdout")
+    parser.add_argument("--embeddings", help="precomputed embeddings of the candidates")
+    add_cache_option(parser)
+    add_schema_options(parser, actions=False)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pyro_irm.data.logs import write_records
+    from pyro_irm.rerank import best_of_n
+    from pyro_irm.runs import Run
+
+    run = Run.load(args.run_dir)
+    log = read_log_from_args(args, args.candidates, schema_from_args(args, actions=False))
+    embeddings = run_embeddings(run, log, args)
+    rewards = run.reward_model.score(embeddings).numpy()
+    quality = None
+    if log.truth is not None and "score" in log.truth:
+        quality = log.truth["score"]  # a simulated log's graded score
+    elif log.has_labels:
+        quality = log.labels
+    result = best_of_n(rewards, log.prompt_ids, quality)
+    records = [
+        {
+            "prompt_id": str(prompt),
+            "row": int(log.source_rows[pick]),
+            "candidates": int(count),
+            "reward": float(rewards[pick]),
+            "prompt": log.prompts[pick],
+            "response": log.responses[pick],
+        }
+        for pick, prompt, count in zip(result.picks, result.prompts, result.candidates, strict=True)
+    ]
+    if args.out:
+        write_records(args.out, records)
+        say(args, f"Wrote {len(records):,} picks to {args.out}")
+    else:
+        for record in records:
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    if result.summary is not None:
+        summary = result.summary
+        what = "graded scores" if log.truth is not None and "score" in log.truth else "labels"
+        print(
+            f"best-of-n over {summary['prompts']:,} prompts with {what}: win rate against random choice "
+            f"{summary.get('win_rate_vs_random', float('nan')):.3f} (0.5 = chance), against the "
+            f"label-optimal pick {summary.get('win_rate_vs_optimal', float('nan')):.3f} (0.5 = always "
+            f"optimal); the pick is optimal on {summary.get('optimal_rate', float('nan')):.1%} of prompts",
+            file=sys.stderr,
+        )
+    return EXIT_OK

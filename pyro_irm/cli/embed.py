@@ -1,0 +1,69 @@
+"""``pyro-irm embed``: a log's rows encoded into a ``.npy`` file, through the on-disk cache."""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+from pyro_irm.cli.common import EXIT_OK, add_cache_option
+from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values
+from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
+from pyro_irm.encoders.config import EncoderConfig
+
+
+def add_encoder_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("encoder (used when --embeddings is not given)")
+    add_dataclass_options(
+        group, EncoderConfig, "encoder_", rename={"model": "encoder"}, flag_prefix="encoder_"
+    )
+    add_cache_option(group)
+
+
+def encoder_config(args: argparse.Namespace, file_config: dict | None = None) -> EncoderConfig:
+    section = (file_config or {}).get("encoder")
+    return build_config(
+        EncoderConfig, section, dataclass_values(args, EncoderConfig, "encoder_"), "[encoder]"
+    )
+
+
+def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
+    parser = commands.add_parser(
+        "embed",
+        parents=parents,
+        help="encode a log's prompts and responses (cached on disk)",
+        description="Encode every (prompt, response) row with a Hugging Face encoder into a .npy file. "
+        "Rows already in the on-disk cache are not encoded again; an interrupted run resumes.",
+    )
+    parser.add_argument("log", help="log file, saved data set directory or hub name")
+    parser.add_argument("--out", required=True, help="output .npy (metadata goes beside it as .json)")
+    parser.add_argument("--no-cache", action="store_true", help="encode everything and keep no cache")
+    add_schema_options(parser, actions=False, labels=False)
+    add_encoder_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pyro_irm.encoders.cache import rows_fingerprint
+    from pyro_irm.encoders.embed import save_embeddings
+    from pyro_irm.runs import embed_log
+
+    log = read_log_from_args(args, args.log, schema_from_args(args, actions=False, labels=False))
+    config = encoder_config(args)
+    started = time.perf_counter()
+    embeddings, encoder = embed_log(
+        log, config, args.cache_dir, use_cache=not args.no_cache, progress=not args.quiet
+    )
+    metadata = {
+        "encoder": config.to_dict(),
+        "identity": encoder.identity,
+        "log": str(args.log),
+        "rows": len(log),
+        "rows_fingerprint": rows_fingerprint(log.prompts, log.responses),
+        "dim": encoder.dim,
+    }
+    save_embeddings(args.out, embeddings, metadata)
+    print(
+        f"Wrote {args.out}: {len(log):,} x {encoder.dim} embeddings in {time.perf_counter() - started:.1f} s "
+        f"({encoder.rows_encoded:,} rows encoded, the rest read from the cache)."
+    )
+    return EXIT_OK

@@ -1,0 +1,106 @@
+"""``pyro-irm fit``: a reward model fit to a log, written as a run directory."""
+
+from __future__ import annotations
+
+import argparse
+
+from pyro_irm.cli.common import EXIT_OK, say
+from pyro_irm.cli.embed import add_encoder_options, encoder_config
+from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
+from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
+from pyro_irm.inference.config import HEAD_METHODS, EstimatorConfig, HeadConfig, TrainConfig
+from pyro_irm.models.config import ModelConfig
+
+
+def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
+    parser = commands.add_parser(
+        "fit",
+        parents=parents,
+        help="fit a reward model to a log (implicitrm or any baseline)",
+        description="Fit a model to a log's implicit actions (or, with --observed-col, an observational "
+        "log's feedback) and write a run directory: the model, its configuration, metrics and the "
+        "training plot. Settings come from flags, a --config file ([train], [model], [estimator], "
+        "[encoder], [head] sections), then the defaults.",
+    )
+    parser.add_argument("log", help="log file, saved data set directory or hub name")
+    parser.add_argument("--out", required=True, help="run directory to write")
+    parser.add_argument("--embeddings", help="precomputed embeddings of this log (from `pyro-irm embed`)")
+    parser.add_argument("--config", help="TOML or JSON configuration file")
+    parser.add_argument(
+        "--bayesian-head",
+        choices=HEAD_METHODS,
+        help="after the fit, give the reward's last layer a posterior (per-row reward intervals): "
+        "'laplace' (Gaussian at the fitted layer), 'svi' or 'nuts'",
+    )
+    add_dataclass_options(
+        parser.add_argument_group("Bayesian head (--bayesian-head)"),
+        HeadConfig,
+        "head_",
+        skip=("seed", "progress"),
+        flag_prefix="head_",
+    )
+    add_schema_options(parser)
+    add_dataclass_options(parser.add_argument_group("training"), TrainConfig, "train_", skip=("progress",))
+    add_dataclass_options(parser.add_argument_group("model"), ModelConfig, "model_")
+    add_dataclass_options(
+        parser.add_argument_group("baseline estimators (propensity, class prior, flip rates)"),
+        EstimatorConfig,
+        "est_",
+    )
+    add_encoder_options(parser)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from pyro_irm.atomic import check_replaceable
+    from pyro_irm.inference.bayesian_head import fit_bayesian_head
+    from pyro_irm.runs import RUN_FILE, embeddings_for, fit_log, save_run
+
+    file_config = read_config_file(args.config) if args.config else {}
+    train_values = dataclass_values(args, TrainConfig, "train_")
+    train_values.setdefault("progress", not args.quiet)
+    train_config = build_config(TrainConfig, file_config.get("train"), train_values, "[train]")
+    model_config = build_config(
+        ModelConfig, file_config.get("model"), dataclass_values(args, ModelConfig, "model_"), "[model]"
+    )
+    estimator_config = build_config(
+        EstimatorConfig,
+        file_config.get("estimator"),
+        dataclass_values(args, EstimatorConfig, "est_"),
+        "[estimator]",
+    )
+    encoder = encoder_config(args, file_config)
+    check_replaceable(args.out, RUN_FILE)  # before the fit, not after it
+    schema = schema_from_args(args)
+    log = read_log_from_args(args, args.log, schema)
+    embeddings, encoder_info = embeddings_for(log, args.embeddings, encoder, args.cache_dir, not args.quiet)
+    rates = ", ".join(
+        f"{name} {values.mean():.1%}" if channel.kind == "binary" else f"{name} mean {values.mean():.3g}"
+        for name, channel, values in zip(log.action_names, log.channels, log.actions.T, strict=True)
+    )
+    say(args, f"Fitting {train_config.method} on {len(log):,} rows ({rates}).")
+    result = fit_log(log, embeddings, train_config, model_config, estimator_config)
+    if args.bayesian_head:
+        data = log.to_feedback(embeddings)
+        head_values = dataclass_values(args, HeadConfig, "head_")
+        head_values.setdefault("progress", not args.quiet)
+        head_config = build_config(HeadConfig, file_config.get("head"), head_values, "[head]")
+        say(args, f"Fitting a Bayesian last layer by {args.bayesian_head}.")
+        result.reward_model.head_posterior = fit_bayesian_head(
+            result.reward_model,
+            data.embeddings,
+            data.actions,
+            data.context,
+            args.bayesian_head,
+            head_config,
+            observed=data.observed,
+            users=data.users,
+            labels=data.labels if train_config.fit_labels else None,
+        )
+    out = save_run(args.out, result, log, embeddings, schema, model_config, encoder_info, str(args.log))
+    history = result.history
+    print(
+        f"Wrote {out}: {result.method}, {history.epochs} epochs (kept {history.best_epoch + 1}), "
+        f"{sum(history.epoch_seconds):.1f} s."
+    )
+    return EXIT_OK

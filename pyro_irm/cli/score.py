@@ -1,0 +1,81 @@
+"""``pyro-irm score``: each row's reward (and, for ImplicitRM, its four group probabilities)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+from pyro_irm.cli.common import EXIT_OK, add_cache_option, run_embeddings, say
+from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
+
+
+def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
+    parser = commands.add_parser(
+        "score",
+        parents=parents,
+        help="reward new texts with a fitted model (JSONL or CSV out)",
+        description="Encode (prompt, response) rows with the run's encoder and write each row's reward "
+        "(a logit) and P(preferred). Without --out, JSON lines go to stdout.",
+    )
+    parser.add_argument("run_dir", help="run directory written by `pyro-irm fit`")
+    parser.add_argument("input", help="rows to score: a file with prompt and response columns")
+    parser.add_argument("--out", help="output file (.jsonl, .csv, .tsv, .parquet)")
+    parser.add_argument("--embeddings", help="precomputed embeddings of the input")
+    parser.add_argument("--with-text", action="store_true", help="copy prompt and response into the output")
+    parser.add_argument(
+        "--groups",
+        action="store_true",
+        help="also write each row's posterior probability of the four groups given its actions "
+        "(implicitrm runs; the rows need the run's action, context and user columns)",
+    )
+    add_cache_option(parser)
+    add_schema_options(parser, actions=False, labels=False)
+    parser.set_defaults(handler=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from pyro_irm.data.logs import write_records
+    from pyro_irm.groups import GROUP_NAMES
+    from pyro_irm.runs import Run, run_groups
+
+    run = Run.load(args.run_dir)
+    if args.groups and run.method != "implicitrm":
+        raise ValueError(f"--groups: {run.directory} is a {run.method} fit; only implicitrm has groups")
+    # With --groups the run's own column mapping is read, so the rows' actions, context and users are too.
+    schema = run.schema if args.groups else schema_from_args(args, actions=False, labels=False)
+    log = read_log_from_args(args, args.input, schema)
+    embeddings = run_embeddings(run, log, args)
+    rewards = run.reward_model.score(embeddings).numpy()
+    probability = 1.0 / (1.0 + np.exp(-rewards.astype(np.float64)))
+    groups = run_groups(run, log, embeddings).numpy() if args.groups else None
+    records = [
+        {
+            "row": int(row),
+            "prompt_id": prompt_id,
+            "reward": float(reward),
+            "preference_probability": float(p),
+            **({} if groups is None else dict(zip(GROUP_NAMES, map(float, groups[i]), strict=True))),
+            **({"prompt": prompt, "response": response} if args.with_text else {}),
+        }
+        for i, (row, prompt_id, reward, p, prompt, response) in enumerate(
+            zip(
+                log.source_rows,
+                log.prompt_ids,
+                rewards,
+                probability,
+                log.prompts,
+                log.responses,
+                strict=True,
+            )
+        )
+    ]
+    if args.out:
+        write_records(args.out, records)
+        say(args, f"Wrote {len(records):,} scores to {args.out}")
+    else:
+        for record in records:
+            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+    return EXIT_OK

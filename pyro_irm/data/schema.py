@@ -1,0 +1,149 @@
+"""Which columns of a log mean what (:class:`LogSchema`). Each field's metadata carries its command-line
+flag and help, so the options of every command that reads a log are generated from it."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from pyro_irm.channels import ChannelSpec
+
+
+class LogFormatError(ValueError):
+    """A log row that does not fit the schema; the message names the file, row and field."""
+
+
+@dataclass(frozen=True)
+class LogSchema:
+    """Which columns of a log mean what. Each field's metadata gives its command-line ``flag`` and
+    ``help``; ``part`` says which commands read it ('actions': those that fit or score groups,
+    'labels': those that read explicit labels)."""
+
+    prompt: str = field(
+        default="prompt", metadata={"flag": "--prompt-col", "help": "column holding the prompt text"}
+    )
+    response: str = field(
+        default="response", metadata={"flag": "--response-col", "help": "column holding the response text"}
+    )
+    actions: tuple[str, ...] = field(
+        default=("action",),
+        metadata={
+            "flag": "--action-col",
+            "part": "actions",
+            "help": "positive action column (copy, thumbs up), 0/1 or with --action-threshold; repeat it "
+            "for several channels, each its own channel of the model",
+        },
+    )
+    negative_actions: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "flag": "--negative-action-col",
+            "part": "actions",
+            "help": "negative action column (regenerate, thumbs down): more likely when the response is "
+            "not preferred; repeatable",
+        },
+    )
+    continuous_actions: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "flag": "--continuous-action-col",
+            "part": "actions",
+            "help": "continuous positive action column kept as a number (dwell seconds, a count); repeatable",
+        },
+    )
+    action_thresholds: tuple[tuple[str, float], ...] = field(
+        default=(),
+        metadata={
+            "flag": "--action-threshold",
+            "part": "actions",
+            "metavar": "COL=VALUE",
+            "help": "count or duration column COL counts as acted when above VALUE (e.g. dwell_s=30); "
+            "repeatable",
+        },
+    )
+    user: str | None = field(
+        default=None,
+        metadata={
+            "flag": "--user-col",
+            "part": "actions",
+            "help": "column identifying the user (categorical): a per-user engagement effect (the reward "
+            "never sees it)",
+        },
+    )
+    label: str | None = field(
+        default="label",
+        metadata={
+            "flag": "--label-col",
+            "part": "labels",
+            "help": "explicit quality label column, if any (evaluation, the oracle, --fit-labels)",
+        },
+    )
+    label_threshold: float | None = field(
+        default=None,
+        metadata={
+            "flag": "--label-threshold",
+            "part": "labels",
+            "help": "a label above this is preferred (labels not 0/1, e.g. 1-10)",
+        },
+    )
+    context: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "flag": "--context-col",
+            "help": "numeric context column (display position, ...) that drives propensity only; repeatable",
+        },
+    )
+    prompt_id: str | None = field(
+        default=None,
+        metadata={
+            "flag": "--prompt-id-col",
+            "help": "column grouping rows by prompt (default: a hash of the prompt)",
+        },
+    )
+    observed: str | None = field(
+        default=None,
+        metadata={
+            "flag": "--observed-col",
+            "part": "actions",
+            "help": "0/1 column saying whether feedback was given (an observational log); the action "
+            "column is then the feedback value",
+        },
+    )
+    propensity: str | None = field(
+        default=None,
+        metadata={
+            "flag": "--propensity-col",
+            "part": "actions",
+            "help": "column of known P(feedback given) per row, in (0, 1]",
+        },
+    )
+
+    def __post_init__(self) -> None:
+        binary = set(self.actions) | set(self.negative_actions)
+        unknown = {name for name, _ in self.action_thresholds} - binary
+        if unknown:
+            raise ValueError(
+                f"action thresholds name {sorted(unknown)}, which are not binary action columns "
+                "(--action-col or --negative-action-col)"
+            )
+        names = [*self.actions, *self.negative_actions, *self.continuous_actions]
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        if repeated:
+            raise ValueError(f"action columns {repeated} are declared more than once")
+
+    @property
+    def action_columns(self) -> tuple[str, ...]:
+        """Every action column, in channel order: positive, negative, continuous."""
+        return (*self.actions, *self.negative_actions, *self.continuous_actions)
+
+    @property
+    def channels(self) -> tuple[ChannelSpec, ...]:
+        """The declared channels, in the order of :attr:`action_columns`."""
+        return (
+            *(ChannelSpec(name, "positive") for name in self.actions),
+            *(ChannelSpec(name, "negative") for name in self.negative_actions),
+            *(ChannelSpec(name, "positive", "continuous") for name in self.continuous_actions),
+        )
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        return dict(self.action_thresholds)

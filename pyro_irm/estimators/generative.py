@@ -1,0 +1,42 @@
+"""The generative family, fit by SVI on a Pyro model: ImplicitRM's four groups, and the reward
+network alone with the action (naive) or the true preference (oracle) as the label."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, ClassVar
+
+from pyro_irm.estimators.base import Estimator, Family, Setting
+
+if TYPE_CHECKING:
+    from pyro_irm.channels import ChannelSpec
+    from pyro_irm.inference.config import EstimatorConfig
+    from pyro_irm.models.base import FeedbackModel
+    from pyro_irm.models.config import ModelConfig
+
+
+@dataclass(frozen=True)
+class Generative(Estimator):
+    """A Pyro model fit by SVI; the held-out ELBO selects and stops it."""
+
+    family: ClassVar[Family] = "pyro"
+
+
+@dataclass(frozen=True)
+class ImplicitRM(Generative):
+    """The four-group model: preference r and engagement o latent, every channel an emission."""
+
+    def needs(self, setting: Setting, config: EstimatorConfig) -> frozenset[str]:
+        return frozenset({"flip_rates"}) if setting == "observational" else frozenset()
+
+    def build_model(
+        self,
+        embedding_dim: int,
+        context_dim: int,
+        config: ModelConfig,
+        channels: tuple[ChannelSpec, ...] | None = None,
+        num_users: int = 0,
+    ) -> FeedbackModel:
+        from pyro_irm.models.implicit import ImplicitFeedbackModel
+
+        return ImplicitFeedbackModel(embedding_dim, context_dim, config, channels, num_users)
