@@ -32,7 +32,7 @@ def main() -> None:
     for name, overrides in runs:
         result = fit(train, TrainConfig(max_epochs=args.max_epochs, progress=False, **overrides))
         metrics = evaluate(result.reward_model, test)
-        elbo = result.history.validation_elbo[result.history.best_epoch]
+        elbo = result.history.validation_score[result.history.best_epoch]
         print(
             f"{name:<30}{result.history.epochs:>8}{elbo:>15.4f}{metrics['auc']:>8.3f}"
             f"{metrics['mae']:>8.3f}{metrics['no_action_group_accuracy']:>22.3f}"

@@ -78,7 +78,7 @@ def main() -> None:
             f"fit ({args.inference}, 1 epoch, {seconds:.0f} s): peak resident memory above "
             f"imports {peak:,.0f} MiB = {peak / size_mib:.2f}x the embeddings"
         )
-        print(f"held-out ELBO after 1 epoch: {result.history.validation_elbo[-1]:.4f}")
+        print(f"held-out ELBO after 1 epoch: {result.history.validation_score[-1]:.4f}")
 
 
 if __name__ == "__main__":

@@ -214,8 +214,8 @@ def _write_run(directory, result, log, embeddings, schema, model_config, encoder
             "epochs": history.epochs,
             "best_epoch": history.best_epoch + 1,
             "stopped_early": history.stopped_early,
-            "best_heldout_score_per_row": history.validation_elbo[history.best_epoch]
-            if history.validation_elbo and history.best_epoch >= 0
+            "best_heldout_score_per_row": history.validation_score[history.best_epoch]
+            if history.validation_score and history.best_epoch >= 0
             else None,
             "selection_criterion": "held-out ELBO"
             if get_estimator(result.method).family == "pyro"

@@ -35,8 +35,8 @@ MUTATIONS = (
     Mutation(
         "noise-correction-rates-swapped",
         "pyro_irm/estimators/losses.py",
-        "corrected_one = (1.0 - rho10) * loss_one - rho01 * loss_zero",
-        "corrected_one = (1.0 - rho01) * loss_one - rho10 * loss_zero",
+        "corrected_one = (1.0 - eps0) * loss_one - eps1 * loss_zero",
+        "corrected_one = (1.0 - eps1) * loss_one - eps0 * loss_zero",
         ("tests/models/test_losses.py",),
     ),
     Mutation(
@@ -102,7 +102,7 @@ MUTATIONS = (
     Mutation(
         "causalrm-no-flip-correction",
         "pyro_irm/estimators/objective.py",
-        "per_row = noise_corrected_loss(logits, actions, rho01, rho10)",
+        "per_row = noise_corrected_loss(logits, actions, eps1, eps0)",
         "per_row = label_loss(logits, actions)",
         (
             "tests/inference/test_estimator_wiring.py::test_causalrm_corrects_flips_and_weights_by_the_propensity",

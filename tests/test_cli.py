@@ -207,7 +207,7 @@ def test_chatlog_simulate_fit_and_score_groups(tmp_path, ultrafeedback_rows, cap
     records = [json.loads(line) for line in log.read_text().splitlines()]
     assert {"copied", "thumbs_up", "regenerated", "dwell_seconds", "user_id", "label"} <= records[0].keys()
     assert all(
-        r["copied"] + r["thumbs_up"] + r["regenerated"] == 0 for r in records if not r["true_propensity"]
+        r["copied"] + r["thumbs_up"] + r["regenerated"] == 0 for r in records if not r["true_engagement"]
     )
     run = tmp_path / "run"
     code = main(["fit", str(log), "--out", str(run), "--fit-labels", "--max-epochs", "3", "--quiet",

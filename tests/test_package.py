@@ -29,7 +29,7 @@ def test_plotting_leaves_matplotlib_s_backend_alone(tmp_path):
         "import matplotlib\nmatplotlib.use('svg')\n"
         "from pyro_irm.analysis.plots import plot_fit_history\n"
         "from pyro_irm.inference.result import FitHistory\n"
-        "history = FitHistory(train_loss=[1.0, 0.5], validation_elbo=[-1.0, -0.6])\n"
+        "history = FitHistory(train_loss=[1.0, 0.5], validation_score=[-1.0, -0.6])\n"
         f"plot_fit_history(history, {str(tmp_path / 'fit.png')!r})\n"
         "print(matplotlib.get_backend())"
     )

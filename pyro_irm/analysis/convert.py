@@ -169,7 +169,7 @@ def to_inference_data(
       ``(chain, draw, row)``.
     * ``observed_data``: ``action`` and, for an observational log, ``observed``.
     * ``constant_data``: for simulated data the truth (``true_group``, ``true_preference``,
-      ``true_propensity``, ``true_propensity_probability``, ``score``), and explicit ``label``\\ s.
+      ``true_engagement``, ``true_propensity_probability``, ``score``), and explicit ``label``\\ s.
 
     Args:
         source: 'exact' (Bayes' rule over the fitted model) or 'guide' (the amortized network).
@@ -221,7 +221,7 @@ def to_inference_data(
         constant.update(
             true_group=_numpy(truth.group),
             true_preference=_numpy(truth.preference),
-            true_propensity=_numpy(truth.propensity),
+            true_engagement=_numpy(truth.engagement),
             true_propensity_probability=_numpy(truth.propensity_probability),
             score=_numpy(truth.score),
         )

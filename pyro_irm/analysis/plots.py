@@ -24,8 +24,8 @@ def plot_fit_history(history: FitHistory, path: str | Path, title: str = "", obj
     figure, axis = new_figure(figsize=(6, 3.6), dpi=120)
     epochs = range(1, history.epochs + 1)
     axis.plot(epochs, [-loss for loss in history.train_loss], label=f"training {objective} / row")
-    if history.validation_elbo:
-        axis.plot(epochs, history.validation_elbo, label=f"held-out {objective} / row")
+    if history.validation_score:
+        axis.plot(epochs, history.validation_score, label=f"held-out {objective} / row")
         if history.best_epoch >= 0:
             axis.axvline(history.best_epoch + 1, color="grey", linestyle=":", label="kept epoch")
     axis.set_xlabel("epoch")

@@ -11,8 +11,8 @@ except ``implicitrm_fitted``, whose stratification comes from an ImplicitRM fit 
 * ``upu``: the unbiased PU risk with the true class prior (unbiased only if acting positives were a
   uniform sample of the positives, which propensity bias breaks);
 * ``ips``: ``(y/p) l(1) + (1 - y/p) l(0)`` with the true propensity;
-* ``causalrm``: on an observational replicate (o logged, feedback flipped with rates rho01 and
-  rho10), ``o/p * l~(y)`` with the true propensity and flip rates;
+* ``causalrm``: on an observational replicate (o logged, feedback flipped with rates eps1 and
+  eps0), ``o/p * l~(y)`` with the true propensity and flip rates;
 * ``implicitrm_true``: the posterior-weighted loss ``sum_r q(r | e, y) l(r)`` with the true
   posterior ``q`` (from the true P(r=1 | e) and P(o=1 | e));
 * ``implicitrm_fitted``: the same with ``q`` from a fitted ImplicitRM model.

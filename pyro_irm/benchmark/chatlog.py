@@ -260,7 +260,7 @@ def compare_variants(
             if channel.kind == "binary":
                 rates.setdefault(channel.name, []).append(float(base.action_matrix[:, k].mean()))
         if base.truth is not None:
-            rates.setdefault("engaged", []).append(float(base.truth.propensity.mean()))
+            rates.setdefault("engaged", []).append(float(base.truth.engagement.mean()))
         applicable = available_variants(base, has_truth and base.truth is not None)
         for variant in (v for v in config.variants if v in applicable):
             variant_rows, train_config, method = variant_data(variant, base, config.dwell_threshold)

@@ -24,8 +24,8 @@ PROTOCOL_TRAINING = TrainConfig(max_epochs=40, batch_size=512, validation_fracti
 
 def default_simulation(setting: str = "implicit") -> SimulationConfig:
     """The papers' simulation: alpha-power propensity, alpha 0.5, observation rate 0.5 and no noise
-    for 'implicit' (ImplicitRM); observation rate 0.2 and flip rates eps1 = rho01 = 0.2,
-    eps0 = rho10 = 0.1 for 'observational' (CausalRM's S1)."""
+    for 'implicit' (ImplicitRM); observation rate 0.2 and flip rates eps1 = P(y=0 | r=1) = 0.2,
+    eps0 = P(y=1 | r=0) = 0.1 for 'observational' (CausalRM's S1)."""
     if setting == "observational":
         return SimulationConfig(
             propensity_form="alpha_power", observation_rate=0.2, eps0=0.1, eps1=0.2, setting=setting

@@ -16,7 +16,7 @@ from pyro_irm.benchmark.config import (
     ChatLogBenchmarkConfig,
     default_simulation,
 )
-from pyro_irm.cli.common import EXIT_OK, write_json
+from pyro_irm.cli.common import ESTIMATOR_FLIP_FLAGS, EXIT_OK, write_json
 from pyro_irm.cli.embed import add_encoder_options, encoder_config
 from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
 from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
@@ -292,7 +292,9 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         skip=("seeds",),
         flag_prefix="chatlog_",
     )
-    add_dataclass_options(parser.add_argument_group("baseline estimators"), EstimatorConfig, "est_")
+    add_dataclass_options(
+        parser.add_argument_group("baseline estimators"), EstimatorConfig, "est_", rename=ESTIMATOR_FLIP_FLAGS
+    )
     add_encoder_options(parser)
     add_schema_options(parser)
     parser.set_defaults(handler=_benchmark)

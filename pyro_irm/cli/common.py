@@ -11,6 +11,9 @@ import argparse
 import sys
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+# CausalRM's flip rates are the model's eps0 and eps1 (given to the model, or to the simulation,
+# under the plain names); as estimator options they are named for the estimator that reads them.
+ESTIMATOR_FLIP_FLAGS = {"eps0": "causalrm_eps0", "eps1": "causalrm_eps1"}
 
 
 def global_options(defaults: bool) -> argparse.ArgumentParser:

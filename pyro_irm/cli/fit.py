@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pyro_irm.cli.common import EXIT_OK, say
+from pyro_irm.cli.common import ESTIMATOR_FLIP_FLAGS, EXIT_OK, say
 from pyro_irm.cli.embed import add_encoder_options, encoder_config
 from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
 from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
@@ -46,6 +46,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         parser.add_argument_group("baseline estimators (propensity, class prior, flip rates)"),
         EstimatorConfig,
         "est_",
+        rename=ESTIMATOR_FLIP_FLAGS,
     )
     add_encoder_options(parser)
     parser.set_defaults(handler=run)

@@ -52,7 +52,7 @@ class ChatLogActions:
     users: torch.Tensor
     positions: torch.Tensor
     has_label: torch.Tensor
-    propensity: torch.Tensor
+    engagement: torch.Tensor
     propensity_probability: torch.Tensor
 
     @property
@@ -119,7 +119,7 @@ def simulate_chatlog_actions(
         users=users,
         positions=positions,
         has_label=has_label,
-        propensity=engaged,
+        engagement=engaged,
         propensity_probability=propensity_probability,
     )
 
@@ -168,7 +168,7 @@ def chatlog_records(
                 "dwell_seconds": round(float(drawn.dwell_seconds[i]), 2),
                 "label": int(preference[i]) if bool(drawn.has_label[i]) else None,
                 "true_preference": int(preference[i]),
-                "true_propensity": int(drawn.propensity[i]),
+                "true_engagement": int(drawn.engagement[i]),
                 "true_propensity_probability": round(float(drawn.propensity_probability[i]), 6),
                 "score": float(scores[i]),
             }
@@ -205,7 +205,7 @@ def chatlog_feedback(
     context = (context - context.mean(0)) / context.std(0).clamp_min(1e-6)
     truth = make_truth(
         preference,
-        drawn.propensity,
+        drawn.engagement,
         preference if preference_probability is None else preference_probability,
         drawn.propensity_probability,
         score,

@@ -70,12 +70,12 @@ class SimulationConfig:
     )
     eps0: float = field(
         default=0.0,
-        metadata={"help": "flip rate rho10 = P(y=1 | r=0, o=1): an action on a response not preferred"},
+        metadata={"help": "flip rate eps0 = P(y=1 | r=0, o=1): an action on a response not preferred"},
     )
     eps1: float = field(
         default=0.0,
         metadata={
-            "help": "flip rate rho01 = P(y=0 | r=1, o=1): no action on a preferred response when engaged"
+            "help": "flip rate eps1 = P(y=0 | r=1, o=1): no action on a preferred response when engaged"
         },
     )
     seed: int = field(default=0, metadata={"help": "seed of the rows and actions"})

@@ -27,7 +27,7 @@ class GroundTruth:
 
     Attributes:
         preference: latent true preference r in {0, 1}, float32.
-        propensity: latent feedback propensity o in {0, 1}, float32 (would this user act at all).
+        engagement: latent engagement o in {0, 1}, float32 (would this user act at all).
         group: group index in ``GROUP_NAMES`` order, int64.
         preference_probability: P(r = 1 | row) used to draw r, float32.
         propensity_probability: P(o = 1 | row, r) used to draw o, float32.
@@ -35,7 +35,7 @@ class GroundTruth:
     """
 
     preference: torch.Tensor
-    propensity: torch.Tensor
+    engagement: torch.Tensor
     group: torch.Tensor
     preference_probability: torch.Tensor
     propensity_probability: torch.Tensor
@@ -89,7 +89,7 @@ class FeedbackData:
             value, possibly noisy, and must be 0 where ``observed`` is 0. Without it the log is
             implicit: o is latent and an action is the only trace of it.
         propensity: optional ``(N,)`` float32 known ``P(o = 1 | row)`` in (0, 1] (for example from a
-            randomized display policy); estimators use it when told ``propensity='given'``.
+            randomized display policy); estimators use it when told ``propensity_source='given'``.
         prompt_ids: optional ``(N,)`` int64 prompt index; rows of one prompt share it (pairwise
             metrics and pairwise estimators).
         users: optional ``(N,)`` int64 user index in ``[0, U)``, -1 for an unknown user: the user
@@ -340,7 +340,7 @@ def split_indices(num_rows: int, fraction: float, seed: int) -> tuple[torch.Tens
 
 def make_truth(
     preference: torch.Tensor,
-    propensity: torch.Tensor,
+    engagement: torch.Tensor,
     preference_probability: torch.Tensor,
     propensity_probability: torch.Tensor,
     score: torch.Tensor,
@@ -348,8 +348,8 @@ def make_truth(
     """Build :class:`GroundTruth`, deriving the group index from ``r`` and ``o``."""
     return GroundTruth(
         preference=preference.float(),
-        propensity=propensity.float(),
-        group=group_index(preference, propensity),
+        engagement=engagement.float(),
+        group=group_index(preference, engagement),
         preference_probability=preference_probability.float(),
         propensity_probability=propensity_probability.float(),
         score=score.float(),

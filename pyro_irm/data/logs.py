@@ -44,7 +44,7 @@ from pyro_irm.data.readers import (
 from pyro_irm.data.schema import LogFormatError, LogSchema
 
 # Columns a simulated log carries besides the schema's: they make the simulated truth reloadable.
-TRUTH_COLUMNS = ("true_preference", "true_propensity", "true_propensity_probability", "score")
+TRUTH_COLUMNS = ("true_preference", "true_engagement", "true_propensity_probability", "score")
 
 OnError = Literal["raise", "skip"]
 
@@ -177,7 +177,7 @@ class FeedbackLog:
             t = {name: torch.from_numpy(values) for name, values in self.truth.items()}
             truth = make_truth(
                 t["true_preference"],
-                t["true_propensity"],
+                t["true_engagement"],
                 t["true_preference"],
                 t["true_propensity_probability"],
                 t["score"],

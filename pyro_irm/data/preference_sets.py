@@ -113,7 +113,7 @@ def simulate_log(scored: ScoredResponses, config: SimulationConfig | None = None
     Each record has ``prompt``, ``response``, ``prompt_id``, ``action``, ``label`` (the true
     preference, for evaluation), ``position`` (logistic form with context), ``observed`` (the
     observational setting: read it with ``LogSchema(observed="observed")``) and the truth columns
-    (``true_preference``, ``true_propensity``, ``true_propensity_probability``, ``score``).
+    (``true_preference``, ``true_engagement``, ``true_propensity_probability``, ``score``).
     """
     config = config or SimulationConfig(propensity_form="alpha_power")
     generator = torch.Generator().manual_seed(config.seed)
@@ -134,10 +134,10 @@ def simulate_log(scored: ScoredResponses, config: SimulationConfig | None = None
         if drawn.positions is not None:
             record["position"] = int(drawn.positions[i]) + 1
         if config.setting == "observational":
-            record["observed"] = int(drawn.propensity[i])
+            record["observed"] = int(drawn.engagement[i])
         record.update(
             true_preference=int(preference[i]),
-            true_propensity=int(drawn.propensity[i]),
+            true_engagement=int(drawn.engagement[i]),
             true_propensity_probability=round(float(drawn.propensity_probability[i]), 6),
             score=float(scored.scores[i]),
         )

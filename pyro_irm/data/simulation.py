@@ -21,8 +21,8 @@ The action is ``y ~ Bernoulli(o * (r * (1 - eps1) + (1 - r) * eps0))``.
 
 Settings (``SimulationConfig.setting``): ``"implicit"`` (ImplicitRM's: only y is logged, o is
 latent) or ``"observational"`` (CausalRM's: o is logged too, as ``FeedbackData.observed``, and y
-is the feedback value, flipped with rates ``eps1 = rho01 = P(y=0 | r=1)`` and
-``eps0 = rho10 = P(y=1 | r=0)`` where feedback was given), or ``"chatlog"``: a chat product's
+is the feedback value, flipped with rates ``eps1 = P(y=0 | r=1)`` and
+``eps0 = P(y=1 | r=0)`` where feedback was given), or ``"chatlog"``: a chat product's
 several channels, users and a few labels (:mod:`pyro_irm.data.chatlog`, which
 :func:`simulate` hands the rows to with its default :class:`~pyro_irm.data.chatlog.ChatLogConfig`).
 """
@@ -106,10 +106,10 @@ def simulate_from_scores(
 
 @dataclass(frozen=True)
 class SimulatedActions:
-    """Propensity and action drawn for rows of known preference; every field is ``(N,)`` float32
+    """Engagement and action drawn for rows of known preference; every field is ``(N,)`` float32
     except ``context``, the ``(N, 1)`` standardized display position (or None)."""
 
-    propensity: torch.Tensor
+    engagement: torch.Tensor
     propensity_probability: torch.Tensor
     actions: torch.Tensor
     context: torch.Tensor | None
@@ -165,9 +165,9 @@ def _observe(
     """Simulated actions for embedded rows, packed with their truth."""
     drawn = simulate_actions(score, preference, propensity_feature, config, generator, score_range)
     truth = make_truth(
-        preference, drawn.propensity, preference_probability, drawn.propensity_probability, score
+        preference, drawn.engagement, preference_probability, drawn.propensity_probability, score
     )
-    observed = drawn.propensity if config.setting == "observational" else None
+    observed = drawn.engagement if config.setting == "observational" else None
     return FeedbackData(
         embeddings=embeddings, actions=drawn.actions, context=drawn.context, truth=truth, observed=observed
     )

@@ -13,7 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from pyro_irm.estimators.base import ESTIMATORS, SETTINGS, Estimator, RiskBatch, register
-from pyro_irm.estimators.generative import Generative, ImplicitRM
+from pyro_irm.estimators.generative import Generative, ImplicitRM, Oracle
 from pyro_irm.estimators.noise import NoiseCorrected
 from pyro_irm.estimators.pu import NonNegativePU, UnbiasedPU
 from pyro_irm.estimators.ranking import UnbiasedPairwise
@@ -35,7 +35,7 @@ for _estimator in (
     UnbiasedPairwise("ubpr", "unbiased pairwise ranking within a prompt (Saito 2020)"),
     RelMF("relmf", "Rel-MF: unbiased pointwise loss, popularity propensity"),
     ImplicitRM("implicitrm", "the four-group Pyro model (ImplicitRM)"),
-    Generative("oracle", "BCE on the true preferences (the ceiling)", needs_truth=True),
+    Oracle("oracle", "BCE on the true preferences (the ceiling)"),
 ):
     register(_estimator)
 

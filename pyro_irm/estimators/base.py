@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     import torch
 
     from pyro_irm.channels import ChannelSpec
+    from pyro_irm.data.feedback import FeedbackData
     from pyro_irm.inference.config import EstimatorConfig
     from pyro_irm.inference.nuisance import Nuisance
     from pyro_irm.models.base import FeedbackModel
@@ -68,6 +69,11 @@ class Estimator:
         """The nuisance quantities (see :func:`~pyro_irm.inference.nuisance.estimate_nuisance`)
         this estimator needs in ``setting``."""
         return frozenset()
+
+    def observed_actions(self, data: FeedbackData) -> torch.Tensor:
+        """What the model observes as y: the single combined action (any positive channel,
+        :attr:`~pyro_irm.data.FeedbackData.action`) ``(N,)`` unless the estimator reads more."""
+        return data.action
 
     def weighting(self, config: EstimatorConfig) -> str | None:
         """How its propensity is normalized: 'snips' rescales it by one constant (see

@@ -9,7 +9,10 @@ from typing import TYPE_CHECKING, ClassVar
 from pyro_irm.estimators.base import Estimator, Family, Setting
 
 if TYPE_CHECKING:
+    import torch
+
     from pyro_irm.channels import ChannelSpec
+    from pyro_irm.data.feedback import FeedbackData
     from pyro_irm.inference.config import EstimatorConfig
     from pyro_irm.models.base import FeedbackModel
     from pyro_irm.models.config import ModelConfig
@@ -29,6 +32,10 @@ class ImplicitRM(Generative):
     def needs(self, setting: Setting, config: EstimatorConfig) -> frozenset[str]:
         return frozenset({"flip_rates"}) if setting == "observational" else frozenset()
 
+    def observed_actions(self, data: FeedbackData) -> torch.Tensor:
+        """Every action channel, ``(N, K)``."""
+        return data.actions
+
     def build_model(
         self,
         embedding_dim: int,
@@ -40,3 +47,21 @@ class ImplicitRM(Generative):
         from pyro_irm.models.implicit import ImplicitFeedbackModel
 
         return ImplicitFeedbackModel(embedding_dim, context_dim, config, channels, num_users)
+
+
+@dataclass(frozen=True)
+class Oracle(Generative):
+    """The reward network fit to the true preferences: the ceiling, on simulated data or a log
+    whose every row has an explicit label."""
+
+    needs_truth: bool = True
+
+    def observed_actions(self, data: FeedbackData) -> torch.Tensor:
+        if data.truth is not None:
+            return data.truth.preference
+        if data.labels is not None and not data.labels.isnan().any():
+            return data.labels
+        raise ValueError(
+            "method='oracle' needs the true preference of every row: simulated truth "
+            "(FeedbackData.truth) or an explicit label on every row (FeedbackData.labels)"
+        )

@@ -19,25 +19,23 @@ def label_loss(logits: torch.Tensor, target: float | torch.Tensor) -> torch.Tens
     return F.binary_cross_entropy_with_logits(logits, target, reduction="none")
 
 
-def noise_corrected_loss(
-    logits: torch.Tensor, noisy: torch.Tensor, rho01: float, rho10: float
-) -> torch.Tensor:
+def noise_corrected_loss(logits: torch.Tensor, noisy: torch.Tensor, eps1: float, eps0: float) -> torch.Tensor:
     """CausalRM's surrogate for class-conditional label noise (Natarajan et al. 2013).
 
-    With ``rho01 = P(y = 0 | r = 1)`` and ``rho10 = P(y = 1 | r = 0)``::
+    With ``eps1 = P(y = 0 | r = 1)`` and ``eps0 = P(y = 1 | r = 0)``::
 
-        l~(y) = ((1 - rho_{1-y}) l(y) - rho_y l(1 - y)) / (1 - rho01 - rho10)
+        l~(y) = ((1 - eps_{1-y}) l(y) - eps_y l(1 - y)) / (1 - eps1 - eps0)
 
-    where ``rho_1 = rho01`` and ``rho_0 = rho10``. In expectation over the flips it equals the loss of
+    where ``eps_1 = eps1`` and ``eps_0 = eps0``. In expectation over the flips it equals the loss of
     the clean label: ``E[l~(y) | r] = l(r)``. It can be negative, which is the price of unbiasedness.
     """
-    if rho01 + rho10 >= 1.0:
-        raise ValueError(f"rho01 + rho10 must be below 1, got {rho01} + {rho10}")
+    if eps1 + eps0 >= 1.0:
+        raise ValueError(f"eps1 + eps0 must be below 1, got {eps1} + {eps0}")
     noisy = noisy.to(logits.dtype)
     loss_one, loss_zero = label_loss(logits, 1.0), label_loss(logits, 0.0)
-    corrected_one = (1.0 - rho10) * loss_one - rho01 * loss_zero
-    corrected_zero = (1.0 - rho01) * loss_zero - rho10 * loss_one
-    return (noisy * corrected_one + (1.0 - noisy) * corrected_zero) / (1.0 - rho01 - rho10)
+    corrected_one = (1.0 - eps0) * loss_one - eps1 * loss_zero
+    corrected_zero = (1.0 - eps1) * loss_zero - eps0 * loss_one
+    return (noisy * corrected_one + (1.0 - noisy) * corrected_zero) / (1.0 - eps1 - eps0)
 
 
 def implicit_ips_loss(logits: torch.Tensor, actions: torch.Tensor, propensity: torch.Tensor) -> torch.Tensor:

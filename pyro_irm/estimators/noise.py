@@ -35,16 +35,16 @@ class NoiseCorrected(Estimator):
 
         from pyro_irm.estimators.losses import noise_corrected_loss
 
-        rho01, rho10 = batch.nuisance.rho01, batch.nuisance.rho10
-        per_row = noise_corrected_loss(batch.logits, batch.actions, rho01, rho10)
+        eps1, eps0 = batch.nuisance.eps1, batch.nuisance.eps0
+        per_row = noise_corrected_loss(batch.logits, batch.actions, eps1, eps0)
         if not batch.observational:
             return per_row.mean(), per_row.mean()
         weighting = batch.config.causalrm_weighting
         imputed = None
         if weighting == "dr":
             value, logits = batch.imputation, batch.logits
-            imputed = value * noise_corrected_loss(logits, torch.ones_like(value), rho01, rho10) + (
+            imputed = value * noise_corrected_loss(logits, torch.ones_like(value), eps1, eps0) + (
                 1 - value
-            ) * noise_corrected_loss(logits, torch.zeros_like(value), rho01, rho10)
+            ) * noise_corrected_loss(logits, torch.zeros_like(value), eps1, eps0)
         terms = weighted_terms(per_row, imputed, batch, weighting)
         return terms.mean(), terms.mean()

@@ -60,7 +60,7 @@ class LossObjective(nn.Module):
     Args:
         method: a loss-family name in :data:`pyro_irm.estimators.ESTIMATORS`.
         model: holds the reward network ``f``.
-        data: the training data; ``labels`` its actions.
+        data: the training data; ``actions`` its actions.
         nuisance: the quantities the method needs.
         config: clipping, weighting and nnPU choices.
         train_index: rows the fit trains on (the self-normalization constant is taken over them).
@@ -71,7 +71,7 @@ class LossObjective(nn.Module):
         method: str,
         model: FeedbackModel,
         data: FeedbackData,
-        labels: torch.Tensor,
+        actions: torch.Tensor,
         nuisance: Nuisance,
         config: EstimatorConfig,
         train_index: torch.Tensor,
@@ -83,7 +83,7 @@ class LossObjective(nn.Module):
         self.method = method
         self.estimator = get_estimator(method)
         self.data = data
-        self.labels = labels
+        self.actions = actions
         self.config = config
         self.observational = data.observed is not None
         self.nuisance = nuisance
@@ -111,7 +111,7 @@ class LossObjective(nn.Module):
                 scale = (self.data.observed[rows] / propensity[rows]).mean()
             else:
                 # mean(y / p) over the training rows is the class prior after rescaling.
-                scale = (self.labels[rows] / propensity[rows]).mean() / nuisance.class_prior
+                scale = (self.actions[rows] / propensity[rows]).mean() / nuisance.class_prior
             propensity = propensity * scale.clamp_min(1e-6)
         return propensity
 
@@ -151,12 +151,12 @@ class LossObjective(nn.Module):
             partner = self._partners[partners].sample(index, generator)
             pair = {
                 "partner_logits": self.model.reward_logits(self._rows(self.data.embeddings, partner)),
-                "partner_actions": self._rows(self.labels, partner),
+                "partner_actions": self._rows(self.actions, partner),
                 "partner_propensity": self._rows(self.propensity, partner),
             }
         batch = RiskBatch(
             logits=self.model.reward_logits(self._rows(self.data.embeddings, index)),
-            actions=self._rows(self.labels, index),
+            actions=self._rows(self.actions, index),
             nuisance=self.nuisance,
             config=self.config,
             propensity=self._rows(self.propensity, index),

@@ -82,7 +82,7 @@ class RelMF(InversePropensity):
     relative action rate to the power 0.5, unless the propensity is given."""
 
     def needs(self, setting: Setting, config: EstimatorConfig) -> frozenset[str]:
-        if setting == "observational" or config.propensity == "given":
+        if setting == "observational" or config.propensity_source == "given":
             return frozenset({"propensity"})
         return frozenset({"relative_propensity"})
 

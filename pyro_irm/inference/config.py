@@ -109,7 +109,7 @@ class TrainConfig:
 class EstimatorConfig:
     """Choices of the loss-based estimators. The help text of each field is reused by the CLI."""
 
-    propensity: PropensitySource = field(
+    propensity_source: PropensitySource = field(
         default="fit",
         metadata={
             "help": "'fit': estimate P(o=1 | row) from the log; 'given': the data's propensity column "
@@ -130,11 +130,11 @@ class EstimatorConfig:
         default=None,
         metadata={"help": "P(r=1) for uPU, nnPU and SNIPS; estimated (Elkan and Noto) when not given"},
     )
-    rho01: float | None = field(
+    eps1: float | None = field(
         default=None,
         metadata={"help": "CausalRM flip rate P(y=0 | r=1); estimated by anchor points when not given"},
     )
-    rho10: float | None = field(
+    eps0: float | None = field(
         default=None,
         metadata={"help": "CausalRM flip rate P(y=1 | r=0); estimated by anchor points when not given"},
     )
@@ -153,8 +153,8 @@ class EstimatorConfig:
     )
 
     def __post_init__(self) -> None:
-        if self.propensity not in ("fit", "given"):
-            raise ValueError(f"propensity must be 'fit' or 'given', got {self.propensity!r}")
+        if self.propensity_source not in ("fit", "given"):
+            raise ValueError(f"propensity_source must be 'fit' or 'given', got {self.propensity_source!r}")
         if self.causalrm_weighting not in ("ips", "snips", "dr"):
             raise ValueError(
                 f"causalrm_weighting must be 'ips', 'snips' or 'dr', got {self.causalrm_weighting!r}"
@@ -165,12 +165,12 @@ class EstimatorConfig:
             raise ValueError(f"propensity_power must be positive, got {self.propensity_power}")
         if self.class_prior is not None and not 0.0 < self.class_prior < 1.0:
             raise ValueError(f"class_prior must lie in (0, 1), got {self.class_prior}")
-        for name in ("rho01", "rho10"):
+        for name in ("eps1", "eps0"):
             value = getattr(self, name)
             if value is not None and not 0.0 <= value < 1.0:
                 raise ValueError(f"{name} must lie in [0, 1), got {value}")
-        if self.rho01 is not None and self.rho10 is not None and self.rho01 + self.rho10 >= 1.0:
-            raise ValueError("rho01 + rho10 must be below 1 for the feedback to carry information")
+        if self.eps1 is not None and self.eps0 is not None and self.eps1 + self.eps0 >= 1.0:
+            raise ValueError("eps1 + eps0 must be below 1 for the feedback to carry information")
         if not 0.5 < self.anchor_quantile < 1.0:
             raise ValueError(f"anchor_quantile must lie in (0.5, 1), got {self.anchor_quantile}")
         if self.folds < 2:

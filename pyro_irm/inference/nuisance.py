@@ -3,7 +3,7 @@
 Each is given (``EstimatorConfig``, ``FeedbackData.propensity``) or estimated from what a real log
 has: the embeddings, context, actions and, in an observational log, the observation indicator. No
 estimator here reads the truth or the explicit labels, except the propensity when told
-``propensity='given'`` on simulated data without a propensity column.
+``propensity_source='given'`` on simulated data without a propensity column.
 
 Every estimate comes from a logistic regression (scikit-learn) over the embedding and the context,
 cross-fitted: the prediction for a row comes from a model that did not train on it, so an
@@ -38,7 +38,7 @@ class Nuisance:
         propensity: ``(N,)`` float32 P(o=1 | row), before clipping.
         relative_propensity: ``(N,)`` float32 Rel-MF's ``(relative action rate) ** 0.5``.
         class_prior: P(r = 1).
-        rho01, rho10: flip rates P(y=0 | r=1) and P(y=1 | r=0).
+        eps1, eps0: flip rates P(y=0 | r=1) and P(y=1 | r=0).
         imputation: ``(N,)`` float32 imputed P(y = 1 | row) of the feedback value (DR).
         sources: how each quantity was obtained, for reports.
     """
@@ -46,8 +46,8 @@ class Nuisance:
     propensity: torch.Tensor | None = None
     relative_propensity: torch.Tensor | None = None
     class_prior: float | None = None
-    rho01: float | None = None
-    rho10: float | None = None
+    eps1: float | None = None
+    eps0: float | None = None
     imputation: torch.Tensor | None = None
     sources: dict[str, str] = field(default_factory=dict)
 
@@ -122,15 +122,15 @@ def elkan_noto_prior(action_probability: np.ndarray, actions: np.ndarray) -> flo
 
 
 def anchor_flip_rates(value_probability: np.ndarray, quantile: float) -> tuple[float, float]:
-    """CausalRM's anchor points: ``rho01 = 1 - P(y=1 | x)`` at its ``quantile`` (rows taken as surely
-    positive), ``rho10 = P(y=1 | x)`` at ``1 - quantile`` (surely negative); their sum is kept
+    """CausalRM's anchor points: ``eps1 = 1 - P(y=1 | x)`` at its ``quantile`` (rows taken as surely
+    positive), ``eps0 = P(y=1 | x)`` at ``1 - quantile`` (surely negative); their sum is kept
     below 0.95."""
-    rho01 = float(np.clip(1.0 - np.quantile(value_probability, quantile), 0.0, _MAX_FLIP_SUM))
-    rho10 = float(np.clip(np.quantile(value_probability, 1.0 - quantile), 0.0, _MAX_FLIP_SUM))
-    excess = rho01 + rho10 - _MAX_FLIP_SUM
+    eps1 = float(np.clip(1.0 - np.quantile(value_probability, quantile), 0.0, _MAX_FLIP_SUM))
+    eps0 = float(np.clip(np.quantile(value_probability, 1.0 - quantile), 0.0, _MAX_FLIP_SUM))
+    excess = eps1 + eps0 - _MAX_FLIP_SUM
     if excess > 0:
-        rho01, rho10 = rho01 - excess / 2, rho10 - excess / 2
-    return rho01, rho10
+        eps1, eps0 = eps1 - excess / 2, eps0 - excess / 2
+    return eps1, eps0
 
 
 def given_propensity(data: FeedbackData) -> torch.Tensor:
@@ -140,8 +140,8 @@ def given_propensity(data: FeedbackData) -> torch.Tensor:
     if data.truth is not None:
         return data.truth.propensity_probability
     raise ValueError(
-        "propensity='given' needs FeedbackData.propensity (a --propensity-col) or simulated truth; "
-        "use propensity='fit' to estimate it"
+        "propensity_source='given' needs FeedbackData.propensity (a --propensity-col) or simulated truth; "
+        "use propensity_source='fit' to estimate it"
     )
 
 
@@ -172,7 +172,7 @@ def estimate_nuisance(
     values: dict = {}
     sources: dict[str, str] = {}
     if "propensity" in needs:
-        if config.propensity == "given":
+        if config.propensity_source == "given":
             values["propensity"] = given_propensity(data).float()
             sources["propensity"] = "given"
         elif observed is not None:
@@ -193,17 +193,17 @@ def estimate_nuisance(
             sources["class_prior"] = "Elkan-Noto"
     if "flip_rates" in needs:
         estimated = None
-        if config.rho01 is None or config.rho10 is None:
+        if config.eps1 is None or config.eps0 is None:
             value_probability = (
                 action_probability()
                 if observed_rows is None
                 else probability("value", actions, observed_rows)[observed_rows]
             )
             estimated = anchor_flip_rates(value_probability, config.anchor_quantile)
-        values["rho01"] = config.rho01 if config.rho01 is not None else estimated[0]
-        values["rho10"] = config.rho10 if config.rho10 is not None else estimated[1]
-        if values["rho01"] + values["rho10"] >= 1.0:
-            raise ValueError(f"flip rates {values['rho01']} + {values['rho10']} must sum below 1")
+        values["eps1"] = config.eps1 if config.eps1 is not None else estimated[0]
+        values["eps0"] = config.eps0 if config.eps0 is not None else estimated[1]
+        if values["eps1"] + values["eps0"] >= 1.0:
+            raise ValueError(f"flip rates {values['eps1']} + {values['eps0']} must sum below 1")
         sources["flip_rates"] = (
             "given" if estimated is None else f"anchor points (q={config.anchor_quantile})"
         )

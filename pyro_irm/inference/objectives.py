@@ -28,7 +28,7 @@ from pyro_irm.models.guides import EmptyGuide, StratificationGuide
 class _DataObjective(nn.Module):
     """Holds the training data; subclasses implement :meth:`loss_and_grads` on row indices.
 
-    ``extras`` are the model's other row data by keyword (``users``, ``explicit_labels``), each
+    ``extras`` are the model's other row data by keyword (``users``, ``labels``), each
     ``(N,)`` or None.
     """
 
@@ -37,7 +37,7 @@ class _DataObjective(nn.Module):
         model: FeedbackModel,
         guide: nn.Module | None,
         data: FeedbackData,
-        labels: torch.Tensor,
+        actions: torch.Tensor,
         observed: torch.Tensor | None,
         extras: dict[str, torch.Tensor | None] | None = None,
     ):
@@ -45,12 +45,12 @@ class _DataObjective(nn.Module):
         self.model = model
         self.guide = guide
         self.data = data
-        self.labels = labels
+        self.actions = actions
         self.observed = observed
         self.extras = {k: v for k, v in (extras or {}).items() if v is not None}
 
     def model_args(self) -> tuple:
-        return self.data.embeddings, self.labels, self.data.context
+        return self.data.embeddings, self.actions, self.data.context
 
     def validation_score(self, index: torch.Tensor) -> float:
         """The exact held-out ELBO per row on rows ``index`` (higher is better)."""
@@ -69,11 +69,11 @@ class SVIObjective(_DataObjective):
         elbo: ELBO,
         enumerate_model: bool,
         data: FeedbackData,
-        labels: torch.Tensor,
+        actions: torch.Tensor,
         observed: torch.Tensor | None = None,
         extras: dict[str, torch.Tensor | None] | None = None,
     ):
-        super().__init__(model, guide, data, labels, observed, extras)
+        super().__init__(model, guide, data, actions, observed, extras)
         self.elbo = elbo
         self.enumerate_model = enumerate_model
 
@@ -106,17 +106,17 @@ class FusedObjective(_DataObjective):
         self,
         model: FeedbackModel,
         data: FeedbackData,
-        labels: torch.Tensor,
+        actions: torch.Tensor,
         observed: torch.Tensor | None = None,
         extras: dict[str, torch.Tensor | None] | None = None,
     ):
-        super().__init__(model, None, data, labels, observed, extras)
+        super().__init__(model, None, data, actions, observed, extras)
 
     def loss_and_grads(self, batch: torch.Tensor, *, num_rows: int) -> float:
         device = self.model.device
         rows, actions, context_rows, logged = (
             gather_rows(t, batch, device)
-            for t in (self.data.embeddings, self.labels, self.data.context, self.observed)
+            for t in (self.data.embeddings, self.actions, self.data.context, self.observed)
         )
         extras = {k: gather_rows(v, batch, device) for k, v in self.extras.items()}
         log_marginal = self.model.log_marginal(rows, actions, context_rows, logged, **extras)
@@ -130,7 +130,7 @@ def build_objective(
     model: FeedbackModel,
     guide: PyroModule,
     data: FeedbackData,
-    labels: torch.Tensor,
+    actions: torch.Tensor,
     nuisance: Nuisance | None = None,
     estimator_config: EstimatorConfig | None = None,
     train_index: torch.Tensor | None = None,
@@ -142,7 +142,7 @@ def build_objective(
             config.method,
             model,
             data,
-            labels,
+            actions,
             nuisance or Nuisance(),
             estimator_config or EstimatorConfig(),
             torch.arange(len(data)) if train_index is None else train_index,
@@ -151,7 +151,7 @@ def build_objective(
     # Only ImplicitRM models o; naive and the oracle treat every row as labelled.
     observed = data.observed if config.method == "implicitrm" else None
     extras = model_extras(config, data) if config.method == "implicitrm" else {}
-    args = (data, labels, observed, extras)
+    args = (data, actions, observed, extras)
     if config.method != "implicitrm":
         return SVIObjective(model, guide, Trace_ELBO(max_plate_nesting=1), False, *args)
     if config.inference == "fused":
@@ -170,7 +170,7 @@ def model_extras(config: TrainConfig, data: FeedbackData) -> dict[str, torch.Ten
     the explicit labels only when the fit is told to use them (``fit_labels``)."""
     return {
         "users": data.users,
-        "explicit_labels": data.labels if config.fit_labels else None,
+        "labels": data.labels if config.fit_labels else None,
     }
 
 
@@ -186,7 +186,7 @@ def heldout_elbo(
     model: FeedbackModel,
     guide: PyroModule,
     embeddings: torch.Tensor,
-    labels: torch.Tensor,
+    actions: torch.Tensor,
     context: torch.Tensor | None,
     index: torch.Tensor,
     chunk_rows: int = 65_536,
@@ -198,13 +198,13 @@ def heldout_elbo(
     With the exact posterior as q (enumeration, naive, oracle) this is the marginal log-likelihood;
     with the amortized guide it is that guide's ELBO, summed over the four groups, not sampled.
     With ``observed`` (an observational log) the likelihood is that of (o, y). ``extras``
-    (``users``, ``explicit_labels``) are ``(N,)`` row data the model takes.
+    (``users``, ``labels``) are ``(N,)`` row data the model takes.
     """
     device = model.device
     total = 0.0
     for chunk in index.split(chunk_rows):
         rows, actions, context_rows, logged = (
-            gather_rows(t, chunk, device) for t in (embeddings, labels, context, observed)
+            gather_rows(t, chunk, device) for t in (embeddings, actions, context, observed)
         )
         chunk_extras = {k: gather_rows(v, chunk, device) for k, v in extras.items() if v is not None}
         log_joint = model.group_log_joint(rows, actions, context_rows, logged, **chunk_extras)

@@ -13,12 +13,12 @@ from pyro_irm.models.reward_model import RewardModel
 @dataclass
 class FitHistory:
     """Per-epoch record: ``train_loss`` is the minibatch negative ELBO (or, for the loss-based
-    methods, the risk) per row averaged over the epoch; ``validation_elbo`` the held-out score per
+    methods, the risk) per row averaged over the epoch; ``validation_score`` the held-out score per
     row that selects the epoch: the exact ELBO, or minus the method's own risk (empty without a
     validation set)."""
 
     train_loss: list[float] = field(default_factory=list)
-    validation_elbo: list[float] = field(default_factory=list)
+    validation_score: list[float] = field(default_factory=list)
     epoch_seconds: list[float] = field(default_factory=list)
     best_epoch: int = -1
     stopped_early: bool = False
@@ -54,6 +54,6 @@ class FitResult:
     def best_validation_score(self) -> float:
         """The held-out score per row of the kept epoch (-inf without a validation set)."""
         history = self.history
-        if not history.validation_elbo or history.best_epoch < 0:
+        if not history.validation_score or history.best_epoch < 0:
             return -float("inf")
-        return history.validation_elbo[history.best_epoch]
+        return history.validation_score[history.best_epoch]

@@ -33,24 +33,6 @@ from pyro_irm.models.reward_model import RewardModel
 logger = logging.getLogger(__name__)
 
 
-def training_labels(data: FeedbackData, method: str) -> torch.Tensor:
-    """What the model observes: every action channel for ImplicitRM, the true preference for the
-    oracle (the simulated truth, else the explicit labels of every row), and the single combined
-    action (any positive channel, :attr:`FeedbackData.action`) for the other methods."""
-    if method == "implicitrm":
-        return data.actions
-    if method != "oracle":
-        return data.action
-    if data.truth is not None:
-        return data.truth.preference
-    if data.labels is not None and not torch.isnan(data.labels).any():
-        return data.labels
-    raise ValueError(
-        "method='oracle' needs the true preference of every row: simulated truth "
-        "(FeedbackData.truth) or an explicit label on every row (FeedbackData.labels)"
-    )
-
-
 def fit(
     data: FeedbackData,
     config: TrainConfig | None = None,
@@ -133,8 +115,8 @@ def _fit_once(
     if not isinstance(data, FeedbackData):
         raise TypeError(f"data must be FeedbackData, got {type(data).__name__}")
     check_setting(config.method, data.setting)
-    labels = training_labels(data, config.method)
-    check_learnable(data, config.method, labels)
+    actions = get_estimator(config.method).observed_actions(data)
+    check_learnable(data, config.method, actions)
     check_scale(data)
     device = resolve_device(config.device)
     nuisance = complete_nuisance(data, config.method, estimator_config, nuisance, config.seed)
@@ -182,7 +164,7 @@ def _fit_once(
                 num_users=data.num_users if config.method == "implicitrm" else 0,
             )
             if isinstance(model, ImplicitFeedbackModel):
-                model.initialize_channels(labels[train_index])
+                model.initialize_channels(actions[train_index])
         else:
             _check_user_model(model, data)
             _adopt_local_params(model)
@@ -190,7 +172,7 @@ def _fit_once(
         model = model.to(device)
         guide = build_guide(config, model).to(device)
         objective = build_objective(
-            config, model, guide, data, labels, nuisance, estimator_config, train_index
+            config, model, guide, data, actions, nuisance, estimator_config, train_index
         )
         optimizer = torch.optim.AdamW(
             objective.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
@@ -258,7 +240,7 @@ def _fit_once(
                 model.eval()
                 guide.eval()
                 value = objective.validation_score(validation_index)
-                history.validation_elbo.append(value)
+                history.validation_score.append(value)
                 if value > best_value + config.min_delta:
                     best_value, history.best_epoch, epochs_without_gain = value, epoch, 0
                     best_state = _copy_state(model, guide)
@@ -289,7 +271,7 @@ def _fit_once(
                 )
         epochs.close()
     if len(validation_index) and get_estimator(config.method).family == "pyro" and not config.fit_labels:
-        _warn_if_worse_than_constant(best_value, labels, data, train_index, validation_index, config)
+        _warn_if_worse_than_constant(best_value, actions, data, train_index, validation_index, config)
 
     if best_state is not None:
         model.load_state_dict(best_state["model"])
@@ -326,7 +308,7 @@ def complete_nuisance(
         "propensity": nuisance.propensity is not None,
         "relative_propensity": nuisance.relative_propensity is not None,
         "class_prior": nuisance.class_prior is not None,
-        "flip_rates": nuisance.rho01 is not None and nuisance.rho10 is not None,
+        "flip_rates": nuisance.eps1 is not None and nuisance.eps0 is not None,
         "imputation": nuisance.imputation is not None,
     }
     missing = {name for name in needs if not present[name]}
@@ -335,26 +317,26 @@ def complete_nuisance(
     estimated = estimate_nuisance(data, missing, config, seed)
     merged = {
         name: getattr(estimated, name) if getattr(estimated, name) is not None else getattr(nuisance, name)
-        for name in ("propensity", "relative_propensity", "class_prior", "rho01", "rho10", "imputation")
+        for name in ("propensity", "relative_propensity", "class_prior", "eps1", "eps0", "imputation")
     }
     return Nuisance(**merged, sources={**nuisance.sources, **estimated.sources})
 
 
 def _with_flip_rates(model_config: ModelConfig, nuisance: Nuisance) -> ModelConfig:
     """On an observational log, the channel's noise rates come from the flip rates unless the model
-    configuration sets them (``eps1 = rho01``, ``eps0 = rho10``)."""
-    if nuisance.rho01 is None or model_config.eps0 or model_config.eps1:
+    configuration sets them (``eps1 = eps1``, ``eps0 = eps0``)."""
+    if nuisance.eps1 is None or model_config.eps0 or model_config.eps1:
         return model_config
     limit = 0.49  # the channel needs eps < 0.5
-    return replace(model_config, eps1=min(nuisance.rho01, limit), eps0=min(nuisance.rho10, limit))
+    return replace(model_config, eps1=min(nuisance.eps1, limit), eps0=min(nuisance.eps0, limit))
 
 
 def constant_rate_score(
-    labels: torch.Tensor, train_index: torch.Tensor, validation_index: torch.Tensor
+    actions: torch.Tensor, train_index: torch.Tensor, validation_index: torch.Tensor
 ) -> float | None:
     """Held-out log-likelihood per row of a model that knows only each binary channel's action rate
     on the training rows (None where a column is not binary): any fit should do better."""
-    actions = labels if labels.dim() == 2 else labels[:, None]
+    actions = actions if actions.dim() == 2 else actions[:, None]
     if not bool(((actions == 0) | (actions == 1)).all()):
         return None
     rate = actions[train_index].double().mean(0).clamp(1e-6, 1 - 1e-6)
@@ -364,7 +346,7 @@ def constant_rate_score(
 
 def _warn_if_worse_than_constant(
     best_value: float,
-    labels: torch.Tensor,
+    actions: torch.Tensor,
     data: FeedbackData,
     train_index: torch.Tensor,
     validation_index: torch.Tensor,
@@ -372,7 +354,7 @@ def _warn_if_worse_than_constant(
 ) -> None:
     if data.observed is not None:
         return
-    baseline = constant_rate_score(labels, train_index, validation_index)
+    baseline = constant_rate_score(actions, train_index, validation_index)
     if baseline is not None and best_value < baseline - max(0.1, 0.1 * abs(baseline)):
         logger.warning(
             "the fit's best held-out ELBO, %.4g per row, is worse than %.4g, the score of knowing only "
@@ -449,16 +431,16 @@ _SCALE_LIMIT = 1e15
 _SCALE_WARNING = 1e4
 
 
-def check_learnable(data: FeedbackData, method: str, labels: torch.Tensor) -> None:
+def check_learnable(data: FeedbackData, method: str, actions: torch.Tensor) -> None:
     """Refuse a log from which nothing can be learned: one value in every binary action channel
     (or, for the oracle, in the preference), so the reward would only learn that constant."""
     if method == "oracle":
-        columns, names = labels[:, None], ["the true preference"]
+        columns, names = actions[:, None], ["the true preference"]
     elif method == "implicitrm":
         binary = [k for k, c in enumerate(data.channels) if c.kind == "binary"]
         columns, names = data.action_matrix[:, binary], [f"channel {data.channels[k].name!r}" for k in binary]
     else:
-        columns, names = labels[:, None], ["the action (any positive channel)"]
+        columns, names = actions[:, None], ["the action (any positive channel)"]
     constant = bool((columns.amin(0) == columns.amax(0)).all())
     if constant:
         values = ", ".join(f"{name} is {int(columns[0, k])}" for k, name in enumerate(names))

@@ -15,9 +15,9 @@ from pyro.nn import PyroModule
 from pyro_irm.models.networks import MLP
 
 
-def observed_group_mask(observed: torch.Tensor, group_propensity: torch.Tensor) -> torch.Tensor:
+def observed_group_mask(observed: torch.Tensor, group_engagement: torch.Tensor) -> torch.Tensor:
     """``(B, 4)``: 0 where a group's o equals the logged ``observed`` ``(B,)``, ``-inf`` elsewhere."""
-    agree = group_propensity.to(observed.dtype)[None, :] == observed[:, None]
+    agree = group_engagement.to(observed.dtype)[None, :] == observed[:, None]
     zero = torch.zeros((), dtype=torch.float32, device=observed.device)
     return torch.where(agree, zero, -torch.inf)
 
@@ -33,7 +33,7 @@ def gather_rows(
 
 
 class FeedbackModel(PyroModule):
-    """Base class: a reward network ``f`` plus a generative story for the observed labels.
+    """Base class: a reward network ``f`` plus a generative story for the observed actions.
 
     Subclasses implement :meth:`forward` (the Pyro model) and :meth:`group_log_joint`.
     """
@@ -51,26 +51,26 @@ class FeedbackModel(PyroModule):
     def group_log_joint(
         self,
         embeddings: torch.Tensor,
-        labels: torch.Tensor,
+        actions: torch.Tensor,
         context: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
         **extras: torch.Tensor | None,
     ) -> torch.Tensor:
         """``log p(r, o, y | row)`` for the four groups: ``(B, D), (B, K) -> (B, 4)``.
 
-        ``labels`` are the observed actions (``(B,)`` for one channel). With ``observed`` ``(B,)``
+        ``actions`` are the observed actions (``(B,)`` for one channel). With ``observed`` ``(B,)``
         (an observational log) it is ``log p(r, o, y | row)`` at the logged o: the groups whose o
         disagrees are ``-inf``. ``extras`` are the model's other row data (``users`` ``(B,)``,
-        ``explicit_labels`` ``(B,)``) where it has them.
+        ``labels`` ``(B,)`` explicit preference) where it has them.
         """
         reward = self.reward_logits(embeddings, context)
-        return self.group_log_joint_given_reward(reward, embeddings, labels, context, observed, **extras)
+        return self.group_log_joint_given_reward(reward, embeddings, actions, context, observed, **extras)
 
     def group_log_joint_given_reward(
         self,
         reward: torch.Tensor,
         embeddings: torch.Tensor,
-        labels: torch.Tensor,
+        actions: torch.Tensor,
         context: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
         **extras: torch.Tensor | None,
@@ -87,36 +87,36 @@ class FeedbackModel(PyroModule):
         self,
         reward: torch.Tensor,
         embeddings: torch.Tensor,
-        labels: torch.Tensor,
+        actions: torch.Tensor,
         context: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
         **extras: torch.Tensor | None,
     ) -> torch.Tensor:
         """:meth:`log_marginal` at given reward logits ``(B,)`` (a Bayesian head's draw): ``(B,)``."""
-        joint = self.group_log_joint_given_reward(reward, embeddings, labels, context, observed, **extras)
+        joint = self.group_log_joint_given_reward(reward, embeddings, actions, context, observed, **extras)
         return torch.logsumexp(joint, dim=-1)
 
     def log_marginal(
         self,
         embeddings: torch.Tensor,
-        labels: torch.Tensor,
+        actions: torch.Tensor,
         context: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
         **extras: torch.Tensor | None,
     ) -> torch.Tensor:
         """Exact ``log p(y | row)`` (``log p(o, y | row)`` when o is logged), summed over groups: ``(B,)``."""
-        return torch.logsumexp(self.group_log_joint(embeddings, labels, context, observed, **extras), dim=-1)
+        return torch.logsumexp(self.group_log_joint(embeddings, actions, context, observed, **extras), dim=-1)
 
     def posterior_groups(
         self,
         embeddings: torch.Tensor,
-        labels: torch.Tensor,
+        actions: torch.Tensor,
         context: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
         **extras: torch.Tensor | None,
     ) -> torch.Tensor:
         """Exact posterior ``P(group | row, y)``: ``(B, 4)`` rows summing to one."""
-        return torch.softmax(self.group_log_joint(embeddings, labels, context, observed, **extras), dim=-1)
+        return torch.softmax(self.group_log_joint(embeddings, actions, context, observed, **extras), dim=-1)
 
     def rows_plate(self, num_rows: int, batch_indices: torch.Tensor | None) -> pyro.plate:
         """The plate over rows; with ``batch_indices`` the ELBO is scaled by ``num_rows / B``."""

@@ -1,8 +1,8 @@
 """Emission components: how each observed channel arises from preference r and engagement o.
 
 A channel component is an ``nn.Module`` with ``spec`` (a :class:`~pyro_irm.channels.ChannelSpec`)
-and ``distribution(preference, propensity, features) -> Distribution`` over the channel's value as
-the model sees it (``transform`` of the logged value). ``preference`` and ``propensity`` are 0/1
+and ``distribution(preference, engagement, features) -> Distribution`` over the channel's value as
+the model sees it (``transform`` of the logged value). ``preference`` and ``engagement`` are 0/1
 tensors that broadcast against the rows (enumerated values have shape ``(2, 1)`` and
 ``(2, 1, 1)``); ``features`` is ``(B, F)`` or None. Writing a new kind of channel means writing one
 such class and handing it to :class:`~pyro_irm.models.implicit.ImplicitFeedbackModel`.
@@ -65,7 +65,7 @@ class Channel(nn.Module):
         """Set starting values from the channel's logged values ``(N,)`` (optional)."""
 
     def distribution(
-        self, preference: torch.Tensor, propensity: torch.Tensor, features: torch.Tensor | None
+        self, preference: torch.Tensor, engagement: torch.Tensor, features: torch.Tensor | None
     ) -> dist.Distribution:
         raise NotImplementedError
 
@@ -93,17 +93,17 @@ class NoisyAndChannel(Channel):
     def build(cls, spec: ChannelSpec, config, feature_dim: int) -> NoisyAndChannel:
         return cls(config.eps0, config.eps1, spec)
 
-    def action_probability(self, preference: torch.Tensor, propensity: torch.Tensor) -> torch.Tensor:
+    def action_probability(self, preference: torch.Tensor, engagement: torch.Tensor) -> torch.Tensor:
         eps0 = self.eps0.to(preference.dtype)
         eps1 = self.eps1.to(preference.dtype)
         signed = _signed(preference, self.spec)
-        return propensity * (signed * (1 - eps1) + (1 - signed) * eps0)
+        return engagement * (signed * (1 - eps1) + (1 - signed) * eps0)
 
     def distribution(
-        self, preference: torch.Tensor, propensity: torch.Tensor, features: torch.Tensor | None = None
+        self, preference: torch.Tensor, engagement: torch.Tensor, features: torch.Tensor | None = None
     ) -> dist.Bernoulli:
         """``Bernoulli`` over y for (broadcastable) 0/1 tensors ``r`` and ``o``."""
-        return dist.Bernoulli(probs=self.action_probability(preference, propensity))
+        return dist.Bernoulli(probs=self.action_probability(preference, engagement))
 
 
 @register_channel
@@ -143,11 +143,11 @@ class SignedBinaryChannel(Channel):
         return logits
 
     def distribution(
-        self, preference: torch.Tensor, propensity: torch.Tensor, features: torch.Tensor | None
+        self, preference: torch.Tensor, engagement: torch.Tensor, features: torch.Tensor | None
     ) -> dist.Bernoulli:
         engaged = self.engaged_logits(preference, features)
         silent = torch.full_like(engaged, SILENT_LOGIT)
-        return dist.Bernoulli(logits=_select(silent, engaged, propensity))
+        return dist.Bernoulli(logits=_select(silent, engaged, engagement))
 
 
 @register_channel
@@ -184,15 +184,15 @@ class LogNormalChannel(Channel):
             self.raw_scale.fill_(math.log(math.expm1(std)))
 
     def distribution(
-        self, preference: torch.Tensor, propensity: torch.Tensor, features: torch.Tensor | None
+        self, preference: torch.Tensor, engagement: torch.Tensor, features: torch.Tensor | None
     ) -> dist.Normal:
         effect = F.softplus(self.raw_effect)
-        location = _select(self.location[0], self.location[1], propensity) + _select(
-            effect[0], effect[1], propensity
+        location = _select(self.location[0], self.location[1], engagement) + _select(
+            effect[0], effect[1], engagement
         ) * _signed(preference, self.spec)
         if self.features is not None and features is not None:
             location = location + self.features(features).squeeze(-1)
-        scale = F.softplus(_select(self.raw_scale[0], self.raw_scale[1], propensity)) + 1e-3
+        scale = F.softplus(_select(self.raw_scale[0], self.raw_scale[1], engagement)) + 1e-3
         return dist.Normal(location, scale)
 
 

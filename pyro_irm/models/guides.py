@@ -68,16 +68,16 @@ class StratificationGuide(PyroModule):
         self.__dict__["_model"] = model
         self.enumerate_groups = enumerate_groups
         self.register_buffer("group_preference", torch.tensor(GROUP_PREFERENCE, dtype=torch.float32))
-        self.register_buffer("group_propensity", torch.tensor(GROUP_PROPENSITY, dtype=torch.float32))
+        self.register_buffer("group_engagement", torch.tensor(GROUP_PROPENSITY, dtype=torch.float32))
 
     @property
     def device(self) -> torch.device:
         return next(self.parameters()).device
 
     def _inputs(
-        self, embeddings: torch.Tensor, labels: torch.Tensor, context: torch.Tensor | None
+        self, embeddings: torch.Tensor, actions: torch.Tensor, context: torch.Tensor | None
     ) -> torch.Tensor:
-        actions = labels if labels.dim() == 2 else labels[:, None]
+        actions = actions if actions.dim() == 2 else actions[:, None]
         transformed = [
             channel.transform(actions[:, k].to(embeddings.dtype))
             for k, channel in enumerate(self._model.channels)
@@ -90,17 +90,17 @@ class StratificationGuide(PyroModule):
     def group_logits(
         self,
         embeddings: torch.Tensor,
-        labels: torch.Tensor,
+        actions: torch.Tensor,
         context: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
         **extras: torch.Tensor | None,
     ) -> torch.Tensor:
         """Unnormalized ``log q(group | e, y)``: ``(B, 4)``; with a logged ``observed`` ``(B,)``
         the groups whose o disagrees get ``-inf``."""
-        logits = self.net(self._inputs(embeddings, labels, context))
-        o = self.group_propensity.to(logits.dtype)
+        logits = self.net(self._inputs(embeddings, actions, context))
+        o = self.group_engagement.to(logits.dtype)
         with torch.no_grad():
-            support = self._model.channel_log_likelihood(embeddings, labels, context)
+            support = self._model.channel_log_likelihood(embeddings, actions, context)
         logits = logits + support.to(logits.dtype)
         if observed is not None:
             logits = logits + observed_group_mask(observed.to(logits.dtype), o).to(logits.dtype)
@@ -109,13 +109,13 @@ class StratificationGuide(PyroModule):
     def posterior_groups(
         self,
         embeddings: torch.Tensor,
-        labels: torch.Tensor,
+        actions: torch.Tensor,
         context: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
         **extras: torch.Tensor | None,
     ) -> torch.Tensor:
         """``q(group | e, y)``: ``(B, 4)`` rows summing to one."""
-        return torch.softmax(self.group_logits(embeddings, labels, context, observed), dim=-1)
+        return torch.softmax(self.group_logits(embeddings, actions, context, observed), dim=-1)
 
     def _site_options(self, inputs: torch.Tensor) -> dict:
         if self.enumerate_groups:
@@ -125,7 +125,7 @@ class StratificationGuide(PyroModule):
     def forward(
         self,
         embeddings: torch.Tensor,
-        labels: torch.Tensor | None = None,
+        actions: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         batch_indices: torch.Tensor | None = None,
         num_rows: int | None = None,
@@ -133,8 +133,8 @@ class StratificationGuide(PyroModule):
         **extras: torch.Tensor | None,
     ) -> None:
         """Samples r and, unless the log has it (``observed``), o, from the four group logits."""
-        if labels is None:
-            raise ValueError("labels: the stratification guide conditions on the observed actions")
+        if actions is None:
+            raise ValueError("actions: the stratification guide conditions on the observed actions")
         plate = pyro.plate(
             "rows", num_rows or embeddings.shape[0], subsample=batch_indices, device=self.device
         )
@@ -142,7 +142,7 @@ class StratificationGuide(PyroModule):
             index = None if batch_indices is None else index
             rows = gather_rows(embeddings, index, self.device)
             context_rows = gather_rows(context, index, self.device)
-            actions = gather_rows(labels, index, self.device)
+            actions = gather_rows(actions, index, self.device)
             logged = gather_rows(observed, index, self.device)
             inputs = self._inputs(rows, actions, context_rows)
             log_q = torch.log_softmax(self.group_logits(rows, actions, context_rows, logged), dim=-1)
@@ -164,7 +164,7 @@ class StratificationGuide(PyroModule):
                 propensity_if_positive - propensity_if_negative
             )
             pyro.sample(
-                "propensity",
+                "engagement",
                 dist.Bernoulli(logits=propensity_logit),
                 infer=self._site_options(inputs),
             )

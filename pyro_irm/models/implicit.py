@@ -154,7 +154,7 @@ class ImplicitFeedbackModel(FeedbackModel):
         if self.num_users > 0:
             self.user_effect = torch.nn.Parameter(torch.zeros(self.num_users))
         self.register_buffer("group_preference", torch.tensor(GROUP_PREFERENCE, dtype=torch.float32))
-        self.register_buffer("group_propensity", torch.tensor(GROUP_PROPENSITY, dtype=torch.float32))
+        self.register_buffer("group_engagement", torch.tensor(GROUP_PROPENSITY, dtype=torch.float32))
 
     @property
     def channel_specs(self) -> tuple[ChannelSpec, ...]:
@@ -232,15 +232,15 @@ class ImplicitFeedbackModel(FeedbackModel):
         """
         preference = pyro.sample("preference", dist.Bernoulli(logits=reward))
         propensity_logits = select_by_preference(self.propensity_logits(embeddings, context), preference)
-        propensity = pyro.sample(
-            "propensity", dist.Bernoulli(logits=propensity_logits + user_offset), obs=observed
+        engagement = pyro.sample(
+            "engagement", dist.Bernoulli(logits=propensity_logits + user_offset), obs=observed
         )
         features = self.emission_features(embeddings, context)
         if actions is not None and actions.dim() == 1:
             actions = actions[:, None]
         for k, (site, channel) in enumerate(zip(self.sites, self.channels, strict=True)):
             value = None if actions is None else channel.transform(actions[:, k].to(reward.dtype))
-            pyro.sample(site, channel.distribution(preference, propensity, features), obs=value)
+            pyro.sample(site, channel.distribution(preference, engagement, features), obs=value)
         if labels is not None:
             has_label = torch.isfinite(labels)
             with poutine.mask(mask=has_label):
@@ -253,20 +253,20 @@ class ImplicitFeedbackModel(FeedbackModel):
     def forward(
         self,
         embeddings: torch.Tensor,
-        labels: torch.Tensor | None = None,
+        actions: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         batch_indices: torch.Tensor | None = None,
         num_rows: int | None = None,
         observed: torch.Tensor | None = None,
         users: torch.Tensor | None = None,
-        explicit_labels: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
     ) -> None:
         """The Pyro model over rows ``batch_indices`` of the full ``(N, D)`` embeddings.
 
-        ``labels`` are the observed actions ``(N, K)`` (or ``(N,)``); ``num_rows`` is the size of the
+        ``actions`` are the observed actions ``(N, K)`` (or ``(N,)``); ``num_rows`` is the size of the
         data the minibatch stands for (the ELBO's scale; default N); ``users`` ``(N,)`` user
-        indices; ``explicit_labels`` ``(N,)`` preference labels, NaN where absent.
-        Sites: ``user_engagement`` (with users), ``preference`` (r), ``propensity`` (o, observed in
+        indices; ``labels`` ``(N,)`` explicit preference labels, NaN where absent.
+        Sites: ``user_engagement`` (with users), ``preference`` (r), ``engagement`` (o, observed in
         CausalRM's setting), one ``action*`` site per channel, ``label``. Wrap with
         ``config_enumerate`` to sum out r and o exactly.
         """
@@ -281,11 +281,11 @@ class ImplicitFeedbackModel(FeedbackModel):
             self.rows_model(
                 self.reward_logits(rows, context_rows),
                 rows,
-                gather_rows(labels, index, self.device),
+                gather_rows(actions, index, self.device),
                 context_rows,
                 gather_rows(observed, index, self.device),
                 self.user_offsets(gather_rows(users, index, self.device), effects),
-                gather_rows(explicit_labels, index, self.device),
+                gather_rows(labels, index, self.device),
             )
 
     # -- closed forms derived from the model --------------------------------------------------
@@ -294,34 +294,34 @@ class ImplicitFeedbackModel(FeedbackModel):
         self,
         reward: torch.Tensor,
         embeddings: torch.Tensor,
-        labels: torch.Tensor,
+        actions: torch.Tensor,
         context: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
         users: torch.Tensor | None = None,
-        explicit_labels: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``log p(r, o, y, label | row)`` of each group ``(B, 4)``: :meth:`rows_model` traced with
         (r, o) set to the four groups and its sites' log-probabilities summed."""
-        trace = self._group_trace(reward, embeddings, labels, context, observed, users, explicit_labels)
+        trace = self._group_trace(reward, embeddings, actions, context, observed, users, labels)
         joint = sum(site["log_prob"] for site in trace.nodes.values() if site["type"] == "sample")
         joint = joint.expand(len(GROUP_PREFERENCE), reward.shape[0]).transpose(0, 1)  # (B, 4)
         if observed is not None:
-            o = self.group_propensity.to(reward.dtype)
+            o = self.group_engagement.to(reward.dtype)
             joint = joint + observed_group_mask(observed.to(reward.dtype), o).to(reward.dtype)
         return joint
 
-    def _group_trace(self, reward, embeddings, labels, context, observed, users, explicit_labels):
+    def _group_trace(self, reward, embeddings, actions, context, observed, users, labels):
         """The trace of :meth:`rows_model` at the four groups (sites' log-probabilities ``(4, B)``)."""
         dtype = reward.dtype
         grid = {"preference": self.group_preference.to(dtype)[:, None]}  # (4, 1)
         if observed is None:
-            grid["propensity"] = self.group_propensity.to(dtype)[:, None]
+            grid["engagement"] = self.group_engagement.to(dtype)[:, None]
         else:
             observed = observed.to(dtype)
         # Blocked, so that a Pyro program calling this (a Bayesian head) does not see the sites.
         with poutine.block():
             trace = poutine.trace(poutine.condition(self.rows_model, data=grid)).get_trace(
-                reward, embeddings, labels, context, observed, self.user_offsets(users), explicit_labels
+                reward, embeddings, actions, context, observed, self.user_offsets(users), labels
             )
         trace.compute_log_prob()
         return trace

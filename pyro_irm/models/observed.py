@@ -25,7 +25,7 @@ _ENGAGED_NEGATIVE = GROUP_NAMES.index("engaged_negative")
 
 
 class ObservedPreferenceModel(FeedbackModel):
-    """``r ~ Bernoulli(sigmoid(f(e)))`` observed directly as the label; every row engaged (o = 1)."""
+    """``r ~ Bernoulli(sigmoid(f(e)))`` observed directly as the action; every row engaged (o = 1)."""
 
     def __init__(self, embedding_dim: int, context_dim: int, config: ModelConfig):
         super().__init__()
@@ -37,39 +37,40 @@ class ObservedPreferenceModel(FeedbackModel):
     def forward(
         self,
         embeddings: torch.Tensor,
-        labels: torch.Tensor | None = None,
+        actions: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         batch_indices: torch.Tensor | None = None,
         num_rows: int | None = None,
         observed: torch.Tensor | None = None,
         **extras: torch.Tensor | None,
     ) -> None:
-        """Pyro model with one site, ``preference``, observed as ``labels``."""
+        """Pyro model with one site, ``preference``, observed as ``actions`` ``(N,)`` (the oracle's
+        are the true preferences)."""
         with self.rows_plate(num_rows or embeddings.shape[0], batch_indices) as index:
             index = None if batch_indices is None else index
             rows = gather_rows(embeddings, index, self.device)
-            observed = gather_rows(labels, index, self.device)
+            observed = gather_rows(actions, index, self.device)
             pyro.sample("preference", dist.Bernoulli(logits=self.reward_logits(rows)), obs=observed)
 
     def group_log_joint_given_reward(
         self,
         reward: torch.Tensor,
         embeddings: torch.Tensor,
-        labels: torch.Tensor,
+        actions: torch.Tensor,
         context: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
         **extras: torch.Tensor | None,
     ) -> torch.Tensor:
         """Engaged positive when y = 1, engaged negative when y = 0; silent groups impossible.
         ``observed`` is ignored: this model treats every row as engaged."""
-        labels = labels.to(reward.dtype)
+        actions = actions.to(reward.dtype)
         joint = torch.full(
             (reward.shape[0], len(GROUP_NAMES)),
             -torch.inf,
             dtype=reward.dtype,
             device=reward.device,
         )
-        positive = labels.bool()
+        positive = actions.bool()
         joint[:, _ENGAGED_POSITIVE] = torch.where(positive, F.logsigmoid(reward), -torch.inf)
         joint[:, _ENGAGED_NEGATIVE] = torch.where(positive, -torch.inf, F.logsigmoid(-reward))
         return joint

@@ -194,7 +194,7 @@ class RewardModel:
 
     def prepare_rows(self, embeddings, actions, context=None, observed=None, users=None, labels=None) -> dict:
         """Validated row tensors as the model takes them: ``embeddings``, ``actions``, ``context``,
-        ``observed`` and ``extras`` (``users``, ``explicit_labels`` where given)."""
+        ``observed`` and ``extras`` (``users``, ``labels`` where given)."""
         embeddings, context = self._checked(embeddings, context)
         num_rows = embeddings.shape[0]
         actions = self._actions(actions, num_rows)
@@ -331,7 +331,7 @@ def _channel_components(specs, types, config: ModelConfig, meta: dict, where: Pa
 
 
 def _extras(users: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
-    extras = {"users": users, "explicit_labels": labels}
+    extras = {"users": users, "labels": labels}
     return {k: v for k, v in extras.items() if v is not None}
 
 

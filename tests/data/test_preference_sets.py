@@ -124,7 +124,7 @@ def test_paper_setting_hits_the_observation_rate_and_acts_only_on_preferred_rows
     assert abs(propensity.mean() - 0.5) < 1e-3  # rescaled exactly to the target rate, capped at 1
     log = read_log(write_records(tmp_path / "log.jsonl", records))
     assert np.all(log.action <= log.labels)  # y = r AND o without noise
-    observed = np.array([r["true_propensity"] for r in records])
+    observed = np.array([r["true_engagement"] for r in records])
     assert abs(observed.mean() - 0.5) < 4 * np.sqrt(0.25 / len(records))
     # alpha-power: propensity rises with the graded score
     scores = np.array([r["score"] for r in records])

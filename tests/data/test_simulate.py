@@ -15,14 +15,14 @@ def test_truth_is_consistent_and_action_is_r_and_o():
     data = simulate(SimulationConfig(num_rows=5000))
     truth = data.truth
     r, o = group_components(truth.group)
-    assert torch.equal(r.float(), truth.preference) and torch.equal(o.float(), truth.propensity)
-    assert torch.equal(data.actions, truth.preference * truth.propensity)
+    assert torch.equal(r.float(), truth.preference) and torch.equal(o.float(), truth.engagement)
+    assert torch.equal(data.actions, truth.preference * truth.engagement)
 
 
 def test_rates_match_the_configuration():
     config = SimulationConfig(num_rows=40_000, positive_rate=0.3, observation_rate=0.2)
     truth = simulate(config).truth
-    assert abs(truth.propensity.mean().item() - 0.2) < 4 * _se(0.2, 40_000)
+    assert abs(truth.engagement.mean().item() - 0.2) < 4 * _se(0.2, 40_000)
     # r is drawn with P(r=1) = sigmoid(sharpness (score - t)), t the world's 70% quantile.
     assert abs(truth.preference.mean().item() - 0.3) < 0.02
 
@@ -30,16 +30,16 @@ def test_rates_match_the_configuration():
 def test_propensity_is_biased_by_features_and_not_by_preference():
     data = simulate(SimulationConfig(num_rows=40_000, preference_bias=0.0))
     truth = data.truth
-    by_r = [truth.propensity[truth.preference == v].mean().item() for v in (0, 1)]
+    by_r = [truth.engagement[truth.preference == v].mean().item() for v in (0, 1)]
     assert abs(by_r[0] - by_r[1]) < 0.03
     position = data.context[:, 0]
     low, high = position.min(), position.max()
-    assert truth.propensity[position == low].mean() > truth.propensity[position == high].mean() + 0.3
+    assert truth.engagement[position == low].mean() > truth.engagement[position == high].mean() + 0.3
 
 
 def test_preference_bias_makes_positives_act_more():
     truth = simulate(SimulationConfig(num_rows=20_000, preference_bias=2.0)).truth
-    rate = [truth.propensity[truth.preference == v].mean().item() for v in (0, 1)]
+    rate = [truth.engagement[truth.preference == v].mean().item() for v in (0, 1)]
     assert rate[1] - rate[0] > 0.25
 
 
@@ -47,12 +47,12 @@ def test_noise_rates_flip_actions():
     config = SimulationConfig(num_rows=60_000, eps0=0.1, eps1=0.2)
     data = simulate(config)
     truth = data.truth
-    engaged = truth.propensity == 1
+    engaged = truth.engagement == 1
     false_positive = data.actions[engaged & (truth.preference == 0)].mean().item()
     missed = 1 - data.actions[engaged & (truth.preference == 1)].mean().item()
     assert abs(false_positive - 0.1) < 4 * _se(0.1, 15_000)
     assert abs(missed - 0.2) < 4 * _se(0.2, 15_000)
-    assert data.actions[truth.propensity == 0].sum() == 0
+    assert data.actions[truth.engagement == 0].sum() == 0
 
 
 def test_same_world_shares_the_truth_across_samples():

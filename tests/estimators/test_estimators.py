@@ -33,7 +33,7 @@ def test_every_method_fits_and_round_trips(method, small_data, observational_sma
     assert result.method == method
     scores = result.reward_model.score(data.embeddings, data.context)
     assert scores.shape == (len(data),) and torch.isfinite(scores).all()
-    assert len(result.history.validation_elbo) == result.history.epochs
+    assert len(result.history.validation_score) == result.history.epochs
     loaded = RewardModel.load(result.reward_model.save(tmp_path / method))
     torch.testing.assert_close(loaded.score(data.embeddings, data.context), scores)
 
@@ -67,10 +67,10 @@ def test_elkan_noto_recovers_the_prior_when_acting_is_random_and_classes_separat
 
 def test_anchor_points_recover_flip_rates_when_some_rows_are_sure():
     clean = np.concatenate([np.zeros(500), np.linspace(0, 1, 1000), np.ones(500)])
-    rho01, rho10 = 0.2, 0.1
-    noisy = (1 - rho01) * clean + rho10 * (1 - clean)
+    eps1, eps0 = 0.2, 0.1
+    noisy = (1 - eps1) * clean + eps0 * (1 - clean)
     estimated = anchor_flip_rates(noisy, 0.97)
-    assert estimated == pytest.approx((rho01, rho10), abs=1e-9)
+    assert estimated == pytest.approx((eps1, eps0), abs=1e-9)
 
 
 def test_relative_action_rate_is_capped_and_monotone():
@@ -88,15 +88,15 @@ def test_nuisance_estimates_come_from_the_log_not_the_truth(small_data):
     torch.testing.assert_close(with_truth.propensity, without.propensity)
     assert with_truth.class_prior == without.class_prior
     assert with_truth.sources["class_prior"] == "Elkan-Noto"
-    with pytest.raises(ValueError, match="propensity='given'"):
-        estimate_nuisance(blind, {"propensity"}, EstimatorConfig(propensity="given"))
+    with pytest.raises(ValueError, match="propensity_source='given'"):
+        estimate_nuisance(blind, {"propensity"}, EstimatorConfig(propensity_source="given"))
 
 
 def test_given_nuisance_is_used_as_given(small_data):
-    config = EstimatorConfig(propensity="given", class_prior=0.3, rho01=0.25, rho10=0.05)
+    config = EstimatorConfig(propensity_source="given", class_prior=0.3, eps1=0.25, eps0=0.05)
     nuisance = estimate_nuisance(small_data, {"propensity", "class_prior", "flip_rates"}, config)
     torch.testing.assert_close(nuisance.propensity, small_data.truth.propensity_probability)
-    assert (nuisance.class_prior, nuisance.rho01, nuisance.rho10) == (0.3, 0.25, 0.05)
+    assert (nuisance.class_prior, nuisance.eps1, nuisance.eps0) == (0.3, 0.25, 0.05)
 
 
 def test_snips_propensity_is_self_normalized(observational_small, small_data):

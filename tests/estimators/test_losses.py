@@ -33,20 +33,20 @@ def test_label_loss_is_binary_cross_entropy():
     )
 
 
-@pytest.mark.parametrize("rho01, rho10", [(0.2, 0.1), (0.1, 0.2), (0.0, 0.3), (0.45, 0.45)])
-def test_noise_corrected_loss_equals_the_clean_loss_in_expectation_over_flips(rho01, rho10):
+@pytest.mark.parametrize("eps1, eps0", [(0.2, 0.1), (0.1, 0.2), (0.0, 0.3), (0.45, 0.45)])
+def test_noise_corrected_loss_equals_the_clean_loss_in_expectation_over_flips(eps1, eps0):
     logits = _logits()
     ones, zeros = torch.ones_like(logits), torch.zeros_like(logits)
-    corrected_one = noise_corrected_loss(logits, ones, rho01, rho10)
-    corrected_zero = noise_corrected_loss(logits, zeros, rho01, rho10)
-    # r = 1 is observed as 0 with probability rho01; r = 0 as 1 with probability rho10.
-    clean_one = (1 - rho01) * corrected_one + rho01 * corrected_zero
-    clean_zero = rho10 * corrected_one + (1 - rho10) * corrected_zero
+    corrected_one = noise_corrected_loss(logits, ones, eps1, eps0)
+    corrected_zero = noise_corrected_loss(logits, zeros, eps1, eps0)
+    # r = 1 is observed as 0 with probability eps1; r = 0 as 1 with probability eps0.
+    clean_one = (1 - eps1) * corrected_one + eps1 * corrected_zero
+    clean_zero = eps0 * corrected_one + (1 - eps0) * corrected_zero
     torch.testing.assert_close(clean_one, label_loss(logits, 1.0))
     torch.testing.assert_close(clean_zero, label_loss(logits, 0.0))
     # And the plain loss of the noisy label is not unbiased: the identity above can fail.
-    noisy_one = (1 - rho01) * label_loss(logits, 1.0) + rho01 * label_loss(logits, 0.0)
-    if rho01 > 0:
+    noisy_one = (1 - eps1) * label_loss(logits, 1.0) + eps1 * label_loss(logits, 0.0)
+    if eps1 > 0:
         assert not torch.allclose(noisy_one, label_loss(logits, 1.0))
 
 
@@ -105,17 +105,17 @@ def test_doubly_robust_is_unbiased_when_either_model_is_right():
     generator = torch.Generator().manual_seed(8)
     labels = torch.bernoulli(torch.full((300,), 0.3, dtype=DOUBLE), generator=generator)
     per_row = label_loss(logits, labels)
-    true_propensity = 0.2 + 0.7 * torch.rand(300, generator=generator, dtype=DOUBLE)
-    wrong_propensity = (true_propensity * 0.5 + 0.4).clamp(max=1.0)
+    true_engagement = 0.2 + 0.7 * torch.rand(300, generator=generator, dtype=DOUBLE)
+    wrong_propensity = (true_engagement * 0.5 + 0.4).clamp(max=1.0)
     wrong_imputation = per_row + 1.0
 
-    def expectation(imputed, propensity):  # exact, over o ~ Bernoulli(true_propensity)
+    def expectation(imputed, propensity):  # exact, over o ~ Bernoulli(true_engagement)
         observed = doubly_robust_loss(per_row, imputed, torch.ones(300, dtype=DOUBLE), propensity)
         missing = doubly_robust_loss(per_row, imputed, torch.zeros(300, dtype=DOUBLE), propensity)
-        return (true_propensity * observed + (1 - true_propensity) * missing).mean()
+        return (true_engagement * observed + (1 - true_engagement) * missing).mean()
 
     full_risk = per_row.mean()
-    torch.testing.assert_close(expectation(wrong_imputation, true_propensity), full_risk)
+    torch.testing.assert_close(expectation(wrong_imputation, true_engagement), full_risk)
     torch.testing.assert_close(expectation(per_row, wrong_propensity), full_risk)
     assert abs(expectation(wrong_imputation, wrong_propensity) - full_risk) > 0.05
 

@@ -65,12 +65,12 @@ def _replicate_risks(world, method, draw, nuisance_of, config=CONFIG):
     return risks.mean(), risks.std(ddof=1) / np.sqrt(len(risks))
 
 
-def _observed_draw(world, rho01=0.0, rho10=0.0):
+def _observed_draw(world, eps1=0.0, eps0=0.0):
     def draw(generator):
         observed = torch.from_numpy((generator.random(ROWS) < world["propensity"].numpy()).astype(np.float32))
         r = world["preference"]
         flip = torch.from_numpy(generator.random(ROWS).astype(np.float32))
-        value = torch.where(r == 1, (flip >= rho01).float(), (flip < rho10).float())
+        value = torch.where(r == 1, (flip >= eps1).float(), (flip < eps0).float())
         return FeedbackData(
             embeddings=world["embeddings"],
             actions=value * observed,
@@ -130,11 +130,11 @@ def test_dr_is_unbiased_when_either_the_propensity_or_the_imputation_is_right(wo
 
 
 def test_causalrm_corrects_flips_and_weights_by_the_propensity(world):
-    rho01, rho10 = 0.2, 0.1
-    draw = _observed_draw(world, rho01, rho10)
-    right = lambda data: Nuisance(propensity=world["propensity"], rho01=rho01, rho10=rho10)  # noqa: E731
+    eps1, eps0 = 0.2, 0.1
+    draw = _observed_draw(world, eps1, eps0)
+    right = lambda data: Nuisance(propensity=world["propensity"], eps1=eps1, eps0=eps0)  # noqa: E731
     _assert_unbiased(world, *_replicate_risks(world, "causalrm", draw, right))
-    uncorrected = lambda data: Nuisance(propensity=world["propensity"], rho01=0.0, rho10=0.0)  # noqa: E731
+    uncorrected = lambda data: Nuisance(propensity=world["propensity"], eps1=0.0, eps0=0.0)  # noqa: E731
     _assert_biased(world, *_replicate_risks(world, "causalrm", draw, uncorrected))
 
 

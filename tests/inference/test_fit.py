@@ -74,7 +74,7 @@ def test_early_stopping_keeps_the_best_epoch(small_data):
     result = fit(small_data, TrainConfig(max_epochs=200, patience=2, batch_size=64, progress=False))
     history = result.history
     assert history.stopped_early and history.epochs < 200
-    assert history.validation_elbo[history.best_epoch] == max(history.validation_elbo)
+    assert history.validation_score[history.best_epoch] == max(history.validation_score)
     assert history.epochs == history.best_epoch + 3
 
 

@@ -119,11 +119,11 @@ def test_enumerated_elbo_of_channels_users_and_labels_equals_the_hand_computed_l
         actions,
         context,
         users=users,
-        explicit_labels=labels,
+        labels=labels,
     )
     assert -loss == pytest.approx(expected.item(), rel=1e-10, abs=1e-10)
     # The closed form (fused path, posterior) traced from the same model.
-    closed = model.log_marginal(embeddings, actions, context, users=users, explicit_labels=labels)
+    closed = model.log_marginal(embeddings, actions, context, users=users, labels=labels)
     assert (closed.sum() + model.global_log_prob()).item() == pytest.approx(
         expected.item(), rel=1e-10, abs=1e-10
     )
@@ -132,7 +132,7 @@ def test_enumerated_elbo_of_channels_users_and_labels_equals_the_hand_computed_l
 def test_labels_rule_out_the_other_preference_without_noise():
     model = _randomized_model(label_noise=0.0)
     embeddings, actions, context, users, labels = _batch()
-    groups = model.posterior_groups(embeddings, actions, context, users=users, explicit_labels=labels)
+    groups = model.posterior_groups(embeddings, actions, context, users=users, labels=labels)
     preferred = groups[:, :2].sum(-1)
     assert preferred[0] > 1 - 1e-12 and preferred[5] > 1 - 1e-12
     assert preferred[2] < 1e-12

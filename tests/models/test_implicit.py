@@ -162,7 +162,7 @@ def test_forward_samples_all_three_sites_and_respects_the_channel():
     model = _model(ModelConfig())
     embeddings, _, context = _batch()
     trace = pyro.poutine.trace(model).get_trace(embeddings, None, context)
-    r, o, y = (trace.nodes[name]["value"] for name in ("preference", "propensity", "action"))
+    r, o, y = (trace.nodes[name]["value"] for name in ("preference", "engagement", "action"))
     assert torch.equal(y, r * o)
 
 
