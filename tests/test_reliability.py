@@ -280,8 +280,8 @@ def test_embeddings_too_large_for_float32_are_refused(tmp_path, capsys):
 
 
 def test_clipped_propensities_are_counted_warned_about_and_recorded(tmp_path, caplog):
-    fit = [*_simulated(tmp_path), "--method", "ips", "--propensity-source", "given", "--propensity-col", "prop",
-           "--max-epochs", "2"]  # fmt: skip
+    fit = [*_simulated(tmp_path), "--method", "ips", "--propensity-source", "given",
+           "--propensity-col", "prop", "--max-epochs", "2"]  # fmt: skip
     with caplog.at_level("WARNING", logger="pyro_irm"):
         assert main([*fit, "--propensity-clip", "1e-9"]) == 0
     training_rows = 540  # 90% of 600

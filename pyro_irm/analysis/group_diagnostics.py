@@ -8,10 +8,11 @@ reliability diagram).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
+from sklearn.metrics import accuracy_score, brier_score_loss, confusion_matrix
 
 from pyro_irm.analysis.convert import row_values
 from pyro_irm.groups import GROUP_NAMES, NUM_GROUPS
@@ -31,6 +32,7 @@ class GroupDiagnostics:
         expected_confusion: ``(4, 4)`` sums of probabilities, true group by group.
         reliability: per group, ``(bins, 3)`` rows of (mean predicted, observed share, count).
         rows: how many rows were scored.
+        probabilities, true_groups: the ``(N, 4)`` and ``(N,)`` inputs (for the plots).
     """
 
     accuracy: float
@@ -41,6 +43,8 @@ class GroupDiagnostics:
     expected_confusion: np.ndarray
     reliability: dict[str, np.ndarray]
     rows: int
+    probabilities: np.ndarray = field(repr=False)
+    true_groups: np.ndarray = field(repr=False)
 
     def as_dict(self) -> dict[str, float]:
         return {
@@ -77,10 +81,11 @@ def diagnose_groups(probabilities, true_groups, bins: int = 10) -> GroupDiagnost
     if probabilities.shape[0] == 0:
         raise ValueError("probabilities: no rows to diagnose")
     num_rows = probabilities.shape[0]
+    # float32 posteriors sum to one only to 1e-7; scikit-learn checks the sums to 1e-8
+    probabilities = probabilities / probabilities.sum(axis=1, keepdims=True)
     one_hot = np.eye(NUM_GROUPS)[true_groups]
     assigned = probabilities.argmax(axis=1)
-    confusion = np.zeros((NUM_GROUPS, NUM_GROUPS), dtype=np.int64)
-    np.add.at(confusion, (true_groups, assigned), 1)
+    confusion = confusion_matrix(true_groups, assigned, labels=range(NUM_GROUPS))
     expected = one_hot.T @ probabilities
     edges = np.linspace(0.0, 1.0, bins + 1)
     reliability = {}
@@ -100,14 +105,16 @@ def diagnose_groups(probabilities, true_groups, bins: int = 10) -> GroupDiagnost
         reliability[name] = table
     picked = probabilities[np.arange(num_rows), true_groups].clip(1e-7, 1.0)
     return GroupDiagnostics(
-        accuracy=float((assigned == true_groups).mean()),
+        accuracy=float(accuracy_score(true_groups, assigned)),
         log_loss=float(-np.log(picked).mean()),
-        brier=float(((probabilities - one_hot) ** 2).sum(axis=1).mean()),
+        brier=float(brier_score_loss(true_groups, probabilities, labels=range(NUM_GROUPS))),
         calibration_error=float(calibration / (num_rows * NUM_GROUPS)),
         confusion=confusion,
         expected_confusion=expected,
         reliability=reliability,
         rows=num_rows,
+        probabilities=probabilities,
+        true_groups=true_groups,
     )
 
 

@@ -1,10 +1,13 @@
-"""Metrics of a reward model against the truth, and of posterior groups against simulated groups."""
+"""Metrics of a reward model against the truth, and of posterior groups against simulated groups.
+
+scikit-learn computes what it has (AUC, MAE, RMSE, log-loss, R^2, accuracy); the expected
+calibration error and the pairwise accuracy within prompt are written here."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
-from sklearn.metrics import roc_auc_score
+from sklearn import metrics as sk
 
 from pyro_irm.data.feedback import FeedbackData
 from pyro_irm.groups import NUM_GROUPS
@@ -24,22 +27,23 @@ def auc(labels, scores) -> float:
     labels, scores = _numpy(labels), _numpy(scores)
     if labels.min() == labels.max():
         return float("nan")
-    return float(roc_auc_score(labels, scores))
+    return float(sk.roc_auc_score(labels, scores))
 
 
 def mae(targets, probabilities) -> float:
     """Mean absolute error of predicted probabilities against 0/1 (or probability) targets."""
-    return float(np.mean(np.abs(_numpy(targets) - _numpy(probabilities))))
+    return float(sk.mean_absolute_error(_numpy(targets), _numpy(probabilities)))
 
 
 def rmse(targets, probabilities) -> float:
-    return float(np.sqrt(np.mean((_numpy(targets) - _numpy(probabilities)) ** 2)))
+    """Root mean squared error of predicted probabilities."""
+    return float(sk.root_mean_squared_error(_numpy(targets), _numpy(probabilities)))
 
 
 def log_loss(labels, probabilities) -> float:
     """Mean binary cross-entropy, probabilities clipped to [1e-7, 1 - 1e-7]."""
     labels, probabilities = _numpy(labels), np.clip(_numpy(probabilities), _EPS, 1 - _EPS)
-    return float(-np.mean(labels * np.log(probabilities) + (1 - labels) * np.log1p(-probabilities)))
+    return float(sk.log_loss(labels, probabilities, labels=[0.0, 1.0]))
 
 
 def expected_calibration_error(labels, probabilities, bins: int = 15) -> float:
@@ -56,8 +60,8 @@ def expected_calibration_error(labels, probabilities, bins: int = 15) -> float:
 
 def group_accuracy(true_groups, group_probabilities) -> float:
     """Share of rows whose most probable group is the true group; ``(N,), (N, 4)``."""
-    true_groups = torch.as_tensor(true_groups).long()
-    return float((torch.as_tensor(group_probabilities).argmax(-1) == true_groups).float().mean())
+    assigned = torch.as_tensor(group_probabilities).argmax(-1)
+    return float(sk.accuracy_score(_numpy(true_groups), _numpy(assigned)))
 
 
 def group_log_loss(true_groups, group_probabilities) -> float:
@@ -105,10 +109,9 @@ def evaluate(
 def r2(targets, probabilities) -> float:
     """Coefficient of determination of ``probabilities`` for ``targets``: 1 - SSE / SST."""
     targets, probabilities = _numpy(targets), _numpy(probabilities)
-    total = np.sum((targets - targets.mean()) ** 2)
-    if total == 0:
+    if targets.min() == targets.max():
         return float("nan")
-    return float(1.0 - np.sum((targets - probabilities) ** 2) / total)
+    return float(sk.r2_score(targets, probabilities))
 
 
 def pairwise_accuracy(true_scores, predicted, groups) -> float:

@@ -23,13 +23,13 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from pyro_irm.analysis.plots import new_figure
-from pyro_irm.atomic import save_figure
+from pyro_irm.analysis.plots import finish_figure, new_figure
 from pyro_irm.data.simulation import SimulationConfig, simulate
 from pyro_irm.estimators.losses import (
     implicit_ips_loss,
@@ -42,6 +42,9 @@ from pyro_irm.inference.config import TrainConfig
 from pyro_irm.inference.svi import fit
 from pyro_irm.models.reward_model import RewardModel
 from pyro_irm.tables import markdown_table
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 OBJECTIVES = ("naive", "upu", "ips", "causalrm", "implicitrm_true", "implicitrm_fitted")
 
@@ -224,10 +227,9 @@ def silent_preference_posterior(prior: torch.Tensor, propensity: torch.Tensor) -
     return prior * (1 - propensity) / (1 - prior * propensity).clamp_min(1e-12)
 
 
-def plot_unbiasedness(result: UnbiasednessResult, path: str | Path) -> Path:
+def plot_unbiasedness(result: UnbiasednessResult, path: str | Path | None = None) -> Figure:
     """Each objective's mean bias with its confidence interval, and a line at zero."""
 
-    path = Path(path)
     summary = result.summary()
     names = list(summary)
     figure, axis = new_figure(figsize=(6.4, 3.6), dpi=120)
@@ -247,6 +249,4 @@ def plot_unbiasedness(result: UnbiasednessResult, path: str | Path) -> Path:
     axis.set_xlabel("estimated risk - true risk (BCE, nats)")
     replicates = len(next(iter(result.differences.values())))
     axis.set_title(f"bias over {replicates} replicates ({result.confidence:.0%} intervals)")
-    figure.tight_layout()
-    save_figure(figure, path)
-    return path
+    return finish_figure(figure, path)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pyro_irm.analysis.plots import new_figure
-from pyro_irm.atomic import save_figure
+from pyro_irm.analysis.plots import finish_figure, new_figure
 from pyro_irm.benchmark.config import LOWER_IS_BETTER, METRICS
 from pyro_irm.benchmark.protocol import BenchmarkResult
 from pyro_irm.tables import markdown_table, mean_std
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 _LABELS = {
     "mae": "MAE",
@@ -99,10 +102,9 @@ def format_table(result: BenchmarkResult) -> str:
 
 
 def plot_benchmark(
-    result: BenchmarkResult, path: str | Path, metrics: tuple[str, ...] = ("auc", "mae")
-) -> Path:
+    result: BenchmarkResult, path: str | Path | None = None, metrics: tuple[str, ...] = ("auc", "mae")
+) -> Figure:
     """Bar chart of each method's seed mean with a standard-deviation error bar, one panel per metric."""
-    path = Path(path)
     summary = result.summary
     methods = list(summary)
     figure, axes = new_figure(1, len(metrics), figsize=(4.2 * len(metrics), 3.8), dpi=120, squeeze=False)
@@ -119,16 +121,13 @@ def plot_benchmark(
         if metric == "auc" and finite:
             axis.set_ylim(max(0.0, min(finite) - 0.05), min(1.0, max(finite) + 0.03))
     figure.suptitle(f"{result.dataset}: {result.config.seeds} seeds, {result.config.setting} setting")
-    figure.tight_layout()
-    save_figure(figure, path)
-    return path
+    return finish_figure(figure, path)
 
 
 def plot_sweep(
-    results: dict[float, BenchmarkResult], parameter: str, path: str | Path, metric: str = "auc"
-) -> Path:
+    results: dict[float, BenchmarkResult], parameter: str, path: str | Path | None = None, metric: str = "auc"
+) -> Figure:
     """``metric`` (seed mean ± std) against the swept ``parameter``, one line per method."""
-    path = Path(path)
     values = sorted(results)
     methods = list(next(iter(results.values())).summary)
     figure, axis = new_figure(figsize=(6.4, 4.0), dpi=120)
@@ -143,9 +142,7 @@ def plot_sweep(
     axis.set_ylabel(_LABELS[metric])
     axis.legend(fontsize=7, ncol=2)
     axis.set_title(f"{next(iter(results.values())).dataset}: {_LABELS[metric]} against {parameter}")
-    figure.tight_layout()
-    save_figure(figure, path)
-    return path
+    return finish_figure(figure, path)
 
 
 def sweep_table(results: dict[float, BenchmarkResult], parameter: str, metric: str = "auc") -> str:
