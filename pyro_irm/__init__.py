@@ -62,8 +62,8 @@ _EXPORTS = {
     "IdentifiabilityWarning": "pyro_irm.models.identifiability",
     "Run": "pyro_irm.runs",
     "embed_log": "pyro_irm.runs",
-    "evaluate_pairs": "pyro_irm.runs",
-    "evaluate_run": "pyro_irm.runs",
+    "evaluate_pairs": "pyro_irm.evaluation",
+    "evaluate_run": "pyro_irm.evaluation",
     "fit_log": "pyro_irm.runs",
     "save_run": "pyro_irm.runs",
 }
@@ -170,6 +170,7 @@ if TYPE_CHECKING:  # static tools see every name as a plain import
     from pyro_irm.data.pairs import PreferencePairs, read_pairs
     from pyro_irm.encoders import EmbeddingCache, EncoderConfig, TextEncoder, embed_rows
     from pyro_irm.estimators import METHOD_NAMES
+    from pyro_irm.evaluation import evaluate_pairs, evaluate_run
     from pyro_irm.export import export_hf
     from pyro_irm.groups import GROUP_NAMES
     from pyro_irm.inference import (
@@ -187,4 +188,4 @@ if TYPE_CHECKING:  # static tools see every name as a plain import
     from pyro_irm.models import ModelConfig, RewardModel
     from pyro_irm.models.identifiability import IdentifiabilityWarning
     from pyro_irm.rerank import BestOfN, best_of_n
-    from pyro_irm.runs import Run, embed_log, evaluate_pairs, evaluate_run, fit_log, save_run
+    from pyro_irm.runs import Run, embed_log, fit_log, save_run

@@ -1,4 +1,4 @@
-"""Action channels: what each column of a log's actions means (METHOD.md, "Real logs").
+"""Action channels: what each column of a log's actions means (docs/method.md, "The generative model").
 
 A log can record several actions per shown response: copy, thumbs up, regenerate, dwell seconds.
 Each is declared once, by name, with its **polarity** (positive: more likely when the response is

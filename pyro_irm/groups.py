@@ -1,4 +1,4 @@
-"""The four latent groups of the implicit-feedback model (METHOD.md).
+"""The four latent groups of the implicit-feedback model (docs/method.md).
 
 A row's group is the pair (preference r, propensity o). The order of ``GROUP_NAMES`` is the order of
 the last dimension of every ``(N, 4)`` group tensor in the package.

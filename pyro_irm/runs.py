@@ -18,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 
-from pyro_irm.analysis.metrics import bootstrap_intervals, feature_bias, label_metrics, pair_metrics
 from pyro_irm.analysis.plots import plot_fit_history
 from pyro_irm.atomic import atomic_directory
 from pyro_irm.data.logs import FeedbackLog, LogSchema
@@ -226,13 +225,15 @@ def _write_run(directory, result, log, embeddings, schema, model_config, encoder
         }
     }
     if log.has_labels:
+        from pyro_irm.analysis.metrics import label_metrics  # scikit-learn: only where labels are
+
         probability = result.reward_model.preference_probability(embeddings).numpy()
         used = (
             "used to fit (--fit-labels)" if result.config.fit_labels else "reported only, never used to fit"
         )
         metrics["training_log_labels"] = {
             "note": f"explicit labels of the training log; {used}, never to select",
-            **label_metrics(log.labels, probability, log.prompt_ids, _true_scores(log)),
+            **label_metrics(log.labels, probability, log.prompt_ids, true_scores(log)),
         }
     (directory / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
     objective = "ELBO" if get_estimator(result.method).family == "pyro" else "minus risk"
@@ -260,67 +261,6 @@ def run_groups(run: Run, log: FeedbackLog, embeddings: np.ndarray):
     )
 
 
-def _true_scores(log: FeedbackLog) -> np.ndarray | None:
+def true_scores(log: FeedbackLog) -> np.ndarray | None:
+    """A simulated log's graded true score per row, else None."""
     return None if log.truth is None else log.truth["score"]
-
-
-def evaluate_run(run: Run, log: FeedbackLog, embeddings: np.ndarray, resamples: int = 200) -> dict:
-    """Label metrics of a run's P(preferred) on a log with explicit labels (graded truth, where the
-    log was simulated, ranks pairs within prompt), the reward's length bias (METHOD.md "Metrics":
-    against the graded truth where there is one, else the labels), and, with ``resamples``,
-    95% bootstrap intervals of each (``"intervals"``; whole prompts are resampled)."""
-    if not log.has_labels:
-        raise ValueError(
-            f"{log.report.source} has no explicit labels (column {run.schema.label!r} and --label-col); "
-            "evaluation needs them"
-        )
-    labelled = np.flatnonzero(np.isfinite(log.labels))
-    rewards = run.reward_model.score(embeddings).numpy().astype(np.float64)[labelled]
-    probability = 1.0 / (1.0 + np.exp(-rewards))
-    labels = np.asarray(log.labels)[labelled]
-    truth = _true_scores(log)
-    reference = labels if truth is None else np.asarray(truth)[labelled]
-    lengths = np.log1p([len(log.responses[i]) for i in labelled])
-    prompts = np.asarray(log.prompt_ids)[labelled]
-
-    def metrics_of(rows: np.ndarray, groups: np.ndarray) -> dict:
-        graded = None if truth is None else reference[rows]
-        metrics = label_metrics(labels[rows], probability[rows], groups, graded)
-        metrics["length_bias"] = feature_bias(rewards[rows], lengths[rows], reference[rows])
-        return metrics
-
-    metrics = metrics_of(np.arange(len(labelled)), prompts)
-    if resamples:
-        metrics["intervals"] = bootstrap_intervals(metrics_of, prompts, resamples)
-    return metrics
-
-
-def evaluate_pairs(run: Run, pairs, cache_root: str | Path | None = None, resamples: int = 200) -> dict:
-    """RewardBench-style metrics of a run on chosen/rejected ``pairs`` (see
-    :func:`pyro_irm.analysis.metrics.pair_metrics`), with 95% bootstrap intervals over pairs."""
-    if run.encoder is None:
-        raise ValueError(
-            f"{run.directory} was fit on precomputed embeddings; evaluating pairs needs its encoder"
-        )
-    encoder = TextEncoder(run.encoder)
-    cache = open_cache(encoder, cache_root or default_cache_root())
-    scored, lengths = {}, {}
-    for side in ("chosen", "rejected"):
-        texts = getattr(pairs, side)
-        embeddings = embed_rows(pairs.prompts, texts, encoder, cache)
-        scored[side] = run.reward_model.score(embeddings).numpy().astype(np.float64)
-        lengths[side] = np.array([len(text) for text in texts])
-
-    def metrics_of(rows: np.ndarray, groups: np.ndarray) -> dict:
-        return pair_metrics(
-            scored["chosen"][rows],
-            scored["rejected"][rows],
-            lengths["chosen"][rows],
-            lengths["rejected"][rows],
-        )
-
-    every = np.arange(len(pairs))
-    metrics = metrics_of(every, every)
-    if resamples:
-        metrics["intervals"] = bootstrap_intervals(metrics_of, every, resamples)
-    return metrics

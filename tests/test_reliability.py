@@ -378,7 +378,8 @@ def test_a_reader_that_goes_away_ends_score_quietly(tmp_path):
 
 
 def test_score_and_evaluate_write_the_numbers_the_library_computes(tmp_path):
-    from pyro_irm.runs import Run, evaluate_run
+    from pyro_irm.evaluation import evaluate_run
+    from pyro_irm.runs import Run
 
     log, embeddings, run_dir = _run_with_embeddings(tmp_path, rows=80)
     rows = [json.loads(line) for line in log.read_text().splitlines()]

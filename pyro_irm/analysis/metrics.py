@@ -173,7 +173,7 @@ def best_of_n_win_rate(labels, rewards, groups) -> float:
 
 def feature_bias(rewards, feature, true_preference) -> float:
     """Spearman correlation of the reward with a response feature (length, code blocks) minus that
-    of the true preference with it (METHOD.md, "Metrics"): 0 for a reward that follows the feature
+    of the true preference with it (docs/method.md, "Evaluation"): 0 for a reward that follows the feature
     only as much as quality does. Give the graded true score where there is one: a 0/1 preference
     has a rank correlation attenuated by its ties."""
     from scipy.stats import spearmanr

@@ -1,5 +1,5 @@
 """Is an objective unbiased? Over many simulated replicates, each objective's estimate of a fixed
-reward model's risk minus the risk under the true preferences (METHOD.md, "Why the objective is
+reward model's risk minus the risk under the true preferences (docs/method.md, "Why it is
 unbiased").
 
 The risk is the mean binary cross-entropy of the reward model's P(preferred) against the true

@@ -1,4 +1,4 @@
-"""The semi-synthetic protocol of the papers (METHOD.md), made precise and repeatable.
+"""The semi-synthetic protocol of the papers (docs/method.md), made precise and repeatable.
 
 For each seed: simulate feedback on the training pool (by default the papers' setting: alpha-power
 propensity on the graded score, alpha 0.5, observation rate 0.5), hold out 20% of it for
@@ -25,7 +25,7 @@ from pyro_irm.benchmark.config import LOWER_IS_BETTER, METRICS, SWEEPABLE, Bench
 from pyro_irm.benchmark.datasets import EmbeddedSet
 from pyro_irm.data.simulation import simulate_from_scores
 from pyro_irm.inference.nuisance import EstimatorConfig, Nuisance
-from pyro_irm.inference.svi import complete_nuisance, fit
+from pyro_irm.inference.svi import FitDivergedError, complete_nuisance, fit
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.identifiability import IdentifiabilityWarning
 
@@ -118,6 +118,7 @@ def run_benchmark(
     seconds: dict[str, list[float]] = {m: [] for m in methods}
     sources: dict[str, str] = {}
     notes: list[str] = []
+    diverged: dict[str, list[str]] = {}
     positive_action_rate: list[float] = []
     bar = tqdm(
         total=config.seeds * len(methods), desc=f"benchmark {data.name}", disable=None if progress else True
@@ -147,7 +148,11 @@ def run_benchmark(
             # records that once instead of warning on every fit.
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", IdentifiabilityWarning)
-                result = fit(train, train_config, model_config, estimator_config, nuisance)
+                try:
+                    result = fit(train, train_config, model_config, estimator_config, nuisance)
+                except FitDivergedError as error:
+                    result = None
+                    diverged.setdefault(method, []).append(f"seed {seed}: {error}")
             for warning in caught:
                 if not issubclass(warning.category, IdentifiabilityWarning):
                     warnings.warn_explicit(
@@ -156,6 +161,13 @@ def run_benchmark(
                 elif f"{method}: {warning.message}" not in notes:
                     notes.append(f"{method}: {warning.message}")
             elapsed = time.perf_counter() - started
+            if result is None:  # no model to score: the seed counts, as NaN, in the summary
+                metrics = {metric: float("nan") for metric in METRICS}
+                metrics.update(fit_seconds=elapsed, epochs=float("nan"))
+                per_seed[method].append(metrics)
+                seconds[method].append(elapsed)
+                bar.update(1)
+                continue
             probability = result.reward_model.preference_probability(test_embeddings)
             metrics = label_metrics(test_labels, probability, data.test.prompt_ids, data.test.scores)
             metrics["fit_seconds"] = elapsed
@@ -168,6 +180,11 @@ def run_benchmark(
             )
         logger.info("seed %d nuisance estimates: %.1fs", seed, nuisance_seconds)
     bar.close()
+    for method, failures in diverged.items():
+        notes.append(
+            f"{method}: the fit diverged in {len(failures)} of {config.seeds} seeds, scored n/a "
+            f"({failures[0]})"
+        )
     return BenchmarkResult(
         data.name, data.description, config, per_seed, seconds, skipped, sources, notes, positive_action_rate
     )

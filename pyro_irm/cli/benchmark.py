@@ -16,13 +16,13 @@ from pyro_irm.benchmark.config import (
     ChatLogBenchmarkConfig,
     default_simulation,
 )
-from pyro_irm.cli.common import ESTIMATOR_FLIP_FLAGS, EXIT_OK, write_json
+from pyro_irm.cli.common import EXIT_OK, add_estimator_options, estimator_config, write_json
 from pyro_irm.cli.embed import add_encoder_options, encoder_config
 from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
 from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
 from pyro_irm.data.config import SimulationConfig
 from pyro_irm.estimators import METHOD_NAMES
-from pyro_irm.inference.config import EstimatorConfig, TrainConfig
+from pyro_irm.inference.config import TrainConfig
 from pyro_irm.models.config import ModelConfig
 
 # What the protocol sets per fit or per seed, or takes from the data set: not options.
@@ -101,12 +101,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     file_config = read_config_file(args.config) if args.config else {}
     config = benchmark_config(args, file_config)
     model_config = build_config(ModelConfig, file_config.get("model"), {}, "[model]")
-    estimator_config = build_config(
-        EstimatorConfig,
-        file_config.get("estimator"),
-        dataclass_values(args, EstimatorConfig, "est_"),
-        "[estimator]",
-    )
+    estimators = estimator_config(args, file_config)
     encoder = encoder_config(args, file_config)
     sweep = parse_sweep(args.sweep) if args.sweep else None
     progress = not args.quiet
@@ -143,7 +138,7 @@ def _benchmark(args: argparse.Namespace) -> int:
         _write_chatlog_result(args, result, started)
         return EXIT_OK
     if sweep is None:
-        result = run_benchmark(data, config, model_config, estimator_config, progress)
+        result = run_benchmark(data, config, model_config, estimators, progress)
         table = format_table(result)
         payload = result.summary
         full = result.to_dict()
@@ -153,7 +148,7 @@ def _benchmark(args: argparse.Namespace) -> int:
             plot_benchmark(result, out / "benchmark.png")
     else:
         parameter, points = sweep
-        results = run_sweep(data, parameter, points, config, model_config, estimator_config, progress)
+        results = run_sweep(data, parameter, points, config, model_config, estimators, progress)
         tables = [
             f"## {parameter} = {value:g}\n\n{format_table(results[value])}" for value in sorted(results)
         ]
@@ -292,9 +287,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         skip=("seeds",),
         flag_prefix="chatlog_",
     )
-    add_dataclass_options(
-        parser.add_argument_group("baseline estimators"), EstimatorConfig, "est_", rename=ESTIMATOR_FLIP_FLAGS
-    )
+    add_estimator_options(parser)
     add_encoder_options(parser)
     add_schema_options(parser)
     parser.set_defaults(handler=_benchmark)

@@ -11,9 +11,6 @@ import argparse
 import sys
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
-# CausalRM's flip rates are the model's eps0 and eps1 (given to the model, or to the simulation,
-# under the plain names); as estimator options they are named for the estimator that reads them.
-ESTIMATOR_FLIP_FLAGS = {"eps0": "causalrm_eps0", "eps1": "causalrm_eps1"}
 
 
 def global_options(defaults: bool) -> argparse.ArgumentParser:
@@ -61,3 +58,24 @@ def run_embeddings(run, log, args: argparse.Namespace):
     encoder = run.encoder if args.embeddings is None else None
     embeddings, _ = embeddings_for(log, args.embeddings, encoder, args.cache_dir, not args.quiet)
     return embeddings
+
+
+def add_estimator_options(parser) -> None:
+    """The baseline estimators' options (:class:`~pyro_irm.inference.config.EstimatorConfig`).
+    CausalRM's flip rates are the model's ``eps0`` and ``eps1`` (given to the model or the
+    simulation under the plain names), so here they are named for the estimator that reads them."""
+    from pyro_irm.cli.options import add_dataclass_options
+    from pyro_irm.inference.config import EstimatorConfig
+
+    group = parser.add_argument_group("baseline estimators (propensity, class prior, flip rates)")
+    rename = {"eps0": "causalrm_eps0", "eps1": "causalrm_eps1"}
+    add_dataclass_options(group, EstimatorConfig, "est_", rename=rename)
+
+
+def estimator_config(args: argparse.Namespace, file_config: dict):
+    """The :class:`~pyro_irm.inference.config.EstimatorConfig` of the options over ``[estimator]``."""
+    from pyro_irm.cli.options import build_config, dataclass_values
+    from pyro_irm.inference.config import EstimatorConfig
+
+    values = dataclass_values(args, EstimatorConfig, "est_")
+    return build_config(EstimatorConfig, file_config.get("estimator"), values, "[estimator]")

@@ -63,7 +63,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.pairs is not None:
         return _evaluate_pairs(args)
-    from pyro_irm.runs import Run, evaluate_run
+    from pyro_irm.evaluation import evaluate_run
+    from pyro_irm.runs import Run
 
     runs = [Run.load(directory) for directory in args.run_dirs]
     log = read_log_from_args(args, args.log, schema_from_args(args, actions=False))
@@ -86,7 +87,8 @@ def run(args: argparse.Namespace) -> int:
 
 def _evaluate_pairs(args: argparse.Namespace) -> int:
     from pyro_irm.data.pairs import read_pairs
-    from pyro_irm.runs import Run, evaluate_pairs
+    from pyro_irm.evaluation import evaluate_pairs
+    from pyro_irm.runs import Run
 
     pairs = read_pairs(
         args.pairs,

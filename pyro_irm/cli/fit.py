@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 
-from pyro_irm.cli.common import ESTIMATOR_FLIP_FLAGS, EXIT_OK, say
+from pyro_irm.cli.common import EXIT_OK, add_estimator_options, estimator_config, say
 from pyro_irm.cli.embed import add_encoder_options, encoder_config
 from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
 from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
-from pyro_irm.inference.config import HEAD_METHODS, EstimatorConfig, HeadConfig, TrainConfig
+from pyro_irm.inference.config import HEAD_METHODS, HeadConfig, TrainConfig
 from pyro_irm.models.config import ModelConfig
 
 
@@ -42,12 +42,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     add_schema_options(parser)
     add_dataclass_options(parser.add_argument_group("training"), TrainConfig, "train_", skip=("progress",))
     add_dataclass_options(parser.add_argument_group("model"), ModelConfig, "model_")
-    add_dataclass_options(
-        parser.add_argument_group("baseline estimators (propensity, class prior, flip rates)"),
-        EstimatorConfig,
-        "est_",
-        rename=ESTIMATOR_FLIP_FLAGS,
-    )
+    add_estimator_options(parser)
     add_encoder_options(parser)
     parser.set_defaults(handler=run)
 
@@ -64,12 +59,7 @@ def run(args: argparse.Namespace) -> int:
     model_config = build_config(
         ModelConfig, file_config.get("model"), dataclass_values(args, ModelConfig, "model_"), "[model]"
     )
-    estimator_config = build_config(
-        EstimatorConfig,
-        file_config.get("estimator"),
-        dataclass_values(args, EstimatorConfig, "est_"),
-        "[estimator]",
-    )
+    estimators = estimator_config(args, file_config)
     encoder = encoder_config(args, file_config)
     check_replaceable(args.out, RUN_FILE)  # before the fit, not after it
     schema = schema_from_args(args)
@@ -80,7 +70,7 @@ def run(args: argparse.Namespace) -> int:
         for name, channel, values in zip(log.action_names, log.channels, log.actions.T, strict=True)
     )
     say(args, f"Fitting {train_config.method} on {len(log):,} rows ({rates}).")
-    result = fit_log(log, embeddings, train_config, model_config, estimator_config)
+    result = fit_log(log, embeddings, train_config, model_config, estimators)
     if args.bayesian_head:
         data = log.to_feedback(embeddings)
         head_values = dataclass_values(args, HeadConfig, "head_")

@@ -1,4 +1,4 @@
-"""A chat-product log simulated on responses of known quality (METHOD.md, "Real logs").
+"""A chat-product log simulated on responses of known quality (docs/method.md, "The generative model").
 
 Each shown response gets a user, a display position and what users of chat products log: three
 binary actions (``copied`` and ``thumbs_up``, positive; ``regenerated``, negative), a continuous

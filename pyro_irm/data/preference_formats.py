@@ -2,7 +2,7 @@
 
 Each adapter reads its data set in the published format, from the Hugging Face hub (its hub name)
 or from a local file or saved directory in the same format, and turns every response into one row.
-The preference threshold and label scale follow METHOD.md (the seed papers' protocol):
+The preference threshold and label scale follow docs/method.md (the seed papers' protocol):
 
 ============== ===================================== ========================== =================
 name           hub name                              score                      preferred when

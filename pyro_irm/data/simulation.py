@@ -1,4 +1,4 @@
-"""Simulated implicit feedback with known preference, propensity and group (METHOD.md).
+"""Simulated implicit feedback with known preference, propensity and group (docs/method.md).
 
 Two entry points share one observation process:
 

@@ -1,4 +1,4 @@
-"""The per-row losses of every loss-based estimator, each written once (METHOD.md).
+"""The per-row losses of every loss-based estimator, each written once (docs/method.md).
 
 Notation: ``logits`` are the reward ``f(e)``; ``l(t) = BCE(t, sigmoid(f))`` is the loss of label t;
 ``y`` is the observed action or feedback value, ``o`` the observation indicator (observational

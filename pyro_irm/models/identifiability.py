@@ -1,7 +1,7 @@
 """Which assumption separates preference from propensity, and a warning when none does.
 
 From one binary action, ``P(y=1 | e) = P(r=1 | e) * P(o=1 | e, r=1)`` fixes only a product
-(METHOD.md). This module names what pins the two factors down for a given model and data:
+(docs/method.md). This module names what pins the two factors down for a given model and data:
 context that g sees and f does not, users (an engagement effect f never sees), three or more
 channels conditionally independent given the groups (Kruskal's theorem), or explicit labels.
 """

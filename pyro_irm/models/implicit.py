@@ -1,4 +1,5 @@
-"""The four-group generative model of implicit feedback, written once (METHOD.md, "Real logs").
+"""The four-group generative model of implicit feedback, written once (docs/method.md, "The
+generative model").
 
 For row i, with embedding e_i, context c_i and user j = user(i)::
 

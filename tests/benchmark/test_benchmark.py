@@ -162,3 +162,24 @@ def test_as_preference_bias_grows_naive_degrades_more_than_implicitrm():
     assert naive_drop > 0.03, naive_drop
     assert implicitrm_drop < naive_drop / 2, (implicitrm_drop, naive_drop)
     assert auc(4.0, "implicitrm") > auc(4.0, "naive") + 0.03
+
+
+def test_a_fit_that_diverges_is_scored_n_a_and_named_not_fatal(synthetic, monkeypatch):
+    """uPU's risk can run away (the fit refuses to keep weights); the benchmark goes on with the
+    other methods, scores the diverged seeds NaN and says so in its notes."""
+    from pyro_irm.benchmark import protocol
+    from pyro_irm.inference.svi import FitDivergedError
+
+    real_fit = protocol.fit
+
+    def fit(data, config, *args, **kwargs):
+        if config.method == "upu" and config.seed == 0:
+            raise FitDivergedError("uPU's risk ran away below zero")
+        return real_fit(data, config, *args, **kwargs)
+
+    monkeypatch.setattr(protocol, "fit", fit)
+    result = run_benchmark(synthetic, BenchmarkConfig(methods=("naive", "upu"), **QUICK))
+    assert np.isnan(result.per_seed["upu"][0]["auc"]) and np.isfinite(result.per_seed["upu"][1]["auc"])
+    assert result.summary["upu"]["auc"]["mean"] == result.per_seed["upu"][1]["auc"]
+    assert any("upu: the fit diverged in 1 of 2 seeds" in note for note in result.warnings)
+    assert "upu" in format_table(result)

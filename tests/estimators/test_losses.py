@@ -1,4 +1,4 @@
-"""Each loss against its defining identity (METHOD.md)."""
+"""Each loss against its defining identity (docs/method.md)."""
 
 import math
 

@@ -112,7 +112,7 @@ def test_closed_form_matches_the_group_table(reward, propensity, eps0, eps1):
 
 
 def test_posterior_of_silent_rows_is_the_papers_formula():
-    """METHOD.md: P(r=1, o=0 | y=0) = s_f (1 - s_g) / (1 - s_f s_g), and so on."""
+    """The seed paper's closed form: P(r=1, o=0 | y=0) = s_f (1 - s_g) / (1 - s_f s_g), and so on."""
     model = _model(ModelConfig())
     embeddings, _, context = _batch()
     actions = torch.zeros(len(embeddings), dtype=torch.float64)
