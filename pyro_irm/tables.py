@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Iterable, Sequence
 
 
 def format_cell(value: object, digits: int = 3) -> str:
-    """A number with ``digits`` decimals ('n/a' when not finite, '—' when missing); text as is."""
+    """A float with ``digits`` decimals ('n/a' when not finite, '—' when missing); integers, text
+    and anything else as ``str`` gives them."""
     if value is None:
         return "—"
-    if isinstance(value, bool) or not isinstance(value, int | float):
+    if isinstance(value, bool | numbers.Integral) or not isinstance(value, numbers.Real):
         return str(value)
     if not math.isfinite(value):
         return "n/a"

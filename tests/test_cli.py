@@ -300,3 +300,14 @@ def test_each_option_is_a_configuration_field_with_the_field_s_own_help(command)
         assert present == set(expected), (cls.__name__, present ^ set(expected))
         for dest, field in expected.items():
             assert actions[dest].help.startswith(field.metadata["help"]), (cls.__name__, dest)
+
+
+def test_global_options_are_accepted_before_or_after_the_command():
+    from pyro_irm.cli import build_parser
+
+    parser = build_parser()
+    for argv in (["-v", "--quiet", "demo"], ["demo", "-v", "--quiet"], ["-v", "demo", "-q"]):
+        args = parser.parse_args(argv)
+        assert args.verbose and args.quiet, argv
+    args = parser.parse_args(["demo"])
+    assert not args.verbose and not args.quiet

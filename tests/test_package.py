@@ -136,3 +136,15 @@ def test_the_command_line_answers_help_without_loading_torch():
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr
     assert result.stdout.strip().splitlines()[-1] == "[]"
+
+
+def test_the_table_formatter_keeps_counts_whole_and_rounds_floats():
+    from pyro_irm.tables import markdown_table
+
+    table = markdown_table(("group", "rows", "share"), [("a", 481, 0.12345), ("b", 0, float("nan"))])
+    assert table.splitlines() == [
+        "| group | rows | share |",
+        "|---|---:|---:|",
+        "| a | 481 | 0.123 |",
+        "| b | 0 | n/a |",
+    ]
