@@ -1,9 +1,10 @@
-"""From a log with text to a saved run and back: embed, fit, save, load, score, evaluate.
+"""From a log with text to a saved run and back: embed, fit, save, load, score.
 
 A run directory holds everything needed to use a fitted model on new text::
 
     run_dir/
       model/          the RewardModel (weights.safetensors + reward_model.json)
+      encoder/        the trained encoder and its tokenizer, when the fit fine-tuned it
       run.json        method, training, model, encoder and column configuration, the source log
       metrics.json    how the fit went, and label metrics where the training log had labels
       elbo.png        training and held-out ELBO per epoch
@@ -37,6 +38,7 @@ from pyro_irm.models.reward_model import RewardModel
 logger = logging.getLogger(__name__)
 
 MODEL_DIR = "model"
+ENCODER_DIR = "encoder"  # a fine-tuned encoder, saved with the run
 RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 ELBO_PLOT = "elbo.png"
@@ -119,6 +121,8 @@ class Run:
             )
         info = json.loads(run_file.read_text())
         encoder = info.get("encoder")
+        if encoder is not None and encoder["model"] == ENCODER_DIR and (directory / ENCODER_DIR).is_dir():
+            encoder = {**encoder, "model": str((directory / ENCODER_DIR).resolve())}
         return cls(
             directory=directory,
             reward_model=RewardModel.load(directory / MODEL_DIR, device=device),
@@ -190,6 +194,9 @@ def save_run(
 
 def _write_run(directory, result, log, embeddings, schema, model_config, encoder_info, source) -> None:
     result.reward_model.save(directory / MODEL_DIR)
+    if getattr(result, "encoder", None) is not None:  # fine-tuned: the run keeps its own encoder
+        result.save_encoder(directory / ENCODER_DIR)
+        encoder_info = {**encoder_info, "encoder": {**encoder_info["encoder"], "model": ENCODER_DIR}}
     info = {
         "method": result.method,
         "train_config": asdict(result.config),

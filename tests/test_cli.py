@@ -247,7 +247,7 @@ def _config_options():
     from pyro_irm.data.schema import LogSchema
     from pyro_irm.demo import DemoConfig
     from pyro_irm.encoders.config import EncoderConfig
-    from pyro_irm.inference.config import EstimatorConfig, HeadConfig, TrainConfig
+    from pyro_irm.inference.config import EstimatorConfig, FinetuneConfig, HeadConfig, TrainConfig
     from pyro_irm.models.config import ModelConfig
 
     not_simulated = {f for f in SimulationConfig.__dataclass_fields__ if f not in _SIMULATION_OPTIONS}
@@ -263,6 +263,7 @@ def _config_options():
             (ModelConfig, "model_", set()),
             (EstimatorConfig, "est_", set()),
             (HeadConfig, "head_", {"seed", "progress"}),
+            (FinetuneConfig, "finetune_", {"mode"}),
             (EncoderConfig, "encoder_", set()),
             (LogSchema, "schema_", set()),
         ],

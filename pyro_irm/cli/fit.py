@@ -8,7 +8,7 @@ from pyro_irm.cli.common import EXIT_OK, add_estimator_options, estimator_config
 from pyro_irm.cli.embed import add_encoder_options, encoder_config
 from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
 from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
-from pyro_irm.inference.config import HEAD_METHODS, HeadConfig, TrainConfig
+from pyro_irm.inference.config import HEAD_METHODS, FinetuneConfig, HeadConfig, TrainConfig
 from pyro_irm.models.config import ModelConfig
 
 
@@ -39,6 +39,20 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         skip=("seed", "progress"),
         flag_prefix="head_",
     )
+    parser.add_argument(
+        "--finetune-encoder",
+        dest="fine_tune",
+        choices=("lora", "full"),
+        help="implicitrm: train the encoder with the heads, through the amortized guide: LoRA adapters "
+        "(peft) or every weight; the trained encoder is saved in the run (and exported with it)",
+    )
+    add_dataclass_options(
+        parser.add_argument_group("fine-tuning (--finetune-encoder)"),
+        FinetuneConfig,
+        "finetune_",
+        skip=("mode",),
+        flag_prefix="finetune_",
+    )
     add_schema_options(parser)
     add_dataclass_options(parser.add_argument_group("training"), TrainConfig, "train_", skip=("progress",))
     add_dataclass_options(parser.add_argument_group("model"), ModelConfig, "model_")
@@ -49,8 +63,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pyro_irm.atomic import check_replaceable
-    from pyro_irm.inference.bayesian_head import fit_bayesian_head
-    from pyro_irm.runs import RUN_FILE, embeddings_for, fit_log, save_run
+    from pyro_irm.runs import RUN_FILE, embeddings_for, fit_log
 
     file_config = read_config_file(args.config) if args.config else {}
     train_values = dataclass_values(args, TrainConfig, "train_")
@@ -64,6 +77,8 @@ def run(args: argparse.Namespace) -> int:
     check_replaceable(args.out, RUN_FILE)  # before the fit, not after it
     schema = schema_from_args(args)
     log = read_log_from_args(args, args.log, schema)
+    if args.fine_tune:
+        return _fit_with_encoder(args, file_config, log, schema, train_config, model_config, encoder)
     embeddings, encoder_info = embeddings_for(log, args.embeddings, encoder, args.cache_dir, not args.quiet)
     rates = ", ".join(
         f"{name} {values.mean():.1%}" if channel.kind == "binary" else f"{name} mean {values.mean():.3g}"
@@ -71,6 +86,30 @@ def run(args: argparse.Namespace) -> int:
     )
     say(args, f"Fitting {train_config.method} on {len(log):,} rows ({rates}).")
     result = fit_log(log, embeddings, train_config, model_config, estimators)
+    return _finish(args, file_config, result, log, embeddings, schema, model_config, encoder_info)
+
+
+def _fit_with_encoder(args, file_config, log, schema, train_config, model_config, encoder) -> int:
+    """``--finetune-encoder``: the encoder trained with ImplicitRM's heads, then saved in the run."""
+    from pyro_irm.inference.finetune import finetune
+
+    if args.embeddings:
+        raise ValueError("--finetune-encoder trains the encoder on the log's text: drop --embeddings")
+    values = {**dataclass_values(args, FinetuneConfig, "finetune_"), "mode": args.fine_tune}
+    config = build_config(FinetuneConfig, file_config.get("finetune"), values, "[finetune]")
+    say(args, f"Fine-tuning {encoder.model} ({config.mode}) with implicitrm on {len(log):,} rows.")
+    result = finetune(log, encoder, train_config, model_config, config)
+    embeddings = result.encoder.encode(log.prompts, log.responses)
+    encoder_info = {"encoder": encoder.to_dict(), "identity": result.encoder.identity}
+    return _finish(args, file_config, result, log, embeddings, schema, model_config, encoder_info)
+
+
+def _finish(args, file_config, result, log, embeddings, schema, model_config, encoder_info) -> int:
+    """The Bayesian head when asked, then the run directory."""
+    from pyro_irm.inference.bayesian_head import fit_bayesian_head
+    from pyro_irm.runs import save_run
+
+    train_config = result.config
     if args.bayesian_head:
         data = log.to_feedback(embeddings)
         head_values = dataclass_values(args, HeadConfig, "head_")

@@ -45,14 +45,18 @@ def resolve_model_location(model: str) -> tuple[str, str]:
 
 
 def _local_fingerprint(directory: str) -> str:
-    """A digest of a model directory's config and the names and sizes of its weight files."""
+    """A digest of a model directory's config and the contents of its weight files: two fine-tunes
+    of one model have the same file sizes, and their embeddings must not share a cache entry."""
     digest = hashlib.blake2b(digest_size=16)
     root = Path(directory)
     config = root / "config.json"
     if config.exists():
         digest.update(config.read_bytes())
     for weights in sorted(root.glob("*.safetensors")) + sorted(root.glob("*.bin")):
-        digest.update(f"{weights.name}:{weights.stat().st_size}".encode())
+        digest.update(weights.name.encode())
+        with weights.open("rb") as stream:
+            while chunk := stream.read(1 << 22):
+                digest.update(chunk)
     return digest.hexdigest()
 
 
@@ -139,15 +143,18 @@ class TextEncoder:
     @torch.inference_mode()
     def encode_batch(self, prompts: list[str], responses: list[str]) -> np.ndarray:
         """``(B, dim)`` float32 embeddings of one batch."""
-        mode = self.config.text_mode
         self.rows_encoded += len(responses)
+        return self.embed(prompts, responses).float().cpu().numpy()
+
+    def embed(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+        """``(B, dim)`` pooled embeddings on the encoder's device, differentiable when gradients are
+        on (fine-tuning trains the encoder through this)."""
+        mode = self.config.text_mode
         if mode == "pair":
-            pooled = self._embed(prompts, responses)
-        elif mode == "response":
-            pooled = self._embed(responses, None)
-        else:
-            pooled = torch.cat([self._embed(prompts, None), self._embed(responses, None)], dim=-1)
-        return pooled.float().cpu().numpy()
+            return self._embed(prompts, responses)
+        if mode == "response":
+            return self._embed(responses, None)
+        return torch.cat([self._embed(prompts, None), self._embed(responses, None)], dim=-1)
 
     def _embed(self, first: list[str], second: list[str] | None) -> torch.Tensor:
         tokens = self.tokenizer(

@@ -203,3 +203,45 @@ class HeadConfig:
                 raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
         if self.prior_scale <= 0 or self.learning_rate <= 0:
             raise ValueError("prior_scale and learning_rate must be positive")
+
+
+FinetuneMode = Literal["lora", "full", "frozen"]
+
+
+@dataclass(frozen=True)
+class FinetuneConfig:
+    """How the encoder is trained together with the heads. The help text is reused by the CLI."""
+
+    mode: FinetuneMode = field(
+        default="lora",
+        metadata={
+            "help": "'lora': low-rank adapters on the encoder's attention (peft); 'full': every encoder "
+            "weight; 'frozen': the encoder fixed (the same loop, for comparison)"
+        },
+    )
+    lora_rank: int = field(default=8, metadata={"help": "rank of each LoRA adapter"})
+    lora_alpha: float = field(default=16.0, metadata={"help": "LoRA scaling numerator (scale alpha / rank)"})
+    lora_dropout: float = field(default=0.0, metadata={"help": "dropout on the adapters' input"})
+    target_modules: tuple[str, ...] = field(
+        default=(), metadata={"help": "module names that get adapters (default: peft's for the architecture)"}
+    )
+    encoder_learning_rate: float = field(
+        default=1e-4, metadata={"help": "AdamW learning rate of the encoder's trained weights"}
+    )
+    accumulation_steps: int = field(
+        default=1, metadata={"help": "minibatches whose gradients add up before each optimizer step"}
+    )
+    gradient_checkpointing: bool = field(
+        default=False,
+        metadata={"help": "recompute the encoder's activations in the backward pass (less memory)"},
+    )
+
+    def __post_init__(self) -> None:
+        if self.mode not in ("lora", "full", "frozen"):
+            raise ValueError(f"mode must be 'lora', 'full' or 'frozen', got {self.mode!r}")
+        if self.lora_rank < 1 or self.accumulation_steps < 1:
+            raise ValueError("lora_rank and accumulation_steps must be at least 1")
+        if self.encoder_learning_rate <= 0:
+            raise ValueError(f"encoder_learning_rate must be positive, got {self.encoder_learning_rate}")
+        if not 0.0 <= self.lora_dropout < 1.0:
+            raise ValueError(f"lora_dropout must lie in [0, 1), got {self.lora_dropout}")
