@@ -79,6 +79,11 @@ def run(args: argparse.Namespace) -> int:
     log = read_log_from_args(args, args.log, schema)
     if args.fine_tune:
         return _fit_with_encoder(args, file_config, log, schema, train_config, model_config, encoder)
+    if train_config.devices > 1 and args.embeddings is None:
+        raise ValueError(
+            f"--devices {train_config.devices}: every process reads the embeddings, so embed the log "
+            "first (pyro-irm embed LOG --out FILE.npy) and pass --embeddings FILE.npy"
+        )
     embeddings, encoder_info = embeddings_for(log, args.embeddings, encoder, args.cache_dir, not args.quiet)
     rates = ", ".join(
         f"{name} {values.mean():.1%}" if channel.kind == "binary" else f"{name} mean {values.mean():.3g}"
@@ -110,6 +115,8 @@ def _finish(args, file_config, result, log, embeddings, schema, model_config, en
     from pyro_irm.runs import save_run
 
     train_config = result.config
+    if not result.is_main_process:  # another process of a multi-process fit: the first one writes
+        return EXIT_OK
     if args.bayesian_head:
         data = log.to_feedback(embeddings)
         head_values = dataclass_values(args, HeadConfig, "head_")

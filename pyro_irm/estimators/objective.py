@@ -169,6 +169,10 @@ class LossObjective(nn.Module):
         )
         return self.estimator.risk(batch)
 
+    def forward(self, batch: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(objective, risk)`` on rows ``batch`` (see :meth:`risk`)."""
+        return self.risk(batch)
+
     def loss_and_grads(self, batch: torch.Tensor, *, num_rows: int) -> float:
         objective, risk = self.risk(batch)
         objective.backward()

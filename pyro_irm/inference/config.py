@@ -13,6 +13,7 @@ from pyro_irm.estimators import ESTIMATORS, describe_methods
 
 Inference = Literal["enumerate", "amortized", "fused"]
 GuideGradient = Literal["score_function", "enumerate"]
+Strategy = Literal["ddp"]
 PropensitySource = Literal["fit", "given"]
 Weighting = Literal["ips", "snips", "dr"]
 
@@ -75,6 +76,17 @@ class TrainConfig:
     )
     seed: int = field(default=0, metadata={"help": "seed of initialization, split and minibatches"})
     device: str = field(default="auto", metadata={"help": "'auto', 'cpu', 'cuda' or 'cuda:N'"})
+    devices: int = field(
+        default=1,
+        metadata={
+            "help": "processes to train in, data-parallel on Lightning Fabric (one per GPU on CUDA, gloo "
+            "on CPU); each holds the data and takes its share of every minibatch"
+        },
+    )
+    strategy: Strategy = field(
+        default="ddp",
+        metadata={"help": "how several devices share the work: 'ddp' (distributed data parallel)"},
+    )
     progress: bool = field(default=True, metadata={"help": "show a progress bar on a terminal"})
     checkpoint_dir: str | None = field(
         default=None,
@@ -99,6 +111,10 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must lie in [0, 1), got {self.validation_fraction}")
+        if self.devices < 1:
+            raise ValueError(f"devices must be at least 1, got {self.devices}")
+        if self.strategy != "ddp":
+            raise ValueError(f"strategy must be 'ddp', got {self.strategy!r}")
         if self.restarts < 1:
             raise ValueError(f"restarts must be at least 1, got {self.restarts}")
         if self.patience < 1:

@@ -80,17 +80,26 @@ class SVIObjective(_DataObjective):
     def _scaled(self, fn, num_rows: int):
         return poutine.scale(fn, scale=1.0 / num_rows)
 
-    def loss_and_grads(self, batch: torch.Tensor, *, num_rows: int) -> float:
+    def _elbo_args(self, batch: torch.Tensor, num_rows: int) -> tuple[tuple, dict]:
         model = config_enumerate(self.model, default="parallel") if self.enumerate_model else self.model
-        return self.elbo.loss_and_grads(
-            self._scaled(model, num_rows),
-            self._scaled(self.guide, num_rows),
-            *self.model_args(),
-            batch,
-            num_rows=num_rows,
-            observed=self.observed,
-            **self.extras,
-        )
+        args = (self._scaled(model, num_rows), self._scaled(self.guide, num_rows), *self.model_args(), batch)
+        return args, {"num_rows": num_rows, "observed": self.observed, **self.extras}
+
+    def forward(self, batch: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, loss)``: the differentiable loss on rows ``batch`` (what a data-parallel
+        wrapper calls, so that its gradient hooks see the backward pass)."""
+        if not hasattr(type(self.elbo), "differentiable_loss"):
+            raise ValueError(
+                "guide_gradient='score_function' has no differentiable loss to share across processes; "
+                "use guide_gradient='enumerate' (or one device)"
+            )
+        args, kwargs = self._elbo_args(batch, num_rows)
+        loss = self.elbo.differentiable_loss(*args, **kwargs)
+        return loss, loss
+
+    def loss_and_grads(self, batch: torch.Tensor, *, num_rows: int) -> float:
+        args, kwargs = self._elbo_args(batch, num_rows)
+        return self.elbo.loss_and_grads(*args, **kwargs)
 
 
 class FusedObjective(_DataObjective):
@@ -112,7 +121,8 @@ class FusedObjective(_DataObjective):
     ):
         super().__init__(model, None, data, actions, observed, extras)
 
-    def loss_and_grads(self, batch: torch.Tensor, *, num_rows: int) -> float:
+    def forward(self, batch: torch.Tensor, num_rows: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(loss, loss)`` on rows ``batch``, differentiable."""
         device = self.model.device
         rows, actions, context_rows, logged = (
             gather_rows(t, batch, device)
@@ -121,6 +131,10 @@ class FusedObjective(_DataObjective):
         extras = {k: gather_rows(v, batch, device) for k, v in self.extras.items()}
         log_marginal = self.model.log_marginal(rows, actions, context_rows, logged, **extras)
         loss = -(log_marginal.mean() + self.model.global_log_prob() / num_rows)
+        return loss, loss
+
+    def loss_and_grads(self, batch: torch.Tensor, *, num_rows: int) -> float:
+        loss, _ = self(batch, num_rows)
         loss.backward()
         return loss.item()
 

@@ -39,6 +39,7 @@ class FitResult:
     validation_indices: torch.Tensor
     device: str
     nuisance_sources: dict[str, str] = field(default_factory=dict)
+    is_main_process: bool = True  # False in the other processes of a multi-process fit
 
     @property
     def method(self) -> str:

@@ -63,13 +63,14 @@ def fit(
         is shared) with the best held-out score.
     """
     config = config or TrainConfig()
+    fabric = _launch(config) if config.devices > 1 else None
     if config.restarts == 1 or model is not None:
-        return _fit_once(data, config, model_config, estimator_config, nuisance, model)
+        return _fit_once(data, config, model_config, estimator_config, nuisance, model, fabric=fabric)
     if config.checkpoint_dir is not None:
         raise ValueError("restarts: a checkpointed fit resumes one run; give restarts=1 with checkpoint_dir")
     best: FitResult | None = None
     for restart in range(config.restarts):
-        result = _fit_once(data, config, model_config, estimator_config, nuisance, None, restart)
+        result = _fit_once(data, config, model_config, estimator_config, nuisance, None, restart, fabric)
         logger.info("restart %d: held-out score %.5f", restart, result.best_validation_score)
         if best is None or result.best_validation_score > best.best_validation_score:
             best = result
@@ -108,8 +109,10 @@ def _fit_once(
     nuisance: Nuisance | None,
     model: FeedbackModel | None,
     restart: int = 0,
+    fabric=None,
 ) -> FitResult:
-    """One fit (see :func:`fit`); ``restart`` k > 0 draws another initialization and batch order."""
+    """One fit (see :func:`fit`); ``restart`` k > 0 draws another initialization and batch order;
+    with ``fabric`` (several processes) each process takes its share of every minibatch."""
     model_config = model_config or ModelConfig()
     estimator_config = estimator_config or EstimatorConfig()
     if not isinstance(data, FeedbackData):
@@ -177,6 +180,9 @@ def _fit_once(
         optimizer = torch.optim.AdamW(
             objective.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
+        step_objective, step_optimizer = objective, optimizer
+        if fabric is not None:  # the wrapped objective averages the processes' gradients
+            step_objective, step_optimizer = fabric.setup(objective, optimizer)
         shapes = {
             "rows": len(data),
             "embedding_dim": data.embedding_dim,
@@ -210,7 +216,7 @@ def _fit_once(
             range(start_epoch, config.max_epochs),
             desc=f"fit {config.method}",
             unit="epoch",
-            disable=None if config.progress else True,
+            disable=None if config.progress and _is_main(fabric) else True,
             initial=start_epoch,
             total=config.max_epochs,
         )
@@ -222,19 +228,27 @@ def _fit_once(
             # The permutation depends on (seed, epoch) alone, so a resumed fit sees the same batches.
             generator = torch.Generator().manual_seed(run_seed * 1_000_003 + epoch)
             order = train_index[torch.randperm(num_train, generator=generator)]
-            started, total = time.perf_counter(), 0.0
+            started, total, seen = time.perf_counter(), 0.0, 0
             for step, batch in enumerate(order.split(config.batch_size)):
-                optimizer.zero_grad(set_to_none=True)
-                loss = objective.loss_and_grads(batch, num_rows=num_train)
+                step_optimizer.zero_grad(set_to_none=True)
+                if fabric is None:
+                    loss = objective.loss_and_grads(batch, num_rows=num_train)
+                else:
+                    batch = _share(batch, fabric)
+                    if batch is None:  # a last minibatch smaller than the processes: dropped by all
+                        continue
+                    differentiable, reported = step_objective(batch, num_train)
+                    fabric.backward(differentiable)
+                    loss = reported.item()
                 first_loss = loss if first_loss is None else first_loss
                 if _diverged(loss, first_loss):
                     raise FitDivergedError(
                         _divergence_message(loss, first_loss, epoch, step, config, start_epoch)
                     )
-                optimizer.step()
-                total += loss * len(batch)
+                step_optimizer.step()
+                total, seen = total + loss * len(batch), seen + len(batch)
             history.epoch_seconds.append(time.perf_counter() - started)
-            history.train_loss.append(total / num_train)
+            history.train_loss.append(total / max(seen, 1))
 
             if len(validation_index):
                 model.eval()
@@ -253,7 +267,7 @@ def _fit_once(
                 epochs.set_postfix(loss=f"{history.train_loss[-1]:.4f}")
             logger.debug("epoch %d: %s", epoch, history.train_loss[-1])
 
-            if config.checkpoint_dir is not None:
+            if config.checkpoint_dir is not None and _is_main(fabric):
                 save_checkpoint(
                     config.checkpoint_dir,
                     {
@@ -287,7 +301,38 @@ def _fit_once(
         validation_indices=validation_index,
         device=str(device),
         nuisance_sources=dict(nuisance.sources),
+        is_main_process=_is_main(fabric),
     )
+
+
+def _launch(config: TrainConfig):
+    """Lightning Fabric over ``config.devices`` processes (gloo on CPU, NCCL on CUDA), launched:
+    with 'ddp' the other processes run the same command again, so call this from a script or
+    ``pyro-irm fit``, not from an interactive session."""
+    from lightning.fabric import Fabric
+    from lightning.fabric.strategies import DDPStrategy
+
+    device = resolve_device(config.device)
+    accelerator = "cuda" if device.type == "cuda" else "cpu"
+    backend = "nccl" if accelerator == "cuda" else "gloo"
+    # The amortized guide's score-function baseline gets no gradient when its groups are summed.
+    unused = config.method == "implicitrm" and config.inference == "amortized"
+    strategy = DDPStrategy(process_group_backend=backend, find_unused_parameters=unused)
+    fabric = Fabric(accelerator=accelerator, devices=config.devices, strategy=strategy)
+    fabric.launch()
+    return fabric
+
+
+def _is_main(fabric) -> bool:
+    return fabric is None or fabric.global_rank == 0
+
+
+def _share(batch: torch.Tensor, fabric) -> torch.Tensor | None:
+    """This process's rows of a minibatch: every ``world_size``-th row from its rank on, so the
+    processes together take the minibatch one process would (None when some would get none)."""
+    if len(batch) < fabric.world_size:
+        return None
+    return batch[fabric.global_rank :: fabric.world_size]
 
 
 def _prefixed(prefix: str, state: dict) -> dict:
