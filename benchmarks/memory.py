@@ -1,8 +1,10 @@
-"""Peak memory of a fit on 1M rows of 384-dim float32 embeddings, as a multiple of their size.
+"""Peak memory of a fit on 1M rows of 384-dim float32 embeddings, as a multiple of their size, and
+the whole process's peak resident memory.
 
 The embeddings are written to a ``.npy`` file and memory-mapped, as a user's cached embeddings
-would be; the fit must not copy them. Peak resident memory is read from the kernel (``ru_maxrss``)
-and reported above the process's resident memory after imports.
+would be; the fit must not copy them, and gives the mapped pages back between minibatches
+(``FeedbackData.release_pages``). Peak resident memory is read from the kernel (``ru_maxrss``)
+and reported above the process's resident memory after imports, and as a whole.
 
     python benchmarks/memory.py [--rows 1000000] [--inference enumerate]
 """
@@ -76,7 +78,8 @@ def main() -> None:
         print(f"{args.rows:,} x {args.dim} float32 embeddings: {size_mib:,.0f} MiB, memory-mapped")
         print(
             f"fit ({args.inference}, 1 epoch, {seconds:.0f} s): peak resident memory above "
-            f"imports {peak:,.0f} MiB = {peak / size_mib:.2f}x the embeddings"
+            f"imports {peak:,.0f} MiB = {peak / size_mib:.2f}x the embeddings; the whole process's "
+            f"peak {peak_mib():,.0f} MiB (imports {baseline:,.0f} MiB)"
         )
         print(f"held-out ELBO after 1 epoch: {result.history.validation_score[-1]:.4f}")
 

@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from pyro_irm.channels import DEFAULT_CHANNELS, ChannelSpec, check_channels
+from pyro_irm.data.paging import mapped_pages, register_row_file
 from pyro_irm.groups import group_index
 
 # Rows scanned at a time when checking large tensors, so validation needs no full-size temporaries.
@@ -57,11 +58,14 @@ def as_float_tensor(name: str, value: ArrayLike) -> torch.Tensor:
     return value
 
 
-def first_non_finite(name: str, values: torch.Tensor) -> None:
-    """Raise naming the first row (and column) of ``values`` holding NaN or inf; scans in chunks."""
+def first_non_finite(name: str, values: torch.Tensor, after_chunk=None) -> None:
+    """Raise naming the first row (and column) of ``values`` holding NaN or inf; scans in chunks
+    (calling ``after_chunk()`` after each, where given)."""
     for start in range(0, values.shape[0], _VALIDATION_CHUNK_ROWS):
         chunk = values[start : start + _VALIDATION_CHUNK_ROWS]
         finite = torch.isfinite(chunk)
+        if after_chunk is not None:
+            after_chunk()
         if finite.all():
             continue
         bad = (~finite).nonzero()[0].tolist()
@@ -112,6 +116,7 @@ class FeedbackData:
     users: torch.Tensor | None = None
 
     def __post_init__(self) -> None:
+        pages = mapped_pages(self.embeddings)
         embeddings = as_float_tensor("embeddings", self.embeddings)
         actions = as_float_tensor("actions", self.actions)
         if embeddings.dim() != 2:
@@ -139,7 +144,10 @@ class FeedbackData:
                 f"actions: {num_channels} column(s) but {len(channels)} channel(s) declared "
                 f"({', '.join(c.name for c in channels)}); declare one channel per column"
             )
-        first_non_finite("embeddings", embeddings)
+        object.__setattr__(self, "_pages", pages)
+        if pages is not None:  # minibatches read its rows from the file, not through the mapping
+            register_row_file(embeddings, self.embeddings)
+        first_non_finite("embeddings", embeddings, after_chunk=self.release_pages)
         first_non_finite("actions", actions)
         columns = actions[:, None] if actions.dim() == 1 else actions
         for k, channel in enumerate(channels):
@@ -283,6 +291,12 @@ class FeedbackData:
         """'observational' when the log records whether feedback was given, else 'implicit'."""
         return "implicit" if self.observed is None else "observational"
 
+    def release_pages(self) -> None:
+        """Give back the resident pages of memory-mapped embeddings (see :mod:`pyro_irm.data.paging`);
+        a fit calls it between minibatches so that its memory stays bounded. Otherwise a no-op."""
+        if self._pages is not None:
+            self._pages.release()
+
     def fingerprint(self) -> str:
         """A digest of what a fit reads: embeddings, actions, context, users, observation indicators,
         given propensities and explicit labels (hashed in chunks, never copied whole)."""
@@ -293,10 +307,16 @@ class FeedbackData:
             if values is None:
                 continue
             digest.update(repr(tuple(values.shape)).encode())
-            for start in range(0, values.shape[0], _VALIDATION_CHUNK_ROWS):
-                chunk = values[start : start + _VALIDATION_CHUNK_ROWS].detach().cpu().contiguous()
-                digest.update(chunk.numpy().tobytes())
+            for chunk in self.chunks(values):
+                digest.update(chunk.detach().cpu().contiguous().numpy().tobytes())
         return digest.hexdigest()
+
+    def chunks(self, values: torch.Tensor):
+        """``values`` (one of this data's ``(N, ...)`` fields) in chunks of rows, giving back the
+        pages of memory-mapped embeddings after each, so a scan over the rows stays small."""
+        for start in range(0, values.shape[0], _VALIDATION_CHUNK_ROWS):
+            yield values[start : start + _VALIDATION_CHUNK_ROWS]
+            self.release_pages()
 
     def subset(self, index: torch.Tensor) -> FeedbackData:
         """The rows at ``index`` (a copy of just those rows)."""

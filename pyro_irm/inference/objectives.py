@@ -217,13 +217,13 @@ def heldout_elbo(
     device = model.device
     total = 0.0
     for chunk in index.split(chunk_rows):
-        rows, actions, context_rows, logged = (
+        rows, chunk_actions, context_rows, logged = (
             gather_rows(t, chunk, device) for t in (embeddings, actions, context, observed)
         )
         chunk_extras = {k: gather_rows(v, chunk, device) for k, v in extras.items() if v is not None}
-        log_joint = model.group_log_joint(rows, actions, context_rows, logged, **chunk_extras)
+        log_joint = model.group_log_joint(rows, chunk_actions, context_rows, logged, **chunk_extras)
         if isinstance(guide, StratificationGuide):
-            log_q = torch.log_softmax(guide.group_logits(rows, actions, context_rows, logged), dim=-1)
+            log_q = torch.log_softmax(guide.group_logits(rows, chunk_actions, context_rows, logged), dim=-1)
             q = log_q.exp()
             terms = torch.where(q > 0, q * (log_joint - log_q), torch.zeros_like(q))
             total += terms.sum().item()

@@ -247,6 +247,8 @@ def _fit_once(
                     )
                 step_optimizer.step()
                 total, seen = total + loss * len(batch), seen + len(batch)
+                if step % _RELEASE_EVERY_STEPS == _RELEASE_EVERY_STEPS - 1:
+                    data.release_pages()
             history.epoch_seconds.append(time.perf_counter() - started)
             history.train_loss.append(total / max(seen, 1))
 
@@ -254,6 +256,7 @@ def _fit_once(
                 model.eval()
                 guide.eval()
                 value = objective.validation_score(validation_index)
+                data.release_pages()
                 history.validation_score.append(value)
                 if value > best_value + config.min_delta:
                     best_value, history.best_epoch, epochs_without_gain = value, epoch, 0
@@ -411,6 +414,11 @@ def _warn_if_worse_than_constant(
         )
 
 
+# Memory-mapped embeddings give their pages back this often, so a fit's resident memory stays near
+# what these many minibatches touch, not the whole file.
+_RELEASE_EVERY_STEPS = 8
+
+
 class FitDivergedError(ValueError):
     """The training loss became non-finite or grew far past where it started; nothing is saved."""
 
@@ -457,7 +465,7 @@ def check_scale(data: FeedbackData) -> None:
     for name, values in (("embeddings", data.embeddings), ("context", data.context)):
         if values is None:
             continue
-        largest = max(float(chunk.abs().max()) for chunk in values.split(_SCALE_CHUNK_ROWS))
+        largest = max(float(chunk.abs().max()) for chunk in data.chunks(values))
         if largest > _SCALE_LIMIT:
             raise ValueError(
                 f"{name}: values up to {largest:.3g} overflow a network's float32 arithmetic; "
@@ -471,7 +479,6 @@ def check_scale(data: FeedbackData) -> None:
             )
 
 
-_SCALE_CHUNK_ROWS = 65_536
 _SCALE_LIMIT = 1e15
 _SCALE_WARNING = 1e4
 

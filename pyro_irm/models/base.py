@@ -12,6 +12,7 @@ import pyro
 import torch
 from pyro.nn import PyroModule
 
+from pyro_irm.data.paging import row_file
 from pyro_irm.models.networks import MLP
 
 
@@ -25,11 +26,16 @@ def observed_group_mask(observed: torch.Tensor, group_engagement: torch.Tensor) 
 def gather_rows(
     values: torch.Tensor | None, index: torch.Tensor | None, device: torch.device
 ) -> torch.Tensor | None:
-    """``values[index]`` moved to ``device``; the whole tensor when ``index`` is None."""
+    """``values[index]`` moved to ``device``; the whole tensor when ``index`` is None. Rows of
+    memory-mapped embeddings are read from their file (:mod:`pyro_irm.data.paging`)."""
     if values is None:
         return None
-    rows = values if index is None else values[index.to(values.device)]
-    return rows.to(device, non_blocking=True)
+    if index is None:
+        return values.to(device, non_blocking=True)
+    stored = row_file(values) if values.device.type == "cpu" else None
+    if stored is not None:
+        return torch.from_numpy(stored.rows(index.cpu().numpy())).to(device, non_blocking=True)
+    return values[index.to(values.device)].to(device, non_blocking=True)
 
 
 class FeedbackModel(PyroModule):

@@ -132,3 +132,38 @@ def test_fit_selected_keeps_the_configuration_with_the_best_held_out_score(small
     assert scores[0] != scores[1]
     assert chosen == candidates[int(np.argmax(scores))]
     assert result.best_validation_score == max(scores)
+
+
+def test_the_held_out_elbo_is_the_same_in_chunks_as_in_one_pass():
+    """Validation scans its rows in chunks (65,536 by default); the sum cannot depend on the cut."""
+    from pyro_irm.inference.objectives import heldout_elbo
+    from pyro_irm.models.guides import StratificationGuide
+
+    data = simulate(SimulationConfig(num_rows=300, embedding_dim=6, seed=4))
+    result = fit(data, TrainConfig(inference="amortized", max_epochs=2, progress=False))
+    model, guide = result.reward_model.model, StratificationGuide(result.reward_model.model)
+    index = torch.arange(250)
+    for q in (None, guide):
+        whole = heldout_elbo(model, q, data.embeddings, data.actions, data.context, index)
+        chunked = heldout_elbo(model, q, data.embeddings, data.actions, data.context, index, chunk_rows=17)
+        assert chunked == pytest.approx(whole, rel=1e-6)
+
+
+def test_memory_mapped_embeddings_fit_exactly_as_in_memory_ones(tmp_path):
+    """Minibatches of memory-mapped embeddings are read from the file, not through the mapping (a
+    bounded resident set; BENCHMARKS.md); the fit is the in-memory fit, number for number."""
+    from pyro_irm.data.paging import row_file
+
+    data = simulate(SimulationConfig(num_rows=1500, embedding_dim=6, seed=3))
+    np.save(tmp_path / "embeddings.npy", data.embeddings.numpy())
+    mapped = np.load(tmp_path / "embeddings.npy", mmap_mode="c")
+    rest = {"actions": data.actions[100:], "context": data.context[100:]}
+    on_file = FeedbackData(mapped[100:], **rest)  # a slice: its rows start further into the file
+    in_memory = FeedbackData(data.embeddings[100:].clone(), **rest)
+    assert row_file(on_file.embeddings) is not None and row_file(in_memory.embeddings) is None
+    config = TrainConfig(inference="enumerate", max_epochs=3, batch_size=128, progress=False)
+    first, second = fit(on_file, config), fit(in_memory, config)
+    assert first.history.validation_score == second.history.validation_score
+    torch.testing.assert_close(
+        first.reward_model.score(in_memory.embeddings), second.reward_model.score(in_memory.embeddings)
+    )
