@@ -291,6 +291,31 @@ class FeedbackData:
         """'observational' when the log records whether feedback was given, else 'implicit'."""
         return "implicit" if self.observed is None else "observational"
 
+    def to(self, device: str | torch.device) -> FeedbackData:
+        """These rows with every tensor on ``device`` (a fit on a GPU moves its data there once,
+        so that no step copies from the host); memory-mapped embeddings stay on their file."""
+        device = torch.device(device)
+        if self._pages is not None or self.embeddings.device == device:
+            return self
+
+        def moved(values):
+            return None if values is None else values.to(device)
+
+        truth = None
+        if self.truth is not None:
+            truth = GroundTruth(**{f.name: moved(getattr(self.truth, f.name)) for f in fields(self.truth)})
+        names = (
+            "embeddings",
+            "actions",
+            "context",
+            "labels",
+            "observed",
+            "propensity",
+            "prompt_ids",
+            "users",
+        )
+        return replace(self, truth=truth, **{name: moved(getattr(self, name)) for name in names})
+
     def release_pages(self) -> None:
         """Give back the resident pages of memory-mapped embeddings (see :mod:`pyro_irm.data.paging`);
         a fit calls it between minibatches so that its memory stays bounded. Otherwise a no-op."""

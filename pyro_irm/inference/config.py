@@ -14,6 +14,7 @@ from pyro_irm.estimators import ESTIMATORS, describe_methods
 Inference = Literal["enumerate", "amortized", "fused"]
 GuideGradient = Literal["score_function", "enumerate"]
 Strategy = Literal["ddp"]
+Precision = Literal["float32", "bfloat16", "float16"]
 PropensitySource = Literal["fit", "given"]
 Weighting = Literal["ips", "snips", "dr"]
 
@@ -76,6 +77,13 @@ class TrainConfig:
     )
     seed: int = field(default=0, metadata={"help": "seed of initialization, split and minibatches"})
     device: str = field(default="auto", metadata={"help": "'auto', 'cpu', 'cuda' or 'cuda:N'"})
+    precision: Precision = field(
+        default="float32",
+        metadata={
+            "help": "the networks' arithmetic: 'float32', or autocast to 'bfloat16' (CPU or GPU) or "
+            "'float16' (GPU, with gradient scaling); the likelihood's log-space sums stay float32"
+        },
+    )
     devices: int = field(
         default=1,
         metadata={
@@ -111,6 +119,8 @@ class TrainConfig:
             raise ValueError(f"weight_decay must be non-negative, got {self.weight_decay}")
         if not 0.0 <= self.validation_fraction < 1.0:
             raise ValueError(f"validation_fraction must lie in [0, 1), got {self.validation_fraction}")
+        if self.precision not in ("float32", "bfloat16", "float16"):
+            raise ValueError(f"precision must be float32, bfloat16 or float16, got {self.precision!r}")
         if self.devices < 1:
             raise ValueError(f"devices must be at least 1, got {self.devices}")
         if self.strategy != "ddp":

@@ -121,7 +121,13 @@ def _fit_once(
     actions = get_estimator(config.method).observed_actions(data)
     check_learnable(data, config.method, actions)
     check_scale(data)
-    device = resolve_device(config.device)
+    device = fabric.device if fabric is not None else resolve_device(config.device)
+    if config.precision == "float16" and (device.type != "cuda" or config.devices > 1):
+        raise ValueError(
+            "precision='float16' needs one CUDA device; on CPU or several processes use 'bfloat16'"
+        )
+    if device.type == "cuda":
+        data = data.to(device)  # once, not a host-to-device copy per step
     nuisance = complete_nuisance(data, config.method, estimator_config, nuisance, config.seed)
     if config.fit_labels:
         if config.method != "implicitrm":
@@ -181,6 +187,7 @@ def _fit_once(
             objective.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
         step_objective, step_optimizer = objective, optimizer
+        scaler = torch.amp.GradScaler("cuda") if config.precision == "float16" else None
         if fabric is not None:  # the wrapped objective averages the processes' gradients
             step_objective, step_optimizer = fabric.setup(objective, optimizer)
         shapes = {
@@ -231,21 +238,29 @@ def _fit_once(
             started, total, seen = time.perf_counter(), 0.0, 0
             for step, batch in enumerate(order.split(config.batch_size)):
                 step_optimizer.zero_grad(set_to_none=True)
-                if fabric is None:
+                if fabric is None and config.precision == "float32":
                     loss = objective.loss_and_grads(batch, num_rows=num_train)
                 else:
-                    batch = _share(batch, fabric)
+                    batch = batch if fabric is None else _share(batch, fabric)
                     if batch is None:  # a last minibatch smaller than the processes: dropped by all
                         continue
-                    differentiable, reported = step_objective(batch, num_train)
-                    fabric.backward(differentiable)
+                    with _autocast(config.precision, device):
+                        differentiable, reported = step_objective(batch, num_train)
+                    if fabric is not None:
+                        fabric.backward(differentiable)
+                    else:
+                        (differentiable if scaler is None else scaler.scale(differentiable)).backward()
                     loss = reported.item()
                 first_loss = loss if first_loss is None else first_loss
                 if _diverged(loss, first_loss):
                     raise FitDivergedError(
                         _divergence_message(loss, first_loss, epoch, step, config, start_epoch)
                     )
-                step_optimizer.step()
+                if scaler is None:
+                    step_optimizer.step()
+                else:
+                    scaler.step(step_optimizer)
+                    scaler.update()
                 total, seen = total + loss * len(batch), seen + len(batch)
                 if step % _RELEASE_EVERY_STEPS == _RELEASE_EVERY_STEPS - 1:
                     data.release_pages()
@@ -324,6 +339,12 @@ def _launch(config: TrainConfig):
     fabric = Fabric(accelerator=accelerator, devices=config.devices, strategy=strategy)
     fabric.launch()
     return fabric
+
+
+def _autocast(precision: str, device: torch.device):
+    """Low-precision arithmetic for the networks in a step (the models return float32 logits)."""
+    dtype = {"bfloat16": torch.bfloat16, "float16": torch.float16}.get(precision)
+    return torch.autocast(device_type=device.type, dtype=dtype, enabled=dtype is not None)
 
 
 def _is_main(fabric) -> bool:

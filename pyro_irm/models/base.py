@@ -13,7 +13,7 @@ import torch
 from pyro.nn import PyroModule
 
 from pyro_irm.data.paging import row_file
-from pyro_irm.models.networks import MLP
+from pyro_irm.models.networks import MLP, full_precision
 
 
 def observed_group_mask(observed: torch.Tensor, group_engagement: torch.Tensor) -> torch.Tensor:
@@ -52,7 +52,7 @@ class FeedbackModel(PyroModule):
 
     def reward_logits(self, embeddings: torch.Tensor, context: torch.Tensor | None = None) -> torch.Tensor:
         """The reward ``f(e)``: ``(B, D) -> (B,)`` logits of P(preferred)."""
-        return self.reward_net(embeddings).squeeze(-1)
+        return full_precision(self.reward_net(embeddings).squeeze(-1))
 
     def group_log_joint(
         self,

@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyro_irm.channels import ChannelSpec
+from pyro_irm.models.networks import full_precision
 
 # Logit of a binary channel firing on a silent row (o = 0): about 1e-13, not exactly 0, so a
 # mislogged action lowers the likelihood of the silent groups instead of ruling them out.
@@ -139,7 +140,7 @@ class SignedBinaryChannel(Channel):
     def engaged_logits(self, preference: torch.Tensor, features: torch.Tensor | None) -> torch.Tensor:
         logits = self.intercept + F.softplus(self.raw_effect) * _signed(preference, self.spec)
         if self.features is not None and features is not None:
-            logits = logits + self.features(features).squeeze(-1)
+            logits = logits + full_precision(self.features(features).squeeze(-1))
         return logits
 
     def distribution(
@@ -191,7 +192,7 @@ class LogNormalChannel(Channel):
             effect[0], effect[1], engagement
         ) * _signed(preference, self.spec)
         if self.features is not None and features is not None:
-            location = location + self.features(features).squeeze(-1)
+            location = location + full_precision(self.features(features).squeeze(-1))
         scale = F.softplus(_select(self.raw_scale[0], self.raw_scale[1], engagement)) + 1e-3
         return dist.Normal(location, scale)
 

@@ -44,7 +44,7 @@ from pyro_irm.models.channel import (
     SignedBinaryChannel,
 )
 from pyro_irm.models.config import ModelConfig
-from pyro_irm.models.networks import MLP
+from pyro_irm.models.networks import MLP, full_precision
 from pyro_irm.models.propensity import PropensityNetwork, select_by_preference
 
 USER_SITE = "user_engagement"
@@ -181,7 +181,7 @@ class ImplicitFeedbackModel(FeedbackModel):
         self, embeddings: torch.Tensor, context: torch.Tensor | None = None
     ) -> torch.Tensor:
         """``(B, 2)`` logits of ``P(o = 1 | row, r)`` for r = 0 and r = 1 (before user effects)."""
-        return self.propensity(self.propensity_features(embeddings, context))
+        return full_precision(self.propensity(self.propensity_features(embeddings, context)))
 
     def emission_features(
         self, embeddings: torch.Tensor, context: torch.Tensor | None

@@ -26,3 +26,9 @@ class MLP(nn.Sequential):
 
     def forward(self, inputs: torch.Tensor) -> torch.Tensor:
         return super().forward(inputs)
+
+
+def full_precision(values: torch.Tensor) -> torch.Tensor:
+    """``values`` in float32 when a low-precision autocast computed them (float64 stays float64):
+    the likelihood's log-space sums are taken in full precision."""
+    return values.float() if values.dtype in (torch.float16, torch.bfloat16) else values

@@ -167,3 +167,35 @@ def test_memory_mapped_embeddings_fit_exactly_as_in_memory_ones(tmp_path):
     torch.testing.assert_close(
         first.reward_model.score(in_memory.embeddings), second.reward_model.score(in_memory.embeddings)
     )
+
+
+@pytest.mark.parametrize("inference", ["fused", "enumerate", "amortized"])
+def test_bfloat16_autocast_fits_what_float32_fits(small_data, inference):
+    """The networks run in bfloat16 (on CPU here) while the likelihood's log-space sums stay float32:
+    the fit lands where the float32 fit does."""
+    config = TrainConfig(inference=inference, max_epochs=6, batch_size=128, progress=False)
+    full = fit(small_data, config)
+    low = fit(small_data, replace(config, precision="bfloat16"))
+    assert low.best_validation_score == pytest.approx(full.best_validation_score, abs=0.02)
+    rewards = torch.stack([r.reward_model.score(small_data.embeddings) for r in (full, low)])
+    assert torch.corrcoef(rewards)[0, 1] > 0.98
+
+
+def test_float16_needs_a_gpu(small_data):
+    if torch.cuda.is_available():
+        pytest.skip("CUDA is present")
+    with pytest.raises(ValueError, match="float16' needs one CUDA device"):
+        fit(small_data, TrainConfig(precision="float16", **FAST))
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("precision", ["float32", "bfloat16", "float16"])
+def test_fit_on_cuda_moves_the_data_once_and_matches_cpu(small_data, precision):
+    from pyro_irm.data.feedback import FeedbackData
+
+    moved = small_data.to("cuda")
+    assert isinstance(moved, FeedbackData) and moved.embeddings.is_cuda and moved.actions.is_cuda
+    cpu = fit(small_data, TrainConfig(device="cpu", **FAST)).reward_model.score(small_data.embeddings)
+    result = fit(small_data, TrainConfig(device="cuda", precision=precision, **FAST))
+    gpu = result.reward_model.score(small_data.embeddings)
+    assert torch.corrcoef(torch.stack([cpu, gpu.cpu()]))[0, 1] > 0.98
