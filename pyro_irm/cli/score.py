@@ -29,6 +29,12 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         help="also write each row's posterior probability of the four groups given its actions "
         "(implicitrm runs; the rows need the run's action, context and user columns)",
     )
+    parser.add_argument(
+        "--device",
+        default="cpu",
+        help="where the reward model scores: 'cpu', 'cuda' or 'auto' (the encoder: --encoder-device "
+        "at fit time; default cpu)",
+    )
     add_cache_option(parser)
     add_schema_options(parser, actions=False, labels=False)
     parser.set_defaults(handler=run)
@@ -38,10 +44,11 @@ def run(args: argparse.Namespace) -> int:
     import numpy as np
 
     from pyro_irm.data.logs import write_records
+    from pyro_irm.device import resolve_device
     from pyro_irm.groups import GROUP_NAMES
     from pyro_irm.runs import Run, run_groups
 
-    run = Run.load(args.run_dir)
+    run = Run.load(args.run_dir, device=str(resolve_device(args.device)))
     if args.groups and run.method != "implicitrm":
         raise ValueError(f"--groups: {run.directory} is a {run.method} fit; only implicitrm has groups")
     # With --groups the run's own column mapping is read, so the rows' actions, context and users are too.

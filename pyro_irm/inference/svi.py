@@ -18,7 +18,7 @@ from pyro_irm.channels import describe_channels
 from pyro_irm.data.feedback import FeedbackData, split_indices
 from pyro_irm.device import resolve_device
 from pyro_irm.estimators import build_model, check_setting, get_estimator
-from pyro_irm.inference.checkpoint import identity, load_checkpoint, save_checkpoint
+from pyro_irm.inference.checkpoint import checkpoint_path, identity, load_checkpoint, save_checkpoint
 from pyro_irm.inference.config import TrainConfig
 from pyro_irm.inference.nuisance import EstimatorConfig, Nuisance, estimate_nuisance
 from pyro_irm.inference.objectives import build_guide, build_objective
@@ -285,22 +285,23 @@ def _fit_once(
                 epochs.set_postfix(loss=f"{history.train_loss[-1]:.4f}")
             logger.debug("epoch %d: %s", epoch, history.train_loss[-1])
 
-            if config.checkpoint_dir is not None and _is_main(fabric):
-                save_checkpoint(
-                    config.checkpoint_dir,
-                    {
-                        "identity": identity(config, shapes),
-                        "model": model.state_dict(),
-                        "guide": guide.state_dict(),
-                        "optimizer": optimizer.state_dict(),
-                        "history": asdict(history),
-                        "best_value": best_value,
-                        "best_state": best_state,
-                        "epochs_without_gain": epochs_without_gain,
-                        "epoch": epoch,
-                        "rng_state": torch.get_rng_state(),
-                    },
-                )
+            if config.checkpoint_dir is not None:
+                state = {
+                    "identity": identity(config, shapes),
+                    "model": model.state_dict(),
+                    "guide": guide.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "history": asdict(history),
+                    "best_value": best_value,
+                    "best_state": best_state,
+                    "epochs_without_gain": epochs_without_gain,
+                    "epoch": epoch,
+                    "rng_state": torch.get_rng_state(),
+                }
+                if fabric is None:
+                    save_checkpoint(config.checkpoint_dir, state)
+                else:  # Lightning's checkpoint IO: the first process writes, the others wait for it
+                    fabric.save(checkpoint_path(config.checkpoint_dir), state)
         epochs.close()
     if len(validation_index) and get_estimator(config.method).family == "pyro" and not config.fit_labels:
         _warn_if_worse_than_constant(best_value, actions, data, train_index, validation_index, config)

@@ -57,3 +57,18 @@ def test_several_processes_need_the_embeddings_precomputed(log_dir, capsys):
 
     code = main(["fit", str(log_dir / "log.jsonl"), "--devices", "2", "--out", str(log_dir / "x"), "--quiet"])
     assert code == 2 and "embed the log first" in capsys.readouterr().err
+
+
+@pytest.mark.slow
+def test_a_two_process_fit_checkpoints_through_lightning_and_resumes(log_dir):
+    """The first process writes the checkpoint with Fabric's checkpoint IO; the toolkit's loader
+    reads it, and the same command run again resumes from it to the same model."""
+    import torch
+
+    checkpoints = log_dir / "checkpoints"
+    first, _ = _fit(log_dir, 2, "--checkpoint-dir", str(checkpoints))
+    state = torch.load(next(checkpoints.glob("*.pt")), map_location="cpu", weights_only=True)
+    assert state["epoch"] == 3 and set(state) >= {"model", "optimizer", "identity", "history"}
+    again, fit_again = _fit(log_dir, 2, "--checkpoint-dir", str(checkpoints))
+    np.testing.assert_array_equal(first, again)
+    assert fit_again["epochs"] == 4
