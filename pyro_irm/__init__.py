@@ -18,6 +18,8 @@ _EXPORTS = {
     "to_inference_data": "pyro_irm.analysis",
     "head_inference_data": "pyro_irm.analysis",
     "fit_bayesian_head": "pyro_irm.inference",
+    "FinetuneConfig": "pyro_irm.inference.config",
+    "finetune": "pyro_irm.inference.finetune",
     "HeadConfig": "pyro_irm.inference",
     "evaluate": "pyro_irm.analysis.metrics",
     "label_metrics": "pyro_irm.analysis.metrics",
@@ -77,6 +79,7 @@ __all__ = [
     "EstimatorConfig",
     "FeedbackData",
     "FeedbackLog",
+    "FinetuneConfig",
     "FitHistory",
     "FitResult",
     "GROUP_NAMES",
@@ -107,6 +110,7 @@ __all__ = [
     "fit",
     "fit_bayesian_head",
     "fit_log",
+    "finetune",
     "fit_selected",
     "label_metrics",
     "load_embedded_set",
@@ -185,6 +189,8 @@ if TYPE_CHECKING:  # static tools see every name as a plain import
         fit_bayesian_head,
         fit_selected,
     )
+    from pyro_irm.inference.config import FinetuneConfig
+    from pyro_irm.inference.finetune import finetune
     from pyro_irm.models import ModelConfig, RewardModel
     from pyro_irm.models.identifiability import IdentifiabilityWarning
     from pyro_irm.rerank import BestOfN, best_of_n
