@@ -25,7 +25,7 @@ class BestOfN:
     summary: dict[str, float] | None
 
 
-def best_of_n(rewards, prompt_ids, quality=None) -> BestOfN:
+def best_of_n(rewards, prompt_ids, quality=None, resamples: int = 200) -> BestOfN:
     """Pick the highest-reward row of each prompt.
 
     Args:
@@ -38,7 +38,9 @@ def best_of_n(rewards, prompt_ids, quality=None) -> BestOfN:
     count half, so 0.5 is no better than chance); ``win_rate_vs_optimal``, the same against the
     label-optimal pick (0.5 when the pick is always as good as the best, less otherwise);
     ``optimal_rate``, the share of prompts whose pick is as good as the best; and the mean quality
-    of the picks, of random choice and of the best pick.
+    of the picks, of random choice and of the best pick. ``summary["intervals"]`` holds 95%
+    percentile-bootstrap intervals of the rates over ``resamples`` resamples of the prompts (0:
+    none), so that a win rate can be told from chance.
     """
     rewards = np.asarray(rewards, dtype=np.float64)
     prompts, first, inverse = np.unique(np.asarray(prompt_ids), return_index=True, return_inverse=True)
@@ -52,11 +54,13 @@ def best_of_n(rewards, prompt_ids, quality=None) -> BestOfN:
     candidates = np.bincount(inverse)
     appearance = np.argsort(first, kind="stable")  # prompts in order of first appearance
     picks, candidates, prompts = picks[appearance], candidates[appearance], prompts[appearance]
-    summary = None if quality is None else _summary(picks, inverse, np.asarray(quality, np.float64))
+    summary = None
+    if quality is not None:
+        summary = _summary(picks, inverse, np.asarray(quality, np.float64), resamples)
     return BestOfN(picks=picks, prompts=prompts, candidates=candidates, summary=summary)
 
 
-def _summary(picks: np.ndarray, inverse: np.ndarray, quality: np.ndarray) -> dict[str, float]:
+def _summary(picks: np.ndarray, inverse: np.ndarray, quality: np.ndarray, resamples: int) -> dict:
     vs_random, vs_optimal, optimal, picked, random, best = [], [], [], [], [], []
     by_prompt = np.argsort(inverse, kind="stable")
     rows_of = np.split(by_prompt, np.cumsum(np.bincount(inverse))[:-1])
@@ -75,12 +79,18 @@ def _summary(picks: np.ndarray, inverse: np.ndarray, quality: np.ndarray) -> dic
         best.append(top)
     if not picked:
         return {"prompts": 0}
-    return {
+    rates = {"win_rate_vs_random": vs_random, "win_rate_vs_optimal": vs_optimal, "optimal_rate": optimal}
+    summary = {
         "prompts": len(picked),
-        "win_rate_vs_random": float(np.mean(vs_random)),
-        "win_rate_vs_optimal": float(np.mean(vs_optimal)),
-        "optimal_rate": float(np.mean(optimal)),
+        **{name: float(np.mean(values)) for name, values in rates.items()},
         "quality_of_picks": float(np.mean(picked)),
         "quality_of_random_choice": float(np.mean(random)),
         "quality_of_optimal_picks": float(np.mean(best)),
     }
+    if resamples:
+        draws = np.random.default_rng(0).integers(0, len(picked), size=(resamples, len(picked)))
+        summary["intervals"] = {
+            name: tuple(float(q) for q in np.quantile(np.asarray(values)[draws].mean(axis=1), [0.025, 0.975]))
+            for name, values in rates.items()
+        }
+    return summary

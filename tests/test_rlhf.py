@@ -224,6 +224,12 @@ def test_best_of_n_of_a_reward_that_follows_quality_beats_chance_and_a_random_re
     assert perfect["win_rate_vs_random"] == pytest.approx(3.5 / 4) and perfect["optimal_rate"] == 1.0
     assert abs(chance["win_rate_vs_random"] - 0.5) < 3 * standard_error
     assert chance["optimal_rate"] == pytest.approx(0.25, abs=0.03)
+    # The bootstrap intervals over prompts tell the two apart: the good reward's excludes chance,
+    # the random reward's holds it, and each holds its own estimate.
+    low, high = good["intervals"]["win_rate_vs_random"]
+    assert 0.5 < low < good["win_rate_vs_random"] < high
+    low, high = chance["intervals"]["win_rate_vs_random"]
+    assert low < 0.5 < high and high - low < 8 * standard_error
 
 
 def test_evaluate_pairs_gives_the_accuracy_computed_by_hand(text_run, tmp_path):

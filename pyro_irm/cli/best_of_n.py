@@ -64,11 +64,21 @@ def run(args: argparse.Namespace) -> int:
     if result.summary is not None:
         summary = result.summary
         what = "graded scores" if log.truth is not None and "score" in log.truth else "labels"
+        intervals = summary.get("intervals", {})
+
+        def rate(name: str, percent: bool = False) -> str:
+            value, low_high = summary.get(name, float("nan")), intervals.get(name)
+            shown = f"{value:.1%}" if percent else f"{value:.3f}"
+            if low_high is None:
+                return shown
+            low, high = low_high
+            return shown + (f" [{low:.1%}, {high:.1%}]" if percent else f" [{low:.3f}, {high:.3f}]")
+
         print(
-            f"best-of-n over {summary['prompts']:,} prompts with {what}: win rate against random choice "
-            f"{summary.get('win_rate_vs_random', float('nan')):.3f} (0.5 = chance), against the "
-            f"label-optimal pick {summary.get('win_rate_vs_optimal', float('nan')):.3f} (0.5 = always "
-            f"optimal); the pick is optimal on {summary.get('optimal_rate', float('nan')):.1%} of prompts",
+            f"best-of-n over {summary['prompts']:,} prompts with {what} (95% intervals over prompts): win "
+            f"rate against random choice {rate('win_rate_vs_random')} (0.5 = chance), against the "
+            f"label-optimal pick {rate('win_rate_vs_optimal')} (0.5 = always optimal); the pick is "
+            f"optimal on {rate('optimal_rate', percent=True)} of prompts",
             file=sys.stderr,
         )
     return EXIT_OK
