@@ -117,6 +117,8 @@ def finetune(
         raise ValueError(
             "finetune trains the encoder through ImplicitRM's model and guide: method='implicitrm'"
         )
+    if train_config.checkpoint_dir is not None or train_config.devices > 1:
+        raise ValueError("finetune runs in one process without checkpoints: drop checkpoint_dir and devices")
     if train_config.validation_fraction <= 0:
         raise ValueError("finetune selects its epoch by the held-out ELBO: validation_fraction must be > 0")
     torch.manual_seed(train_config.seed)
