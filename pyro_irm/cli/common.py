@@ -1,5 +1,5 @@
-"""What every command shares: exit codes, the global options, status lines, the cache option,
-JSON output, a run's embeddings of a log.
+"""What every command shares: exit codes, the global options, status lines, the cache and estimator
+options, JSON output, a run's embeddings of a log.
 
 Command modules import only configurations (no torch) at the top, so that building the parser and
 answering ``--help`` is fast; each command imports what it computes with when it runs.
@@ -9,6 +9,10 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+from pyro_irm.atomic import write_json_atomic
+from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values
+from pyro_irm.inference.config import EstimatorConfig
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -40,8 +44,6 @@ def add_cache_option(parser) -> None:
 def write_json(args: argparse.Namespace, payload: dict) -> None:
     """Write ``payload`` to ``--json`` when it was given."""
     if args.json:
-        from pyro_irm.atomic import write_json_atomic
-
         write_json_atomic(args.json, payload)
         say(args, f"Wrote {args.json}")
 
@@ -64,9 +66,6 @@ def add_estimator_options(parser) -> None:
     """The baseline estimators' options (:class:`~pyro_irm.inference.config.EstimatorConfig`).
     CausalRM's flip rates are the model's ``eps0`` and ``eps1`` (given to the model or the
     simulation under the plain names), so here they are named for the estimator that reads them."""
-    from pyro_irm.cli.options import add_dataclass_options
-    from pyro_irm.inference.config import EstimatorConfig
-
     group = parser.add_argument_group("baseline estimators (propensity, class prior, flip rates)")
     rename = {"eps0": "causalrm_eps0", "eps1": "causalrm_eps1"}
     add_dataclass_options(group, EstimatorConfig, "est_", rename=rename)
@@ -74,8 +73,5 @@ def add_estimator_options(parser) -> None:
 
 def estimator_config(args: argparse.Namespace, file_config: dict):
     """The :class:`~pyro_irm.inference.config.EstimatorConfig` of the options over ``[estimator]``."""
-    from pyro_irm.cli.options import build_config, dataclass_values
-    from pyro_irm.inference.config import EstimatorConfig
-
     values = dataclass_values(args, EstimatorConfig, "est_")
     return build_config(EstimatorConfig, file_config.get("estimator"), values, "[estimator]")

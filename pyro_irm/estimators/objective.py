@@ -96,7 +96,7 @@ class LossObjective(nn.Module):
 
     def _propensity(self, nuisance: Nuisance, train_index: torch.Tensor) -> torch.Tensor | None:
         """The clipped (and for SNIPS self-normalized) ``(N,)`` propensity the method weights by."""
-        needs = self.estimator.needs("observational" if self.observational else "implicit", self.config)
+        needs = self.estimator.needs(self.data.setting, self.config)
         if not needs & {"propensity", "relative_propensity"}:
             return None  # nuisance shared with other estimators may hold one this one never weights by
         uses_relative = (
