@@ -164,6 +164,24 @@ MUTATIONS = (
         ("tests/data/test_formats.py::test_pair_metrics_by_hand",),
     ),
     Mutation(
+        "network-head-curvature-sign",
+        "pyro_irm/inference/bayesian_head.py",
+        "weight = (-curve).clamp_min(0)",
+        "weight = curve.abs()",
+        (
+            "tests/inference/test_bayesian_head.py::test_network_posterior_factors_are_the_curvature_of_the_models_likelihood",
+        ),
+    ),
+    Mutation(
+        "network-head-last-layer-only",
+        "pyro_irm/models/bayesian_head.py",
+        "        for factors, (gradients, inputs) in zip(self.layers, projected, strict=True):\n"
+        "            inverse = factors",
+        "        for factors, (gradients, inputs) in zip(self.layers[-1:], projected[-1:], strict=True):\n"
+        "            inverse = factors",
+        ("tests/inference/test_bayesian_head.py::test_network_posterior_covers_the_true_preference_logit",),
+    ),
+    Mutation(
         "import-circle",
         "pyro_irm/models/bayesian_head.py",
         "@dataclass\nclass HeadPosterior:",

@@ -109,11 +109,9 @@ def _numpy(values: torch.Tensor | None) -> np.ndarray | None:
 
 
 @torch.no_grad()
-def _head_draws(reward_model: RewardModel, head, data: FeedbackData, max_draws: int):
+def _head_draws(reward_model: RewardModel, data: FeedbackData, max_draws: int):
     """Posterior variables ``(chain, draw, row[, group])`` and the log-likelihood under each draw of
     a Bayesian head: the reward draws give the group posterior and ``log p(y | row)`` per draw."""
-    chains, draws = head.bias.shape
-    keep = np.linspace(0, draws - 1, min(draws, max_draws)).round().astype(int)
     model = reward_model.model
     device = model.device
     rows = reward_model.prepare_rows(
@@ -123,22 +121,17 @@ def _head_draws(reward_model: RewardModel, head, data: FeedbackData, max_draws: 
     context = None if rows["context"] is None else rows["context"].to(device)
     observed = None if rows["observed"] is None else rows["observed"].to(device)
     extras = {k: v.to(device) for k, v in rows["extras"].items()}
-    features = reward_model.head_features(data.embeddings).to(device)
-    groups, rewards, likelihood = [], [], []
-    for chain in range(chains):
-        for draw in keep:
-            reward = (
-                features @ head.weight[chain, draw].to(device, features.dtype) + head.bias[chain, draw].item()
-            )
-            joint = model.group_log_joint_given_reward(
-                reward, embeddings, actions, context, observed, **extras
-            )
-            groups.append(torch.softmax(joint, -1).cpu())
-            likelihood.append(torch.logsumexp(joint, -1).cpu())
-            rewards.append(reward.cpu())
-    shape = (chains, len(keep))
+    draws = reward_model.sample_rewards(data.embeddings, max_draws)  # (chains, draws, N)
+    groups, likelihood = [], []
+    for reward in draws.reshape(-1, draws.shape[-1]):
+        joint = model.group_log_joint_given_reward(
+            reward.to(device), embeddings, actions, context, observed, **extras
+        )
+        groups.append(torch.softmax(joint, -1).cpu())
+        likelihood.append(torch.logsumexp(joint, -1).cpu())
+    shape = tuple(draws.shape[:2])
     stack = lambda values: torch.stack(values).reshape(*shape, *values[0].shape).numpy()  # noqa: E731
-    reward = stack(rewards)
+    reward = draws.numpy()
     posterior = {
         "group_probability": stack(groups),
         "reward": reward,
@@ -197,7 +190,7 @@ def to_inference_data(
         "observed_data": {"action": _numpy(subset.action)},
     }
     if head is not None and source == "exact":
-        posterior, likelihood = _head_draws(reward_model, head, subset, max_draws)
+        posterior, likelihood = _head_draws(reward_model, subset, max_draws)
         payload["posterior"] = posterior
         payload["log_likelihood"] = {"action": likelihood}
     dims = {
@@ -237,8 +230,15 @@ def to_inference_data(
 
 
 def head_inference_data(posterior: HeadPosterior):
-    """A Bayesian head's draws as ArviZ data: ``weight`` ``(chain, draw, feature)`` and ``bias``
-    ``(chain, draw)``; a Laplace or SVI head has one chain, NUTS one per chain run."""
+    """A Bayesian last layer's draws as ArviZ data: ``weight`` ``(chain, draw, feature)`` and
+    ``bias`` ``(chain, draw)``; a Laplace or SVI head has one chain, NUTS one per chain run. (A
+    posterior over the whole network has no per-weight draws to show: :func:`to_inference_data`
+    gives its per-row reward draws.)"""
+    if not isinstance(posterior, HeadPosterior):
+        raise TypeError(
+            f"head_inference_data takes a last-layer posterior, got {posterior.method!r}: use "
+            "to_inference_data(reward_model, data) for the per-row reward draws"
+        )
     return from_groups(
         {"posterior": {"weight": posterior.weight.numpy(), "bias": posterior.bias.numpy()}},
         dims={"weight": ["feature"]},

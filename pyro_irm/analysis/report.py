@@ -101,7 +101,7 @@ def write_report(run, log: FeedbackLog, embeddings: np.ndarray, out: str | Path 
         _, low, high = model.reward_interval(data.embeddings)
         width = (high - low).numpy()
         sections += [
-            "\n## Reward uncertainty (Bayesian last layer)\n",
+            "\n## Reward uncertainty\n",
             f"Posterior by {model.head_posterior.method}: the 90% interval of the reward logit is "
             f"{np.median(width):.3f} wide on the median row (10th to 90th percentile of rows: "
             f"{np.quantile(width, 0.1):.3f} to {np.quantile(width, 0.9):.3f}).\n",

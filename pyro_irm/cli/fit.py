@@ -29,8 +29,9 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     parser.add_argument(
         "--bayesian-head",
         choices=HEAD_METHODS,
-        help="after the fit, give the reward's last layer a posterior (per-row reward intervals): "
-        "'laplace' (Gaussian at the fitted layer), 'svi' or 'nuts'",
+        help="after the fit, give the reward a posterior (per-row reward intervals): 'network' (a "
+        "linearized Laplace posterior over every layer, prior scale by marginal likelihood), or the "
+        "last layer only: 'laplace' (Gaussian at the fitted layer), 'svi' or 'nuts'",
     )
     add_dataclass_options(
         parser.add_argument_group("Bayesian head (--bayesian-head)"),
@@ -122,7 +123,7 @@ def _finish(args, file_config, result, log, embeddings, schema, model_config, en
         head_values = dataclass_values(args, HeadConfig, "head_")
         head_values.setdefault("progress", not args.quiet)
         head_config = build_config(HeadConfig, file_config.get("head"), head_values, "[head]")
-        say(args, f"Fitting a Bayesian last layer by {args.bayesian_head}.")
+        say(args, f"Fitting a Bayesian reward head ({args.bayesian_head}).")
         result.reward_model.head_posterior = fit_bayesian_head(
             result.reward_model,
             data.embeddings,

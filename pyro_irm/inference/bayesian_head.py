@@ -9,6 +9,8 @@ that model's own likelihood.
 
 from __future__ import annotations
 
+import warnings
+from collections.abc import Callable
 from functools import partial
 
 import numpy as np
@@ -19,7 +21,18 @@ from pyro.infer.autoguide import AutoMultivariateNormal
 from tqdm.auto import tqdm
 
 from pyro_irm.inference.config import HEAD_METHODS, HeadConfig
-from pyro_irm.models.bayesian_head import HeadPosterior, LogLikelihood, bayesian_head_model
+from pyro_irm.models.bayesian_head import (
+    HeadPosterior,
+    LayerFactors,
+    LogLikelihood,
+    NetworkPosterior,
+    bayesian_head_model,
+    layer_inputs_and_gradients,
+    linear_layers,
+)
+
+# log10 of the prior scales the network posterior's marginal likelihood is searched over.
+PRIOR_SCALE_GRID = np.linspace(-3.0, 2.0, 251)
 
 
 def _model(features, log_likelihood, prior, config: HeadConfig):
@@ -126,26 +139,116 @@ def fit_head_laplace(
     )
 
 
+def fit_head_network(
+    network: torch.nn.Module,
+    embeddings: torch.Tensor,
+    log_likelihood: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    config: HeadConfig | None = None,
+    batch_size: int = 4096,
+) -> NetworkPosterior:
+    """A linearized Laplace posterior over every linear layer of ``network`` (the reward network).
+
+    Per layer the generalized Gauss-Newton curvature ``sum_n lambda_n (g_n g_n^T) (x) (a_n a_n^T)``
+    is Kronecker-factored as ``(sum_n lambda_n g_n g_n^T) (x) (sum_n a_n a_n^T) / N``, where ``a_n``
+    is the layer's input, ``g_n`` the gradient of the reward with respect to its output and
+    ``lambda_n >= 0`` the curvature of row n's negative log-likelihood in its reward logit. The prior
+    is ``N(0, s^2 I)`` on every weight, with ``s`` chosen by the Laplace marginal likelihood
+    (MacKay's evidence) over :data:`PRIOR_SCALE_GRID`. Unlike a last-layer posterior, the features
+    move too, so the intervals include the error of the learned representation.
+
+    Args:
+        embeddings: ``(N, D)`` the training rows.
+        log_likelihood: ``(reward (B,), rows (B,) indices) -> (B,)``, each row's log-likelihood
+            given its reward logit.
+    """
+    config = config or HeadConfig()
+    layers = linear_layers(network)
+    dtype = torch.float64
+    inputs = [torch.zeros(m.in_features + 1, m.in_features + 1, dtype=dtype) for m in layers]
+    outputs = [torch.zeros(m.out_features, m.out_features, dtype=dtype) for m in layers]
+    num_rows = embeddings.shape[0]
+    starts = tqdm(
+        range(0, num_rows, batch_size),
+        desc="Bayesian reward network (curvature)",
+        disable=None if config.progress else True,
+    )
+    for start in starts:
+        index = torch.arange(start, min(start + batch_size, num_rows), device=embeddings.device)
+        reward, pairs = layer_inputs_and_gradients(network, embeddings[index])
+        with torch.enable_grad():
+            reward = reward.detach().requires_grad_(True)
+            (slope,) = torch.autograd.grad(log_likelihood(reward, index).sum(), reward, create_graph=True)
+            (curve,) = torch.autograd.grad(slope.sum(), reward)
+        # A mixture's log-likelihood can be convex in places; the Gauss-Newton curvature is not.
+        weight = (-curve).clamp_min(0).to(dtype).cpu()
+        for i, (layer_input, gradient) in enumerate(pairs):
+            layer_input, gradient = layer_input.to(dtype).cpu(), gradient.to(dtype).cpu()
+            inputs[i] += layer_input.T @ layer_input
+            outputs[i] += (gradient * weight[:, None]).T @ gradient
+    factors = []
+    for a, b in zip(inputs, outputs, strict=True):
+        input_values, input_vectors = torch.linalg.eigh(a / num_rows)
+        output_values, output_vectors = torch.linalg.eigh(b)
+        factors.append(
+            LayerFactors(input_values.clamp_min(0), input_vectors, output_values.clamp_min(0), output_vectors)
+        )
+    squared = sum(
+        float((m.weight.detach().double() ** 2).sum() + (m.bias.detach().double() ** 2).sum()) for m in layers
+    )
+    scale = _evidence_prior_scale(factors, squared)
+    return NetworkPosterior(factors, scale, config.draws, config.seed)
+
+
+def network_log_evidence(factors: list[LayerFactors], squared_norm: float, prior_scale: float) -> float:
+    """The Laplace log marginal likelihood of the prior scale, up to terms that do not depend on it:
+    ``-|theta|^2 / (2 s^2) - 1/2 sum log(1 + b_o a_i s^2)`` (the prior's normalizer cancels the
+    ``log tau`` part of the posterior's)."""
+    tau = 1.0 / prior_scale**2
+    spread = sum(
+        float(torch.log1p(torch.outer(f.output_values, f.input_values) / tau).sum()) for f in factors
+    )
+    return -0.5 * tau * squared_norm - 0.5 * spread
+
+
+def _evidence_prior_scale(factors: list[LayerFactors], squared_norm: float) -> float:
+    scales = 10.0**PRIOR_SCALE_GRID
+    evidence = [network_log_evidence(factors, squared_norm, s) for s in scales]
+    best = int(np.argmax(evidence))
+    if best in (0, len(scales) - 1):
+        warnings.warn(
+            f"the network posterior's prior scale sits at the edge of its search ({scales[best]:g}); "
+            "its intervals may be too narrow or too wide",
+            RuntimeWarning,
+            stacklevel=3,
+        )
+    return float(scales[best])
+
+
 def fit_bayesian_head(
     reward_model,
     embeddings: torch.Tensor,
     actions: torch.Tensor,
     context: torch.Tensor | None = None,
-    method: str = "laplace",
+    method: str = "network",
     config: HeadConfig | None = None,
     observed: torch.Tensor | None = None,
     users: torch.Tensor | None = None,
     labels: torch.Tensor | None = None,
-) -> HeadPosterior:
-    """A posterior over the last layer of a fitted reward model, on these rows.
+) -> HeadPosterior | NetworkPosterior:
+    """A posterior over the reward network of a fitted reward model, given these rows.
 
-    The features below the last layer and every other part of the model stay fixed; the prior is
-    centred on the fitted layer; the likelihood is the model's own ``log p(rows | reward)``
+    The likelihood is the model's own ``log p(rows | reward)``
     (:meth:`~pyro_irm.models.base.FeedbackModel.log_marginal_given_reward`: every channel, the user
-    effects, and the labels when given). ``method`` is 'laplace' (a Gaussian at the fitted layer,
-    from the curvature there: the point estimate stays the mean), 'svi' (an autoguide) or 'nuts'
-    (small problems). Returns the :class:`HeadPosterior`; assign it to ``reward_model.head_posterior``
-    for :meth:`~pyro_irm.models.RewardModel.reward_interval` and for saving with the model.
+    effects, and the labels when given); every other part of the model stays fixed. ``method``:
+
+    * 'network' (default): a linearized Laplace posterior over every layer of the reward network
+      (:func:`fit_head_network`), its prior scale chosen by marginal likelihood;
+    * 'laplace': the last layer only, a Gaussian at the fitted layer with the prior centred there;
+    * 'svi' (an autoguide) or 'nuts' (small problems): the last layer only, sampled.
+
+    The point reward is the posterior mean of 'network' and 'laplace'. Assign the result to
+    ``reward_model.head_posterior`` for :meth:`~pyro_irm.models.RewardModel.reward_interval` and
+    for saving with the model.
 
     Args:
         embeddings: ``(N, D)``; actions: ``(N, K)`` (``(N,)`` for one channel); context ``(N, C)``;
@@ -156,7 +259,6 @@ def fit_bayesian_head(
     model = reward_model.model
     device = model.device
     rows = reward_model.prepare_rows(embeddings, actions, context, observed, users, labels)
-    features = reward_model.head_features(rows["embeddings"]).to(device)
     last = model.reward_net[-1]
     prior = (last.weight.detach()[0].to(device), float(last.bias.detach()[0]))
     extras = {k: v.to(device) for k, v in rows["extras"].items()}
@@ -172,11 +274,22 @@ def fit_bayesian_head(
             **extras,
         )
 
-    fitter = {"svi": fit_head_svi, "nuts": fit_head_nuts, "laplace": fit_head_laplace}[method]
+    def rows_log_likelihood(reward: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        pick = lambda v: None if v is None else v[index]  # noqa: E731
+        return model.log_marginal_given_reward(
+            reward,
+            *(pick(tensors[k]) for k in ("embeddings", "actions", "context", "observed")),
+            **{k: v[index] for k, v in extras.items()},
+        )
+
     requires_grad = [p.requires_grad for p in model.parameters()]
     try:  # the head's gradient needs the likelihood's, not the fixed model's parameters'
         for parameter in model.parameters():
             parameter.requires_grad_(False)
+        if method == "network":
+            return fit_head_network(model.reward_net, tensors["embeddings"], rows_log_likelihood, config)
+        fitter = {"svi": fit_head_svi, "nuts": fit_head_nuts, "laplace": fit_head_laplace}[method]
+        features = reward_model.head_features(rows["embeddings"]).to(device)
         return fitter(features, log_likelihood, prior, config)
     finally:
         for parameter, flag in zip(model.parameters(), requires_grad, strict=True):

@@ -205,7 +205,7 @@ class EstimatorConfig:
             raise ValueError("nnpu_beta must be non-negative and nnpu_gamma positive")
 
 
-HEAD_METHODS = ("laplace", "svi", "nuts")
+HEAD_METHODS = ("network", "laplace", "svi", "nuts")
 
 
 @dataclass(frozen=True)
@@ -213,7 +213,11 @@ class HeadConfig:
     """How the head is fit. The help text of each field is reused by the command line."""
 
     prior_scale: float = field(
-        default=1.0, metadata={"help": "prior standard deviation of w and b around the point fit's layer"}
+        default=1.0,
+        metadata={
+            "help": "prior standard deviation of the last layer's w and b around the point fit's "
+            "(laplace, svi, nuts; 'network' chooses its own by marginal likelihood)"
+        },
     )
     svi_steps: int = field(default=2000, metadata={"help": "SVI steps (full batch)"})
     learning_rate: float = field(default=0.02, metadata={"help": "SVI Adam learning rate"})

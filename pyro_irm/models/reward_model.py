@@ -15,7 +15,7 @@ from pyro_irm.channels import DEFAULT_CHANNELS, ChannelSpec
 from pyro_irm.data.feedback import as_float_tensor, first_non_finite
 from pyro_irm.estimators import build_model
 from pyro_irm.models.base import FeedbackModel
-from pyro_irm.models.bayesian_head import HeadPosterior
+from pyro_irm.models.bayesian_head import HeadPosterior, NetworkPosterior
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.guides import StratificationGuide
 
@@ -210,20 +210,52 @@ class RewardModel:
             ),
         }
 
-    def reward_draws(self, embeddings: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """``(S, N)`` posterior draws of the reward logit (needs :meth:`fit_bayesian_head`)."""
+    def _posterior(self):
         if getattr(self, "head_posterior", None) is None:
             raise ValueError(
-                "reward_draws needs a Bayesian head: model.head_posterior = fit_bayesian_head(model, ...)"
+                "reward intervals need a Bayesian head: model.head_posterior = fit_bayesian_head(model, ...)"
             )
-        return self.head_posterior.reward_draws(self.head_features(embeddings))
+        return self.head_posterior
+
+    def sample_rewards(
+        self, embeddings: torch.Tensor | np.ndarray, draws: int | None = None, batch_size: int = 4096
+    ) -> torch.Tensor:
+        """``(chains, draws, N)`` posterior draws of the reward logit (needs :meth:`fit_bayesian_head`);
+        ``draws``: at most this many per chain."""
+        posterior = self._posterior()
+        embeddings, _ = self._checked(embeddings, None)
+        device = self.model.device
+        network = self.model.reward_net
+        parts = [
+            posterior.sample_rewards(network, embeddings[i : i + batch_size].to(device), draws).cpu()
+            for i in range(0, embeddings.shape[0], batch_size)
+        ]
+        return torch.cat(parts, dim=-1)
+
+    def reward_draws(self, embeddings: torch.Tensor | np.ndarray) -> torch.Tensor:
+        """``(S, N)`` posterior draws of the reward logit, chains stacked."""
+        draws = self.sample_rewards(embeddings)
+        return draws.reshape(-1, draws.shape[-1])
 
     def reward_interval(
         self, embeddings: torch.Tensor | np.ndarray, probability: float = 0.9
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Per-row ``(mean, low, high)`` of the reward logit under the Bayesian head."""
-        draws = self.reward_draws(embeddings)
+        """Per-row ``(mean, low, high)`` of the reward logit under the Bayesian head: the Gaussian's
+        exact quantiles for the network posterior, the draws' for a last-layer one."""
+        posterior = self._posterior()
         tail = (1 - probability) / 2
+        if isinstance(posterior, NetworkPosterior):
+            embeddings, _ = self._checked(embeddings, None)
+            device = self.model.device
+            moments = [
+                posterior.reward_moments(self.model.reward_net, embeddings[i : i + 65_536].to(device))
+                for i in range(0, embeddings.shape[0], 65_536)
+            ]
+            mean = torch.cat([m for m, _ in moments]).cpu()
+            sd = torch.cat([s for _, s in moments]).cpu()
+            z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(1 - tail)).item()
+            return mean, mean - z * sd, mean + z * sd
+        draws = self.reward_draws(embeddings)
         return draws.mean(0), draws.quantile(tail, dim=0), draws.quantile(1 - tail, dim=0)
 
     def to(self, device: str | torch.device) -> RewardModel:
@@ -244,8 +276,11 @@ class RewardModel:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         if self.guide is not None:
             tensors.update({f"guide.{k}": v for k, v in self.guide.state_dict().items()})
-        if self.head_posterior is not None:
-            tensors.update({"head.weight": self.head_posterior.weight, "head.bias": self.head_posterior.bias})
+        head = self.head_posterior
+        if isinstance(head, NetworkPosterior):
+            tensors.update(head.tensors())
+        elif head is not None:
+            tensors.update({"head.weight": head.weight, "head.bias": head.bias})
         # Cloning breaks the sharing of the channel between model and guide, which safetensors refuses.
         save_file(
             {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()},
@@ -260,7 +295,8 @@ class RewardModel:
             "channels": [asdict(c) for c in self.channels],
             "num_users": int(getattr(self.model, "num_users", 0)),
             "channel_types": [type(c).__name__ for c in getattr(self.model, "channels", ())],
-            "head_method": None if self.head_posterior is None else self.head_posterior.method,
+            "head_method": None if head is None else head.method,
+            "head": head.meta() if isinstance(head, NetworkPosterior) else None,
             "model_config": asdict(self.config),
         }
         (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -306,7 +342,9 @@ class RewardModel:
             guide = StratificationGuide(model)
             guide.load_state_dict(_strip(tensors, "guide."))
         loaded = cls(model, meta["method"], guide).to(device)
-        if meta.get("head_method") is not None:
+        if meta.get("head_method") == "network":
+            loaded.head_posterior = NetworkPosterior.from_tensors(tensors, meta["head"])
+        elif meta.get("head_method") is not None:
             loaded.head_posterior = HeadPosterior(
                 tensors["head.weight"], tensors["head.bias"], meta["head_method"]
             )

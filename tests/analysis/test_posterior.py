@@ -119,7 +119,7 @@ def test_a_bayesian_head_gives_draws_of_every_posterior_variable(fitted):
 
     data, model = fitted
     model.head_posterior = fit_bayesian_head(
-        model, data.embeddings, data.actions, data.context, config=HeadConfig(svi_steps=200, draws=40)
+        model, data.embeddings, data.actions, data.context, "laplace", HeadConfig(draws=40)
     )
     try:
         idata = to_inference_data(model, data, rows=np.arange(50), max_draws=10)
