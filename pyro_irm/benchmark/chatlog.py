@@ -15,7 +15,10 @@ Variants (what a user with such a log could fit):
 * ``implicitrm_channels``: every channel declared (two positive, one negative, dwell continuous);
 * ``implicitrm_users``: the same with the per-user engagement effect;
 * ``implicitrm_labels``: the same with the labelled rows' preference in the fit;
-* ``oracle``: the same network trained on the true preference of every training row.
+* ``oracle``: the same network trained on the true preference of every training row;
+* ``oracle_engaged``: the true preference of the engaged rows only. Silent rows fire no binary
+  action, so this is about the most any estimator can learn from the actions: a ceiling for the
+  implicit variants, where ``oracle`` is not one.
 
 Every ImplicitRM variant sees the same context columns (position, log length, code block). Every
 variant chooses its reward network's width among ``reward_widths`` by its own held-out score.
@@ -80,7 +83,7 @@ def available_variants(base: FeedbackData, has_truth: bool) -> tuple[str, ...]:
     if base.labels is None or not torch.isfinite(base.labels).any():
         skip.add("implicitrm_labels")
     if not has_truth:
-        skip.add("oracle")
+        skip.update({"oracle", "oracle_engaged"})
     return tuple(v for v in CHATLOG_VARIANTS if v not in skip)
 
 
@@ -99,6 +102,11 @@ def variant_data(
         return replace(base, actions=base.action_without_negative(), **single), TrainConfig(), "naive"
     if variant == "oracle":
         return replace(base, actions=positive, **single), TrainConfig(), "oracle"
+    if variant == "oracle_engaged":
+        # The truth on the rows whose user engaged: what an estimator could learn from the actions
+        # if they told the preference of every engaged row exactly, since silent rows tell little.
+        engaged = torch.nonzero(base.truth.engagement > 0.5).squeeze(1)
+        return replace(base.subset(engaged), actions=positive[engaged], **single), TrainConfig(), "oracle"
     if variant == "implicitrm_one_channel":
         first = base.channel_columns("positive")[0]
         return replace(base, actions=columns[:, first], **single), TrainConfig(), "implicitrm"

@@ -89,6 +89,7 @@ CHATLOG_VARIANTS = (
     "implicitrm_users",
     "implicitrm_labels",
     "oracle",
+    "oracle_engaged",
 )
 
 

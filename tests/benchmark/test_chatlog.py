@@ -35,7 +35,10 @@ def test_variants_see_what_they_declare(chatlog):
     assert single.users is None and single.num_channels == 1
     full, config, _ = variant_data("implicitrm_labels", chatlog, 120.0)
     assert full.num_channels == 4 and full.users is not None and config.fit_labels
-    assert "oracle" not in available_variants(chatlog, has_truth=False)
+    assert not {"oracle", "oracle_engaged"} & set(available_variants(chatlog, has_truth=False))
+    engaged, _, method = variant_data("oracle_engaged", chatlog, 120.0)
+    assert method == "oracle" and len(engaged) == int(chatlog.truth.engagement.sum()) < len(chatlog)
+    assert torch.all(engaged.truth.engagement == 1)
     assert "naive_no_negative" not in available_variants(
         replace(chatlog, actions=copied, channels=None), True
     )
