@@ -174,6 +174,13 @@ def test_an_observational_log_fits_every_weighted_baseline(tmp_path, ultrafeedba
     assert main(["report", str(tmp_path / "implicitrm"), "--quiet", *cache]) == 0
     text = (tmp_path / "implicitrm" / "report" / "report.md").read_text()
     assert "## Reward uncertainty" in text and "observational log" in text
+    scores = tmp_path / "scores.jsonl"
+    score = ["score", str(tmp_path / "implicitrm"), str(log), "--interval", "0.9", "--quiet", *cache]
+    assert main([*score, "--out", str(scores)]) == 0
+    rows = [json.loads(line) for line in scores.read_text().splitlines()]
+    assert len(rows) == len(records) and all(r["reward_low"] < r["reward"] < r["reward_high"] for r in rows)
+    assert main([*score[:1], str(tmp_path / "dr"), *score[2:]]) == 2
+    assert "has no Bayesian head" in capsys.readouterr().err
     assert main(["fit", str(log), "--method", "dr", "--out", str(tmp_path / "x"), "--quiet", *cache]) == 2
     assert "needs an observational log" in capsys.readouterr().err
 

@@ -30,6 +30,13 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         "(implicitrm runs; the rows need the run's action, context and user columns)",
     )
     parser.add_argument(
+        "--interval",
+        type=float,
+        metavar="PROBABILITY",
+        help="also write each reward's central posterior interval of this probability (for example "
+        "0.9) as reward_low and reward_high (runs fit with --bayesian-head)",
+    )
+    parser.add_argument(
         "--device",
         default="cpu",
         help="where the reward model scores: 'cpu', 'cuda' or 'auto' (the encoder: --encoder-device "
@@ -49,6 +56,13 @@ def run(args: argparse.Namespace) -> int:
     from pyro_irm.runs import Run, run_groups
 
     run = Run.load(args.run_dir, device=str(resolve_device(args.device)))
+    if args.interval is not None:
+        if not 0.0 < args.interval < 1.0:
+            raise ValueError(f"--interval must lie in (0, 1), got {args.interval}")
+        if run.reward_model.head_posterior is None:
+            raise ValueError(
+                f"--interval: {run.directory} has no Bayesian head; fit it with --bayesian-head network"
+            )
     if args.groups and run.method != "implicitrm":
         raise ValueError(f"--groups: {run.directory} is a {run.method} fit; only implicitrm has groups")
     # With --groups the run's own column mapping is read, so the rows' actions, context and users are too.
@@ -58,12 +72,21 @@ def run(args: argparse.Namespace) -> int:
     rewards = run.reward_model.score(embeddings).numpy()
     probability = 1.0 / (1.0 + np.exp(-rewards.astype(np.float64)))
     groups = run_groups(run, log, embeddings).numpy() if args.groups else None
+    bounds = None
+    if args.interval is not None:
+        _, low, high = run.reward_model.reward_interval(embeddings, args.interval)
+        bounds = np.stack([low.numpy(), high.numpy()], axis=1)
     records = [
         {
             "row": int(row),
             "prompt_id": prompt_id,
             "reward": float(reward),
             "preference_probability": float(p),
+            **(
+                {}
+                if bounds is None
+                else {"reward_low": float(bounds[i, 0]), "reward_high": float(bounds[i, 1])}
+            ),
             **({} if groups is None else dict(zip(GROUP_NAMES, map(float, groups[i]), strict=True))),
             **({"prompt": prompt, "response": response} if args.with_text else {}),
         }
