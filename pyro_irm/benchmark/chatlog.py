@@ -21,7 +21,8 @@ Variants (what a user with such a log could fit):
   implicit variants, where ``oracle`` is not one.
 
 Every ImplicitRM variant sees the same context columns (position, log length, code block). Every
-variant chooses its reward network's width among ``reward_widths`` by its own held-out score.
+variant chooses its reward network's width among ``reward_widths`` by its own held-out score (and,
+given several ``propensity_inputs``, each ImplicitRM variant what its propensity network sees).
 """
 
 from __future__ import annotations
@@ -65,7 +66,7 @@ CHATLOG_METRICS = (
 class ChatLogBenchmarkResult:
     """Per-seed metrics ``{variant: [{metric: value}]}`` and their mean and standard deviation."""
 
-    per_seed: dict[str, list[dict[str, float]]]
+    per_seed: dict[str, list[dict[str, float | str]]]
     summary: dict[str, dict[str, dict[str, float]]]
     description: str
     seconds: float
@@ -260,7 +261,7 @@ def compare_variants(
     """Fit each applicable variant on ``draw(seed)`` for every seed and ``evaluate`` its model."""
     model_config = model_config or ModelConfig()
     started = time.perf_counter()
-    per_seed: dict[str, list[dict[str, float]]] = {}
+    per_seed: dict[str, list[dict[str, float | str]]] = {}
     rates: dict[str, list[float]] = {}
     for seed in range(config.seeds):
         base = draw(seed)
@@ -278,19 +279,24 @@ def compare_variants(
             fit_started = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", IdentifiabilityWarning)
-                result, chosen = fit_selected(variant_rows, train_config, config.model_configs(model_config))
+                candidates = config.model_configs(
+                    model_config, propensity=method == "implicitrm" and variant_rows.context is not None
+                )
+                result, chosen = fit_selected(variant_rows, train_config, candidates)
             metrics = evaluate(result.reward_model)
             metrics["seconds"] = time.perf_counter() - fit_started
             metrics["reward_width"] = float(chosen.reward_hidden[0])
+            metrics["propensity_features"] = chosen.propensity_features
             per_seed.setdefault(variant, []).append(metrics)
             if progress:
                 logger.warning(
-                    "seed %d %-22s auc %.4f length bias %+.3f reward %s (%.0f s)",
+                    "seed %d %-22s auc %.4f length bias %+.3f reward %s propensity %s (%.0f s)",
                     seed,
                     variant,
                     metrics["auc"],
                     metrics["length_bias"],
                     chosen.reward_hidden,
+                    chosen.propensity_features,
                     metrics["seconds"],
                 )
     summary = {

@@ -115,8 +115,20 @@ class ChatLogBenchmarkConfig:
             "every variant keeps the one with its best held-out score (never the test labels)"
         },
     )
+    propensity_inputs: tuple[str, ...] = field(
+        default=("both",),
+        metadata={
+            "help": "what the ImplicitRM variants' propensity network may see ('embedding', 'context', "
+            "'both'); given several, each variant keeps the one with its best held-out ELBO"
+        },
+    )
 
     def __post_init__(self) -> None:
+        bad = sorted(set(self.propensity_inputs) - {"embedding", "context", "both"})
+        if bad or not self.propensity_inputs:
+            raise ValueError(
+                f"propensity_inputs: give some of 'embedding', 'context', 'both' (got {bad or 'none'})"
+            )
         unknown = sorted(set(self.variants) - set(CHATLOG_VARIANTS))
         if unknown:
             raise ValueError(
@@ -134,9 +146,16 @@ class ChatLogBenchmarkConfig:
             if not widths or min(widths) < 1:
                 raise ValueError(f"reward_widths: {layout!r} needs positive widths")
 
-    def model_configs(self, base: ModelConfig) -> list[ModelConfig]:
-        """``base`` with each reward layout of :attr:`reward_widths`."""
+    def model_configs(self, base: ModelConfig, propensity: bool = False) -> list[ModelConfig]:
+        """``base`` with each reward layout of :attr:`reward_widths` and, with ``propensity`` (a
+        model with a propensity network, on data with context), each of :attr:`propensity_inputs`."""
+        inputs = self.propensity_inputs if propensity else (base.propensity_features,)
         return [
-            replace(base, reward_hidden=tuple(int(w) for w in str(layout).split(",") if w.strip()))
+            replace(
+                base,
+                reward_hidden=tuple(int(w) for w in str(layout).split(",") if w.strip()),
+                propensity_features=features,
+            )
+            for features in inputs
             for layout in self.reward_widths
         ]

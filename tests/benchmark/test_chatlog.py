@@ -44,6 +44,22 @@ def test_variants_see_what_they_declare(chatlog):
     )
 
 
+def test_implicitrm_variants_also_choose_what_the_propensity_sees():
+    from pyro_irm import ModelConfig
+
+    config = ChatLogBenchmarkConfig(reward_widths=("64", "32"), propensity_inputs=("both", "context"))
+    plain = config.model_configs(ModelConfig())
+    assert [c.reward_hidden for c in plain] == [(64,), (32,)]
+    assert {c.propensity_features for c in plain} == {"both"}
+    assert len(ChatLogBenchmarkConfig(reward_widths=("64", "32")).model_configs(ModelConfig(), True)) == 2
+    grid = config.model_configs(ModelConfig(), propensity=True)
+    assert [(c.propensity_features, c.reward_hidden) for c in grid] == [
+        ("both", (64,)), ("both", (32,)), ("context", (64,)), ("context", (32,))
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="propensity_inputs"):
+        ChatLogBenchmarkConfig(propensity_inputs=("text",))
+
+
 def test_evaluation_rows_are_whole_labelled_prompts_left_out_of_the_fit(chatlog):
     data = replace(chatlog, prompt_ids=torch.arange(len(chatlog)) // 3)
     training, evaluation = evaluation_split(data, 0.5)
@@ -74,6 +90,7 @@ def test_log_benchmark_scores_held_out_labels(chatlog):
     )
     result = run_log_benchmark(data, np.log1p(np.arange(len(data))), config)
     assert set(result.summary) == {"naive", "implicitrm_channels", "implicitrm_labels"}
+    assert result.per_seed["implicitrm_channels"][0]["propensity_features"] in ("both", "context")
     # Multi-channel identification: clearly better than naive on this log (AUC over ~220 labels).
     assert (
         result.summary["implicitrm_channels"]["auc"]["mean"] > result.summary["naive"]["auc"]["mean"] + 0.05
