@@ -6,9 +6,11 @@ from pyro_irm._lazy import exported_names, lazy_exports
 _EXPORTS = {
     "pyro_irm.inference.bayesian_head": (
         "HeadPosterior",
+        "NetworkPosterior",
         "compare_posteriors",
         "fit_bayesian_head",
         "fit_head_laplace",
+        "fit_head_network",
         "fit_head_nuts",
         "fit_head_svi",
     ),

@@ -1,10 +1,12 @@
-"""Fitting the Bayesian reward head by SVI (an autoguide) or by NUTS, and comparing the two.
+"""Fitting the Bayesian reward head, and comparing SVI with NUTS.
 
-Both return a :class:`~pyro_irm.models.bayesian_head.HeadPosterior`: draws of the weight and bias,
-from which per-row reward draws and intervals follow, and which export to ArviZ (``chain``, ``draw``,
-``feature`` dims) for ``az.summary`` (r_hat and ESS of the NUTS chains).
-:func:`fit_bayesian_head` fits the head of a fitted :class:`~pyro_irm.models.RewardModel` under
-that model's own likelihood.
+:func:`fit_head_network` (the default) gives every layer of the reward network a linearized
+Laplace posterior (:class:`~pyro_irm.models.bayesian_head.NetworkPosterior`). The last-layer fits,
+by Laplace, SVI (an autoguide) or NUTS, return a :class:`~pyro_irm.models.bayesian_head.HeadPosterior`:
+draws of the weight and bias, which export to ArviZ (``chain``, ``draw``, ``feature`` dims) for
+``az.summary`` (r_hat and ESS of the NUTS chains). Both give per-row reward draws and intervals.
+:func:`fit_bayesian_head` fits either for a fitted :class:`~pyro_irm.models.RewardModel` under that
+model's own likelihood.
 """
 
 from __future__ import annotations

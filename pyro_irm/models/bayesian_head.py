@@ -6,6 +6,9 @@ says how far the data let the layer move from the point fit, not how far it is f
 likelihood is the fitted generative model's own (every channel, user effect and label; the groups
 summed out), handed in as a function of the reward logits. The model is small enough for NUTS,
 which makes it the reference that SVI's posterior is checked against.
+
+:class:`NetworkPosterior` is the other kind: a linearized Laplace posterior over every linear layer
+of the reward network, Kronecker-factored, so that the features move too (the default head).
 """
 
 from __future__ import annotations
