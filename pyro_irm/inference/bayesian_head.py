@@ -266,23 +266,16 @@ def fit_bayesian_head(
     extras = {k: v.to(device) for k, v in rows["extras"].items()}
     tensors = {k: None if v is None else v.to(device) for k, v in rows.items() if k != "extras"}
 
-    def log_likelihood(reward: torch.Tensor) -> torch.Tensor:
-        return model.log_marginal_given_reward(
-            reward,
-            tensors["embeddings"],
-            tensors["actions"],
-            tensors["context"],
-            tensors["observed"],
-            **extras,
-        )
-
-    def rows_log_likelihood(reward: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    def rows_log_likelihood(reward: torch.Tensor, index: torch.Tensor | slice) -> torch.Tensor:
         pick = lambda v: None if v is None else v[index]  # noqa: E731
         return model.log_marginal_given_reward(
             reward,
             *(pick(tensors[k]) for k in ("embeddings", "actions", "context", "observed")),
             **{k: v[index] for k, v in extras.items()},
         )
+
+    def log_likelihood(reward: torch.Tensor) -> torch.Tensor:
+        return rows_log_likelihood(reward, slice(None))
 
     requires_grad = [p.requires_grad for p in model.parameters()]
     try:  # the head's gradient needs the likelihood's, not the fixed model's parameters'

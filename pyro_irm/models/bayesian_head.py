@@ -108,6 +108,17 @@ class HeadPosterior:
         thinned = HeadPosterior(self.weight[:, keep], self.bias[:, keep], self.method)
         return thinned.reward_draws(features).reshape(chains, len(keep), -1)
 
+    def tensors(self) -> dict[str, torch.Tensor]:
+        """The draws by name, for saving."""
+        return {"head.weight": self.weight, "head.bias": self.bias}
+
+    def meta(self) -> dict:
+        return {}
+
+    @classmethod
+    def from_tensors(cls, tensors: dict[str, torch.Tensor], meta: dict) -> HeadPosterior:
+        return cls(tensors["head.weight"], tensors["head.bias"], meta["method"])
+
     def means(self) -> np.ndarray:
         """``(H + 1,)`` posterior means of the weight and then the bias."""
         return np.append(self.weight.mean(dim=(0, 1)).numpy(), self.bias.mean().item())

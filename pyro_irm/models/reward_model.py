@@ -224,13 +224,9 @@ class RewardModel:
         ``draws``: at most this many per chain."""
         posterior = self._posterior()
         embeddings, _ = self._checked(embeddings, None)
-        device = self.model.device
         network = self.model.reward_net
-        parts = [
-            posterior.sample_rewards(network, embeddings[i : i + batch_size].to(device), draws).cpu()
-            for i in range(0, embeddings.shape[0], batch_size)
-        ]
-        return torch.cat(parts, dim=-1)
+        rows_first = lambda e: posterior.sample_rewards(network, e, draws).permute(2, 0, 1)  # noqa: E731
+        return self._batched(rows_first, [embeddings], batch_size).permute(1, 2, 0)
 
     def reward_draws(self, embeddings: torch.Tensor | np.ndarray) -> torch.Tensor:
         """``(S, N)`` posterior draws of the reward logit, chains stacked."""
@@ -246,13 +242,9 @@ class RewardModel:
         tail = (1 - probability) / 2
         if isinstance(posterior, NetworkPosterior):
             embeddings, _ = self._checked(embeddings, None)
-            device = self.model.device
-            moments = [
-                posterior.reward_moments(self.model.reward_net, embeddings[i : i + 65_536].to(device))
-                for i in range(0, embeddings.shape[0], 65_536)
-            ]
-            mean = torch.cat([m for m, _ in moments]).cpu()
-            sd = torch.cat([s for _, s in moments]).cpu()
+            network = self.model.reward_net
+            moments = lambda e: torch.stack(posterior.reward_moments(network, e), dim=1)  # noqa: E731
+            mean, sd = self._batched(moments, [embeddings], 65_536).unbind(1)
             z = torch.distributions.Normal(0.0, 1.0).icdf(torch.tensor(1 - tail)).item()
             return mean, mean - z * sd, mean + z * sd
         draws = self.reward_draws(embeddings)
@@ -277,10 +269,8 @@ class RewardModel:
         if self.guide is not None:
             tensors.update({f"guide.{k}": v for k, v in self.guide.state_dict().items()})
         head = self.head_posterior
-        if isinstance(head, NetworkPosterior):
+        if head is not None:
             tensors.update(head.tensors())
-        elif head is not None:
-            tensors.update({"head.weight": head.weight, "head.bias": head.bias})
         # Cloning breaks the sharing of the channel between model and guide, which safetensors refuses.
         save_file(
             {k: v.detach().cpu().contiguous().clone() for k, v in tensors.items()},
@@ -296,7 +286,7 @@ class RewardModel:
             "num_users": int(getattr(self.model, "num_users", 0)),
             "channel_types": [type(c).__name__ for c in getattr(self.model, "channels", ())],
             "head_method": None if head is None else head.method,
-            "head": head.meta() if isinstance(head, NetworkPosterior) else None,
+            "head": None if head is None else head.meta(),
             "model_config": asdict(self.config),
         }
         (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
@@ -342,11 +332,10 @@ class RewardModel:
             guide = StratificationGuide(model)
             guide.load_state_dict(_strip(tensors, "guide."))
         loaded = cls(model, meta["method"], guide).to(device)
-        if meta.get("head_method") == "network":
-            loaded.head_posterior = NetworkPosterior.from_tensors(tensors, meta["head"])
-        elif meta.get("head_method") is not None:
-            loaded.head_posterior = HeadPosterior(
-                tensors["head.weight"], tensors["head.bias"], meta["head_method"]
+        if meta.get("head_method") is not None:
+            kind = NetworkPosterior if meta["head_method"] == "network" else HeadPosterior
+            loaded.head_posterior = kind.from_tensors(
+                tensors, {"method": meta["head_method"], **(meta.get("head") or {})}
             )
         return loaded
 
