@@ -136,9 +136,9 @@ class Run:
     def name(self) -> str:
         return self.directory.name
 
-    def export_hf(self, directory: str | Path) -> Path:
+    def export_hf(self, directory: str | Path, format: str = "auto") -> Path:
         """Write this run's reward model and encoder as a ``transformers`` directory (see
-        :func:`pyro_irm.export.export_hf`)."""
+        :func:`pyro_irm.export.export_hf`; ``format``: 'stock', 'remote-code' or 'auto')."""
         from pyro_irm.export import export_hf
 
         if self.encoder is None:
@@ -151,7 +151,9 @@ class Run:
             raise ValueError(
                 f"{self.directory}: run.json has no reward_stats (a run from an older version); fit it again"
             )
-        return export_hf(self.reward_model, self.encoder, directory, stats, source=str(self.directory))
+        return export_hf(
+            self.reward_model, self.encoder, directory, stats, source=str(self.directory), format=format
+        )
 
 
 def schema_from_dict(values: dict) -> LogSchema:

@@ -51,3 +51,125 @@ def ultrafeedback_rows():
     from pyro_irm.data import load_preference_set
 
     return load_preference_set("ultrafeedback", ULTRAFEEDBACK_SAMPLE, limit=40)
+
+
+# Tiny decoder LLMs with random weights and chat-template tokenizers, built here (no download).
+TINY_WORDS = (
+    "the a reward model user copies code answer short long helpful wrong question what is two plus "
+    "four five it depends yes no maybe good bad very not an and or of to in".split()
+)
+_TEMPLATES = {
+    # Llama-3's shape: BOS, a header per turn, each turn closed by <|eot_id|>.
+    "llama": "{{ bos_token }}{% for m in messages %}<|start_header_id|> {{ m['role'] }} <|end_header_id|> "
+    "{{ m['content'] }} <|eot_id|> {% endfor %}"
+    "{% if add_generation_prompt %}<|start_header_id|> assistant <|end_header_id|> {% endif %}",
+    # Qwen2's own template: no BOS, <|im_start|>role\n ... <|im_end|>\n.
+    "qwen2": "{% for m in messages %}"
+    "{{ '<|im_start|>' + m['role'] + '\\n' + m['content'] + '<|im_end|>\\n' }}{% endfor %}"
+    "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% endif %}",
+    # GPT-2 has absolute positions (RoPE models are shift-invariant): it tells whether a left-padded
+    # row is read at its own positions.
+    "gpt2": "{{ bos_token }}{% for m in messages %}<|{{ m['role'] }}|> {{ m['content'] }} {% endfor %}",
+    # Mistral's shape: [INST] ... [/INST] answer EOS: the rendering ends in the EOS token.
+    "mistral": "{{ bos_token }}{% for m in messages %}{% if m['role'] == 'user' %}[INST] {{ m['content'] }} "
+    "[/INST] {% else %}{{ m['content'] }} {{ eos_token }} {% endif %}{% endfor %}",
+}
+_SPECIALS = {
+    "llama": ["<|start_header_id|>", "<|end_header_id|>", "<|eot_id|>"],
+    "qwen2": ["<|im_start|>", "<|im_end|>"],
+    "mistral": ["[INST]", "[/INST]"],
+    "gpt2": ["<|user|>", "<|assistant|>"],
+}
+
+
+def make_tiny_decoder(directory, family: str, sequence_classification: bool = False, seed: int = 0):
+    """Write a tiny random ``family`` model (llama, qwen2, mistral, gpt2) and its tokenizer to ``directory``.
+
+    The llama and mistral tokenizers split on whitespace over a small vocabulary; qwen2's is a real
+    byte-level ``Qwen2Tokenizer`` with no merges (one token per byte), since transformers rebuilds any
+    tokenizer of a qwen2 model as that class. Each carries its family's chat template; the pad token
+    is EOS for mistral (the trap: the template ends in EOS), ``<|endoftext|>`` for qwen2 and ``<pad>``
+    for llama.
+    ``sequence_classification`` saves a ``*ForSequenceClassification`` reward model instead.
+    """
+    import torch
+    from tokenizers import Tokenizer, models, pre_tokenizers
+    from transformers import (
+        AutoModel,
+        AutoModelForSequenceClassification,
+        LlamaConfig,
+        MistralConfig,
+        PreTrainedTokenizerFast,
+        Qwen2Config,
+    )
+
+    if family == "qwen2":
+        from transformers import Qwen2Tokenizer
+        from transformers.convert_slow_tokenizer import bytes_to_unicode
+
+        vocab = {char: index for index, char in enumerate(bytes_to_unicode().values())}
+        vocab["<|endoftext|>"] = len(vocab)
+        tokenizer = Qwen2Tokenizer(
+            vocab=vocab,
+            merges=[],
+            unk_token=None,
+            bos_token=None,
+            eos_token="<|endoftext|>",
+            pad_token="<|endoftext|>",
+        )
+        tokenizer.add_special_tokens({"additional_special_tokens": _SPECIALS[family]})
+        vocab_size = len(tokenizer)
+    else:
+        base = ["<pad>", "<s>", "</s>", "<unk>", "user", "assistant", *_SPECIALS[family]]
+        tokens = dict.fromkeys(base + [str(i) for i in range(10)] + TINY_WORDS)  # in order, once each
+        vocab = {token: index for index, token in enumerate(tokens)}
+        backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+        backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+        tokenizer = PreTrainedTokenizerFast(
+            tokenizer_object=backend,
+            bos_token="<s>",
+            eos_token="</s>",
+            unk_token="<unk>",
+            pad_token="</s>" if family == "mistral" else "<pad>",
+            additional_special_tokens=_SPECIALS[family],
+        )
+        vocab_size = len(vocab)
+    tokenizer.chat_template = _TEMPLATES[family]
+    config_class = {"llama": LlamaConfig, "qwen2": Qwen2Config, "mistral": MistralConfig}.get(family)
+    if family == "gpt2":
+        from transformers import GPT2Config
+
+        config_class = GPT2Config
+        sizes = {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 512}
+    else:
+        sizes = {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+                 "num_key_value_heads": 2, "max_position_embeddings": 512}  # fmt: skip
+    config = config_class(
+        **sizes,
+        vocab_size=vocab_size,
+        initializer_range=0.2,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        num_labels=1,
+    )
+    torch.manual_seed(seed)
+    builder = AutoModelForSequenceClassification if sequence_classification else AutoModel
+    model = builder.from_config(config)
+    model.save_pretrained(directory)
+    tokenizer.save_pretrained(directory)
+    return directory
+
+
+@pytest.fixture(scope="session")
+def tiny_decoders(tmp_path_factory):
+    """``{family: directory}`` of tiny random decoders (llama, qwen2, mistral, gpt2), built once."""
+    root = tmp_path_factory.mktemp("tiny_decoders")
+    families = ("llama", "qwen2", "mistral", "gpt2")
+    return {family: make_tiny_decoder(root / family, family) for family in families}
+
+
+@pytest.fixture(scope="session")
+def tiny_decoder_factory():
+    """:func:`make_tiny_decoder`, for a test that needs a model of its own (a reward model, a seed)."""
+    return make_tiny_decoder

@@ -37,6 +37,15 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     parser.add_argument("log", help="log file, saved data set directory or hub name")
     parser.add_argument("--out", required=True, help="output .npy (metadata goes beside it as .json)")
     parser.add_argument("--no-cache", action="store_true", help="encode everything and keep no cache")
+    parser.add_argument(
+        "--devices",
+        type=int,
+        default=1,
+        metavar="N",
+        help="encode in N processes on Lightning Fabric (one GPU each on CUDA, CPU processes otherwise), "
+        "each its share of the batches one process would form, into the one cache; the output equals "
+        "a one-process run (default: 1)",
+    )
     add_schema_options(parser, actions=False, labels=False)
     add_encoder_options(parser)
     parser.set_defaults(handler=run)
@@ -50,11 +59,18 @@ def run(args: argparse.Namespace) -> int:
     log = read_log_from_args(args, args.log, schema_from_args(args, actions=False, labels=False))
     config = encoder_config(args)
     started = time.perf_counter()
+    if args.devices < 1:
+        raise ValueError(f"--devices must be at least 1, got {args.devices}")
+    if args.devices > 1:
+        if args.no_cache:
+            raise ValueError("--devices N writes every process's rows into the shared cache; drop --no-cache")
+        if not _encode_shards(args, log, config):
+            return EXIT_OK  # not the first process: it has done its share
     embeddings, encoder = embed_log(
         log, config, args.cache_dir, use_cache=not args.no_cache, progress=not args.quiet
     )
     metadata = {
-        "encoder": config.to_dict(),
+        "encoder": encoder.config.to_dict(),
         "identity": encoder.identity,
         "log": str(args.log),
         "rows": len(log),
@@ -67,3 +83,30 @@ def run(args: argparse.Namespace) -> int:
         f"({encoder.rows_encoded:,} rows encoded, the rest read from the cache)."
     )
     return EXIT_OK
+
+
+def _encode_shards(args: argparse.Namespace, log, config: EncoderConfig) -> bool:
+    """Encode this process's share of the missing rows into the cache; True in the first process,
+    which then reads every row back. The other processes re-run this command (Fabric's launch)."""
+    from dataclasses import replace
+
+    from lightning.fabric import Fabric
+    from lightning.fabric.strategies import DDPStrategy
+
+    from pyro_irm.device import resolve_device
+    from pyro_irm.encoders.cache import default_cache_root
+    from pyro_irm.encoders.embed import Shard, embed_rows, open_cache
+    from pyro_irm.encoders.encoder import TextEncoder
+
+    cuda = resolve_device(config.device).type == "cuda"
+    strategy = DDPStrategy(process_group_backend="nccl" if cuda else "gloo")
+    fabric = Fabric(accelerator="cuda" if cuda else "cpu", devices=args.devices, strategy=strategy)
+    fabric.launch()
+    device = str(fabric.device) if cuda else config.device
+    encoder = TextEncoder(replace(config, device=device))
+    cache = open_cache(encoder, args.cache_dir or default_cache_root())
+    shard = Shard(fabric.global_rank, fabric.world_size, fabric.barrier)
+    embed_rows(
+        log.prompts, log.responses, encoder, cache, progress=not args.quiet and shard.rank == 0, shard=shard
+    )
+    return fabric.global_rank == 0

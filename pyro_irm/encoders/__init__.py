@@ -13,12 +13,13 @@ _EXPORTS = {
         "EncoderConfig",
     ),
     "pyro_irm.encoders.embed": (
+        "Shard",
         "embed_rows",
         "load_embeddings",
         "open_cache",
         "save_embeddings",
     ),
-    "pyro_irm.encoders.encoder": ("TextEncoder",),
+    "pyro_irm.encoders.encoder": ("TextEncoder", "is_decoder_only", "pool"),
 }
 __getattr__, __dir__ = lazy_exports(__name__, _EXPORTS)
 __all__ = exported_names(_EXPORTS)

@@ -10,8 +10,12 @@ Layout of one encoder's cache, ``<root>/<identity key>/``:
 A batch is appended embeddings first, checksums second, keys last, each flushed to disk, so a killed
 writer leaves at most a partial tail, which the next open cuts off: a row counts as cached only once
 its embedding, checksum and key are all complete. A row whose bytes no longer match its checksum
-(a disk fault, a stray write) is found when it is next read and is encoded again. One writer per
-cache at a time.
+(a disk fault, a stray write) is found when it is next read and is encoded again.
+
+Several processes may write one cache at once (two ``embed`` runs, or the shards of ``embed
+--devices N``): every write, repair and invalidation holds the cache's file lock (``.lock``, through
+``filelock``), and each writer first takes in the rows the others appended, so the row numbers it
+hands out always name the rows it means.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
+from filelock import FileLock
 
 from pyro_irm.atomic import atomic_file, write_json_atomic
 
@@ -98,30 +103,45 @@ class EmbeddingCache:
         self._embeddings_path = self.directory / "embeddings.f32"
         self._keys_path = self.directory / "keys.bin"
         self._checks_path = self.directory / "checks.bin"
+        self._lock = FileLock(str(self.directory / ".lock"))
         identity_path = self.directory / "identity.json"
         record = {"identity": identity, "dim": dim}
-        if identity_path.exists():
-            try:
-                stored = json.loads(identity_path.read_text())
-            except (json.JSONDecodeError, UnicodeDecodeError) as error:
-                raise ValueError(
-                    f"{identity_path}: the embedding cache's identity file is corrupt ({error}); "
-                    f"delete the directory {self.directory} and its rows are encoded again"
-                ) from None
-            if stored != record:
-                raise ValueError(
-                    f"embedding cache {self.directory} holds {stored}, not {record}; "
-                    "remove that directory or use another cache root"
-                )
-        else:
-            write_json_atomic(identity_path, record, sort_keys=True)
-        self._add_missing_checksums()
-        self._num_rows = self._repair()
-        self._keys = (
-            np.fromfile(self._keys_path, dtype=_KEY_DTYPE) if self._num_rows else np.empty(0, _KEY_DTYPE)
-        )
+        with self._lock:
+            if identity_path.exists():
+                try:
+                    stored = json.loads(identity_path.read_text())
+                except (json.JSONDecodeError, UnicodeDecodeError) as error:
+                    raise ValueError(
+                        f"{identity_path}: the embedding cache's identity file is corrupt ({error}); "
+                        f"delete the directory {self.directory} and its rows are encoded again"
+                    ) from None
+                if stored != record:
+                    raise ValueError(
+                        f"embedding cache {self.directory} holds {stored}, not {record}; "
+                        "remove that directory or use another cache root"
+                    )
+            else:
+                write_json_atomic(identity_path, record, sort_keys=True)
+            self._add_missing_checksums()
+            self._num_rows = self._repair()
+            self._keys = (
+                np.fromfile(self._keys_path, dtype=_KEY_DTYPE) if self._num_rows else np.empty(0, _KEY_DTYPE)
+            )
         self._sorted: np.ndarray | None = None
         self._memmap: np.memmap | None = None
+
+    def _take_in_new_rows(self) -> None:
+        """Read the keys of rows that other writers appended since this cache last looked (call with
+        the lock held: then every row in the files is complete)."""
+        on_disk = self._keys_path.stat().st_size // KEY_BYTES
+        if on_disk > self._num_rows:
+            with open(self._keys_path, "rb") as handle:
+                handle.seek(self._num_rows * KEY_BYTES)
+                fresh = np.frombuffer(handle.read((on_disk - self._num_rows) * KEY_BYTES), dtype=_KEY_DTYPE)
+            self._keys = np.concatenate([self._keys, fresh])
+            self._num_rows = on_disk
+            self._sorted = None
+            self._memmap = None
 
     def _add_missing_checksums(self) -> None:
         """A cache written before checksums existed gets them now, for the rows it holds."""
@@ -154,6 +174,8 @@ class EmbeddingCache:
     def lookup(self, keys: np.ndarray) -> np.ndarray:
         """``(M,)`` int64 cache row of each key, -1 where it is not cached."""
         positions = np.full(len(keys), -1, dtype=np.int64)
+        with self._lock:
+            self._take_in_new_rows()
         if self._num_rows == 0 or len(keys) == 0:
             return positions
         if self._sorted is None:
@@ -175,17 +197,19 @@ class EmbeddingCache:
             )
         keys = np.ascontiguousarray(keys, dtype=_KEY_DTYPE)
         checks = row_checksums(embeddings)
-        for path, payload in (
-            (self._embeddings_path, embeddings),
-            (self._checks_path, checks),
-            (self._keys_path, keys),
-        ):
-            with open(path, "ab") as handle:
-                handle.write(payload.tobytes())
-                handle.flush()
-                os.fsync(handle.fileno())
-        self._keys = np.concatenate([self._keys, keys])
-        self._num_rows += len(keys)
+        with self._lock:
+            self._take_in_new_rows()
+            for path, payload in (
+                (self._embeddings_path, embeddings),
+                (self._checks_path, checks),
+                (self._keys_path, keys),
+            ):
+                with open(path, "ab") as handle:
+                    handle.write(payload.tobytes())
+                    handle.flush()
+                    os.fsync(handle.fileno())
+            self._keys = np.concatenate([self._keys, keys])
+            self._num_rows += len(keys)
         self._sorted = None
         self._memmap = None
 
@@ -206,7 +230,7 @@ class EmbeddingCache:
         """Forget the rows at ``positions`` (their keys stop matching), so they are encoded again."""
         if len(positions) == 0:
             return
-        with open(self._keys_path, "r+b") as handle:
+        with self._lock, open(self._keys_path, "r+b") as handle:
             for position in np.asarray(positions, dtype=np.int64):
                 handle.seek(int(position) * KEY_BYTES)
                 handle.write(_DEAD_KEY)

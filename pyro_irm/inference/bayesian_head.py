@@ -259,6 +259,12 @@ def fit_bayesian_head(
     if method not in HEAD_METHODS:
         raise ValueError(f"method must be one of {', '.join(HEAD_METHODS)}, got {method!r}")
     model = reward_model.model
+    if any(layer.bias is None for layer in model.reward_net.modules() if isinstance(layer, torch.nn.Linear)):
+        raise ValueError(
+            "a Bayesian head puts a posterior on every weight and bias of the reward network, and the "
+            "bias-free linear head (reward_head='linear') has no bias; fit with reward_head='mlp' for "
+            "reward intervals"
+        )
     device = model.device
     rows = reward_model.prepare_rows(embeddings, actions, context, observed, users, labels)
     last = model.reward_net[-1]

@@ -8,6 +8,7 @@ from typing import Literal
 PropensityFeatures = Literal["embedding", "context", "both"]
 ChannelFeatures = Literal["none", "context", "embedding", "both"]
 ChannelEmission = Literal["auto", "fixed", "learned"]
+RewardHead = Literal["mlp", "linear"]
 
 
 @dataclass(frozen=True)
@@ -17,8 +18,17 @@ class ModelConfig:
     The help text of each field is reused by the command line.
     """
 
+    reward_head: RewardHead = field(
+        default="mlp",
+        metadata={
+            "help": "the reward network f: 'mlp' (hidden layers --reward-hidden, GELU) or 'linear': one "
+            "bias-free linear map of the embedding, what a stock *ForSequenceClassification score "
+            "layer computes, so a run over a decoder exports as a stock checkpoint (export --format stock)"
+        },
+    )
     reward_hidden: tuple[int, ...] = field(
-        default=(256, 64), metadata={"help": "hidden layer widths of the reward network f"}
+        default=(256, 64),
+        metadata={"help": "hidden layer widths of the reward network f (with --reward-head mlp)"},
     )
     propensity_hidden: tuple[int, ...] = field(
         default=(64,), metadata={"help": "hidden layer widths of the propensity network g"}
@@ -74,6 +84,8 @@ class ModelConfig:
             if any(int(w) < 1 for w in widths):
                 raise ValueError(f"{name}: every width must be a positive integer, got {widths}")
             object.__setattr__(self, name, tuple(int(w) for w in widths))
+        if self.reward_head not in ("mlp", "linear"):
+            raise ValueError(f"reward_head must be 'mlp' or 'linear', got {self.reward_head!r}")
         if self.propensity_features not in ("embedding", "context", "both"):
             raise ValueError(
                 "propensity_features must be 'embedding', 'context' or 'both', "

@@ -44,7 +44,7 @@ from pyro_irm.models.channel import (
     SignedBinaryChannel,
 )
 from pyro_irm.models.config import ModelConfig
-from pyro_irm.models.networks import MLP, full_precision
+from pyro_irm.models.networks import full_precision, reward_network
 from pyro_irm.models.propensity import PropensityNetwork, select_by_preference
 
 USER_SITE = "user_engagement"
@@ -138,7 +138,7 @@ class ImplicitFeedbackModel(FeedbackModel):
         self.num_users = int(num_users)
         # Built in this order (f, g, channels, users) so that a seed gives the same initial weights
         # as the seed paper's model had before channels and users existed.
-        self.reward_net = MLP(embedding_dim, config.reward_hidden, 1, config.dropout)
+        self.reward_net = reward_network(embedding_dim, config)
         self.propensity = propensity or PropensityNetwork(
             propensity_input_dim(config, embedding_dim, context_dim),
             config.propensity_hidden,

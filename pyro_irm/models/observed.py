@@ -18,7 +18,7 @@ import torch.nn.functional as F
 from pyro_irm.groups import GROUP_NAMES
 from pyro_irm.models.base import FeedbackModel, gather_rows
 from pyro_irm.models.config import ModelConfig
-from pyro_irm.models.networks import MLP
+from pyro_irm.models.networks import reward_network
 
 _ENGAGED_POSITIVE = GROUP_NAMES.index("engaged_positive")
 _ENGAGED_NEGATIVE = GROUP_NAMES.index("engaged_negative")
@@ -32,7 +32,7 @@ class ObservedPreferenceModel(FeedbackModel):
         self.config = config
         self.embedding_dim = embedding_dim
         self.context_dim = context_dim
-        self.reward_net = MLP(embedding_dim, config.reward_hidden, 1, config.dropout)
+        self.reward_net = reward_network(embedding_dim, config)
 
     def forward(
         self,

@@ -291,12 +291,15 @@ class RewardModel:
         }
         (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
-    def export_hf(self, directory: str | Path, encoder_config, stats: dict | None = None) -> Path:
+    def export_hf(
+        self, directory: str | Path, encoder_config, stats: dict | None = None, format: str = "auto"
+    ) -> Path:
         """Write this model with the encoder of ``encoder_config`` as a ``transformers`` directory
-        (see :func:`pyro_irm.export.export_hf`; ``stats``: the reward's training mean and std)."""
+        (see :func:`pyro_irm.export.export_hf`; ``stats``: the reward's training mean and std;
+        ``format``: 'stock', 'remote-code' or 'auto')."""
         from pyro_irm.export.hf import export_hf
 
-        return export_hf(self, encoder_config, directory, stats)
+        return export_hf(self, encoder_config, directory, stats, format=format)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> RewardModel:

@@ -28,7 +28,7 @@ class PyroIrmRewardModel(PreTrainedModel):
             if config.head_dropout > 0:
                 layers.append(nn.Dropout(config.head_dropout))
             width = size
-        layers.append(nn.Linear(width, 1))
+        layers.append(nn.Linear(width, 1, bias=config.head_bias))
         self.head = nn.Sequential(*layers)
         self.post_init()
 
@@ -44,6 +44,10 @@ class PyroIrmRewardModel(PreTrainedModel):
         ``TextEncoder``, written again because this file must run without pyro_irm."""
         if self.config.pooling == "cls":
             pooled = hidden[:, 0]
+        elif self.config.pooling == "last":
+            positions = torch.arange(attention_mask.shape[1], device=attention_mask.device)
+            last = (positions * attention_mask).argmax(-1)
+            pooled = hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
         else:
             mask = attention_mask.unsqueeze(-1).to(hidden.dtype)
             pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)
@@ -59,7 +63,11 @@ class PyroIrmRewardModel(PreTrainedModel):
         inputs = {"input_ids": input_ids, "attention_mask": attention_mask}
         if token_type_ids is not None:
             inputs["token_type_ids"] = token_type_ids
-        hidden = self.encoder(**inputs).last_hidden_state
+        if self.config.decoder_only:
+            inputs["position_ids"] = (attention_mask.long().cumsum(-1) - 1).clamp(min=0)
+        layer = self.config.hidden_layer
+        output = self.encoder(**inputs, output_hidden_states=layer != -1)
+        hidden = output.last_hidden_state if layer == -1 else output.hidden_states[layer]
         logits = self.head(self.pool(hidden, attention_mask))
         loss = None
         if labels is not None:  # preference labels in {0, 1}: the Bernoulli likelihood of the reward
@@ -75,19 +83,34 @@ class PyroIrmRewardModel(PreTrainedModel):
         for start in range(0, len(responses), batch_size):
             batch_prompts = list(prompts[start : start + batch_size])
             batch_responses = list(responses[start : start + batch_size])
-            first, second = (
-                (batch_prompts, batch_responses)
-                if self.config.text_mode == "pair"
-                else (batch_responses, None)
-            )
-            tokens = tokenizer(
-                first,
-                second,
-                padding=True,
-                truncation="longest_first",
-                max_length=self.config.text_max_length,
-                return_tensors="pt",
-            ).to(self.device)
+            if self.config.text_mode == "chat":
+                conversations = [
+                    [{"role": "user", "content": p}, {"role": "assistant", "content": r}]
+                    for p, r in zip(batch_prompts, batch_responses, strict=True)
+                ]
+                tokens = tokenizer.apply_chat_template(
+                    conversations,
+                    tokenize=True,
+                    padding=True,
+                    truncation=True,
+                    max_length=self.config.text_max_length,
+                    return_dict=True,
+                    return_tensors="pt",
+                ).to(self.device)
+            else:
+                first, second = (
+                    (batch_prompts, batch_responses)
+                    if self.config.text_mode == "pair"
+                    else (batch_responses, None)
+                )
+                tokens = tokenizer(
+                    first,
+                    second,
+                    padding=True,
+                    truncation="longest_first",
+                    max_length=self.config.text_max_length,
+                    return_tensors="pt",
+                ).to(self.device)
             out.append(self(**tokens).logits[:, 0].float().cpu())
         rewards = torch.cat(out) if out else torch.zeros(0)
         if normalized:

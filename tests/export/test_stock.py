@@ -1,0 +1,176 @@
+"""A linear head over a decoder's last token leaves as the backbone's own stock sequence classifier:
+it loads without remote code (as TRL, OpenRLHF and vLLM load it) and gives the rewards `score` gives."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from pyro_irm.cli import main
+from pyro_irm.data.logs import write_records
+
+pytestmark = pytest.mark.filterwarnings("ignore::pyro_irm.models.identifiability.IdentifiabilityWarning")
+
+_WORDS = "the a reward model copies code answer short long helpful wrong good bad very not and".split()
+MAX_LENGTH = 40
+
+
+def _rows(count, seed):
+    rng = np.random.default_rng(seed)
+    rows = []
+    for i in range(count):
+        size = int(rng.integers(1, 40)) if i % 7 else 60  # every 7th row is cut at MAX_LENGTH tokens
+        response = " ".join(rng.choice(_WORDS, size=size))
+        helpful = "helpful" in response
+        rows.append({"prompt": f"question {i % 5}", "response": response,
+                     "action": int(helpful and rng.random() < 0.7 or rng.random() < 0.1)})  # fmt: skip
+    return rows
+
+
+def _fit(tmp_path, encoder, head="linear", extra=()):
+    write_records(tmp_path / "train.jsonl", _rows(60, 0))
+    write_records(tmp_path / "rows.jsonl", _rows(21, 1))
+    common = ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    code = main([
+        "fit", str(tmp_path / "train.jsonl"), "--out", str(tmp_path / "run"), "--encoder", str(encoder),
+        "--encoder-device", "cpu", "--encoder-max-length", str(MAX_LENGTH), "--reward-head", head,
+        "--max-epochs", "3", *extra, *common,
+    ])  # fmt: skip
+    assert code == 0
+    assert main(["score", str(tmp_path / "run"), str(tmp_path / "rows.jsonl"),
+                 "--out", str(tmp_path / "scores.jsonl"), *common]) == 0  # fmt: skip
+    scores = [json.loads(line)["reward"] for line in (tmp_path / "scores.jsonl").read_text().splitlines()]
+    return np.array(scores)
+
+
+_LOAD_STOCK = """
+import json, sys
+
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pyro_irm" or name.startswith("pyro_irm."):
+            raise ImportError("pyro_irm is blocked in this process")
+
+sys.meta_path.insert(0, Blocked())
+import torch
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+directory, rows = sys.argv[1], [json.loads(line) for line in open(sys.argv[2])]
+model = AutoModelForSequenceClassification.from_pretrained(directory).eval()  # no trust_remote_code
+tokenizer = AutoTokenizer.from_pretrained(directory)
+conversations = [[{"role": "user", "content": r["prompt"]}, {"role": "assistant", "content": r["response"]}]
+                 for r in rows]
+tokens = tokenizer.apply_chat_template(conversations, tokenize=True, padding=True, truncation=True,
+                                       return_dict=True, return_tensors="pt")
+with torch.no_grad():
+    logits = model(**tokens).logits[:, 0]
+print(json.dumps({
+    "logits": logits.tolist(),
+    "class": type(model).__name__,
+    "pad_token_id": model.config.pad_token_id,
+    "tokens_per_row": tokens["attention_mask"].sum(1).tolist(),
+    "mean": model.config.mean, "std": model.config.std,
+    "pyro_irm_imported": any(name.startswith("pyro_irm") for name in sys.modules),
+}))
+"""
+
+
+def _load_stock(directory, rows, cwd):
+    result = subprocess.run([sys.executable, "-c", _LOAD_STOCK, str(directory), str(rows)],
+                            capture_output=True, text=True, timeout=300, cwd=cwd)  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    return json.loads(result.stdout.strip().splitlines()[-1])
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    "family,stock_class",
+    [("llama", "LlamaForSequenceClassification"), ("qwen2", "Qwen2ForSequenceClassification"),
+     ("mistral", "MistralForSequenceClassification")],
+)  # fmt: skip
+def test_a_linear_head_exports_as_a_stock_classifier_that_reproduces_score(tiny_decoders, tmp_path, family,
+                                                                            stock_class):  # fmt: skip
+    scores = _fit(tmp_path, tiny_decoders[family])
+    assert np.ptp(scores) > 1e-3  # rewards differ between rows, so matching them means something
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "export"), "--format", "stock",
+                 "--quiet"]) == 0  # fmt: skip
+    files = {p.name for p in (tmp_path / "export").iterdir()}
+    assert not any(name.endswith(".py") for name in files) and "model.safetensors" in files
+    config = json.loads((tmp_path / "export" / "config.json").read_text())
+    assert "auto_map" not in config and config["architectures"] == [stock_class]
+    loaded = _load_stock(tmp_path / "export", tmp_path / "rows.jsonl", tmp_path)
+    assert loaded["class"] == stock_class and not loaded["pyro_irm_imported"]
+    assert max(loaded["tokens_per_row"]) == MAX_LENGTH  # the long rows were cut as the fit cut them
+    np.testing.assert_allclose(loaded["logits"], scores, atol=1e-4)
+    stats = json.loads((tmp_path / "run" / "run.json").read_text())["reward_stats"]
+    assert loaded["mean"] == pytest.approx(stats["mean"]) and loaded["std"] == pytest.approx(stats["std"])
+
+
+@pytest.mark.slow
+def test_a_pad_token_the_template_writes_is_replaced_so_the_last_token_is_found(tiny_decoders, tmp_path):
+    from transformers import AutoTokenizer
+
+    # The mistral-shaped template ends every row in EOS, and the tokenizer pads with EOS.
+    original = AutoTokenizer.from_pretrained(tiny_decoders["mistral"])
+    assert original.pad_token == original.eos_token
+    scores = _fit(tmp_path, tiny_decoders["mistral"])
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "export"), "--quiet"]) == 0
+    exported = AutoTokenizer.from_pretrained(tmp_path / "export")
+    assert exported.pad_token != original.eos_token and exported.padding_side == "right"
+    assert exported.model_max_length == MAX_LENGTH and exported.chat_template == original.chat_template
+    loaded = _load_stock(tmp_path / "export", tmp_path / "rows.jsonl", tmp_path)
+    assert loaded["pad_token_id"] == exported.pad_token_id
+    np.testing.assert_allclose(loaded["logits"], scores, atol=1e-4)
+
+
+def test_choose_pad_token_skips_every_token_a_rendered_row_holds(tiny_decoders):
+    from transformers import AutoTokenizer
+
+    from pyro_irm.export.stock import ADDED_PAD_TOKEN, choose_pad_token
+
+    llama = AutoTokenizer.from_pretrained(tiny_decoders["llama"])
+    assert choose_pad_token(llama, "chat") == ("<pad>", False)  # its own pad is never rendered
+    mistral = AutoTokenizer.from_pretrained(tiny_decoders["mistral"])
+    token, added = choose_pad_token(mistral, "chat")
+    assert token not in ("</s>", "<s>", "[INST]", "[/INST]") and not added  # "<unk>": never rendered here
+    qwen = AutoTokenizer.from_pretrained(tiny_decoders["qwen2"])
+    qwen.chat_template = (
+        "{% for m in messages %}<|im_start|><|im_end|><|endoftext|>{{ m['content'] }}{% endfor %}"
+    )
+    assert choose_pad_token(qwen, "chat") == (ADDED_PAD_TOKEN, True)  # every special token is rendered
+
+
+@pytest.mark.slow
+def test_stock_is_refused_with_its_reasons_and_auto_falls_back_to_remote_code(
+    tiny_decoders, tmp_path, capsys
+):
+    scores = _fit(tmp_path, tiny_decoders["llama"], head="mlp")
+    capsys.readouterr()
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "stock"), "--format", "stock"]) == 2
+    error = capsys.readouterr().err
+    assert "the reward head is an MLP" in error and "--reward-head linear" in error
+    assert not (tmp_path / "stock").exists()
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "remote"), "--quiet"]) == 0
+    assert (tmp_path / "remote" / "modeling_pyro_irm_reward.py").exists()
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    model = AutoModelForSequenceClassification.from_pretrained(tmp_path / "remote", trust_remote_code=True)
+    tokenizer = AutoTokenizer.from_pretrained(tmp_path / "remote")
+    rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
+    rewards = model.reward(
+        tokenizer, [r["prompt"] for r in rows], [r["response"] for r in rows], batch_size=8
+    )
+    np.testing.assert_allclose(rewards.numpy(), scores, atol=1e-4)
+
+
+def test_a_bayesian_head_on_the_bias_free_linear_head_is_refused():
+    from pyro_irm import ModelConfig, SimulationConfig, TrainConfig, fit, fit_bayesian_head, simulate
+
+    data = simulate(SimulationConfig(num_rows=400, embedding_dim=8, seed=0))
+    model = fit(data, TrainConfig(max_epochs=1), ModelConfig(reward_head="linear")).reward_model
+    assert [type(m).__name__ for m in model.model.reward_net] == ["Linear"]
+    assert model.model.reward_net[0].bias is None
+    with pytest.raises(ValueError, match="has no bias"):
+        fit_bayesian_head(model, data.embeddings, data.actions)
