@@ -55,7 +55,7 @@ def embed_log(
     """``(N, dim)`` embeddings of a log's rows, through the on-disk cache unless ``use_cache`` is off."""
     encoder = encoder or TextEncoder(encoder_config)
     cache = open_cache(encoder, cache_root or default_cache_root()) if use_cache else None
-    return embed_rows(log.prompts, log.responses, encoder, cache, progress=progress), encoder
+    return embed_rows(log.encoder_prompts, log.responses, encoder, cache, progress=progress), encoder
 
 
 def embeddings_for(

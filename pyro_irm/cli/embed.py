@@ -107,6 +107,11 @@ def _encode_shards(args: argparse.Namespace, log, config: EncoderConfig) -> bool
     cache = open_cache(encoder, args.cache_dir or default_cache_root())
     shard = Shard(fabric.global_rank, fabric.world_size, fabric.barrier)
     embed_rows(
-        log.prompts, log.responses, encoder, cache, progress=not args.quiet and shard.rank == 0, shard=shard
+        log.encoder_prompts,
+        log.responses,
+        encoder,
+        cache,
+        progress=not args.quiet and shard.rank == 0,
+        shard=shard,
     )
     return fabric.global_rank == 0

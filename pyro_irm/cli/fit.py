@@ -105,7 +105,7 @@ def _fit_with_encoder(args, file_config, log, schema, train_config, model_config
     config = build_config(FinetuneConfig, file_config.get("finetune"), values, "[finetune]")
     say(args, f"Fine-tuning {encoder.model} ({config.mode}) with implicitrm on {len(log):,} rows.")
     result = finetune(log, encoder, train_config, model_config, config)
-    embeddings = result.encoder.encode(log.prompts, log.responses)
+    embeddings = result.encoder.encode(log.encoder_prompts, log.responses)
     encoder_info = {"encoder": encoder.to_dict(), "identity": result.encoder.identity}
     return _finish(args, file_config, result, log, embeddings, schema, model_config, encoder_info)
 

@@ -98,6 +98,9 @@ class FeedbackLog:
         truth: for simulated logs, ``{column: (N,) float32}`` for every one of ``TRUTH_COLUMNS``.
         source_rows: ``(N,)`` row numbers in the source (1-based), for messages.
         report: what reading kept and dropped.
+        prompt_turns: where any row's prompt was a message list, each row's turns (None for a text
+            prompt), so that a chat template renders the whole conversation; ``prompts`` holds their
+            text (``data/conversation.py``'s rule).
     """
 
     prompts: list[str]
@@ -115,9 +118,20 @@ class FeedbackLog:
     propensity: np.ndarray | None = None
     channels: tuple[ChannelSpec, ...] | None = None
     user_ids: list[str] | None = None
+    prompt_turns: list[list[dict] | None] | None = None
 
     def __len__(self) -> int:
         return len(self.responses)
+
+    @property
+    def encoder_prompts(self) -> list:
+        """Each row's prompt as an encoder reads it: its message list where it had one, else its text."""
+        if self.prompt_turns is None:
+            return self.prompts
+        return [
+            text if turns is None else turns
+            for text, turns in zip(self.prompts, self.prompt_turns, strict=True)
+        ]
 
     @property
     def action(self) -> np.ndarray:
@@ -217,6 +231,7 @@ class FeedbackLog:
             propensity=pick(self.propensity),
             channels=self.channels,
             user_ids=None if self.user_ids is None else [self.user_ids[i] for i in index],
+            prompt_turns=None if self.prompt_turns is None else [self.prompt_turns[i] for i in index],
         )
 
 
@@ -319,24 +334,32 @@ def _text(record: dict, name: str) -> str:
     return value
 
 
-def _row_texts(record: dict, schema: LogSchema) -> tuple[str, str]:
-    """A row's (prompt, response): text columns, or TRL's forms (``completion`` for the response,
-    messages in either column, or a ``messages`` conversation alone; see ``data/conversation.py``)."""
+def _row_texts(record: dict, schema: LogSchema) -> tuple[str, str, list[dict] | None]:
+    """A row's (prompt, response, prompt turns): text columns, or TRL's forms (``completion`` for the
+    response, messages in either column, or a ``messages`` conversation alone; see
+    ``data/conversation.py``). The turns are the prompt's messages where it had them, else None."""
     try:
         if schema.prompt not in record and schema.response not in record and "messages" in record:
-            return split_conversation(record["messages"])
+            prompt, response = split_conversation(record["messages"])
+            return prompt, response, [dict(m) for m in record["messages"][:-1]]
         response_column = schema.response
         if response_column == "response" and "response" not in record and "completion" in record:
             response_column = "completion"  # TRL's unpaired and prompt-completion formats
         prompt, response = record.get(schema.prompt), record.get(response_column)
+        turns = None
         if isinstance(prompt, list):
+            turns = [dict(m) for m in prompt]
             prompt = render_prompt(prompt, schema.prompt)
         if isinstance(response, list):
             response = response_text(response, response_column)
     except ConversationError as error:
         field, _, reason = str(error).partition(": ")
         raise RowProblem(field, reason) from None
-    return _text({schema.prompt: prompt}, schema.prompt), _text({response_column: response}, response_column)
+    return (
+        _text({schema.prompt: prompt}, schema.prompt),
+        _text({response_column: response}, response_column),
+        turns,
+    )
 
 
 def read_log(
@@ -365,6 +388,7 @@ def read_log(
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     thresholds = schema.thresholds
     prompts: list[str] = []
+    prompt_turns: list[list[dict] | None] = []
     responses: list[str] = []
     actions: list[list[float]] = []
     labels: list[float] = []
@@ -383,7 +407,7 @@ def read_log(
         try:
             if isinstance(record, ParseError):
                 raise RowProblem(record.field, record.reason)
-            prompt, response = _row_texts(record, schema)
+            prompt, response, turns = _row_texts(record, schema)
             row_actions = [
                 _binary(name, _number(record, name, True), thresholds.get(name), "counts or durations")
                 for name in (*schema.actions, *schema.negative_actions)
@@ -431,6 +455,7 @@ def read_log(
             drop_or_raise(problem, name, row, on_error, dropped, _FIX_LOG_ROW)
             continue
         prompts.append(prompt)
+        prompt_turns.append(turns)
         responses.append(response)
         actions.append(row_actions)
         labels.append(label)
@@ -472,6 +497,7 @@ def read_log(
         report=report,
         observed=np.asarray(observed, dtype=np.float32) if schema.observed else None,
         propensity=np.asarray(propensity, dtype=np.float32) if schema.propensity else None,
+        prompt_turns=prompt_turns if any(t is not None for t in prompt_turns) else None,
     )
 
 

@@ -52,7 +52,7 @@ def embed_rows(
     its batches from the rows alone, gives the same embeddings as an uninterrupted run.
 
     Args:
-        prompts, responses: ``N`` texts each.
+        prompts, responses: ``N`` texts each (a prompt may be a list of chat messages).
         encoder: the model that encodes missing rows.
         cache: where finished rows are kept between runs (none: encode everything, keep nothing).
         out: optional ``(N, dim)`` float32 array to fill (for example a ``.npy`` memory map).
@@ -68,7 +68,8 @@ def embed_rows(
         out = np.empty((num_rows, encoder.dim), dtype=np.float32)
     elif out.shape != (num_rows, encoder.dim):
         raise ValueError(f"out has shape {out.shape}, expected ({num_rows}, {encoder.dim})")
-    keys = text_keys(prompts, responses)
+    # A prompt given as turns is keyed by its messages: a text prompt never shares its entry.
+    keys = text_keys([p if isinstance(p, str) else _turns_key(p) for p in prompts], responses)
     unique_keys, first_rows, inverse = np.unique(keys, return_index=True, return_inverse=True)
     if shard is not None and cache is None:
         raise ValueError("encoding in several processes needs the cache that they share")
@@ -118,6 +119,10 @@ def embed_rows(
         stop = min(start + _FILL_CHUNK_ROWS, num_rows)
         cache.read(positions[start:stop], out=out[start:stop])
     return out
+
+
+def _turns_key(turns: list[dict]) -> str:
+    return "\x00turns:" + json.dumps(turns, sort_keys=True, ensure_ascii=False)
 
 
 def save_embeddings(path: str | Path, embeddings: np.ndarray, metadata: dict) -> Path:

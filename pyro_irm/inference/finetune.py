@@ -86,7 +86,8 @@ def _trainable_encoder(encoder: TextEncoder, config: FinetuneConfig) -> list[tor
 
 
 def _embed(encoder: TextEncoder, log: FeedbackLog, rows: np.ndarray) -> torch.Tensor:
-    return encoder.embed([log.prompts[i] for i in rows], [log.responses[i] for i in rows])
+    prompts = log.encoder_prompts
+    return encoder.embed([prompts[i] for i in rows], [log.responses[i] for i in rows])
 
 
 @torch.no_grad()

@@ -195,3 +195,36 @@ def test_two_processes_embed_what_one_process_embeds(tiny_decoders, tmp_path):
     np.testing.assert_allclose(outputs[2], outputs[1], atol=1e-6)
     keys = (tmp_path / "cache2").glob("*/keys.bin")
     assert [k.stat().st_size // 16 for k in keys] == [50]  # each row encoded once, by one of the two
+
+
+def test_a_conversational_row_is_rendered_whole_by_the_chat_template(tiny_decoders, tmp_path):
+    from pyro_irm.data import write_records
+    from pyro_irm.data.logs import LogSchema, read_log
+    from pyro_irm.runs import embed_log
+
+    conversation = [
+        {"role": "user", "content": "what is two plus two"},
+        {"role": "assistant", "content": "four"},
+        {"role": "user", "content": "and five"},
+        {"role": "assistant", "content": "it depends"},
+    ]
+    path = write_records(
+        tmp_path / "chat.jsonl", [{"messages": conversation}, {"prompt": "a", "response": "b"}]
+    )
+    log = read_log(path, LogSchema(actions=()))
+    assert (
+        log.prompts[0] == "user: what is two plus two\n\nassistant: four\n\nuser: and five"
+    )  # the text rule
+    encoder = _encoder(tiny_decoders["llama"], max_length=512)
+    ids = encoder.tokenize(log.encoder_prompts, log.responses)[0]["input_ids"][0]
+    expected = AutoTokenizer.from_pretrained(tiny_decoders["llama"]).apply_chat_template(
+        conversation, tokenize=True
+    )
+    assert list(ids) == list(expected["input_ids"])
+    embeddings, _ = embed_log(log, encoder=encoder, cache_root=tmp_path / "cache")
+    np.testing.assert_allclose(embeddings[0], _state_by_hand(tiny_decoders["llama"], ids), atol=2e-5)
+    # the same words as one text prompt are another row, with another cache entry
+    flat, _ = embed_log(read_log(write_records(tmp_path / "flat.jsonl", [
+        {"prompt": log.prompts[0], "response": "it depends"}]), LogSchema(actions=())),
+        encoder=encoder, cache_root=tmp_path / "cache")  # fmt: skip
+    assert not np.allclose(flat[0], embeddings[0], atol=1e-3)
