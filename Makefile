@@ -57,6 +57,7 @@ benchmark: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/memory.py
 	$(BIN)/python benchmarks/encoding.py
+	$(BIN)/python benchmarks/decoder_encoding.py --data-file $(DATA)/alpaca_eval_gpt4_turbo_scores.jsonl.gz
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache
