@@ -228,3 +228,23 @@ def test_a_conversational_row_is_rendered_whole_by_the_chat_template(tiny_decode
         {"prompt": log.prompts[0], "response": "it depends"}]), LogSchema(actions=())),
         encoder=encoder, cache_root=tmp_path / "cache")  # fmt: skip
     assert not np.allclose(flat[0], embeddings[0], atol=1e-3)
+
+
+def test_a_model_placed_by_accelerate_encodes_as_one_loaded_whole(tiny_decoders, monkeypatch):
+    import transformers
+
+    asked = []
+    real = transformers.AutoModel.from_pretrained
+
+    def recording(*args, **kwargs):
+        asked.append(kwargs)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(transformers.AutoModel, "from_pretrained", recording)
+    placed = _encoder(tiny_decoders["mistral"], device_map="auto")  # accelerate; here every layer on the CPU
+    assert asked[-1]["device_map"] == "auto" and asked[-1]["dtype"] == torch.float32
+    whole = _encoder(tiny_decoders["mistral"])
+    assert "device_map" not in asked[-1]
+    np.testing.assert_allclose(placed.encode(PROMPTS, RESPONSES), whole.encode(PROMPTS, RESPONSES), atol=1e-6)
+    with pytest.raises(ValueError, match="device_map must be 'auto' or unset"):
+        EncoderConfig(device_map="balanced_low_0")
