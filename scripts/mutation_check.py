@@ -233,6 +233,50 @@ MUTATIONS = (
         "except ZeroDivisionError as error:",
         ("tests/benchmark/test_benchmark.py::test_a_fit_that_diverges_is_scored_n_a_and_named_not_fatal",),
     ),
+    Mutation(
+        "stock-export-pad-not-chosen",
+        "pyro_irm/export/stock.py",
+        "pad_token, added = choose_pad_token(tokenizer, encoder_config.text_mode)",
+        "pad_token, added = tokenizer.pad_token, False",
+        (
+            "tests/export/test_stock.py::test_a_pad_token_the_template_writes_is_replaced_so_the_last_token_is_found",
+        ),
+    ),
+    Mutation(
+        "left-padding-positions-shifted",
+        "pyro_irm/encoders/encoder.py",
+        'inputs["position_ids"] = (mask.cumsum(-1) - 1).clamp(min=0).to(self.device)',
+        "pass",
+        (
+            "tests/encoders/test_decoders.py::test_last_token_pooling_equals_the_state_read_by_hand_under_either_padding_side",
+        ),
+    ),
+    Mutation(
+        "last-token-assumes-right-padding",
+        "pyro_irm/encoders/encoder.py",
+        "last = (positions * attention_mask).argmax(-1)",
+        "last = attention_mask.sum(-1) - 1",
+        (
+            "tests/encoders/test_decoders.py::test_last_token_pooling_equals_the_state_read_by_hand_under_either_padding_side",
+        ),
+    ),
+    Mutation(
+        "cache-writers-unlocked",
+        "pyro_irm/encoders/cache.py",
+        """        with self._lock:
+            self._take_in_new_rows()
+            for path, payload in (""",
+        """        if True:
+            for path, payload in (""",
+        ("tests/encoders/test_cache_concurrency.py",),
+    ),
+    Mutation(
+        "embed-shards-overlap",
+        "pyro_irm/encoders/encoder.py",
+        "if index % world != rank:",
+        "if False:",
+        ("tests/encoders/test_decoders.py::test_two_processes_embed_what_one_process_embeds",),
+    ),
 )
 
 

@@ -348,8 +348,8 @@ def _row_texts(record: dict, schema: LogSchema) -> tuple[str, str, list[dict] | 
         prompt, response = record.get(schema.prompt), record.get(response_column)
         turns = None
         if isinstance(prompt, list):
-            turns = [dict(m) for m in prompt]
-            prompt = render_prompt(prompt, schema.prompt)
+            rendered = render_prompt(prompt, schema.prompt)  # checks the messages first
+            turns, prompt = [dict(m) for m in prompt], rendered
         if isinstance(response, list):
             response = response_text(response, response_column)
     except ConversationError as error:
