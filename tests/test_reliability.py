@@ -433,3 +433,40 @@ def test_a_warning_reads_as_a_message_not_a_source_line(tmp_path):
     assert process.returncode == 0, stderr
     assert "warning: Nothing separates the reward from the propensity" in stderr
     assert "_fit_once" not in stderr and ".py:" not in stderr
+
+
+def test_embeddings_from_another_reading_of_the_runs_encoder_are_refused(tmp_path, capsys, tiny_decoders):
+    rng = np.random.default_rng(0)
+    words = "the a reward model copies code answer short long helpful wrong".split()
+    sizes = rng.integers(1, 12, size=40)
+    rows = [{"prompt": f"question {i % 5}", "response": " ".join(rng.choice(words, size=int(sizes[i]))),
+             "action": int(rng.random() < 0.4)} for i in range(40)]  # fmt: skip
+    log = write_records(tmp_path / "log.jsonl", rows)
+    common = ["--encoder", str(tiny_decoders["llama"]), "--encoder-device", "cpu", "--quiet",
+              "--cache-dir", str(tmp_path / "cache")]  # fmt: skip
+    assert main(["embed", str(log), "--out", str(tmp_path / "last.npy"), *common]) == 0
+    # The same model and width, mean-pooled: the rewards would be wrong without a word.
+    assert (
+        main(["embed", str(log), "--out", str(tmp_path / "mean.npy"), "--encoder-pooling", "mean", *common])
+        == 0
+    )
+    run = tmp_path / "run"
+    fit = [
+        "fit",
+        str(log),
+        "--embeddings",
+        str(tmp_path / "last.npy"),
+        "--out",
+        str(run),
+        "--max-epochs",
+        "2",
+    ]
+    assert main([*fit, "--quiet", "--method", "naive"]) == 0
+    score = ["score", str(run), str(log), "--quiet"]
+    assert main([*score, "--embeddings", str(tmp_path / "last.npy"), "--out", str(tmp_path / "ok.csv")]) == 0
+    capsys.readouterr()
+    code = main([*score, "--embeddings", str(tmp_path / "mean.npy"), "--out", str(tmp_path / "wrong.csv")])
+    error = capsys.readouterr().err
+    assert code == 2 and "mean.npy was embedded with another encoder" in error
+    assert "pooling: 'mean' there, 'last' in the run" in error
+    assert not (tmp_path / "wrong.csv").exists()

@@ -58,8 +58,27 @@ def run_embeddings(run, log, args: argparse.Namespace):
             f"{run.directory} was fit on precomputed embeddings; pass --embeddings for {log.report.source}"
         )
     encoder = run.encoder if args.embeddings is None else None
-    embeddings, _ = embeddings_for(log, args.embeddings, encoder, args.cache_dir, not args.quiet)
+    embeddings, described = embeddings_for(log, args.embeddings, encoder, args.cache_dir, not args.quiet)
+    if args.embeddings is not None:
+        check_same_encoder(args.embeddings, described.get("identity"), run)
     return embeddings
+
+
+def check_same_encoder(embeddings_path, identity: dict | None, run) -> None:
+    """Refuse embeddings whose sidecar names another encoder reading (model, pooling, layer, text
+    mode, template, ...) than the one the run was fit on: they have the right width and would score
+    wrong without a word. Only the settings both record are compared, so older runs still load."""
+    fitted = run.info.get("encoder_identity")
+    if not identity or not fitted:
+        return
+    differ = sorted(k for k in set(identity) & set(fitted) if identity[k] != fitted[k])
+    if differ:
+        settings = "; ".join(f"{k}: {identity[k]!r} there, {fitted[k]!r} in the run" for k in differ)
+        raise ValueError(
+            f"{embeddings_path} was embedded with another encoder than {run.directory} was fit on "
+            f"({settings}); embed the log with the run's encoder settings, or leave out --embeddings "
+            "and the run encodes it"
+        )
 
 
 def add_estimator_options(parser) -> None:
