@@ -470,3 +470,19 @@ def test_embeddings_from_another_reading_of_the_runs_encoder_are_refused(tmp_pat
     assert code == 2 and "mean.npy was embedded with another encoder" in error
     assert "pooling: 'mean' there, 'last' in the run" in error
     assert not (tmp_path / "wrong.csv").exists()
+
+
+def test_an_output_that_is_an_input_is_refused_before_anything_is_written(tmp_path, capsys):
+    log, embeddings, run = _run_with_embeddings(tmp_path)
+    before = log.read_bytes()
+    code = main(["score", str(run), str(log), "--embeddings", str(embeddings), "--out", str(log)])
+    assert code == 2 and f"--out {log} is the input" in capsys.readouterr().err
+    assert log.read_bytes() == before
+    code = main(["best-of-n", str(run), str(log), "--embeddings", str(embeddings), "--out", str(embeddings)])
+    assert code == 2 and "is the --embeddings" in capsys.readouterr().err
+    # A JSON-lines log named .json is where `embed --out clicks.npy` would put its metadata.
+    clicks = tmp_path / "clicks.json"
+    clicks.write_bytes(before)
+    code = main(["embed", str(clicks), "--out", str(tmp_path / "clicks.npy"), "--encoder-device", "cpu"])
+    assert code == 2 and "--out's metadata file" in capsys.readouterr().err
+    assert clicks.read_bytes() == before and not (tmp_path / "clicks.npy").exists()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from pyro_irm.cli.common import EXIT_OK, add_cache_option, run_embeddings, say
+from pyro_irm.cli.common import EXIT_OK, add_cache_option, refuse_overwriting_inputs, run_embeddings, say
 from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
 
 
@@ -34,6 +35,14 @@ def run(args: argparse.Namespace) -> int:
     from pyro_irm.rerank import best_of_n
     from pyro_irm.runs import Run
 
+    refuse_overwriting_inputs(
+        {"--out": args.out},
+        {
+            "candidates": args.candidates,
+            "--embeddings": args.embeddings,
+            "run's run.json": Path(args.run_dir) / "run.json",
+        },
+    )
     run = Run.load(args.run_dir)
     log = read_log_from_args(args, args.candidates, schema_from_args(args, actions=False))
     embeddings = run_embeddings(run, log, args)

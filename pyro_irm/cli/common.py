@@ -41,6 +41,25 @@ def add_cache_option(parser) -> None:
     )
 
 
+def refuse_overwriting_inputs(outputs: dict[str, object], inputs: dict[str, object]) -> None:
+    """Raise before any work when an output path is one of the command's inputs: a result written
+    over its own log, embeddings or run loses the input. ``outputs`` and ``inputs`` map a name (the
+    flag or argument) to a path; None entries are skipped."""
+    from pathlib import Path
+
+    def same(first, second) -> bool:
+        a, b = Path(first).expanduser(), Path(second).expanduser()
+        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+
+    for out_name, out in outputs.items():
+        for in_name, source in inputs.items():
+            if out is not None and source is not None and same(out, source):
+                raise ValueError(
+                    f"{out_name} {out} is the {in_name}: writing there would replace it; "
+                    "write to another path"
+                )
+
+
 def write_json(args: argparse.Namespace, payload: dict) -> None:
     """Write ``payload`` to ``--json`` when it was given."""
     if args.json:

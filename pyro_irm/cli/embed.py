@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import argparse
 import time
+from pathlib import Path
 
-from pyro_irm.cli.common import EXIT_OK, add_cache_option
+from pyro_irm.cli.common import EXIT_OK, add_cache_option, refuse_overwriting_inputs
 from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values
 from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
 from pyro_irm.encoders.config import EncoderConfig
@@ -53,9 +54,12 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from pyro_irm.encoders.cache import rows_fingerprint
-    from pyro_irm.encoders.embed import save_embeddings
+    from pyro_irm.encoders.embed import save_embeddings, sidecar_path
     from pyro_irm.runs import embed_log
 
+    refuse_overwriting_inputs(
+        {"--out": args.out, "--out's metadata file": sidecar_path(Path(args.out))}, {"log": args.log}
+    )
     log = read_log_from_args(args, args.log, schema_from_args(args, actions=False, labels=False))
     config = encoder_config(args)
     started = time.perf_counter()

@@ -5,8 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
-from pyro_irm.cli.common import EXIT_OK, add_cache_option, run_embeddings, say
+from pyro_irm.cli.common import EXIT_OK, add_cache_option, refuse_overwriting_inputs, run_embeddings, say
 from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
 
 
@@ -55,6 +56,14 @@ def run(args: argparse.Namespace) -> int:
     from pyro_irm.groups import GROUP_NAMES
     from pyro_irm.runs import Run, run_groups
 
+    refuse_overwriting_inputs(
+        {"--out": args.out},
+        {
+            "input": args.input,
+            "--embeddings": args.embeddings,
+            "run's run.json": Path(args.run_dir) / "run.json",
+        },
+    )
     run = Run.load(args.run_dir, device=str(resolve_device(args.device)))
     if args.interval is not None:
         if not 0.0 < args.interval < 1.0:
