@@ -486,3 +486,39 @@ def test_an_output_that_is_an_input_is_refused_before_anything_is_written(tmp_pa
     code = main(["embed", str(clicks), "--out", str(tmp_path / "clicks.npy"), "--encoder-device", "cpu"])
     assert code == 2 and "--out's metadata file" in capsys.readouterr().err
     assert clicks.read_bytes() == before and not (tmp_path / "clicks.npy").exists()
+
+
+def test_a_config_file_applies_its_sections_and_refuses_a_misspelt_one(tmp_path, capsys):
+    log, embeddings, _ = _run_with_embeddings(tmp_path)
+    config = tmp_path / "config.toml"
+    config.write_text("[train]\nmax_epochs = 1\n\n[model]\nreward_head = 'linear'\n")
+    fit = [
+        "fit",
+        str(log),
+        "--embeddings",
+        str(embeddings),
+        "--quiet",
+        "--method",
+        "naive",
+        "--config",
+        str(config),
+    ]
+    assert main([*fit, "--out", str(tmp_path / "good")]) == 0
+    info = json.loads((tmp_path / "good" / "run.json").read_text())
+    assert info["train_config"]["max_epochs"] == 1 and info["model_config"]["reward_head"] == "linear"
+    config.write_text("[train]\nmax_epochs = 1\n\n[modle]\nreward_head = 'linear'\n")
+    assert main([*fit, "--out", str(tmp_path / "misspelt")]) == 2
+    error = capsys.readouterr().err
+    assert "unknown section(s) ['modle']" in error and "[model]" in error
+    config.write_text("train = 3\n")
+    assert main([*fit, "--out", str(tmp_path / "flat")]) == 2
+    assert "[train] must be a table of settings" in capsys.readouterr().err
+    assert not (tmp_path / "misspelt").exists() and not (tmp_path / "flat").exists()
+
+
+def test_a_context_column_that_is_the_target_is_refused(tmp_path, capsys):
+    log, embeddings, _ = _run_with_embeddings(tmp_path)
+    fit = ["fit", str(log), "--embeddings", str(embeddings), "--out", str(tmp_path / "run2"), "--quiet"]
+    assert main([*fit, "--context-col", "action"]) == 2
+    error = capsys.readouterr().err
+    assert "context columns must be features" in error and "'action' is an action column" in error

@@ -98,7 +98,11 @@ def _benchmark(args: argparse.Namespace) -> int:
     from pyro_irm.benchmark.chatlog import run_chatlog_benchmark
     from pyro_irm.data.samples import ultrafeedback_sample
 
-    file_config = read_config_file(args.config) if args.config else {}
+    file_config = (
+        read_config_file(args.config, ("benchmark", "model", "estimator", "encoder", "chatlog"))
+        if args.config
+        else {}
+    )
     config = benchmark_config(args, file_config)
     model_config = build_config(ModelConfig, file_config.get("model"), {}, "[model]")
     estimators = estimator_config(args, file_config)

@@ -66,7 +66,11 @@ def run(args: argparse.Namespace) -> int:
     from pyro_irm.atomic import check_replaceable
     from pyro_irm.runs import RUN_FILE, embeddings_for, fit_log
 
-    file_config = read_config_file(args.config) if args.config else {}
+    file_config = (
+        read_config_file(args.config, ("train", "model", "estimator", "encoder", "finetune", "head"))
+        if args.config
+        else {}
+    )
     train_values = dataclass_values(args, TrainConfig, "train_")
     train_values.setdefault("progress", not args.quiet)
     train_config = build_config(TrainConfig, file_config.get("train"), train_values, "[train]")

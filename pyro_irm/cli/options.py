@@ -80,8 +80,9 @@ def dataclass_values(args: argparse.Namespace, cls: type, prefix: str) -> dict[s
     return values
 
 
-def read_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
-    """A TOML or JSON file with sections ``[train]``, ``[model]``, ``[encoder]``, ``[simulation]``."""
+def read_config_file(path: str | Path, sections: tuple[str, ...] | None = None) -> dict[str, dict[str, Any]]:
+    """A TOML or JSON file of sections (``[train]``, ``[model]``, ``[encoder]``, ...). ``sections``,
+    the ones the command reads: any other (a misspelt ``[modle]``) is refused, never ignored."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"config file {path} does not exist")
@@ -92,6 +93,14 @@ def read_config_file(path: str | Path) -> dict[str, dict[str, Any]]:
         raise ValueError(f"{path}: cannot parse it ({error})") from None
     if not isinstance(content, dict):
         raise ValueError(f"{path}: expected a table of sections, got {type(content).__name__}")
+    if sections is not None:
+        unknown = sorted(set(content) - set(sections))
+        if unknown:
+            known = ", ".join(f"[{name}]" for name in sections)
+            raise ValueError(f"{path}: unknown section(s) {unknown}; this command reads {known}")
+    for name, section in content.items():
+        if not isinstance(section, dict):
+            raise ValueError(f"{path}: [{name}] must be a table of settings, got {type(section).__name__}")
     return content
 
 

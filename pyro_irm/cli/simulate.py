@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
     from pyro_irm.data.preference_sets import load_preference_set, simulate_log
     from pyro_irm.data.samples import ultrafeedback_sample
 
-    file_config = read_config_file(args.config) if args.config else {}
+    file_config = read_config_file(args.config, ("simulation", "chatlog")) if args.config else {}
     overrides = dataclass_values(args, SimulationConfig, "sim_")
     overrides.setdefault("propensity_form", "alpha_power")
     config = build_config(SimulationConfig, file_config.get("simulation"), overrides, "[simulation]")

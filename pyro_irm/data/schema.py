@@ -129,6 +129,18 @@ class LogSchema:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"action columns {repeated} are declared more than once")
+        # A context column that is also the target lets the propensity network read the answer.
+        targets = {name: "an action column" for name in names}
+        for name, what in ((self.label, "the label column"), (self.observed, "the observed column"),
+                           (self.propensity, "the propensity column")):  # fmt: skip
+            if name is not None:
+                targets.setdefault(name, what)
+        clashes = [f"{name!r} is {targets[name]}" for name in self.context if name in targets]
+        if clashes:
+            raise ValueError(
+                f"context columns must be features, not what the model explains: {'; '.join(clashes)}; "
+                "drop it from --context-col"
+            )
 
     @property
     def action_columns(self) -> tuple[str, ...]:
