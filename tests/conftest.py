@@ -173,3 +173,22 @@ def tiny_decoders(tmp_path_factory):
 def tiny_decoder_factory():
     """:func:`make_tiny_decoder`, for a test that needs a model of its own (a reward model, a seed)."""
     return make_tiny_decoder
+
+
+_WITHOUT_PYRO_IRM = """
+import json, sys
+
+class Blocked:
+    def find_spec(self, name, path=None, target=None):
+        if name == "pyro_irm" or name.startswith("pyro_irm."):
+            raise ImportError("pyro_irm is blocked in this process")
+
+sys.meta_path.insert(0, Blocked())
+"""
+
+
+@pytest.fixture(scope="session")
+def without_pyro_irm():
+    """The opening of a ``python -c`` script in which importing pyro_irm fails: what follows it
+    shows that an export loads with transformers alone (it imports ``json`` and ``sys``)."""
+    return _WITHOUT_PYRO_IRM

@@ -51,15 +51,7 @@ def text_run(tmp_path_factory):
     return root, np.array(scores)
 
 
-_LOAD_WITHOUT_PYRO_IRM = """
-import json, sys
-
-class Blocked:
-    def find_spec(self, name, path=None, target=None):
-        if name == "pyro_irm" or name.startswith("pyro_irm."):
-            raise ImportError("pyro_irm is blocked in this process")
-
-sys.meta_path.insert(0, Blocked())
+_LOAD_EXPORT = """
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 directory, rows = sys.argv[1], [json.loads(line) for line in open(sys.argv[2])]
@@ -80,14 +72,15 @@ print(json.dumps({
 
 
 @pytest.mark.slow
-def test_an_export_loads_with_transformers_alone_and_matches_score(text_run, tmp_path):
+def test_an_export_loads_with_transformers_alone_and_matches_score(text_run, tmp_path, without_pyro_irm):
     root, scores = text_run
     assert main(["export", str(root / "run"), "--out", str(tmp_path / "export"), "--quiet"]) == 0
     files = {p.name for p in (tmp_path / "export").iterdir()}
     assert {"config.json", "model.safetensors", "tokenizer.json", "README.md"} <= files
     assert "modeling_pyro_irm_reward.py" in files and not any(name.endswith(".bin") for name in files)
+    script = without_pyro_irm + _LOAD_EXPORT
     result = subprocess.run(
-        [sys.executable, "-c", _LOAD_WITHOUT_PYRO_IRM, str(tmp_path / "export"), str(root / "rows.jsonl")],
+        [sys.executable, "-c", script, str(tmp_path / "export"), str(root / "rows.jsonl")],
         capture_output=True, text=True, timeout=300, cwd=tmp_path,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr

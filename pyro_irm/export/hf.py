@@ -14,19 +14,17 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Literal
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from pyro_irm.atomic import atomic_directory
 from pyro_irm.encoders.config import EncoderConfig
-from pyro_irm.export.layout import EXPORT_FILE, EXPORT_FORMATS
+from pyro_irm.export.layout import EXPORT_FILE, EXPORT_FORMATS, ExportFormat
 
 if TYPE_CHECKING:
     from pyro_irm.models.reward_model import RewardModel
-
-ExportFormat = Literal["auto", "stock", "remote-code"]
 
 
 def reward_stats(rewards: np.ndarray | torch.Tensor) -> dict[str, float]:

@@ -1,4 +1,7 @@
 """What every export directory holds besides the model, and the formats it can take."""
 
+from typing import Literal, get_args
+
 EXPORT_FILE = "pyro_irm_export.json"  # how the model was fit and how it reads text
-EXPORT_FORMATS = ("auto", "stock", "remote-code")
+ExportFormat = Literal["auto", "stock", "remote-code"]
+EXPORT_FORMATS: tuple[str, ...] = get_args(ExportFormat)

@@ -31,7 +31,6 @@ if TYPE_CHECKING:
     from pyro_irm.models.reward_model import RewardModel
 
 ADDED_PAD_TOKEN = "<|pyro_irm_pad|>"
-_DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
 def stock_export_problems(
@@ -114,7 +113,7 @@ def export_stock(
     run's linear head in ``score`` (whole or not at all); ``description`` goes to the export's JSON."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from pyro_irm.encoders.encoder import is_decoder_only, resolve_model_location
+    from pyro_irm.encoders.encoder import WEIGHT_DTYPES, is_decoder_only, resolve_model_location
 
     location, _ = resolve_model_location(encoder_config.model)
     backbone = AutoConfig.from_pretrained(location, revision=encoder_config.revision)
@@ -131,7 +130,7 @@ def export_stock(
         tokenizer.pad_token = pad_token
     tokenizer.padding_side = "right"
     tokenizer.model_max_length = encoder_config.max_length
-    dtype = _DTYPES[encoder_config.precision]
+    dtype = WEIGHT_DTYPES[encoder_config.precision]
     model = AutoModelForSequenceClassification.from_pretrained(
         location, revision=encoder_config.revision, num_labels=1, dtype=dtype
     )

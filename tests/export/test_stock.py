@@ -46,14 +46,6 @@ def _fit(tmp_path, encoder, head="linear", extra=()):
 
 
 _LOAD_STOCK = """
-import json, sys
-
-class Blocked:
-    def find_spec(self, name, path=None, target=None):
-        if name == "pyro_irm" or name.startswith("pyro_irm."):
-            raise ImportError("pyro_irm is blocked in this process")
-
-sys.meta_path.insert(0, Blocked())
 import torch
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -77,8 +69,8 @@ print(json.dumps({
 """
 
 
-def _load_stock(directory, rows, cwd):
-    result = subprocess.run([sys.executable, "-c", _LOAD_STOCK, str(directory), str(rows)],
+def _load_stock(directory, rows, cwd, prelude):
+    result = subprocess.run([sys.executable, "-c", prelude + _LOAD_STOCK, str(directory), str(rows)],
                             capture_output=True, text=True, timeout=300, cwd=cwd)  # fmt: skip
     assert result.returncode == 0, result.stderr
     return json.loads(result.stdout.strip().splitlines()[-1])
@@ -91,6 +83,7 @@ def _load_stock(directory, rows, cwd):
      ("mistral", "MistralForSequenceClassification")],
 )  # fmt: skip
 def test_a_linear_head_exports_as_a_stock_classifier_that_reproduces_score(tiny_decoders, tmp_path, family,
+                                                                            without_pyro_irm,
                                                                             stock_class):  # fmt: skip
     scores = _fit(tmp_path, tiny_decoders[family])
     assert np.ptp(scores) > 1e-3  # rewards differ between rows, so matching them means something
@@ -100,7 +93,7 @@ def test_a_linear_head_exports_as_a_stock_classifier_that_reproduces_score(tiny_
     assert not any(name.endswith(".py") for name in files) and "model.safetensors" in files
     config = json.loads((tmp_path / "export" / "config.json").read_text())
     assert "auto_map" not in config and config["architectures"] == [stock_class]
-    loaded = _load_stock(tmp_path / "export", tmp_path / "rows.jsonl", tmp_path)
+    loaded = _load_stock(tmp_path / "export", tmp_path / "rows.jsonl", tmp_path, without_pyro_irm)
     assert loaded["class"] == stock_class and not loaded["pyro_irm_imported"]
     assert max(loaded["tokens_per_row"]) == MAX_LENGTH  # the long rows were cut as the fit cut them
     np.testing.assert_allclose(loaded["logits"], scores, atol=1e-4)
@@ -109,7 +102,9 @@ def test_a_linear_head_exports_as_a_stock_classifier_that_reproduces_score(tiny_
 
 
 @pytest.mark.slow
-def test_a_pad_token_the_template_writes_is_replaced_so_the_last_token_is_found(tiny_decoders, tmp_path):
+def test_a_pad_token_the_template_writes_is_replaced_so_the_last_token_is_found(
+    tiny_decoders, tmp_path, without_pyro_irm
+):
     from transformers import AutoTokenizer
 
     # The mistral-shaped template ends every row in EOS, and the tokenizer pads with EOS.
@@ -120,7 +115,7 @@ def test_a_pad_token_the_template_writes_is_replaced_so_the_last_token_is_found(
     exported = AutoTokenizer.from_pretrained(tmp_path / "export")
     assert exported.pad_token != original.eos_token and exported.padding_side == "right"
     assert exported.model_max_length == MAX_LENGTH and exported.chat_template == original.chat_template
-    loaded = _load_stock(tmp_path / "export", tmp_path / "rows.jsonl", tmp_path)
+    loaded = _load_stock(tmp_path / "export", tmp_path / "rows.jsonl", tmp_path, without_pyro_irm)
     assert loaded["pad_token_id"] == exported.pad_token_id
     np.testing.assert_allclose(loaded["logits"], scores, atol=1e-4)
 
