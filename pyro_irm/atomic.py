@@ -4,6 +4,7 @@ then rename over it (a rename within one directory is atomic on POSIX and Window
 from __future__ import annotations
 
 import json
+import math
 import os
 import secrets
 import shutil
@@ -39,9 +40,25 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> Path:
     return Path(path)
 
 
+def strict_json(value: Any, **dumps: Any) -> str:
+    """``json.dumps`` that strict JSON readers accept: NaN and infinities (a metric of one class, a
+    missing label) are written as ``null``, never as the bare tokens ``NaN`` and ``Infinity``."""
+    return json.dumps(_finite(value), allow_nan=False, **dumps)
+
+
+def _finite(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {key: _finite(item) for key, item in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(item) for item in value]
+    return value
+
+
 def write_json_atomic(path: str | os.PathLike, value: Any, **dumps: Any) -> Path:
-    """Write ``value`` as indented JSON to ``path`` whole or not at all."""
-    return write_text_atomic(path, json.dumps(value, indent=2, **dumps) + "\n")
+    """Write ``value`` as indented strict JSON (:func:`strict_json`) to ``path`` whole or not at all."""
+    return write_text_atomic(path, strict_json(value, indent=2, **dumps) + "\n")
 
 
 def check_replaceable(path: str | os.PathLike, marker: str) -> None:

@@ -11,7 +11,6 @@ from pyro_irm.analysis.metrics import bootstrap_intervals, feature_bias, label_m
 from pyro_irm.data.logs import FeedbackLog
 from pyro_irm.encoders.cache import default_cache_root
 from pyro_irm.encoders.embed import embed_rows, open_cache
-from pyro_irm.encoders.encoder import TextEncoder
 from pyro_irm.runs import Run, true_scores
 
 
@@ -53,7 +52,7 @@ def evaluate_pairs(run: Run, pairs, cache_root: str | Path | None = None, resamp
         raise ValueError(
             f"{run.directory} was fit on precomputed embeddings; evaluating pairs needs its encoder"
         )
-    encoder = TextEncoder(run.encoder)
+    encoder = run.text_encoder()
     cache = open_cache(encoder, cache_root or default_cache_root())
     scored, lengths = {}, {}
     for side in ("chosen", "rejected"):

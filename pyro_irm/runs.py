@@ -12,6 +12,7 @@ A run directory holds everything needed to use a fitted model on new text::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from dataclasses import asdict, dataclass
@@ -20,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from pyro_irm.analysis.plots import plot_fit_history
-from pyro_irm.atomic import atomic_directory
+from pyro_irm.atomic import atomic_directory, strict_json
 from pyro_irm.data.logs import FeedbackLog, LogSchema
 from pyro_irm.encoders.cache import default_cache_root, rows_fingerprint
 from pyro_irm.encoders.config import EncoderConfig
@@ -43,6 +44,59 @@ RUN_FILE = "run.json"
 METRICS_FILE = "metrics.json"
 ELBO_PLOT = "elbo.png"
 
+# The encoder identity's keys that say how texts are read; a run compares them with the encoder it
+# loads. Where it was loaded from (model, source) may change when a run directory moves.
+_ENCODER_READING = ("architecture", "pooling", "layer", "text_mode", "chat_template", "truncation_side",
+                    "max_length", "normalize", "precision")  # fmt: skip
+_ENCODER_WEIGHTS = ("revision", "fingerprint")
+
+
+class RunIntegrityError(ValueError):
+    """A run directory's files are not those it was written with (weights replaced or changed)."""
+
+
+def file_digests(directory: Path, folders: tuple[str, ...] = (MODEL_DIR, ENCODER_DIR)) -> dict[str, str]:
+    """``{relative path: sha256}`` of every file under ``folders`` of a run directory."""
+    digests = {}
+    for folder in folders:
+        for path in sorted((directory / folder).rglob("*")):
+            if path.is_file():
+                digest = hashlib.sha256()
+                with path.open("rb") as stream:
+                    while chunk := stream.read(1 << 22):
+                        digest.update(chunk)
+                digests[path.relative_to(directory).as_posix()] = digest.hexdigest()
+    return digests
+
+
+def verify_digests(directory: Path, recorded: dict[str, str] | None) -> None:
+    """Refuse a run whose weight files differ from those :func:`save_run` recorded in ``run.json``.
+
+    Raises:
+        RunIntegrityError: naming every file that changed, appeared or went missing.
+    """
+    if recorded is None:
+        logger.warning(
+            "%s: run.json records no digests of its weights (a run from an older version), so nothing "
+            "checks that model/ holds the weights it was fit with",
+            directory,
+        )
+        return
+    found = file_digests(directory)
+    changed = sorted(name for name in set(recorded) & set(found) if recorded[name] != found[name])
+    missing, extra = sorted(set(recorded) - set(found)), sorted(set(found) - set(recorded))
+    if changed or missing or extra:
+        what = "; ".join(
+            f"{label}: {', '.join(names)}"
+            for label, names in (("changed", changed), ("missing", missing), ("not from the fit", extra))
+            if names
+        )
+        raise RunIntegrityError(
+            f"{directory}: its weight files are not those the fit wrote ({what}); run.json records the "
+            "sha256 of each, so these rewards would come from other weights. Restore the run's own "
+            "files, or fit again"
+        )
+
 
 def embed_log(
     log: FeedbackLog,
@@ -64,9 +118,11 @@ def embeddings_for(
     encoder_config: EncoderConfig | None,
     cache_root: str | Path | None = None,
     progress: bool = False,
+    encoder: TextEncoder | None = None,
 ) -> tuple[np.ndarray, dict]:
-    """A log's embeddings, from a file written by ``pyro-irm embed`` or by encoding (cached), with
-    the encoder's description (``{"encoder": config, "identity": ...}``)."""
+    """A log's embeddings, from a file written by ``pyro-irm embed`` or by encoding (cached) with
+    ``encoder`` or one built from ``encoder_config``, with the encoder's description
+    (``{"encoder": config, "identity": ...}``)."""
     if embeddings_path is not None:
         embeddings, metadata = load_embeddings(embeddings_path)
         if embeddings.shape[0] != len(log):
@@ -76,7 +132,7 @@ def embeddings_for(
             )
         check_rows_fingerprint(embeddings_path, metadata, log)
         return embeddings, {k: metadata.get(k) for k in ("encoder", "identity")}
-    embeddings, encoder = embed_log(log, encoder_config, cache_root, progress=progress)
+    embeddings, encoder = embed_log(log, encoder_config, cache_root, progress=progress, encoder=encoder)
     return embeddings, {"encoder": encoder.config.to_dict(), "identity": encoder.identity}
 
 
@@ -119,7 +175,13 @@ class Run:
             raise FileNotFoundError(
                 f"{directory} is not a run directory (no {RUN_FILE}); make one with `pyro-irm fit`"
             )
-        info = json.loads(run_file.read_text())
+        try:
+            info = json.loads(run_file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{run_file}: not valid JSON ({error}); not written by pyro-irm fit") from None
+        if not isinstance(info, dict) or "method" not in info or "schema" not in info:
+            raise ValueError(f"{run_file}: not a run description (no 'method' or 'schema'); fit again")
+        verify_digests(directory, info.get("digests"))
         encoder = info.get("encoder")
         if encoder is not None and encoder["model"] == ENCODER_DIR and (directory / ENCODER_DIR).is_dir():
             encoder = {**encoder, "model": str((directory / ENCODER_DIR).resolve())}
@@ -136,6 +198,48 @@ class Run:
     def name(self) -> str:
         return self.directory.name
 
+    def verify_encoder(self, identity: dict, ignore: tuple[str, ...] = ()) -> None:
+        """Refuse an encoder that reads texts otherwise than the one the run was fit on, or whose
+        weights (hub revision, local directory's digest) changed since. Settings in ``ignore``
+        (those a caller overrides on purpose) and settings either side lacks are not compared.
+
+        Raises:
+            ValueError: naming each setting that differs.
+        """
+        fitted = self.info.get("encoder_identity") or {}
+        own_encoder = (self.directory / ENCODER_DIR).is_dir()  # its digests cover the weights
+        keys = _ENCODER_READING if own_encoder else _ENCODER_READING + _ENCODER_WEIGHTS
+        differ = [
+            key for key in keys
+            if key not in ignore and fitted.get(key) is not None and identity.get(key) is not None
+            and fitted[key] != identity[key]
+        ]  # fmt: skip
+        if differ:
+            settings = "; ".join(f"{k}: {fitted[k]!r} at the fit, {identity[k]!r} now" for k in differ)
+            weights = any(key in _ENCODER_WEIGHTS for key in differ)
+            raise ValueError(
+                f"{self.directory} was fit on another encoder than {self.encoder.model!r} is now "
+                f"({settings}); "
+                + (
+                    "its weights changed since the fit: load the revision the run names, or fit again"
+                    if weights
+                    else "score with the run's own encoder settings"
+                )  # fmt: skip
+            )
+
+    def text_encoder(self, **overrides) -> TextEncoder:
+        """The run's encoder (with ``overrides`` of its config such as ``device``), checked against
+        the one it was fit on (:meth:`verify_encoder`)."""
+        from dataclasses import replace
+
+        if self.encoder is None:
+            raise ValueError(
+                f"{self.directory} was fit on precomputed embeddings, so it names no encoder to read texts"
+            )
+        encoder = TextEncoder(replace(self.encoder, **overrides))
+        self.verify_encoder(encoder.identity, ignore=tuple(overrides))
+        return encoder
+
     def export_hf(self, directory: str | Path, format: str = "auto") -> Path:
         """Write this run's reward model and encoder as a ``transformers`` directory (see
         :func:`pyro_irm.export.export_hf`; ``format``: 'stock', 'remote-code' or 'auto')."""
@@ -146,6 +250,11 @@ class Run:
                 f"{self.directory} was fit on precomputed embeddings (--embeddings), so it names no "
                 "encoder to export; fit from text (the run encodes the log) to export it"
             )
+        from pyro_irm.encoders.encoder import local_fingerprint, resolve_model_location
+
+        location, source = resolve_model_location(self.encoder.model)
+        if source != "hub":  # a hub model's revision is checked where it is loaded to encode
+            self.verify_encoder({"fingerprint": local_fingerprint(location)})
         stats = self.info.get("reward_stats")
         if stats is None:
             raise ValueError(
@@ -215,7 +324,8 @@ def _write_run(directory, result, log, embeddings, schema, model_config, encoder
         # Over every row of the training log, for RLHF code that normalizes rewards.
         "reward_stats": reward_stats(result.reward_model.score(embeddings)),
     }
-    (directory / RUN_FILE).write_text(json.dumps(info, indent=2) + "\n")
+    info["digests"] = file_digests(directory)
+    (directory / RUN_FILE).write_text(strict_json(info, indent=2) + "\n")
     history = result.history
     metrics: dict = {
         "fit": {
@@ -244,7 +354,7 @@ def _write_run(directory, result, log, embeddings, schema, model_config, encoder
             "note": f"explicit labels of the training log; {used}, never to select",
             **label_metrics(log.labels, probability, log.prompt_ids, true_scores(log)),
         }
-    (directory / METRICS_FILE).write_text(json.dumps(metrics, indent=2) + "\n")
+    (directory / METRICS_FILE).write_text(strict_json(metrics, indent=2) + "\n")
     objective = "ELBO" if get_estimator(result.method).family == "pyro" else "minus risk"
     plot_fit_history(
         history, directory / ELBO_PLOT, title=f"{result.method} on {Path(source).name}", objective=objective
@@ -254,9 +364,21 @@ def _write_run(directory, result, log, embeddings, schema, model_config, encoder
 def run_feedback(run: Run, log: FeedbackLog, embeddings: np.ndarray):
     """A log's rows as the run's model sees them: its users and context scaled as in training."""
     scaling = run.info.get("context_scaling")
+    users = run.info.get("users") or None
+    if users and log.user_ids is not None:
+        known = set(users)
+        unseen = sorted({u for u in log.user_ids if u not in known})
+        share = sum(u not in known for u in log.user_ids) / max(len(log), 1)
+        if share > 0.5:
+            logger.warning(
+                "%s: %d of its users (%.0f%% of rows) were not in %s's training log (such as %r; the run "
+                "knows %r, ...), so their rewards use the prior over users. Check that --user-col "
+                "names the same ids",
+                log.report.source, len(unseen), 100 * share, run.directory, unseen[0], users[0],
+            )  # fmt: skip
     return log.to_feedback(
         embeddings,
-        user_vocabulary=run.info.get("users") or None,
+        user_vocabulary=users,
         context_scaling=None if scaling is None else tuple(scaling),
     )
 

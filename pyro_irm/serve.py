@@ -10,20 +10,31 @@ How a request's texts become (prompt, response) rows, in order:
 3. ``{"query": [...]}`` alone: each query is split at the last occurrence of the server's
    ``query_separator`` (for example the chat template's assistant marker); the separator belongs
    to neither part. Without a separator such a request is refused.
+
+Each request is checked alone before it joins a batch, and a batch that fails is scored again one
+request at a time, so one bad request is answered 400 and the others in its batch are not. Bodies
+over ``max_body_bytes`` are refused with 413 before they are read whole; errors name the field and
+item, never echo the input. With an ``api_key`` every endpoint asks for ``Authorization: Bearer KEY``.
 """
 
 # No `from __future__ import annotations`: FastAPI reads the request models from real annotations.
 
 import asyncio
+import hmac
+import json
 import logging
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import numpy as np
+if TYPE_CHECKING:
+    import numpy as np
 
 logger = logging.getLogger(__name__)
 
 MAX_REQUEST_ROWS = 8192
+DEFAULT_MAX_BODY_BYTES = 16 * 2**20
+API_KEY_VARIABLE = "PYRO_IRM_API_KEY"
 
 
 class TextScorer:
@@ -35,20 +46,20 @@ class TextScorer:
     """
 
     def __init__(self, run, device: str = "cpu"):
-        from pyro_irm.encoders.encoder import TextEncoder
-
         if run.encoder is None:
             raise ValueError(
                 f"{run.directory} was fit on precomputed embeddings, so it names no encoder to read "
                 "texts with; fit it from text to serve it"
             )
         self.run = run
-        self.encoder = TextEncoder(replace(run.encoder, device=device))
+        self.encoder = run.text_encoder(device=device)
         stats = run.info.get("reward_stats") or {"mean": 0.0, "std": 1.0}
         self.mean, self.std = float(stats["mean"]), float(stats["std"]) or 1.0
 
-    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> np.ndarray:
+    def __call__(self, prompts: Sequence[str], responses: Sequence[str]) -> "np.ndarray":
         """``(N,)`` float32 rewards (logits of P(preferred))."""
+        import numpy as np
+
         from pyro_irm.encoders.embed import embed_rows
 
         if not responses:
@@ -94,7 +105,7 @@ class RequestBatcher:
             except asyncio.CancelledError:
                 pass
 
-    async def submit(self, prompts: list[str], responses: list[str]) -> np.ndarray:
+    async def submit(self, prompts: list[str], responses: list[str]) -> "np.ndarray":
         """The rewards of these rows, scored in a batch with whatever else is waiting."""
         if self._queue is None:
             raise RuntimeError("RequestBatcher.start() was not awaited")
@@ -122,24 +133,105 @@ class RequestBatcher:
     async def _run(self) -> None:
         while True:
             batch = await self._next_batch()
-            prompts = [p for pending in batch for p in pending.prompts]
-            responses = [r for pending in batch for r in pending.responses]
             try:
-                rewards = await asyncio.to_thread(self.score, prompts, responses)
-            except Exception as error:  # every waiting request learns of it; the server goes on
-                logger.exception("scoring a batch of %d rows failed", len(responses))
+                await self._score(batch)
+            except Exception as error:
+                if len(batch) == 1:  # the request learns of it; the server goes on
+                    logger.warning("scoring a request of %d rows failed: %s", len(batch[0].responses), error)
+                    _settle(batch[0], error=error)
+                    continue
+                # One request's rows may have failed the batch: score each alone, so only it fails.
+                logger.warning("a batch of %d requests failed (%s); scoring each alone", len(batch), error)
                 for pending in batch:
-                    if not pending.future.done():
-                        pending.future.set_exception(error)
-                continue
-            self.batches += 1
-            self.rows += len(responses)
-            start = 0
-            for pending in batch:
-                stop = start + len(pending.responses)
-                if not pending.future.done():
-                    pending.future.set_result(rewards[start:stop])
-                start = stop
+                    try:
+                        await self._score([pending])
+                    except Exception as alone:
+                        _settle(pending, error=alone)
+
+    async def _score(self, batch: list[_Pending]) -> None:
+        prompts = [p for pending in batch for p in pending.prompts]
+        responses = [r for pending in batch for r in pending.responses]
+        rewards = await asyncio.to_thread(self.score, prompts, responses)
+        self.batches += 1
+        self.rows += len(responses)
+        start = 0
+        for pending in batch:
+            stop = start + len(pending.responses)
+            _settle(pending, result=rewards[start:stop])
+            start = stop
+
+
+def _settle(pending: _Pending, result=None, error: Exception | None = None) -> None:
+    if pending.future.done():  # its client went away
+        return
+    if error is not None:
+        pending.future.set_exception(error)
+    else:
+        pending.future.set_result(result)
+
+
+def check_texts(field: str, texts: Sequence[str]) -> None:
+    """Refuse a text that no tokenizer can encode (a lone surrogate such as ``"\\ud800"``).
+
+    Raises:
+        ValueError: naming the field, the item and the character, not the text.
+    """
+    from pyro_irm.data.readers import invalid_text
+
+    for index, text in enumerate(texts):
+        if why := invalid_text(text):
+            raise ValueError(f"'{field}' item {index}: {why}")
+
+
+class BodyLimit:
+    """ASGI middleware: a request body over ``limit`` bytes is answered 413 before it is read whole,
+    whether it states its length or streams in chunks."""
+
+    def __init__(self, app, limit: int):
+        self.app, self.limit = app, limit
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        stated = dict(scope["headers"]).get(b"content-length")
+        if stated is not None and stated.isdigit() and int(stated) > self.limit:
+            return await self._refuse(send)
+        received, started, refused = 0, False, False
+
+        async def counted_receive():
+            # Past the limit the client is answered 413 here; the application is told the client
+            # left, and whatever it answers then goes nowhere.
+            nonlocal received, refused
+            if refused:
+                return {"type": "http.disconnect"}
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.limit and not started:
+                    refused = True
+                    await self._refuse(send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def watched_send(message):
+            nonlocal started
+            if refused:
+                return
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        await self.app(scope, counted_receive, watched_send)
+
+    async def _refuse(self, send) -> None:
+        body = json.dumps(
+            {
+                "detail": f"the request body is over the server's limit of {self.limit} bytes; send fewer "
+                "rows per request, or start the server with a larger --max-body-mb"
+            }  # fmt: skip
+        ).encode()
+        headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
+        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.body", "body": body})
 
 
 def split_queries(
@@ -185,6 +277,8 @@ def create_app(
     max_wait_ms: float = 5.0,
     normalize: tuple[float, float] | None = None,
     description: dict | None = None,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    api_key: str | None = None,
 ):
     """The FastAPI application serving ``score`` (see the module docstring).
 
@@ -194,10 +288,21 @@ def create_app(
         max_batch_rows, max_wait_ms: the batching across concurrent requests.
         normalize: ``(mean, std)``: serve ``(reward - mean) / std`` (the training rows' statistics).
         description: what ``GET /health`` reports about the model.
+        max_body_bytes: the largest request body read (413 beyond it).
+        api_key: when given, every request needs ``Authorization: Bearer <api_key>`` (401 without).
     """
     from contextlib import asynccontextmanager
 
-    from fastapi import FastAPI
+    import numpy as np
+
+    if query_separator == "":
+        raise ValueError(
+            "--query-separator is empty: every query would split at its end, into the whole query as "
+            "the prompt and an empty response; give the text before the response (the chat template's "
+            "assistant marker), or leave it out"
+        )
+    from fastapi import FastAPI, Request
+    from fastapi.exceptions import RequestValidationError
     from fastapi.responses import JSONResponse
     from pydantic import BaseModel, ConfigDict, Field
 
@@ -210,6 +315,21 @@ def create_app(
         await batcher.stop()
 
     app = FastAPI(title="pyro_irm reward server", lifespan=lifespan)
+    app.add_middleware(BodyLimit, limit=max_body_bytes)
+
+    if api_key:
+        expected = f"Bearer {api_key}".encode()
+
+        @app.middleware("http")
+        async def authorize(request: Request, call_next):
+            given = request.headers.get("authorization", "").encode()
+            if not hmac.compare_digest(given, expected):
+                return JSONResponse(
+                    status_code=401,
+                    content={"detail": "this server needs the header 'Authorization: Bearer <key>'"},
+                    headers={"WWW-Authenticate": "Bearer"},
+                )
+            return await call_next(request)
 
     class RewardRequest(BaseModel):
         model_config = ConfigDict(extra="ignore")  # OpenRLHF also sends "labels"
@@ -235,6 +355,24 @@ def create_app(
     async def bad_request(request, error: ValueError):
         return JSONResponse(status_code=400, content={"detail": str(error)})
 
+    @app.exception_handler(RequestValidationError)
+    async def invalid_request(request: Request, error: RequestValidationError):
+        kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        if kind != "application/json":
+            return JSONResponse(
+                status_code=415,
+                content={
+                    "detail": f"the body must be JSON sent as 'Content-Type: application/json', "
+                    f"not {kind or 'no content type'!r}"
+                },  # fmt: skip
+            )
+        # Where and what, never the input itself: a client's texts stay out of answers and logs.
+        problems = [
+            {"loc": list(problem.get("loc", ())), "msg": problem.get("msg", ""), "type": problem.get("type")}
+            for problem in error.errors()[:20]
+        ]
+        return JSONResponse(status_code=422, content={"detail": problems})
+
     @app.post("/get_reward")
     async def get_reward(request: RewardRequest) -> dict:
         if request.responses is not None:
@@ -247,10 +385,14 @@ def create_app(
             raise ValueError(
                 "send 'query' (with 'prompts', or split by --query-separator) or 'prompts' and 'responses'"
             )
+        check_texts("prompts" if request.prompts is not None else "query", prompts)
+        check_texts("responses" if request.responses is not None else "query", responses)
         return {"rewards": await rewards_of(prompts, responses)}
 
     @app.post("/score")
     async def score_rows(request: ScoreRequest) -> dict:
+        check_texts("rows[].prompt", [r.prompt for r in request.rows])
+        check_texts("rows[].response", [r.response for r in request.rows])
         rewards = await rewards_of([r.prompt for r in request.rows], [r.response for r in request.rows])
         probability = (1.0 / (1.0 + np.exp(-np.asarray(rewards)))).tolist() if normalize is None else None
         return {

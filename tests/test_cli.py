@@ -1,10 +1,12 @@
 import contextlib
+import csv
 import json
 
 import numpy as np
 import pytest
 
 from pyro_irm import IdentifiabilityWarning
+from pyro_irm.analysis.metrics import auc
 from pyro_irm.cli import main
 
 ENCODER_FLAGS = ["--encoder-max-length", "64", "--encoder-batch-size", "16", "--encoder-device", "cpu"]
@@ -43,6 +45,12 @@ def test_demo_prints_and_writes_the_numbers_the_library_computes(tmp_path, capsy
                 assert value == pytest.approx(written[method][key], abs=5.1e-4), (method, key)
     assert set(printed) == {"implicitrm", "naive", "oracle"}
     assert "group_accuracy" not in written["oracle"]
+    # Numbers a constant reward cannot meet (its AUC is 0.5): the demo's world is learnable.
+    assert (
+        written["oracle"]["auc"] > 0.85
+        and written["implicitrm"]["auc"] > 0.75
+        and written["naive"]["auc"] > 0.7
+    )
 
 
 @pytest.mark.slow
@@ -120,6 +128,13 @@ def test_simulate_embed_fit_score_evaluate_on_real_text(tmp_path, ultrafeedback_
     assert main(["score", str(tmp_path / "naive"), str(train), "--quiet", *cache]) == 0
     scored = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
     assert len(scored) == 80 and 0 < scored[0]["preference_probability"] < 1
+    # The fits learned the log: a constant reward (AUC 0.5) would fail here.
+    records = [json.loads(line) for line in train.read_text().splitlines()]
+    naive = [r["reward"] for r in scored]
+    irm = [float(r["reward"]) for r in csv.DictReader((tmp_path / "s.csv").read_text().splitlines())]
+    for rewards in (naive, irm):
+        assert auc([r["action"] for r in records], rewards) > 0.75
+        assert auc([r["true_preference"] for r in records], rewards) > 0.65
     test = _simulate_real_text(tmp_path, ultrafeedback_rows, "test.jsonl", seed=1)
     capsys.readouterr()
     code = main(
@@ -131,6 +146,7 @@ def test_simulate_embed_fit_score_evaluate_on_real_text(tmp_path, ultrafeedback_
     assert "implicitrm" in table and "naive" in table and "pairwise acc." in table
     results = json.loads((tmp_path / "eval.json").read_text())
     assert results["naive"]["rows"] == 80 and 0 <= results["implicitrm"]["auc"] <= 1
+    assert results["naive"]["auc"] > 0.65 and results["implicitrm"]["auc"] > 0.65  # held-out rows
     assert main(["report", str(tmp_path / "implicitrm"), "--quiet", *cache]) == 0
     report = tmp_path / "implicitrm" / "report"
     text = (report / "report.md").read_text()
@@ -179,6 +195,12 @@ def test_an_observational_log_fits_every_weighted_baseline(tmp_path, ultrafeedba
     assert main([*score, "--out", str(scores)]) == 0
     rows = [json.loads(line) for line in scores.read_text().splitlines()]
     assert len(rows) == len(records) and all(r["reward_low"] < r["reward"] < r["reward_high"] for r in rows)
+    truth = [r["true_preference"] for r in records]
+    for method in ("dr", "causalrm", "implicitrm"):
+        out = tmp_path / f"{method}.jsonl"
+        assert main(["score", str(tmp_path / method), str(log), "--out", str(out), "--quiet", *cache]) == 0
+        rewards = [json.loads(line)["reward"] for line in out.read_text().splitlines()]
+        assert auc(truth, rewards) > 0.6, method  # a constant reward has 0.5
     assert main([*score[:1], str(tmp_path / "dr"), *score[2:]]) == 2
     assert "has no Bayesian head" in capsys.readouterr().err
     assert main(["fit", str(log), "--method", "dr", "--out", str(tmp_path / "x"), "--quiet", *cache]) == 2

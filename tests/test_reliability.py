@@ -522,3 +522,196 @@ def test_a_context_column_that_is_the_target_is_refused(tmp_path, capsys):
     assert main([*fit, "--context-col", "action"]) == 2
     error = capsys.readouterr().err
     assert "context columns must be features" in error and "'action' is an action column" in error
+
+
+# ---------------------------------------------------------------- runs tied to their weights
+
+
+def test_a_run_whose_weights_were_replaced_is_refused_naming_the_file(tmp_path, capsys):
+    log, embeddings, run = _run_with_embeddings(tmp_path)
+    other = tmp_path / "other"
+    fit = ["fit", str(log), "--embeddings", str(embeddings), "--out", str(other), "--max-epochs", "2"]
+    assert main([*fit, "--quiet", "--method", "naive", "--seed", "5"]) == 0
+    score = ["score", str(run), str(log), "--embeddings", str(embeddings), "--quiet"]
+    assert main([*score, "--out", str(tmp_path / "before.jsonl")]) == 0
+    # The other run's weights have the same shapes: they load, and would score without a word.
+    weights = run / "model" / "weights.safetensors"
+    weights.write_bytes((other / "model" / "weights.safetensors").read_bytes())
+    capsys.readouterr()
+    code = main([*score, "--out", str(tmp_path / "after.jsonl")])
+    error = capsys.readouterr().err
+    assert code == 2 and "Traceback" not in error
+    assert "its weight files are not those the fit wrote (changed: model/weights.safetensors)" in error
+    assert not (tmp_path / "after.jsonl").exists()
+    report = [
+        "report",
+        str(run),
+        "--log",
+        str(log),
+        "--embeddings",
+        str(embeddings),
+        "--out",
+        str(tmp_path / "r"),
+    ]
+    for command in (report, ["export", str(run), "--out", str(tmp_path / "hf")]):
+        assert main([*command, "--quiet"]) == 2
+        assert "model/weights.safetensors" in capsys.readouterr().err
+    weights.write_bytes(weights.read_bytes()[:100])  # a torn file is named the same way
+    assert main([*score, "--out", str(tmp_path / "torn.jsonl")]) == 2
+
+
+def _without_digests(run):
+    """A run as an older version wrote it: no digests, so the damage reaches the loader."""
+    info = json.loads((run / "run.json").read_text())
+    del info["digests"]
+    (run / "run.json").write_text(json.dumps(info))
+
+
+@pytest.mark.parametrize(
+    "damage, named",
+    [
+        (lambda run: (run / "run.json").write_text("{not json"), "run.json: not valid JSON"),
+        (lambda run: (run / "run.json").write_text("[1, 2]"), "run.json: not a run description"),
+        (
+            lambda run: _without_digests(run) or (run / "model" / "reward_model.json").write_text("{"),
+            "reward_model.json: not valid JSON",
+        ),
+        (
+            lambda run: (
+                _without_digests(run) or (run / "model" / "weights.safetensors").write_bytes(b"x" * 64)
+            ),
+            "the saved reward model does not load (SafetensorError",
+        ),
+    ],
+)
+def test_a_damaged_run_file_is_named_not_a_traceback(tmp_path, capsys, damage, named):
+    log, embeddings, run = _run_with_embeddings(tmp_path)
+    damage(run)
+    capsys.readouterr()
+    code = main(["score", str(run), str(log), "--embeddings", str(embeddings), "--quiet"])
+    error = capsys.readouterr().err
+    assert code == 2 and named in error and "Traceback" not in error
+
+
+def test_a_run_refuses_an_encoder_whose_weights_changed_since_the_fit(tmp_path, capsys, tiny_decoder_factory):
+    model = tiny_decoder_factory(tmp_path / "decoder", "llama", seed=0)
+    rows = [{"prompt": f"question {i % 4}", "response": f"the answer {'is long ' * (i % 5)}",
+             "action": i % 3 == 0} for i in range(40)]  # fmt: skip
+    log = write_records(tmp_path / "log.jsonl", rows)
+    run = tmp_path / "run"
+    common = ["--cache-dir", str(tmp_path / "cache"), "--quiet"]
+    fit = [
+        "fit",
+        str(log),
+        "--encoder",
+        str(model),
+        "--out",
+        str(run),
+        "--max-epochs",
+        "2",
+        "--method",
+        "naive",
+    ]
+    assert main([*fit, *common]) == 0
+    assert main(["score", str(run), str(log), "--out", str(tmp_path / "ok.jsonl"), *common]) == 0
+    # The directory the run names now holds another model of the same architecture and width.
+    tiny_decoder_factory(model, "llama", seed=1)
+    capsys.readouterr()
+    code = main(["score", str(run), str(log), "--out", str(tmp_path / "wrong.jsonl"), *common])
+    error = capsys.readouterr().err
+    assert code == 2 and "was fit on another encoder" in error and "fingerprint" in error
+    assert "its weights changed since the fit" in error and not (tmp_path / "wrong.jsonl").exists()
+    assert main(["export", str(run), "--out", str(tmp_path / "hf"), "--quiet"]) == 2
+    assert "its weights changed since the fit" in capsys.readouterr().err
+
+
+# ---------------------------------------------------------------- CSV quotes, tiny logs
+
+
+def test_a_csv_quote_that_never_closes_is_named_by_the_row_that_opened_it(tmp_path, capsys):
+    rows = _rows(40)
+    rows[4]["response"] = '"opens a quote, never closes it'
+    rows[20]["response"] = '"a quoted, proper response"'  # where a lenient reader would close it
+    (tmp_path / "log.csv").write_text(_csv_text(rows))
+    with pytest.raises(ValueError) as error:
+        read_log(tmp_path / "log.csv", LogSchema())
+    assert "log.csv: row 5 (line 6): not valid CSV" in str(error.value)
+    assert "opens a quote that does not close where a field ends" in str(error.value)
+    del rows[20]  # and when no later quote closes it, the file ends inside the quote
+    (tmp_path / "end.csv").write_text(_csv_text(rows))
+    code = main(["embed", str(tmp_path / "end.csv"), "--out", str(tmp_path / "end.npy"), "--quiet"])
+    message = capsys.readouterr().err
+    assert code == 2 and "end.csv: row 5 (line 6)" in message and not (tmp_path / "end.npy").exists()
+    rows[4]["response"] = '"a quoted response, with its comma and a ""quote"""'
+    (tmp_path / "fine.csv").write_text(_csv_text(rows))
+    log = read_log(tmp_path / "fine.csv", LogSchema())
+    assert len(log) == 39 and log.responses[4] == 'a quoted response, with its comma and a "quote"'
+
+
+@pytest.mark.parametrize("rows", [2, 12])
+def test_a_training_split_with_one_class_is_refused(tmp_path, capsys, rows):
+    rng = np.random.default_rng(0)
+    log = tmp_path / "log.jsonl"
+    # One acted row: wherever the split puts it, one side has a single class; with 2 rows the
+    # held-out row is the only acted one under the default seed.
+    records = [{"prompt": f"p{i}", "response": f"r{i}", "action": 0} for i in range(rows)]
+    from pyro_irm.data.feedback import split_indices
+    from pyro_irm.inference.config import TrainConfig
+
+    _, held_out = split_indices(rows, TrainConfig().validation_fraction, TrainConfig().seed)
+    records[int(held_out[0])]["action"] = 1
+    write_records(log, records)
+    np.save(tmp_path / "e.npy", rng.normal(size=(rows, 4)).astype(np.float32))
+    out = tmp_path / "run"
+    fit = ["fit", str(log), "--embeddings", str(tmp_path / "e.npy"), "--out", str(out), "--max-epochs", "2"]
+    code = main([*fit, "--quiet"])
+    error = capsys.readouterr().err
+    assert code == 2 and "training rows all have the same action" in error and not out.exists()
+    assert "held out to choose the epoch" in error and "--validation-fraction 0" in error
+    assert main([*fit, "--quiet", "--validation-fraction", "0"]) == 0
+
+
+class _Payload:
+    """A pickle that runs code when loaded: it would create ``marker``."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.marker),))
+
+
+def test_a_crafted_pickle_in_a_checkpoint_or_an_encoder_is_refused_never_run(
+    tmp_path, capsys, tiny_decoder_factory
+):
+    import pickle
+
+    marker = tmp_path / "the-pickle-ran"
+    log, embeddings, _ = _run_with_embeddings(tmp_path)
+    (tmp_path / "checkpoints").mkdir()
+    crafted = pickle.dumps({"state": _Payload(marker)}, protocol=2)
+    (tmp_path / "checkpoints" / "checkpoint.pt").write_bytes(crafted)
+    fit = [
+        "fit",
+        str(log),
+        "--embeddings",
+        str(embeddings),
+        "--out",
+        str(tmp_path / "r"),
+        "--max-epochs",
+        "2",
+    ]
+    code = main([*fit, "--method", "naive", "--checkpoint-dir", str(tmp_path / "checkpoints"), "--quiet"])
+    error = capsys.readouterr().err
+    assert code == 2 and "checkpoint.pt: not a readable checkpoint (UnpicklingError" in error
+    encoder = tiny_decoder_factory(tmp_path / "encoder", "llama")
+    for weights in encoder.glob("*.safetensors"):
+        weights.unlink()
+    (encoder / "pytorch_model.bin").write_bytes(pickle.dumps({"weight": _Payload(marker)}, protocol=2))
+    code = main(["embed", str(log), "--encoder", str(encoder), "--out", str(tmp_path / "e.npy"), "--quiet"])
+    error = capsys.readouterr().err
+    assert code == 2 and "its weights are not a plain tensor file (UnpicklingError" in error
+    assert "Traceback" not in error and "weights_only` set to `False`" not in error
+    assert not marker.exists() and not (tmp_path / "e.npy").exists()

@@ -2,6 +2,7 @@
 server, best-of-N."""
 
 import json
+import signal
 import socket
 import subprocess
 import sys
@@ -13,6 +14,7 @@ from concurrent.futures import ThreadPoolExecutor
 import numpy as np
 import pytest
 
+from pyro_irm.analysis.metrics import auc
 from pyro_irm.cli import main
 from pyro_irm.data.logs import write_records
 from pyro_irm.rerank import best_of_n
@@ -48,6 +50,8 @@ def text_run(tmp_path_factory):
                  "--cache-dir", str(root / "cache"), "--quiet"])  # fmt: skip
     assert code == 0
     scores = [json.loads(line)["reward"] for line in (root / "scores.jsonl").read_text().splitlines()]
+    labels = [json.loads(line)["label"] for line in (root / "rows.jsonl").read_text().splitlines()]
+    assert auc(labels, scores) > 0.75  # the fit learned which responses help: not a constant reward
     return root, np.array(scores)
 
 
@@ -181,8 +185,20 @@ def test_the_server_answers_openrlhf_requests_with_the_scores_and_refuses_bad_on
             status, body = _post(f"{base}/get_reward", payload, raw)
             assert status == expected and words in json.dumps(body), (payload, status, body)
         assert server.poll() is None  # still serving
+
+        # SIGTERM while a request is being scored: it is answered, then the server exits 130.
+        many = {"prompts": prompts * 40, "responses": responses * 40}
+        with ThreadPoolExecutor(1) as pool:
+            in_flight = pool.submit(_post, f"{base}/get_reward", many)
+            time.sleep(0.3)
+            server.send_signal(signal.SIGTERM)
+            status, body = in_flight.result(timeout=120)
+        assert status == 200
+        np.testing.assert_allclose(body["rewards"], np.tile(scores, 40), atol=1e-4)
+        assert server.wait(timeout=60) == 130
     finally:
-        server.terminate()
+        if server.poll() is None:
+            server.terminate()
         server.communicate(timeout=30)
 
 

@@ -96,6 +96,13 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"pyro-irm {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
+    except ConnectionError as error:  # a hub name with no network: the input names what is not here
+        print(
+            f"pyro-irm {args.command}: error: {error}; if it is a local file, check its path, else "
+            "connect, or download it first",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"pyro-irm {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED

@@ -18,7 +18,13 @@ from pyro_irm.benchmark.config import (
 )
 from pyro_irm.cli.common import EXIT_OK, add_estimator_options, estimator_config, write_json
 from pyro_irm.cli.embed import add_encoder_options, encoder_config
-from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
+from pyro_irm.cli.options import (
+    add_dataclass_options,
+    bounded,
+    build_config,
+    dataclass_values,
+    read_config_file,
+)
 from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
 from pyro_irm.data.config import SimulationConfig
 from pyro_irm.estimators import METHOD_NAMES
@@ -243,7 +249,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     parser.add_argument("--embeddings", help="--log: precomputed embeddings of its rows (pyro-irm embed)")
     parser.add_argument(
         "--evaluation-fraction",
-        type=float,
+        type=bounded(float, 0, 1, open_low=True),
         default=0.5,
         help="--log: share of prompts whose labelled rows are held out to evaluate (default: 0.5)",
     )
@@ -256,8 +262,10 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     parser.add_argument(
         "--test-file", help="its test split; without one, 20%% of the prompts are held out as the test split"
     )
-    parser.add_argument("--limit", type=int, help="read only the first N records of each file")
-    parser.add_argument("--num-rows", type=int, default=20_000, help="synthetic only: training rows")
+    parser.add_argument("--limit", type=bounded(int, 1), help="read only the first N records of each file")
+    parser.add_argument(
+        "--num-rows", type=bounded(int, 2), default=20_000, help="synthetic only: training rows"
+    )
     parser.add_argument(
         "--sweep", metavar="PARAM=V1,V2,...", help=f"repeat over values of one of {', '.join(SWEEPABLE)}"
     )

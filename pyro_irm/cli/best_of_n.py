@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from pyro_irm.atomic import strict_json
 from pyro_irm.cli.common import EXIT_OK, add_cache_option, refuse_overwriting_inputs, run_embeddings, say
 from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
 
@@ -69,7 +69,7 @@ def run(args: argparse.Namespace) -> int:
         say(args, f"Wrote {len(records):,} picks to {args.out}")
     else:
         for record in records:
-            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+            sys.stdout.write(strict_json(record, ensure_ascii=False) + "\n")
     if result.summary is not None:
         summary = result.summary
         what = "graded scores" if log.truth is not None and "score" in log.truth else "labels"

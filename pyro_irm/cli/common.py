@@ -76,8 +76,10 @@ def run_embeddings(run, log, args: argparse.Namespace):
         raise ValueError(
             f"{run.directory} was fit on precomputed embeddings; pass --embeddings for {log.report.source}"
         )
-    encoder = run.encoder if args.embeddings is None else None
-    embeddings, described = embeddings_for(log, args.embeddings, encoder, args.cache_dir, not args.quiet)
+    encoder = run.text_encoder() if args.embeddings is None else None
+    embeddings, described = embeddings_for(
+        log, args.embeddings, None, args.cache_dir, not args.quiet, encoder=encoder
+    )
     if args.embeddings is not None:
         check_same_encoder(args.embeddings, described.get("identity"), run)
     return embeddings

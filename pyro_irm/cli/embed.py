@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 from pyro_irm.cli.common import EXIT_OK, add_cache_option, refuse_overwriting_inputs
-from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values
+from pyro_irm.cli.options import add_dataclass_options, bounded, build_config, dataclass_values
 from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
 from pyro_irm.encoders.config import EncoderConfig
 
@@ -40,7 +40,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     parser.add_argument("--no-cache", action="store_true", help="encode everything and keep no cache")
     parser.add_argument(
         "--devices",
-        type=int,
+        type=bounded(int, 1),
         default=1,
         metavar="N",
         help="encode in N processes on Lightning Fabric (one GPU each on CUDA, CPU processes otherwise), "

@@ -7,6 +7,7 @@ import json
 import sys
 
 from pyro_irm.cli.common import EXIT_OK, add_cache_option, run_embeddings, write_json
+from pyro_irm.cli.options import bounded
 from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
 
 ROW_COLUMNS = (
@@ -47,7 +48,10 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     parser.add_argument("--chosen-col", default="chosen", help="pairs: the chosen response's column")
     parser.add_argument("--rejected-col", default="rejected", help="pairs: the rejected response's column")
     parser.add_argument(
-        "--resamples", type=int, default=200, help="bootstrap resamples for the 95%% intervals (0: none)"
+        "--resamples",
+        type=bounded(int, 0),
+        default=200,
+        help="bootstrap resamples for the 95%% intervals (0: none)",
     )
     parser.add_argument("--embeddings", help="precomputed embeddings of that log")
     parser.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")

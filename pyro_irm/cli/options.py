@@ -16,6 +16,30 @@ from pathlib import Path
 from typing import Any
 
 
+def bounded(kind: type, low: float | None = None, high: float | None = None, open_low: bool = False):
+    """An argparse ``type`` reading ``kind`` (int or float) within ``[low, high]`` (``(low, high]``
+    with ``open_low``); anything else is a usage error naming the flag."""
+    words = {int: "a whole number", float: "a number"}[kind]
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not {words}") from None
+        if (
+            value != value
+            or (low is not None and (value <= low if open_low else value < low))
+            or (high is not None and value > high)
+        ):
+            parts = [] if low is None else [f"above {low}" if open_low else f"at least {low}"]
+            limits = " and ".join(parts + ([] if high is None else [f"at most {high}"]))
+            raise argparse.ArgumentTypeError(f"{text} is out of range: it must be {limits}")
+        return value
+
+    parse.__name__ = kind.__name__  # argparse names the type in its messages
+    return parse
+
+
 def _choices(annotation: Any) -> tuple | None:
     if typing.get_origin(annotation) is typing.Literal:
         return typing.get_args(annotation)
@@ -101,18 +125,60 @@ def read_config_file(path: str | Path, sections: tuple[str, ...] | None = None) 
     for name, section in content.items():
         if not isinstance(section, dict):
             raise ValueError(f"{path}: [{name}] must be a table of settings, got {type(section).__name__}")
+        content[name] = ConfigSection(section, where=f"{path} [{name}]")
     return content
+
+
+class ConfigSection(dict):
+    """A config file's section; ``where`` (its file and name) is what messages about it name."""
+
+    def __init__(self, values: dict, where: str):
+        super().__init__(values)
+        self.where = where
+
+
+def _type_problem(value: Any, annotation: Any, choices: tuple | None) -> str | None:
+    """What a config-file value should be, where it is not (TOML and JSON carry types; a flag's
+    value is parsed by argparse), or None."""
+    optional = annotation is not _unwrap_optional(annotation)
+    annotation = _unwrap_optional(annotation)
+    if value is None:
+        return None if optional else "a value (not null)"
+    if choices is not None:
+        return None if value in choices else f"one of {list(choices)}"
+    if annotation is bool:
+        return None if isinstance(value, bool) else "true or false"
+    if annotation is int:
+        return None if isinstance(value, int) and not isinstance(value, bool) else "a whole number"
+    if annotation is float:
+        return None if isinstance(value, int | float) and not isinstance(value, bool) else "a number"
+    if annotation is str:
+        return None if isinstance(value, str) else "a string"
+    if typing.get_origin(annotation) is tuple:
+        item = typing.get_args(annotation)[0]
+        if not isinstance(value, list | tuple):
+            return "a list"
+        bad = next((v for v in value if _type_problem(v, item, _choices(item))), None)
+        return None if bad is None else f"a list of {getattr(item, '__name__', item)} (not {bad!r})"
+    return None
 
 
 def build_config(cls: type, file_section: dict[str, Any] | None, overrides: dict[str, Any], where: str):
     """``cls`` from a config-file section overridden by command-line values; unknown keys are errors."""
-    names = {f.name for f in fields(cls)}
+    where = getattr(file_section, "where", where)
+    by_name = {f.name: f for f in fields(cls)}
     section = dict(file_section or {})
-    unknown = sorted(set(section) - names)
+    unknown = sorted(set(section) - set(by_name))
     if unknown:
-        raise ValueError(f"{where}: unknown setting(s) {unknown}; known: {sorted(names)}")
+        raise ValueError(f"{where}: unknown setting(s) {unknown}; known: {sorted(by_name)}")
     hints = typing.get_type_hints(cls)
     for key, value in section.items():
+        metadata = by_name[key].metadata
+        choices = _choices(_unwrap_optional(hints[key])) or (
+            metadata["choices"]() if "choices" in metadata else None
+        )
+        if (should := _type_problem(value, hints[key], choices)) is not None:
+            raise ValueError(f"{where}: {key} must be {should}, got {value!r}")
         if isinstance(value, list) and typing.get_origin(_unwrap_optional(hints[key])) is tuple:
             section[key] = tuple(value)
     return cls(**{**section, **overrides})

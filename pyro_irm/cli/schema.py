@@ -8,6 +8,7 @@ import sys
 import typing
 from dataclasses import fields
 
+from pyro_irm.cli.options import bounded
 from pyro_irm.data.schema import LogSchema
 
 _PARTS = ("actions", "labels")
@@ -51,7 +52,7 @@ def add_read_options(parser) -> None:
 def add_bad_fraction_option(parser) -> None:
     parser.add_argument(
         "--max-bad-fraction",
-        type=float,
+        type=bounded(float, 0, 1),
         default=0.01,
         help="with --skip-bad-rows, stop when more than this share of rows would be dropped (default: 0.01)",
     )

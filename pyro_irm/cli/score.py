@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
+from pyro_irm.atomic import strict_json
 from pyro_irm.cli.common import EXIT_OK, add_cache_option, refuse_overwriting_inputs, run_embeddings, say
+from pyro_irm.cli.options import bounded
 from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
 
 
@@ -32,7 +33,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     )
     parser.add_argument(
         "--interval",
-        type=float,
+        type=bounded(float, 0, 1, open_low=True),
         metavar="PROBABILITY",
         help="also write each reward's central posterior interval of this probability (for example "
         "0.9) as reward_low and reward_high (runs fit with --bayesian-head)",
@@ -116,5 +117,5 @@ def run(args: argparse.Namespace) -> int:
         say(args, f"Wrote {len(records):,} scores to {args.out}")
     else:
         for record in records:
-            sys.stdout.write(json.dumps(record, ensure_ascii=False) + "\n")
+            sys.stdout.write(strict_json(record, ensure_ascii=False) + "\n")
     return EXIT_OK

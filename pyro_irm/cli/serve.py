@@ -3,8 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import errno
+import os
+import socket
 
 from pyro_irm.cli.common import EXIT_OK, say
+from pyro_irm.cli.options import bounded
+from pyro_irm.serve import API_KEY_VARIABLE, DEFAULT_MAX_BODY_BYTES
 
 
 def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
@@ -20,7 +25,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     )
     parser.add_argument("run_dir", help="run directory written by `pyro-irm fit` (from text)")
     parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    parser.add_argument("--port", type=bounded(int, 0, 65535), default=8000, help="port (default 8000)")
     parser.add_argument(
         "--query-separator", help="split a bare query into prompt and response at its last SEP"
     )
@@ -28,13 +33,56 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         "--normalize", action="store_true", help="serve (reward - mean) / std of the training rows"
     )
     parser.add_argument(
-        "--max-batch-rows", type=int, default=256, help="most rows scored together (default 256)"
+        "--max-batch-rows", type=bounded(int, 1), default=256, help="most rows scored together (default 256)"
     )
     parser.add_argument(
-        "--max-wait-ms", type=float, default=5.0, help="how long a request waits for others to batch with"
+        "--max-wait-ms",
+        type=bounded(float, 0),
+        default=5.0,
+        help="how long a request waits for others to batch with",
+    )
+    parser.add_argument(
+        "--max-body-mb",
+        type=bounded(float, 0, open_low=True),
+        default=DEFAULT_MAX_BODY_BYTES / 2**20,
+        metavar="MB",
+        help=f"largest request body read, in MiB; larger ones get 413 "
+        f"(default {DEFAULT_MAX_BODY_BYTES // 2**20})",
+    )
+    parser.add_argument(
+        "--api-key",
+        metavar="KEY",
+        help=f"require 'Authorization: Bearer KEY' on every request (default: ${API_KEY_VARIABLE} if set, "
+        "else none). The variable keeps the key out of the process list",
     )
     parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
     parser.set_defaults(handler=run)
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port``, taken before the model loads so that a busy port is
+    found at once.
+
+    Raises:
+        ValueError: naming the address when it is taken or cannot be bound.
+    """
+    try:
+        family = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0][0]
+    except socket.gaierror as error:
+        raise ValueError(f"--host {host!r} is not an address this machine can listen on ({error})") from None
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((host, port))
+    except OSError as error:
+        sock.close()
+        if error.errno == errno.EADDRINUSE:
+            raise ValueError(
+                f"port {port} on {host} is already in use by another process; choose another with --port"
+            ) from None
+        raise ValueError(f"cannot listen on {host}:{port} ({error.strerror or error})") from None
+    sock.listen(2048)
+    return sock
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,18 +91,35 @@ def run(args: argparse.Namespace) -> int:
     from pyro_irm.runs import Run
     from pyro_irm.serve import TextScorer, create_app
 
-    if args.host not in ("127.0.0.1", "localhost", "::1"):
-        say(args, f"serving on {args.host}: the server has no authentication; keep it behind a firewall")
-    run = Run.load(args.run_dir)
-    scorer = TextScorer(run, device=args.device)
-    app = create_app(
-        scorer,
-        query_separator=args.query_separator,
-        max_batch_rows=args.max_batch_rows,
-        max_wait_ms=args.max_wait_ms,
-        normalize=(scorer.mean, scorer.std) if args.normalize else None,
-        description={"run": str(run.directory), "method": run.method, "normalized": args.normalize},
-    )
-    say(args, f"Serving {run.directory} ({run.method}) on http://{args.host}:{args.port}")
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning" if args.quiet else "info")
+    if args.query_separator == "":  # before the model loads; create_app refuses it too
+        raise ValueError("--query-separator is empty; give the text before the response, or leave it out")
+    api_key = args.api_key or os.environ.get(API_KEY_VARIABLE) or None
+    if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
+        say(
+            args,
+            f"serving on {args.host} without a key: anyone who reaches the port can use it; set "
+            f"${API_KEY_VARIABLE} (or --api-key), or keep it behind a firewall",
+        )
+    sock = bind(args.host, args.port)
+    try:
+        run = Run.load(args.run_dir)
+        scorer = TextScorer(run, device=args.device)
+        app = create_app(
+            scorer,
+            query_separator=args.query_separator,
+            max_batch_rows=args.max_batch_rows,
+            max_wait_ms=args.max_wait_ms,
+            normalize=(scorer.mean, scorer.std) if args.normalize else None,
+            description={"run": str(run.directory), "method": run.method, "normalized": args.normalize},
+            max_body_bytes=int(args.max_body_mb * 2**20),
+            api_key=api_key,
+        )
+        say(args, f"Serving {run.directory} ({run.method}) on http://{args.host}:{args.port}")
+        level = "warning" if args.quiet else "info"
+        config = uvicorn.Config(app, log_level=level, timeout_graceful_shutdown=60)
+        # Server.run, not uvicorn.run: that one swallows the KeyboardInterrupt which a SIGINT or
+        # SIGTERM becomes once in-flight requests are answered, and would exit 0 where 130 is due.
+        uvicorn.Server(config).run(sockets=[sock])
+    finally:
+        sock.close()
     return EXIT_OK

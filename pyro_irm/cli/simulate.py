@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 
 from pyro_irm.cli.common import EXIT_OK, say
-from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
+from pyro_irm.cli.options import (
+    add_dataclass_options,
+    bounded,
+    build_config,
+    dataclass_values,
+    read_config_file,
+)
 from pyro_irm.data.config import ChatLogConfig, SimulationConfig
 from pyro_irm.data.preference_formats import PREFERENCE_SETS
 
@@ -39,7 +45,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         help="the UltraFeedback sample bundled with pyro_irm (1,000 or 200 pairs; --dataset ultrafeedback)",
     )
     parser.add_argument("--split", help="split to read (hub or saved directory)")
-    parser.add_argument("--limit", type=int, help="read only the first N source rows")
+    parser.add_argument("--limit", type=bounded(int, 1), help="read only the first N source rows")
     parser.add_argument("--out", required=True, help="output log (.jsonl, .csv, .tsv or .parquet)")
     parser.add_argument("--config", help="TOML/JSON file with [simulation] and [chatlog] sections")
     parser.add_argument(

@@ -12,7 +12,6 @@ from __future__ import annotations
 import csv
 import gzip
 import hashlib
-import json
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
@@ -23,7 +22,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 
-from pyro_irm.atomic import atomic_file
+from pyro_irm.atomic import atomic_file, strict_json
 from pyro_irm.channels import ChannelSpec
 from pyro_irm.data.conversation import (
     ConversationError,
@@ -76,6 +75,16 @@ class LoadReport:
         listed = "; ".join(f"{count} x {reason}" for reason, count in reasons.most_common(5))
         first = ", ".join(str(d.row) for d in self.dropped[:10])
         return f"{text}, dropped {len(self.dropped)} ({listed}); first dropped rows: {first}"
+
+
+def user_key(value) -> str:
+    """A user id as text, the same whichever format carried it: 7 in JSON, "7" in a CSV and 7.0 in
+    a Parquet column widened to float by a missing cell are one user."""
+    if isinstance(value, float) and value.is_integer():
+        return str(int(value))
+    if isinstance(value, str):
+        return value.strip()
+    return str(value)
 
 
 @dataclass(frozen=True)
@@ -419,7 +428,7 @@ def read_log(
                     raise RowProblem(schema.user, "is missing")
                 if isinstance(user_id, float) and math.isnan(user_id):
                     raise RowProblem(schema.user, "is missing")
-                user_id = str(user_id)
+                user_id = user_key(user_id)
             label = float("nan")
             if schema.label is not None:
                 value = _number(record, schema.label, False)
@@ -523,7 +532,7 @@ def write_records(path: str | Path, records: Sequence[dict[str, Any]] | Iterable
         if suffix in JSON_SUFFIXES:
             with opener(temporary) as out:
                 for record in records:
-                    out.write(json.dumps(record, ensure_ascii=False) + "\n")
+                    out.write(strict_json(record, ensure_ascii=False) + "\n")
         elif suffix in CSV_SUFFIXES:
             columns = list(dict.fromkeys(key for record in records for key in record))
             with opener(temporary) as out:

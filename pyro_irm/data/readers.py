@@ -47,7 +47,13 @@ def is_hub_name(source: str) -> bool:
     """A ``datasets`` hub name such as ``nvidia/HelpSteer`` (or ``hf://nvidia/HelpSteer``), not a path."""
     if source.startswith("hf://"):
         return True
-    return not Path(source).exists() and source.count("/") == 1 and not source.startswith((".", "/", "~"))
+    looks_like_a_file = data_suffix(Path(source)) in JSON_SUFFIXES + CSV_SUFFIXES + PARQUET_SUFFIXES
+    return (
+        not Path(source).exists()
+        and source.count("/") == 1
+        and not source.startswith((".", "/", "~"))
+        and not looks_like_a_file
+    )
 
 
 def source_name(source: Any) -> str:
@@ -97,12 +103,8 @@ def iter_records(source: Any, split: str | None = None) -> Iterator[tuple[int, d
         yield from _iter_saved_dataset(path, split)
         return
     suffix = data_suffix(path)
-    if suffix in JSON_SUFFIXES:
-        yield from _iter_jsonl(path)
-    elif suffix in CSV_SUFFIXES:
-        yield from _iter_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
-    elif suffix in PARQUET_SUFFIXES:
-        yield from _iter_parquet(path)
+    if suffix in JSON_SUFFIXES + CSV_SUFFIXES + PARQUET_SUFFIXES:
+        yield from _iter_file(path, suffix)
     else:
         raise ValueError(
             f"{path}: unknown format {suffix or '(no suffix)'!r}; use .jsonl, .csv, .tsv or .parquet "
@@ -110,11 +112,41 @@ def iter_records(source: Any, split: str | None = None) -> Iterator[tuple[int, d
         )
 
 
+def _iter_file(path: Path, suffix: str) -> Iterator[tuple[int, dict | ParseError]]:
+    """The records of one file; a file that cannot be read as its suffix says is named, whole."""
+    import zlib
+
+    row = 0
+    try:
+        if suffix in JSON_SUFFIXES:
+            records = _iter_jsonl(path)
+        elif suffix in CSV_SUFFIXES:
+            records = _iter_csv(path, delimiter="\t" if suffix == ".tsv" else ",")
+        else:
+            records = _iter_parquet(path)
+        for row, record in records:
+            yield row, record
+    except (EOFError, gzip.BadGzipFile, zlib.error) as error:
+        raise ValueError(
+            f"{path}: not a readable gzip file after row {row} ({error}); it is truncated or not gzip"
+        ) from None
+    except OSError as error:
+        if isinstance(error, FileNotFoundError | PermissionError | IsADirectoryError):
+            raise
+        raise ValueError(
+            f"{path}: cannot be read after row {row} ({type(error).__name__}: {error})"
+        ) from None
+    except Exception as error:
+        if suffix not in PARQUET_SUFFIXES:  # the text readers' own errors name the file already
+            raise
+        raise ValueError(f"{path}: not a readable Parquet file ({type(error).__name__}: {error})") from None
+
+
 def _open_binary(path: Path) -> BinaryIO:
     return gzip.open(path, "rb") if path.suffix.lower() == ".gz" else open(path, "rb")
 
 
-def _invalid_text(value: Any) -> str | None:
+def invalid_text(value: Any) -> str | None:
     """Why a decoded value is not valid Unicode text (undecodable bytes or a lone surrogate), or None.
 
     Undecodable bytes arrive as the surrogates U+DC80..U+DCFF (``errors="surrogateescape"``); a
@@ -134,12 +166,12 @@ def _invalid_text(value: Any) -> str | None:
         items = enumerate(value)
     else:
         return None
-    return next((f"at {key!r}, {why}" for key, item in items if (why := _invalid_text(item))), None)
+    return next((f"at {key!r}, {why}" for key, item in items if (why := invalid_text(item))), None)
 
 
 def _invalid_field(record: dict) -> tuple[str, str] | None:
     """``(why, field)`` of the first field of ``record`` that is not valid text, or None."""
-    return next(((why, str(key)) for key, item in record.items() if (why := _invalid_text(item))), None)
+    return next(((why, str(key)) for key, item in record.items() if (why := invalid_text(item))), None)
 
 
 def _iter_jsonl(path: Path) -> Iterator[tuple[int, dict | ParseError]]:
@@ -183,9 +215,13 @@ def _iter_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict | ParseErr
     csv.field_size_limit(_CSV_FIELD_LIMIT)
     text = io.TextIOWrapper(_open_binary(path), encoding="utf-8-sig", errors="surrogateescape", newline="")
     with text as handle:
-        reader = csv.DictReader(handle, delimiter=delimiter)
+        # strict: a quote that opens a field and never closes where a field ends is an error, not
+        # the start of one cell that swallows every row up to the next quote.
+        reader = csv.DictReader(handle, delimiter=delimiter, strict=True)
+        row, starts_at = 0, 2
         try:
             for row, record in enumerate(reader, start=1):
+                starts_at = reader.line_num + 1
                 if None in record:  # more cells than header columns
                     columns = len(reader.fieldnames or [])
                     yield row, ParseError(f"{columns} columns in the header but more in this row")
@@ -195,9 +231,19 @@ def _iter_csv(path: Path, delimiter: str) -> Iterator[tuple[int, dict | ParseErr
                     continue
                 # Cells stay text ("" included); the schema parses numbers and treats "" as missing there.
                 yield row, record
-        except csv.Error as error:  # for example a NUL byte or an unterminated quote at the end
-            raise ValueError(f"{path}: row {reader.line_num}: not valid CSV ({error})") from None
-        if reader.fieldnames and (why := _invalid_text(list(reader.fieldnames))):
+        except csv.Error as error:  # a NUL byte, or a quote that is never closed
+            quote = "quote" in str(error) or "end of data" in str(error) or "expected after" in str(error)
+            raise ValueError(
+                f"{path}: row {row + 1} (line {starts_at}): not valid CSV ({error}); "
+                + (
+                    "a field of this row opens a quote that does not close where a field ends, so the "
+                    f"rows after it (to line {reader.line_num}) would be read as one cell. Close or "
+                    'double the quote ("") in that field'
+                    if quote
+                    else "fix the row or remove it"
+                )
+            ) from None
+        if reader.fieldnames and (why := invalid_text(list(reader.fieldnames))):
             raise ValueError(f"{path}: the header is not valid text ({why})")
 
 

@@ -52,7 +52,7 @@ def resolve_model_location(model: str) -> tuple[str, str]:
     return model, "hub"
 
 
-def _local_fingerprint(directory: str) -> str:
+def local_fingerprint(directory: str) -> str:
     """A digest of a model directory's config and the contents of its weight files: two fine-tunes
     of one model have the same file sizes, and their embeddings must not share a cache entry."""
     digest = hashlib.blake2b(digest_size=16)
@@ -96,6 +96,23 @@ def template_digest(template: str | None) -> str | None:
     return None if template is None else hashlib.blake2b(template.encode(), digest_size=8).hexdigest()
 
 
+def _load_weights(model_class, location: str, name: str, loading: dict):
+    """``model_class.from_pretrained``, with weights that do not load named as an input fault.
+    ``transformers`` reads a pickled ``.bin`` with ``torch.load(weights_only=True)``: a pickle that
+    holds more than tensors is refused there, never run."""
+    import pickle
+
+    try:
+        return model_class.from_pretrained(location, **loading)
+    except (pickle.UnpicklingError, EOFError) as error:
+        first = str(error).strip().splitlines()[0].split(". ")[0]
+        raise ValueError(
+            f"encoder {name!r}: its weights are not a plain tensor file ({type(error).__name__}: {first}); "
+            "a pickled checkpoint that holds code or other objects is refused. Save the model with "
+            "safetensors (model.save_pretrained(DIR)), or use the hub's copy"
+        ) from None
+
+
 class TextEncoder:
     """Encodes (prompt, response) rows with a Hugging Face model.
 
@@ -130,7 +147,7 @@ class TextEncoder:
         if config.device_map is not None:
             loading["device_map"] = config.device_map  # accelerate places the layers as they load
         # A *ForSequenceClassification checkpoint loads into its base model (its score layer is left out).
-        self.model = AutoModel.from_pretrained(location, **loading)
+        self.model = _load_weights(AutoModel, location, requested.model, loading)
         self.model.eval()
         if config.device_map is None:
             self.model.to(self.device)
@@ -151,7 +168,7 @@ class TextEncoder:
             "model": config.model,
             "source": source,
             "revision": revision,
-            "fingerprint": _local_fingerprint(location) if source != "hub" else None,
+            "fingerprint": local_fingerprint(location) if source != "hub" else None,
             "architecture": getattr(model_config, "model_type", None),
             "pooling": config.pooling,
             "layer": config.layer,

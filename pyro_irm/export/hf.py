@@ -11,7 +11,6 @@ transformers only), ``pyro_irm_export.json`` and a README that says why remote c
 
 from __future__ import annotations
 
-import json
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -19,7 +18,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import torch
 
-from pyro_irm.atomic import atomic_directory
+from pyro_irm.atomic import atomic_directory, strict_json
 from pyro_irm.encoders.config import EncoderConfig
 from pyro_irm.export.layout import EXPORT_FILE, EXPORT_FORMATS, ExportFormat
 
@@ -136,7 +135,7 @@ def _export_remote_code(
     with atomic_directory(directory, marker=EXPORT_FILE) as target:
         model.save_pretrained(target, safe_serialization=True)
         encoder.tokenizer.save_pretrained(target)
-        (target / EXPORT_FILE).write_text(json.dumps(description, indent=2) + "\n")
+        (target / EXPORT_FILE).write_text(strict_json(description, indent=2) + "\n")
         (target / "README.md").write_text(_readme(description))
     return Path(directory)
 

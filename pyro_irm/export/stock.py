@@ -17,13 +17,12 @@ Two traps are designed for here:
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 
-from pyro_irm.atomic import atomic_directory
+from pyro_irm.atomic import atomic_directory, strict_json
 from pyro_irm.encoders.config import EncoderConfig
 from pyro_irm.export.layout import EXPORT_FILE
 
@@ -161,7 +160,7 @@ def export_stock(
     with atomic_directory(directory, marker=EXPORT_FILE) as target:
         model.save_pretrained(target)
         tokenizer.save_pretrained(target)
-        (target / EXPORT_FILE).write_text(json.dumps(description, indent=2) + "\n")
+        (target / EXPORT_FILE).write_text(strict_json(description, indent=2) + "\n")
         (target / "README.md").write_text(_readme(description, encoder_config))
     return Path(directory)
 

@@ -32,6 +32,7 @@ from pyro_irm.estimators import build_model
 from pyro_irm.inference.config import FinetuneConfig, TrainConfig
 from pyro_irm.inference.objectives import heldout_elbo
 from pyro_irm.inference.result import FitHistory, FitResult
+from pyro_irm.inference.svi import check_learnable
 from pyro_irm.models.base import gather_rows
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.guides import StratificationGuide
@@ -136,6 +137,7 @@ def finetune(
     train_index, validation_index = split_indices(
         len(log), train_config.validation_fraction, train_config.seed
     )
+    check_learnable(data, "implicitrm", data.action_matrix, train_rows=train_index)
     groups = [{"params": [*model.parameters(), *guide.parameters()], "lr": train_config.learning_rate}]
     if encoder_parameters:
         groups.append({"params": encoder_parameters, "lr": config.encoder_learning_rate})

@@ -154,6 +154,8 @@ def _fit_once(
         train_index, validation_index = split_indices(len(data), config.validation_fraction, config.seed)
     else:
         train_index, validation_index = torch.arange(len(data)), torch.arange(0)
+    if len(validation_index):
+        check_learnable(data, config.method, actions, train_rows=train_index)
     num_train = len(train_index)
 
     history = FitHistory()
@@ -505,9 +507,12 @@ _SCALE_LIMIT = 1e15
 _SCALE_WARNING = 1e4
 
 
-def check_learnable(data: FeedbackData, method: str, actions: torch.Tensor) -> None:
+def check_learnable(
+    data: FeedbackData, method: str, actions: torch.Tensor, train_rows: torch.Tensor | None = None
+) -> None:
     """Refuse a log from which nothing can be learned: one value in every binary action channel
-    (or, for the oracle, in the preference), so the reward would only learn that constant."""
+    (or, for the oracle, in the preference), so the reward would only learn that constant. With
+    ``train_rows`` ``(T,)``, the same of the rows the fit trains on (the rest held out)."""
     if method == "oracle":
         columns, names = actions[:, None], ["the true preference"]
     elif method == "implicitrm":
@@ -515,14 +520,24 @@ def check_learnable(data: FeedbackData, method: str, actions: torch.Tensor) -> N
         columns, names = data.action_matrix[:, binary], [f"channel {data.channels[k].name!r}" for k in binary]
     else:
         columns, names = actions[:, None], ["the action (any positive channel)"]
-    constant = bool((columns.amin(0) == columns.amax(0)).all())
-    if constant:
-        values = ", ".join(f"{name} is {int(columns[0, k])}" for k, name in enumerate(names))
+    if train_rows is not None:
+        columns = columns[train_rows.to(columns.device)]
+    if len(columns) and not bool((columns.amin(0) == columns.amax(0)).all()):
+        return
+    values = ", ".join(f"{name} is {int(columns[0, k])}" for k, name in enumerate(names) if len(columns))
+    if train_rows is None:
         raise ValueError(
             f"every one of the {len(data)} rows has the same action ({values} on every row): a reward "
             "cannot be learned from a log without both acted and silent rows. Check the action columns "
             "and thresholds (--action-col, --action-threshold) or the rows read"
         )
+    held_out = len(data) - len(train_rows)
+    raise ValueError(
+        f"the {len(train_rows)} training rows all have the same action ({values or 'no rows'}): the log's "
+        f"other values fall only in the {held_out} rows held out to choose the epoch "
+        f"(validation_fraction), so the training split has one class. Use a longer log "
+        "(a few hundred rows at least), or --validation-fraction 0 to train on every row"
+    )
 
 
 def _count_labels(data: FeedbackData) -> int:

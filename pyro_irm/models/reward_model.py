@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from pyro_irm.atomic import atomic_directory
@@ -308,11 +309,23 @@ class RewardModel:
         config_path = path / CONFIG_FILE
         if not config_path.is_file():
             raise FileNotFoundError(f"{config_path}: no saved reward model here (missing {CONFIG_FILE})")
-        meta = json.loads(config_path.read_text())
-        if meta.get("format_version") != FORMAT_VERSION:
+        try:
+            meta = json.loads(config_path.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            raise ValueError(f"{config_path}: not valid JSON ({error}); not written by pyro_irm") from None
+        if not isinstance(meta, dict) or meta.get("format_version") != FORMAT_VERSION:
+            version = meta.get("format_version") if isinstance(meta, dict) else None
+            raise ValueError(f"{config_path}: format_version {version} is not {FORMAT_VERSION}")
+        try:
+            return cls._from_saved(path, meta, config_path, device)
+        except (KeyError, TypeError, RuntimeError, SafetensorError, OSError) as error:
             raise ValueError(
-                f"{config_path}: format_version {meta.get('format_version')} is not {FORMAT_VERSION}"
-            )
+                f"{path}: the saved reward model does not load ({type(error).__name__}: {str(error)[:300]}); "
+                f"its {CONFIG_FILE} or {WEIGHTS_FILE} is damaged or from another model"
+            ) from None
+
+    @classmethod
+    def _from_saved(cls, path: Path, meta: dict, config_path: Path, device) -> RewardModel:
         config_fields = dict(meta["model_config"])
         for key in ("reward_hidden", "propensity_hidden", "guide_hidden"):
             config_fields[key] = tuple(config_fields[key])

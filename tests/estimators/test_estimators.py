@@ -33,6 +33,7 @@ def test_every_method_fits_and_round_trips(method, small_data, observational_sma
     assert result.method == method
     scores = result.reward_model.score(data.embeddings, data.context)
     assert scores.shape == (len(data),) and torch.isfinite(scores).all()
+    assert auc(data.truth.preference, scores) > 0.7  # 0.74 to 0.90 at these seeds; a constant has 0.5
     assert len(result.history.validation_score) == result.history.epochs
     loaded = RewardModel.load(result.reward_model.save(tmp_path / method))
     torch.testing.assert_close(loaded.score(data.embeddings, data.context), scores)

@@ -1,0 +1,187 @@
+"""The reward server under faults: one bad request among many, bodies over the limit, wrong content
+types, keys, a taken port, and bounded loopback load. The scoring function here is a real one over
+the texts (their lengths), so every answer can be checked by hand; the run-backed server is tested
+end to end in ``tests/test_rlhf.py``."""
+
+import http.client
+import json
+import socket
+import threading
+import time
+import urllib.error
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
+
+import numpy as np
+import pytest
+
+from pyro_irm.cli import main
+from pyro_irm.cli.serve import bind
+from pyro_irm.serve import create_app
+
+
+def length_reward(prompts, responses):
+    """A reward computed from the texts: a tenth of the response's length, less a hundredth of the
+    prompt's. Like a tokenizer it fails on text it cannot encode, and it refuses the word 'boom'."""
+    for text in [*prompts, *responses]:
+        text.encode("utf-8")
+        if "boom" in text:
+            raise ValueError("this scorer cannot score 'boom'")
+    return np.array([len(r) / 10 - len(p) / 100 for p, r in zip(prompts, responses, strict=True)])
+
+
+@contextmanager
+def serving(app):
+    """``app`` on a loopback port of its own, in a thread; yields its base URL."""
+    import uvicorn
+
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+def post(url, payload=None, raw=None, headers=None):
+    """``(status, decoded body)`` of a POST."""
+    data = raw if raw is not None else json.dumps(payload).encode()
+    request = urllib.request.Request(
+        url, data=data, headers={"Content-Type": "application/json", **(headers or {})}
+    )
+    try:
+        with urllib.request.urlopen(request, timeout=60) as response:
+            return response.status, json.loads(response.read())
+    except urllib.error.HTTPError as error:
+        with error:
+            return error.code, json.loads(error.read())
+
+
+def _pair(i):
+    return {"prompts": [f"question {i}"], "responses": ["x" * (i + 1)]}
+
+
+def _expected(i):
+    return (i + 1) / 10 - len(f"question {i}") / 100
+
+
+def test_one_bad_request_among_thirty_concurrent_ones_fails_alone():
+    app = create_app(length_reward, max_wait_ms=50)
+    # A lone surrogate, as a client's JSON escape sends it: no tokenizer can encode it.
+    surrogate = b'{"prompts": ["q", "q"], "responses": ["ok", "\\ud800 secret"]}'
+    boom = {"prompts": ["q", "q"], "responses": ["fine", "boom secret"]}
+    with serving(app) as base, ThreadPoolExecutor(16) as pool:
+        futures = [pool.submit(post, f"{base}/get_reward", _pair(i)) for i in range(30)]
+        bad = pool.submit(post, f"{base}/get_reward", raw=surrogate)
+        failing = [pool.submit(post, f"{base}/get_reward", boom) for _ in range(2)]
+        answers = [future.result() for future in futures]
+        assert [status for status, _ in answers] == [200] * 30
+        np.testing.assert_allclose(
+            [body["rewards"][0] for _, body in answers], [_expected(i) for i in range(30)]
+        )
+        status, body = bad.result()
+        assert status == 400 and body["detail"].startswith(
+            "'responses' item 1: character 0 is a lone surrogate"
+        )
+        for status, body in (future.result() for future in failing):
+            assert status == 400 and body == {"detail": "this scorer cannot score 'boom'"}
+        assert all("secret" not in json.dumps(body) for _, body in [bad.result()])
+        health = json.loads(urllib.request.urlopen(f"{base}/health").read())
+        assert health["rows"] == 30 and health["batches"] < 30  # they were batched, and still alone
+
+
+def test_a_body_over_the_limit_gets_413_and_the_server_goes_on():
+    app = create_app(length_reward, max_body_bytes=2000)
+    big = {"prompts": ["q"], "responses": ["y" * 5000]}
+    with serving(app) as base:
+        status, body = post(f"{base}/get_reward", big)
+        assert status == 413 and "limit of 2000 bytes" in body["detail"] and "--max-body-mb" in body["detail"]
+        # A chunked body states no length: it is counted as it arrives.
+        host, port = base.removeprefix("http://").split(":")
+        connection = http.client.HTTPConnection(host, int(port), timeout=30)
+        chunks = (json.dumps(big)[i : i + 500].encode() for i in range(0, len(json.dumps(big)), 500))
+        connection.request(
+            "POST",
+            "/get_reward",
+            body=chunks,
+            headers={"Content-Type": "application/json"},
+            encode_chunked=True,
+        )
+        answer = connection.getresponse()
+        assert answer.status == 413 and b"limit of 2000 bytes" in answer.read()
+        connection.close()
+        status, body = post(f"{base}/get_reward", _pair(3))
+        assert status == 200 and body["rewards"] == pytest.approx([_expected(3)])
+
+
+def test_wrong_content_types_and_invalid_bodies_are_named_without_echoing_the_input():
+    app = create_app(length_reward)
+    with serving(app) as base:
+        request = urllib.request.Request(
+            f"{base}/get_reward", data=json.dumps(_pair(1)).encode(), headers={"Content-Type": "text/plain"}
+        )
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(request, timeout=30)
+        with error.value:
+            assert error.value.code == 415
+            assert "'Content-Type: application/json'" in json.loads(error.value.read())["detail"]
+        status, body = post(f"{base}/get_reward", {"query": ["a private text", 2]})
+        assert status == 422 and "private" not in json.dumps(body)
+        assert body["detail"][0]["loc"] == ["body", "query", 1]
+        status, body = post(f"{base}/score", {"rows": [{"prompt": "a private text"}]})
+        assert (
+            status == 422
+            and "private" not in json.dumps(body)
+            and body["detail"][0]["msg"] == "Field required"
+        )
+
+
+def test_an_api_key_is_required_when_set():
+    app = create_app(length_reward, api_key="s3cret")
+    with serving(app) as base:
+        assert post(f"{base}/get_reward", _pair(2))[0] == 401
+        assert post(f"{base}/get_reward", _pair(2), headers={"Authorization": "Bearer wrong"})[0] == 401
+        status, body = post(f"{base}/get_reward", _pair(2), headers={"Authorization": "Bearer s3cret"})
+        assert status == 200 and body["rewards"] == pytest.approx([_expected(2)])
+        with pytest.raises(urllib.error.HTTPError) as error:
+            urllib.request.urlopen(f"{base}/health", timeout=30)
+        with error.value:
+            assert error.value.code == 401 and error.value.headers["WWW-Authenticate"] == "Bearer"
+
+
+def test_a_taken_port_is_named_before_the_model_loads(tmp_path, capsys):
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        # The run directory does not exist: the port is found taken first, at once.
+        code = main(["serve", str(tmp_path / "no-run"), "--port", str(port), "--quiet"])
+    assert code == 2
+    assert f"port {port} on 127.0.0.1 is already in use by another process" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as usage:  # argparse's own usage error, exit 2
+        main(["serve", str(tmp_path / "no-run"), "--max-body-mb", "0", "--quiet"])
+    assert usage.value.code == 2 and "--max-body-mb: 0 is out of range" in capsys.readouterr().err
+    assert main(["serve", str(tmp_path / "no-run"), "--port", str(port), "--query-separator", ""]) == 2
+    assert "--query-separator is empty" in capsys.readouterr().err
+
+
+def test_bounded_loopback_load_is_answered_in_shared_batches():
+    app = create_app(length_reward, max_batch_rows=64, max_wait_ms=5)
+    requests = 400
+    with serving(app) as base, ThreadPoolExecutor(24) as pool:
+        answers = list(pool.map(lambda i: post(f"{base}/get_reward", _pair(i % 50)), range(requests)))
+        health = json.loads(urllib.request.urlopen(f"{base}/health").read())
+    assert [status for status, _ in answers] == [200] * requests
+    np.testing.assert_allclose(
+        [body["rewards"][0] for _, body in answers], [_expected(i % 50) for i in range(requests)]
+    )
+    assert health["rows"] == requests and health["batches"] < requests
