@@ -182,6 +182,18 @@ class Run:
         if not isinstance(info, dict) or "method" not in info or "schema" not in info:
             raise ValueError(f"{run_file}: not a run description (no 'method' or 'schema'); fit again")
         verify_digests(directory, info.get("digests"))
+        try:
+            return cls._from_info(directory, info, device)
+        except (KeyError, TypeError, AttributeError, ValueError) as error:
+            if isinstance(error, ValueError) and str(directory) in str(error):
+                raise  # a file of the run, named already
+            raise ValueError(
+                f"{run_file}: not a run description this version reads ({type(error).__name__}: {error}); "
+                "it was edited or written by another version; fit again"
+            ) from None
+
+    @classmethod
+    def _from_info(cls, directory: Path, info: dict, device: str) -> Run:
         encoder = info.get("encoder")
         if encoder is not None and encoder["model"] == ENCODER_DIR and (directory / ENCODER_DIR).is_dir():
             encoder = {**encoder, "model": str((directory / ENCODER_DIR).resolve())}

@@ -1,3 +1,5 @@
+import contextlib
+
 import numpy as np
 import pyro
 import pytest
@@ -192,3 +194,56 @@ def without_pyro_irm():
     """The opening of a ``python -c`` script in which importing pyro_irm fails: what follows it
     shows that an export loads with transformers alone (it imports ``json`` and ``sys``)."""
     return _WITHOUT_PYRO_IRM
+
+
+# ---------------------------------------------------------------- a reward server on loopback
+
+
+def length_reward(prompts, responses):
+    """A reward computed from the texts: a tenth of the response's length, less a hundredth of the
+    prompt's. Like a tokenizer it fails on text it cannot encode, and it refuses the word 'boom'."""
+    import numpy as np
+
+    for text in [*prompts, *responses]:
+        text.encode("utf-8")
+        if "boom" in text:
+            raise ValueError("this scorer cannot score 'boom'")
+    return np.array([len(r) / 10 - len(p) / 100 for p, r in zip(prompts, responses, strict=True)])
+
+
+@contextlib.contextmanager
+def serving(app):
+    """``app`` on a loopback port of its own, in a thread; yields its base URL."""
+    import threading
+    import time
+
+    import uvicorn
+
+    from pyro_irm.cli.serve import bind
+
+    sock = bind("127.0.0.1", 0)
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 30
+    while not server.started:
+        assert time.monotonic() < deadline and thread.is_alive()
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    finally:
+        server.should_exit = True
+        thread.join(30)
+        sock.close()
+
+
+@pytest.fixture(scope="session")
+def scorer():
+    """:func:`length_reward`: a scoring function for a server, checkable by hand."""
+    return length_reward
+
+
+@pytest.fixture(scope="session")
+def served():
+    """:func:`serving`: ``with served(app) as base_url: ...``."""
+    return serving

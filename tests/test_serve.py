@@ -1,55 +1,20 @@
 """The reward server under faults: one bad request among many, bodies over the limit, wrong content
-types, keys, a taken port, and bounded loopback load. The scoring function here is a real one over
-the texts (their lengths), so every answer can be checked by hand; the run-backed server is tested
-end to end in ``tests/test_rlhf.py``."""
+types, keys, a taken port, and bounded loopback load. The scoring function here (``scorer``, from
+conftest) is a real one over the texts (their lengths), so every answer can be checked by hand; the
+run-backed server is tested end to end in ``tests/test_rlhf.py``."""
 
 import http.client
 import json
 import socket
-import threading
-import time
 import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import contextmanager
 
 import numpy as np
 import pytest
 
 from pyro_irm.cli import main
-from pyro_irm.cli.serve import bind
 from pyro_irm.serve import create_app
-
-
-def length_reward(prompts, responses):
-    """A reward computed from the texts: a tenth of the response's length, less a hundredth of the
-    prompt's. Like a tokenizer it fails on text it cannot encode, and it refuses the word 'boom'."""
-    for text in [*prompts, *responses]:
-        text.encode("utf-8")
-        if "boom" in text:
-            raise ValueError("this scorer cannot score 'boom'")
-    return np.array([len(r) / 10 - len(p) / 100 for p, r in zip(prompts, responses, strict=True)])
-
-
-@contextmanager
-def serving(app):
-    """``app`` on a loopback port of its own, in a thread; yields its base URL."""
-    import uvicorn
-
-    sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started:
-        assert time.monotonic() < deadline and thread.is_alive()
-        time.sleep(0.02)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}"
-    finally:
-        server.should_exit = True
-        thread.join(30)
-        sock.close()
 
 
 def post(url, payload=None, raw=None, headers=None):
@@ -74,12 +39,12 @@ def _expected(i):
     return (i + 1) / 10 - len(f"question {i}") / 100
 
 
-def test_one_bad_request_among_thirty_concurrent_ones_fails_alone():
-    app = create_app(length_reward, max_wait_ms=50)
+def test_one_bad_request_among_thirty_concurrent_ones_fails_alone(scorer, served):
+    app = create_app(scorer, max_wait_ms=50)
     # A lone surrogate, as a client's JSON escape sends it: no tokenizer can encode it.
     surrogate = b'{"prompts": ["q", "q"], "responses": ["ok", "\\ud800 secret"]}'
     boom = {"prompts": ["q", "q"], "responses": ["fine", "boom secret"]}
-    with serving(app) as base, ThreadPoolExecutor(16) as pool:
+    with served(app) as base, ThreadPoolExecutor(16) as pool:
         futures = [pool.submit(post, f"{base}/get_reward", _pair(i)) for i in range(30)]
         bad = pool.submit(post, f"{base}/get_reward", raw=surrogate)
         failing = [pool.submit(post, f"{base}/get_reward", boom) for _ in range(2)]
@@ -99,10 +64,10 @@ def test_one_bad_request_among_thirty_concurrent_ones_fails_alone():
         assert health["rows"] == 30 and health["batches"] < 30  # they were batched, and still alone
 
 
-def test_a_body_over_the_limit_gets_413_and_the_server_goes_on():
-    app = create_app(length_reward, max_body_bytes=2000)
+def test_a_body_over_the_limit_gets_413_and_the_server_goes_on(scorer, served):
+    app = create_app(scorer, max_body_bytes=2000)
     big = {"prompts": ["q"], "responses": ["y" * 5000]}
-    with serving(app) as base:
+    with served(app) as base:
         status, body = post(f"{base}/get_reward", big)
         assert status == 413 and "limit of 2000 bytes" in body["detail"] and "--max-body-mb" in body["detail"]
         # A chunked body states no length: it is counted as it arrives.
@@ -123,9 +88,9 @@ def test_a_body_over_the_limit_gets_413_and_the_server_goes_on():
         assert status == 200 and body["rewards"] == pytest.approx([_expected(3)])
 
 
-def test_wrong_content_types_and_invalid_bodies_are_named_without_echoing_the_input():
-    app = create_app(length_reward)
-    with serving(app) as base:
+def test_wrong_content_types_and_invalid_bodies_are_named_without_echoing_the_input(scorer, served):
+    app = create_app(scorer)
+    with served(app) as base:
         request = urllib.request.Request(
             f"{base}/get_reward", data=json.dumps(_pair(1)).encode(), headers={"Content-Type": "text/plain"}
         )
@@ -145,9 +110,9 @@ def test_wrong_content_types_and_invalid_bodies_are_named_without_echoing_the_in
         )
 
 
-def test_an_api_key_is_required_when_set():
-    app = create_app(length_reward, api_key="s3cret")
-    with serving(app) as base:
+def test_an_api_key_is_required_when_set(scorer, served):
+    app = create_app(scorer, api_key="s3cret")
+    with served(app) as base:
         assert post(f"{base}/get_reward", _pair(2))[0] == 401
         assert post(f"{base}/get_reward", _pair(2), headers={"Authorization": "Bearer wrong"})[0] == 401
         status, body = post(f"{base}/get_reward", _pair(2), headers={"Authorization": "Bearer s3cret"})
@@ -174,10 +139,10 @@ def test_a_taken_port_is_named_before_the_model_loads(tmp_path, capsys):
     assert "--query-separator is empty" in capsys.readouterr().err
 
 
-def test_bounded_loopback_load_is_answered_in_shared_batches():
-    app = create_app(length_reward, max_batch_rows=64, max_wait_ms=5)
+def test_bounded_loopback_load_is_answered_in_shared_batches(scorer, served):
+    app = create_app(scorer, max_batch_rows=64, max_wait_ms=5)
     requests = 400
-    with serving(app) as base, ThreadPoolExecutor(24) as pool:
+    with served(app) as base, ThreadPoolExecutor(24) as pool:
         answers = list(pool.map(lambda i: post(f"{base}/get_reward", _pair(i % 50)), range(requests)))
         health = json.loads(urllib.request.urlopen(f"{base}/health").read())
     assert [status for status, _ in answers] == [200] * requests

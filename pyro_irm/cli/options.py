@@ -181,4 +181,12 @@ def build_config(cls: type, file_section: dict[str, Any] | None, overrides: dict
             raise ValueError(f"{where}: {key} must be {should}, got {value!r}")
         if isinstance(value, list) and typing.get_origin(_unwrap_optional(hints[key])) is tuple:
             section[key] = tuple(value)
-    return cls(**{**section, **overrides})
+    try:
+        return cls(**{**section, **overrides})
+    except ValueError as error:
+        # A value the file set and the configuration refuses: name the file and section too.
+        if any(key in str(error) for key in section if key not in overrides) and hasattr(
+            file_section, "where"
+        ):
+            raise ValueError(f"{where}: {error}") from None
+        raise
