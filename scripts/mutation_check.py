@@ -277,6 +277,49 @@ MUTATIONS = (
         "if False:",
         ("tests/encoders/test_decoders.py::test_two_processes_embed_what_one_process_embeds",),
     ),
+    Mutation(
+        "run-digests-not-checked",
+        "pyro_irm/runs.py",
+        '        verify_digests(directory, info.get("digests"))\n        try:',
+        "        try:",
+        ("tests/test_reliability.py::test_a_run_whose_weights_were_replaced_is_refused_naming_the_file",),
+    ),
+    Mutation(
+        "lenient-csv-quotes",
+        "pyro_irm/data/readers.py",
+        "reader = csv.DictReader(handle, delimiter=delimiter, strict=True)",
+        "reader = csv.DictReader(handle, delimiter=delimiter)",
+        ("tests/test_reliability.py::test_a_csv_quote_that_never_closes_is_named_by_the_row_that_opened_it",),
+    ),
+    Mutation(
+        "a-failed-batch-fails-every-request",
+        "pyro_irm/serve.py",
+        "                if len(batch) == 1:  # the request learns of it; the server goes on",
+        "                if True:",
+        ("tests/test_serve.py::test_one_bad_request_among_thirty_concurrent_ones_fails_alone",),
+    ),
+    Mutation(
+        "no-body-limit",
+        "pyro_irm/serve.py",
+        "    app.add_middleware(BodyLimit, limit=max_body_bytes)",
+        "",
+        ("tests/test_serve.py::test_a_body_over_the_limit_gets_413_and_the_server_goes_on",),
+    ),
+    Mutation(
+        "config-values-not-type-checked",
+        "pyro_irm/cli/options.py",
+        "        if (should := _type_problem(value, hints[key], choices)) is not None:",
+        "        if (should := _type_problem(value, hints[key], choices)) is not None and False:",
+        ("tests/test_generated_inputs.py::test_a_generated_config_fits_or_is_refused_naming_the_file",),
+    ),
+    Mutation(
+        "one-class-training-split-accepted",
+        "pyro_irm/inference/svi.py",
+        "    if len(validation_index):\n"
+        "        check_learnable(data, config.method, actions, train_rows=train_index)",
+        "",
+        ("tests/test_reliability.py::test_a_training_split_with_one_class_is_refused",),
+    ),
 )
 
 

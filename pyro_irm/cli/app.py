@@ -96,13 +96,6 @@ def main(argv: list[str] | None = None) -> int:
     except (ValueError, FileNotFoundError) as error:
         print(f"pyro-irm {args.command}: error: {error}", file=sys.stderr)
         return EXIT_BAD_INPUT
-    except ConnectionError as error:  # a hub name with no network: the input names what is not here
-        print(
-            f"pyro-irm {args.command}: error: {error}; if it is a local file, check its path, else "
-            "connect, or download it first",
-            file=sys.stderr,
-        )
-        return EXIT_BAD_INPUT
     except KeyboardInterrupt:
         print(f"pyro-irm {args.command}: interrupted", file=sys.stderr)
         return EXIT_INTERRUPTED
@@ -112,6 +105,13 @@ def main(argv: list[str] | None = None) -> int:
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_OK
+    except ConnectionError as error:  # after BrokenPipeError, one of its kind: a hub name, no network
+        print(
+            f"pyro-irm {args.command}: error: {error}; if it is a local file, check its path, else "
+            "connect, or download it first",
+            file=sys.stderr,
+        )
+        return EXIT_BAD_INPUT
     finally:
         warnings.formatwarning = previous_format
         if threading.current_thread() is threading.main_thread():
