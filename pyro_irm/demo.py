@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, field, replace
 
 from pyro_irm.data.config import SimulationConfig
+from pyro_irm.estimators import get_estimator
 from pyro_irm.inference.config import Inference, TrainConfig
 
 logger = logging.getLogger(__name__)
@@ -57,7 +58,7 @@ def run_demo(config: DemoConfig | None = None) -> dict[str, dict[str, float]]:
         )
         result = fit(train, train_config)
         metrics = evaluate(result.reward_model, test)
-        if method == "oracle":  # trained on the truth, it models no groups: only its reward counts
+        if get_estimator(method).needs_truth:  # trained on the truth, it models no groups: only f counts
             metrics = {k: v for k, v in metrics.items() if k in REWARD_METRICS}
         metrics["epochs"] = result.history.epochs
         results[method] = metrics

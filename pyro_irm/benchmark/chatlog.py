@@ -42,6 +42,7 @@ from pyro_irm.benchmark.datasets import EmbeddedSet, ScoredSplit
 from pyro_irm.channels import ChannelSpec
 from pyro_irm.data.chatlog import ChatLogConfig, chatlog_feedback
 from pyro_irm.data.feedback import FeedbackData
+from pyro_irm.estimators import get_estimator
 from pyro_irm.inference.config import TrainConfig
 from pyro_irm.inference.svi import fit_selected
 from pyro_irm.models.config import ModelConfig
@@ -280,7 +281,8 @@ def compare_variants(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", IdentifiabilityWarning)
                 candidates = config.model_configs(
-                    model_config, propensity=method == "implicitrm" and variant_rows.context is not None
+                    model_config,
+                    propensity=get_estimator(method).latent_groups and variant_rows.context is not None,
                 )
                 result, chosen = fit_selected(variant_rows, train_config, candidates)
             metrics = evaluate(result.reward_model)

@@ -27,7 +27,7 @@ from pyro_irm.cli import (
     serve,
     simulate,
 )
-from pyro_irm.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, global_options
+from pyro_irm.cli.common import EXIT_BAD_INPUT, EXIT_INTERRUPTED, EXIT_OK, global_options, import_plugins
 
 COMMANDS = (demo, simulate, embed, fit, benchmark, score, evaluate, report, export, serve, best_of_n)
 
@@ -79,7 +79,13 @@ def _format_warning(message, category, filename, lineno, line=None) -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    arguments = sys.argv[1:] if argv is None else list(argv)
+    try:
+        import_plugins(arguments)
+    except ValueError as error:
+        print(f"pyro-irm: error: {error}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    args = build_parser().parse_args(arguments)
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING, format="%(levelname)s %(message)s"
     )

@@ -26,7 +26,47 @@ def global_options(defaults: bool) -> argparse.ArgumentParser:
     parser.add_argument(
         "-q", "--quiet", action="store_true", help="no progress bars or status lines", **default
     )
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        metavar="MODULE",
+        help="import MODULE first (repeatable): its estimators, channels and other parts, registered "
+        "on import, become choices here (as do those of installed packages' 'pyro_irm.plugins' entry points)",
+        **({"default": []} if defaults else default),
+    )
     return parser
+
+
+PLUGIN_GROUP = "pyro_irm.plugins"
+
+
+def import_plugins(argv: list[str]) -> list[str]:
+    """Import the ``--plugin`` modules named in ``argv`` and every installed ``pyro_irm.plugins``
+    entry point, before the parser is built (their registrations add choices such as ``--method``).
+    Returns the modules imported.
+
+    Raises:
+        ValueError: naming a module that does not import, and why.
+    """
+    import importlib
+    from importlib.metadata import entry_points
+
+    wanted = []
+    for index, word in enumerate(argv):
+        if word == "--plugin" and index + 1 < len(argv):
+            wanted.append(argv[index + 1])
+        elif word.startswith("--plugin="):
+            wanted.append(word.partition("=")[2])
+    for entry in entry_points(group=PLUGIN_GROUP):
+        entry.load()
+    for name in wanted:
+        try:
+            importlib.import_module(name)
+        except ImportError as error:
+            raise ValueError(
+                f"--plugin {name}: does not import ({error}); put its directory on PYTHONPATH or install it"
+            ) from None
+    return wanted
 
 
 def say(args: argparse.Namespace, message: str) -> None:

@@ -73,8 +73,11 @@ def run(args: argparse.Namespace) -> int:
             raise ValueError(
                 f"--interval: {run.directory} has no Bayesian head; fit it with --bayesian-head network"
             )
-    if args.groups and run.method != "implicitrm":
-        raise ValueError(f"--groups: {run.directory} is a {run.method} fit; only implicitrm has groups")
+    if args.groups and not run.reward_model.model.observes_channels:
+        raise ValueError(
+            f"--groups: {run.directory} is a {run.method} fit; only a latent-group model "
+            "(implicitrm) has groups"
+        )
     # With --groups the run's own column mapping is read, so the rows' actions, context and users are too.
     schema = run.schema if args.groups else schema_from_args(args, actions=False, labels=False)
     log = read_log_from_args(args, args.input, schema)

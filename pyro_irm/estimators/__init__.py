@@ -47,7 +47,10 @@ def get_estimator(name: str) -> Estimator:
     try:
         return ESTIMATORS[name]
     except KeyError:
-        raise ValueError(f"unknown method {name!r}; choose one of {', '.join(ESTIMATORS)}") from None
+        raise ValueError(
+            f"unknown method {name!r}; choose one of {', '.join(ESTIMATORS)} (a method a plugin registers "
+            "needs its module imported first: --plugin MODULE on the command line)"
+        ) from None
 
 
 def check_setting(name: str, setting: str) -> None:

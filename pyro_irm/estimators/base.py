@@ -64,6 +64,12 @@ class Estimator:
     needs_truth: bool = False
     family: ClassVar[Family]
     pairwise: ClassVar[bool] = False  # its risk compares each row with a partner of the same prompt
+    # A latent-group model of every channel: it reads each channel, users, a logged o and explicit
+    # labels, is fit by enumerating its groups (or an amortized guide) and scores posterior groups.
+    # Everything that depends on this asks the estimator, never its name.
+    latent_groups: ClassVar[bool] = False
+    # Its risk estimate is unbounded below (uPU): a value below zero means it overfit, not diverged.
+    risk_unbounded_below: ClassVar[bool] = False
 
     def needs(self, setting: Setting, config: EstimatorConfig) -> frozenset[str]:
         """The nuisance quantities (see :func:`~pyro_irm.inference.nuisance.estimate_nuisance`)
@@ -74,6 +80,11 @@ class Estimator:
         """What the model observes as y: the single combined action (any positive channel,
         :attr:`~pyro_irm.data.FeedbackData.action`) ``(N,)`` unless the estimator reads more."""
         return data.action
+
+    def learning_signal(self, data: FeedbackData, actions: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+        """``(N, K)`` columns of which at least one must take two values for a reward to be
+        learned, and what each is (for the message when none does): the observed action."""
+        return actions.reshape(len(actions), -1)[:, :1], ["the action (any positive channel)"]
 
     def weighting(self, config: EstimatorConfig) -> str | None:
         """How its propensity is normalized: 'snips' rescales it by one constant (see

@@ -29,6 +29,13 @@ class Generative(Estimator):
 class ImplicitRM(Generative):
     """The four-group model: preference r and engagement o latent, every channel an emission."""
 
+    latent_groups: ClassVar[bool] = True
+
+    def learning_signal(self, data: FeedbackData, actions: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+        """Every binary channel: a continuous one alone does not say who preferred."""
+        binary = [k for k, c in enumerate(data.channels) if c.kind == "binary"]
+        return data.action_matrix[:, binary], [f"channel {data.channels[k].name!r}" for k in binary]
+
     def needs(self, setting: Setting, config: EstimatorConfig) -> frozenset[str]:
         return frozenset({"flip_rates"}) if setting == "observational" else frozenset()
 
@@ -55,6 +62,9 @@ class Oracle(Generative):
     whose every row has an explicit label."""
 
     needs_truth: bool = True
+
+    def learning_signal(self, data: FeedbackData, actions: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
+        return actions[:, None], ["the true preference"]
 
     def observed_actions(self, data: FeedbackData) -> torch.Tensor:
         if data.truth is not None:

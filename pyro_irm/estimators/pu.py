@@ -20,6 +20,7 @@ class UnbiasedPU(Estimator):
     sample of the positives, and free to go negative (it overfits)."""
 
     family: ClassVar[Family] = "loss"
+    risk_unbounded_below: ClassVar[bool] = True
 
     def needs(self, setting: Setting, config: EstimatorConfig) -> frozenset[str]:
         return frozenset({"class_prior"})
@@ -35,6 +36,8 @@ class UnbiasedPU(Estimator):
 class NonNegativePU(UnbiasedPU):
     """nnPU: the negative part clamped at zero; when it falls below ``-nnpu_beta`` the step climbs
     it back (scaled by ``nnpu_gamma``) instead of descending the risk."""
+
+    risk_unbounded_below: ClassVar[bool] = False
 
     def risk(self, batch: RiskBatch) -> tuple[torch.Tensor, torch.Tensor]:
         from pyro_irm.estimators.losses import pu_risks

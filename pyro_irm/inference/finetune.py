@@ -28,7 +28,7 @@ from pyro_irm.data.feedback import split_indices
 from pyro_irm.data.logs import FeedbackLog
 from pyro_irm.encoders.config import EncoderConfig
 from pyro_irm.encoders.encoder import TextEncoder
-from pyro_irm.estimators import build_model
+from pyro_irm.estimators import get_estimator
 from pyro_irm.inference.config import FinetuneConfig, TrainConfig
 from pyro_irm.inference.objectives import heldout_elbo
 from pyro_irm.inference.result import FitHistory, FitResult
@@ -115,9 +115,11 @@ def finetune(
     train_config = train_config or TrainConfig()
     model_config = model_config or ModelConfig()
     config = config or FinetuneConfig()
-    if train_config.method != "implicitrm":
+    estimator = get_estimator(train_config.method)
+    if not estimator.latent_groups:
         raise ValueError(
-            "finetune trains the encoder through ImplicitRM's model and guide: method='implicitrm'"
+            f"finetune trains the encoder through a latent-group model and its guide; method "
+            f"{train_config.method!r} is not one (use 'implicitrm' or a variant of it)"
         )
     if train_config.checkpoint_dir is not None or train_config.devices > 1:
         raise ValueError("finetune runs in one process without checkpoints: drop checkpoint_dir and devices")
@@ -128,16 +130,14 @@ def finetune(
     device = encoder.device
     encoder_parameters = _trainable_encoder(encoder, config)
     data = log.to_feedback(np.zeros((len(log), encoder.dim), dtype=np.float32))  # actions, context, users
-    model = build_model(
-        "implicitrm", encoder.dim, data.context_dim, model_config, data.channels, data.num_users
-    )
+    model = estimator.build_model(encoder.dim, data.context_dim, model_config, data.channels, data.num_users)
     guide = StratificationGuide(model, enumerate_groups=True)
     model.to(device)
     guide.to(device)
     train_index, validation_index = split_indices(
         len(log), train_config.validation_fraction, train_config.seed
     )
-    check_learnable(data, "implicitrm", data.action_matrix, train_rows=train_index)
+    check_learnable(data, train_config.method, data.action_matrix, train_rows=train_index)
     groups = [{"params": [*model.parameters(), *guide.parameters()], "lr": train_config.learning_rate}]
     if encoder_parameters:
         groups.append({"params": encoder_parameters, "lr": config.encoder_learning_rate})
@@ -239,7 +239,7 @@ def finetune(
     encoder.model.eval()
     encoder.model.requires_grad_(False)
     return FinetuneResult(
-        reward_model=RewardModel(model, "implicitrm", guide),
+        reward_model=RewardModel(model, train_config.method, guide),
         history=history,
         config=replace(train_config, inference="amortized"),
         train_indices=train_index,

@@ -162,11 +162,12 @@ def build_objective(
             torch.arange(len(data)) if train_index is None else train_index,
             config.seed,
         )
-    # Only ImplicitRM models o; naive and the oracle treat every row as labelled.
-    observed = data.observed if config.method == "implicitrm" else None
-    extras = model_extras(config, data) if config.method == "implicitrm" else {}
+    # Only a latent-group model models o; naive and the oracle treat every row as labelled.
+    groups = get_estimator(config.method).latent_groups
+    observed = data.observed if groups else None
+    extras = model_extras(config, data) if groups else {}
     args = (data, actions, observed, extras)
-    if config.method != "implicitrm":
+    if not groups:
         return SVIObjective(model, guide, Trace_ELBO(max_plate_nesting=1), False, *args)
     if config.inference == "fused":
         return FusedObjective(model, *args)
@@ -190,7 +191,7 @@ def model_extras(config: TrainConfig, data: FeedbackData) -> dict[str, torch.Ten
 
 def build_guide(config: TrainConfig, model: FeedbackModel) -> PyroModule:
     """An amortized stratification guide for ``inference='amortized'``, else the empty guide."""
-    if config.method == "implicitrm" and config.inference == "amortized":
+    if get_estimator(config.method).latent_groups and config.inference == "amortized":
         return StratificationGuide(model, enumerate_groups=config.guide_gradient == "enumerate")
     return EmptyGuide()
 

@@ -28,7 +28,7 @@ from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.guides import StratificationGuide
 from pyro_irm.models.identifiability import warn_if_unidentified
 from pyro_irm.models.implicit import ImplicitFeedbackModel
-from pyro_irm.models.reward_model import RewardModel
+from pyro_irm.models.reward_model import RewardModel, saved_components
 
 logger = logging.getLogger(__name__)
 
@@ -63,6 +63,12 @@ def fit(
         is shared) with the best held-out score.
     """
     config = config or TrainConfig()
+    if model is not None and config.restarts > 1:
+        raise ValueError(
+            f"restarts={config.restarts}: restarts draw new initializations of the model the method "
+            "builds, and a model handed to fit is one initialization; give restarts=1, or build "
+            "several models and keep the best fit"
+        )
     fabric = _launch(config) if config.devices > 1 else None
     if config.restarts == 1 or model is not None:
         return _fit_once(data, config, model_config, estimator_config, nuisance, model, fabric=fabric)
@@ -129,12 +135,16 @@ def _fit_once(
     if device.type == "cuda":
         data = data.to(device)  # once, not a host-to-device copy per step
     nuisance = complete_nuisance(data, config.method, estimator_config, nuisance, config.seed)
+    estimator = get_estimator(config.method)
     if config.fit_labels:
-        if config.method != "implicitrm":
-            raise ValueError("fit_labels: only method='implicitrm' fits explicit labels")
+        if not estimator.latent_groups:
+            raise ValueError(
+                f"fit_labels: only method='implicitrm' (or another latent-group model) fits explicit "
+                f"labels, not {config.method!r}"
+            )
         if data.labels is None or not torch.isfinite(data.labels).any():
             raise ValueError("fit_labels: the data has no explicit labels (FeedbackData.labels, --label-col)")
-    if config.method == "implicitrm":
+    if estimator.latent_groups:
         if data.setting == "implicit":  # a logged o separates reward from propensity by itself
             warn_if_unidentified(
                 model_config,
@@ -171,13 +181,13 @@ def _fit_once(
                 data.embedding_dim,
                 data.context_dim,
                 model_config,
-                channels=data.channels if config.method == "implicitrm" else None,
-                num_users=data.num_users if config.method == "implicitrm" else 0,
+                channels=data.channels if estimator.latent_groups else None,
+                num_users=data.num_users if estimator.latent_groups else 0,
             )
             if isinstance(model, ImplicitFeedbackModel):
                 model.initialize_channels(actions[train_index])
         else:
-            _check_user_model(model, data)
+            _check_user_model(model, data, config.method)
             _adopt_local_params(model)
             model_config = model.config
         model = model.to(device)
@@ -337,7 +347,7 @@ def _launch(config: TrainConfig):
     accelerator = "cuda" if device.type == "cuda" else "cpu"
     backend = "nccl" if accelerator == "cuda" else "gloo"
     # The amortized guide's score-function baseline gets no gradient when its groups are summed.
-    unused = config.method == "implicitrm" and config.inference == "amortized"
+    unused = get_estimator(config.method).latent_groups and config.inference == "amortized"
     strategy = DDPStrategy(process_group_backend=backend, find_unused_parameters=unused)
     fabric = Fabric(accelerator=accelerator, devices=config.devices, strategy=strategy)
     fabric.launch()
@@ -469,7 +479,7 @@ def _divergence_message(
             if last >= 0 and last >= start_epoch - 1
             else "no checkpoint was written before it"
         )
-    if config.method == "upu" and loss < 0:
+    if get_estimator(config.method).risk_unbounded_below and loss < 0:
         return (
             f"uPU's risk ran away below zero at epoch {epoch + 1}, step {step} ({loss:.4g} per row): the "
             f"network has overfit the unlabelled rows, which uPU's unbounded risk allows. No weights "
@@ -513,13 +523,7 @@ def check_learnable(
     """Refuse a log from which nothing can be learned: one value in every binary action channel
     (or, for the oracle, in the preference), so the reward would only learn that constant. With
     ``train_rows`` ``(T,)``, the same of the rows the fit trains on (the rest held out)."""
-    if method == "oracle":
-        columns, names = actions[:, None], ["the true preference"]
-    elif method == "implicitrm":
-        binary = [k for k, c in enumerate(data.channels) if c.kind == "binary"]
-        columns, names = data.action_matrix[:, binary], [f"channel {data.channels[k].name!r}" for k in binary]
-    else:
-        columns, names = actions[:, None], ["the action (any positive channel)"]
+    columns, names = get_estimator(method).learning_signal(data, actions)
     if train_rows is not None:
         columns = columns[train_rows.to(columns.device)]
     if len(columns) and not bool((columns.amin(0) == columns.amax(0)).all()):
@@ -544,7 +548,7 @@ def _count_labels(data: FeedbackData) -> int:
     return 0 if data.labels is None else int(torch.isfinite(data.labels).sum())
 
 
-def _check_user_model(model: FeedbackModel, data: FeedbackData) -> None:
+def _check_user_model(model: FeedbackModel, data: FeedbackData, method: str) -> None:
     """A model handed to :func:`fit` must match the data's widths and channels."""
     if model.embedding_dim != data.embedding_dim or model.context_dim != data.context_dim:
         raise ValueError(
@@ -557,6 +561,18 @@ def _check_user_model(model: FeedbackModel, data: FeedbackData) -> None:
             f"model: its channels {[s.name for s in specs]} are not the data's "
             f"{[c.name for c in data.channels]} (same names, polarity and kind, in column order)"
         )
+    if model.observes_channels != get_estimator(method).latent_groups:
+        kind = "takes every channel" if model.observes_channels else "takes one combined action"
+        raise ValueError(
+            f"model: a {type(model).__name__} {kind}, which method {method!r} does not fit; "
+            + (
+                "use a latent-group method such as 'implicitrm'"
+                if model.observes_channels
+                else "use a method that reads one action, such as 'naive'"
+            )  # fmt: skip
+        )
+    # Before the fit, not after it: a part that cannot be saved would lose the fit at save time.
+    saved_components(model)
 
 
 def _adopt_local_params(model: torch.nn.Module) -> None:

@@ -42,9 +42,12 @@ class FeedbackModel(PyroModule):
     """Base class: a reward network ``f`` plus a generative story for the observed actions.
 
     Subclasses implement :meth:`forward` (the Pyro model) and :meth:`group_log_joint`.
+    ``observes_channels``: it takes every action channel ``(N, K)`` (and users, labels, a logged o),
+    not the one combined action ``(N,)``.
     """
 
     reward_net: MLP
+    observes_channels = False
 
     @property
     def device(self) -> torch.device:

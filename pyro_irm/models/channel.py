@@ -23,6 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from pyro_irm.channels import ChannelSpec
+from pyro_irm.models.components import class_path, constructor_settings
 from pyro_irm.models.networks import full_precision
 
 # Logit of a binary channel firing on a silent row (o = 0): about 1e-13, not exactly 0, so a
@@ -43,9 +44,13 @@ CHANNEL_TYPES: dict[str, type[Channel]] = {}
 
 
 def register_channel(cls: type[Channel]) -> type[Channel]:
-    """Class decorator: make a channel type loadable by name (:meth:`RewardModel.load` rebuilds a
-    saved model's channels with :meth:`Channel.build` of the registered class)."""
-    CHANNEL_TYPES[cls.__name__] = cls
+    """Class decorator: make a channel type loadable in this process by its class path
+    (``module:Qualname``, so two packages' ``Rating`` never collide). A class in an importable module
+    reloads without it (a saved model records the path); registering is for classes defined where
+    no import reaches them, such as a notebook."""
+    CHANNEL_TYPES[class_path(cls)] = cls
+    if cls.__module__.startswith("pyro_irm."):  # the bare names older saves recorded
+        CHANNEL_TYPES.setdefault(cls.__name__, cls)
     return cls
 
 
@@ -55,9 +60,16 @@ class Channel(nn.Module):
     spec: ChannelSpec
 
     @classmethod
-    def build(cls, spec: ChannelSpec, config, feature_dim: int) -> Channel:
-        """A fresh channel of this type for ``spec`` (what loading a saved model calls)."""
-        return cls(spec, feature_dim)
+    def build(cls, spec: ChannelSpec, config, feature_dim: int, **settings) -> Channel:
+        """A fresh channel of this type for ``spec`` with its own ``settings`` (what loading a saved
+        model calls, with what :meth:`settings` returned)."""
+        return cls(spec, feature_dim, **settings)
+
+    def settings(self) -> dict:
+        """This channel's own constructor arguments beyond ``spec`` and ``feature_dim``, saved with
+        the model and given back to :meth:`build` (read from attributes of the same names; see
+        :func:`~pyro_irm.models.components.constructor_settings`). Override to say otherwise."""
+        return constructor_settings(self, skip=("spec", "feature_dim"), own=False)
 
     def transform(self, values: torch.Tensor) -> torch.Tensor:
         return values
@@ -91,8 +103,8 @@ class NoisyAndChannel(Channel):
         self.register_buffer("eps1", torch.tensor(float(eps1), dtype=torch.float64))
 
     @classmethod
-    def build(cls, spec: ChannelSpec, config, feature_dim: int) -> NoisyAndChannel:
-        return cls(config.eps0, config.eps1, spec)
+    def build(cls, spec: ChannelSpec, config, feature_dim: int, **settings) -> NoisyAndChannel:
+        return cls(config.eps0, config.eps1, spec)  # its rates are the configuration's
 
     def action_probability(self, preference: torch.Tensor, engagement: torch.Tensor) -> torch.Tensor:
         eps0 = self.eps0.to(preference.dtype)

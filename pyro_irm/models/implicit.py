@@ -122,6 +122,8 @@ class ImplicitFeedbackModel(FeedbackModel):
         propensity: the propensity component g; default :class:`PropensityNetwork` per ``config``.
     """
 
+    observes_channels = True
+
     def __init__(
         self,
         embedding_dim: int,

@@ -26,6 +26,8 @@ class PropensityNetwork(nn.Module):
 
     def __init__(self, in_dim: int, hidden: Sequence[int], depends_on_preference: bool, dropout: float = 0.0):
         super().__init__()
+        # Kept under their argument names: a saved model rebuilds g from them (models.components).
+        self.in_dim, self.hidden, self.dropout = in_dim, tuple(hidden), dropout
         self.depends_on_preference = depends_on_preference
         self.net = MLP(in_dim, hidden, 2 if depends_on_preference else 1, dropout)
 

@@ -14,9 +14,16 @@ from safetensors.torch import load_file, save_file
 from pyro_irm.atomic import atomic_directory
 from pyro_irm.channels import DEFAULT_CHANNELS, ChannelSpec
 from pyro_irm.data.feedback import as_float_tensor, first_non_finite
-from pyro_irm.estimators import build_model
 from pyro_irm.models.base import FeedbackModel
 from pyro_irm.models.bayesian_head import HeadPosterior, NetworkPosterior
+from pyro_irm.models.components import (
+    class_path,
+    constructor_settings,
+    describe,
+    findable_path,
+    load_class,
+    rebuild,
+)
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.guides import StratificationGuide
 
@@ -199,7 +206,7 @@ class RewardModel:
         embeddings, context = self._checked(embeddings, context)
         num_rows = embeddings.shape[0]
         actions = self._actions(actions, num_rows)
-        if self.method != "implicitrm":
+        if not self.model.observes_channels:
             actions = actions[:, 0]
         return {
             "embeddings": embeddings,
@@ -285,22 +292,12 @@ class RewardModel:
             "has_guide": self.guide is not None,
             "channels": [asdict(c) for c in self.channels],
             "num_users": int(getattr(self.model, "num_users", 0)),
-            "channel_types": [type(c).__name__ for c in getattr(self.model, "channels", ())],
+            **saved_components(self.model, self.guide),
             "head_method": None if head is None else head.method,
             "head": None if head is None else head.meta(),
             "model_config": asdict(self.config),
         }
         (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
-
-    def export_hf(
-        self, directory: str | Path, encoder_config, stats: dict | None = None, format: str = "auto"
-    ) -> Path:
-        """Write this model with the encoder of ``encoder_config`` as a ``transformers`` directory
-        (see :func:`pyro_irm.export.export_hf`; ``stats``: the reward's training mean and std;
-        ``format``: 'stock', 'remote-code' or 'auto')."""
-        from pyro_irm.export.hf import export_hf
-
-        return export_hf(self, encoder_config, directory, stats, format=format)
 
     @classmethod
     def load(cls, path: str | Path, device: str | torch.device = "cpu") -> RewardModel:
@@ -330,22 +327,13 @@ class RewardModel:
         for key in ("reward_hidden", "propensity_hidden", "guide_hidden"):
             config_fields[key] = tuple(config_fields[key])
         config = ModelConfig(**config_fields)
-        channels = tuple(ChannelSpec(**c) for c in meta["channels"])
-        if meta["method"] == "implicitrm":
-            channels = _channel_components(channels, meta.get("channel_types"), config, meta, config_path)
-        model = build_model(
-            meta["method"],
-            meta["embedding_dim"],
-            meta["context_dim"],
-            config,
-            channels=channels if meta["method"] == "implicitrm" else None,
-            num_users=meta["num_users"],
-        )
+        model = _saved_model(meta, config, config_path)
         tensors = load_file(str(path / WEIGHTS_FILE))
         model.load_state_dict(_strip(tensors, "model."))
         guide = None
         if meta["has_guide"]:
-            guide = StratificationGuide(model)
+            described = meta.get("guide") or {"class": class_path(StratificationGuide), "settings": {}}
+            guide = rebuild(described, model)
             guide.load_state_dict(_strip(tensors, "guide."))
         loaded = cls(model, meta["method"], guide).to(device)
         if meta.get("head_method") is not None:
@@ -356,21 +344,67 @@ class RewardModel:
         return loaded
 
 
-def _channel_components(specs, types, config: ModelConfig, meta: dict, where: Path) -> list:
-    """The saved model's channel components, rebuilt by their registered types."""
+_MODEL_ARGUMENTS = ("embedding_dim", "context_dim", "config", "channels", "num_users", "propensity")
+
+
+def saved_components(model: FeedbackModel, guide=None) -> dict:
+    """What rebuilds ``model``'s parts on load: its class, every channel's and the propensity's
+    class and settings, the guide's (see :mod:`pyro_irm.models.components`).
+
+    Raises:
+        ValueError: a part whose settings cannot be read back (checked before a fit, too).
+    """
+    channels = list(getattr(model, "channels", ()))
+    propensity = getattr(model, "propensity", None)
+    return {
+        "model_class": findable_path(model),
+        "model_settings": constructor_settings(model, skip=_MODEL_ARGUMENTS, own=False),
+        "channel_types": [findable_path(c) for c in channels],
+        "channel_settings": [c.settings() if hasattr(c, "settings") else {} for c in channels],
+        "propensity": None if propensity is None else describe(propensity),
+        "guide": None if guide is None else describe(guide, skip=("model",)),
+    }
+
+
+def _saved_model(meta: dict, config: ModelConfig, where: Path) -> FeedbackModel:
+    """A fresh model of the saved class with its saved parts (weights not yet loaded)."""
+    from pyro_irm.models.implicit import ImplicitFeedbackModel
+    from pyro_irm.models.observed import ObservedPreferenceModel
+
+    if "model_class" in meta:
+        model_class = load_class(meta["model_class"])
+    else:  # saved before class paths: the method says which
+        model_class = ImplicitFeedbackModel if meta["method"] == "implicitrm" else ObservedPreferenceModel
+    settings = meta.get("model_settings") or {}
+    specs = tuple(ChannelSpec(**c) for c in meta["channels"])
+    if not model_class.observes_channels:
+        return model_class(meta["embedding_dim"], meta["context_dim"], config, **settings)
+    channels = _channel_components(
+        specs, meta.get("channel_types"), meta.get("channel_settings"), config, meta, where
+    )
+    propensity = None if not meta.get("propensity") else rebuild(meta["propensity"])
+    dims = (meta["embedding_dim"], meta["context_dim"])
+    return model_class(*dims, config, channels, meta["num_users"], propensity=propensity, **settings)
+
+
+def _channel_components(specs, types, settings, config: ModelConfig, meta: dict, where: Path) -> list:
+    """The saved model's channel components, rebuilt by their class paths (or, in older saves,
+    registered names) with their own settings."""
     from pyro_irm.models.channel import CHANNEL_TYPES
     from pyro_irm.models.implicit import channel_feature_dim
 
     if not types:
         return list(specs)
-    unknown = sorted({t for t in types if t not in CHANNEL_TYPES})
-    if unknown:
-        raise ValueError(
-            f"{where}: channel type(s) {unknown} are not registered; import the module that defines "
-            "them (decorated with pyro_irm.models.register_channel) before loading"
-        )
+    settings = settings or [{} for _ in types]
     feature_dim = channel_feature_dim(config, meta["embedding_dim"], meta["context_dim"])
-    return [CHANNEL_TYPES[t].build(spec, config, feature_dim) for spec, t in zip(specs, types, strict=True)]
+    built = []
+    for spec, name, own in zip(specs, types, settings, strict=True):
+        try:
+            channel_class = load_class(name, CHANNEL_TYPES)
+        except ValueError as error:
+            raise ValueError(f"{where}: channel {spec.name!r}: {error}") from None
+        built.append(channel_class.build(spec, config, feature_dim, **own))
+    return built
 
 
 def _extras(users: torch.Tensor | None, labels: torch.Tensor | None) -> dict[str, torch.Tensor]:
