@@ -280,7 +280,7 @@ class Run:
 def schema_from_dict(values: dict) -> LogSchema:
     values = dict(values)
     values["actions"] = tuple(values["actions"])
-    for key in ("negative_actions", "continuous_actions"):
+    for key in ("negative_actions", "continuous_actions", "count_actions", "ordinal_actions"):
         values[key] = tuple(values.get(key, ()))
     values["context"] = tuple(values["context"])
     values["action_thresholds"] = tuple((name, float(v)) for name, v in values["action_thresholds"])

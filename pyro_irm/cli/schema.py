@@ -35,6 +35,8 @@ def add_schema_options(parser: argparse.ArgumentParser, actions: bool = True, la
             kwargs.update(action="append", metavar=field.metadata.get("metavar"))
         elif field.name == "label_threshold":
             kwargs["type"] = float
+        elif "choices" in field.metadata:
+            kwargs["choices"] = field.metadata["choices"]
         group.add_argument(field.metadata["flag"], **kwargs)
     add_read_options(group)
 
@@ -78,7 +80,10 @@ def schema_from_args(args: argparse.Namespace, actions: bool = True, labels: boo
     for field in fields(LogSchema):
         part = field.metadata.get("part")
         if part is not None and part not in parts:
+            # A column the command does not read is none; a setting (a policy) keeps its default.
             values[field.name] = () if isinstance(field.default, tuple) else None
+            if "choices" in field.metadata:
+                values[field.name] = field.default
             continue
         value = getattr(args, "schema_" + field.name, None)
         if value is None:

@@ -148,17 +148,17 @@ class FeedbackData:
         if pages is not None:  # minibatches read its rows from the file, not through the mapping
             register_row_file(embeddings, self.embeddings)
         first_non_finite("embeddings", embeddings, after_chunk=self.release_pages)
-        first_non_finite("actions", actions)
+        # NaN is a missing cell (that channel is left out of the row's likelihood); infinity is wrong.
+        first_non_finite("actions", torch.where(torch.isnan(actions), 0.0, actions))
         columns = actions[:, None] if actions.dim() == 1 else actions
         for k, channel in enumerate(channels):
-            if channel.kind != "binary":
-                continue
-            bad_action = ((columns[:, k] != 0) & (columns[:, k] != 1)).nonzero()
+            bad_action = _outside_domain(columns[:, k], channel).nonzero()
             if bad_action.numel():
                 row = bad_action[0, 0].item()
+                value = columns[row, k].item()
                 raise ValueError(
-                    f"actions: row {row}, channel {channel.name!r} is {columns[row, k].item()}; "
-                    "a binary action must be 0 or 1 (declare it continuous, or give a threshold)"
+                    f"actions: row {row}, channel {channel.name!r} is {value:g}; "
+                    f"{channel.domain.problem(value, channel)}"
                 )
         object.__setattr__(self, "channels", channels)
         object.__setattr__(self, "embeddings", embeddings)
@@ -263,14 +263,15 @@ class FeedbackData:
         """``(N,)`` in {0, 1}: 1 where any positive binary channel fired (what single-action
         estimators such as naive see; with one channel it is that channel)."""
         if self.actions.dim() == 1:
-            return self.actions
+            return torch.nan_to_num(self.actions, nan=0.0)
         positive = self.channel_columns("positive")
         if not positive:
             raise ValueError(
                 "this log has no positive binary channel, so it has no single 'acted' column for "
                 "single-action methods; declare a positive action (--action-col)"
             )
-        return self.actions[:, positive].amax(dim=1)
+        # A missing cell is not an action, for the estimators that see one combined action.
+        return torch.nan_to_num(self.actions[:, positive], nan=0.0).amax(dim=1)
 
     def action_without_negative(self) -> torch.Tensor:
         """``(N,)``: a positive action and no negative one (the heuristic label of a real log)."""
@@ -399,3 +400,19 @@ def make_truth(
         propensity_probability=propensity_probability.float(),
         score=score.float(),
     )
+
+
+def _outside_domain(values: torch.Tensor, channel: ChannelSpec) -> torch.Tensor:
+    """``(N,)`` True where a logged value lies outside its channel's domain (NaN is missing, allowed)."""
+    kind = channel.domain
+    present = torch.isfinite(values)
+    if channel.kind == "binary":
+        return present & (values != 0) & (values != 1)
+    bad = torch.zeros_like(present)
+    if kind.integer:
+        bad |= present & (values != values.round())
+    if kind.low is not None:
+        bad |= present & (values < kind.low)
+    if channel.levels is not None:
+        bad |= present & (values > channel.levels)
+    return bad

@@ -15,7 +15,7 @@ import hashlib
 import math
 from collections import Counter
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -62,6 +62,7 @@ class LoadReport:
     source: str
     rows_read: int
     dropped: tuple[DroppedRow, ...] = ()
+    missing: tuple[tuple[str, int], ...] = ()  # (channel, empty cells) of kept rows, marginalized
 
     @property
     def rows_kept(self) -> int:
@@ -69,6 +70,9 @@ class LoadReport:
 
     def summary(self) -> str:
         text = f"{self.source}: read {self.rows_read} rows, kept {self.rows_kept}"
+        if self.missing:
+            cells = ", ".join(f"{name} {count}" for name, count in self.missing)
+            text += f"; empty action cells, left out of their rows' likelihood: {cells}"
         if not self.dropped:
             return text
         reasons = Counter(f"{d.field}: {d.reason}" for d in self.dropped)
@@ -326,6 +330,24 @@ def _shorten(text: str, limit: int = 40) -> str:
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
+def _row_actions(record: dict, schema: LogSchema, thresholds: dict[str, float]) -> list[float]:
+    """A row's value of every channel, in channel order; NaN for an empty cell where the schema
+    marginalizes missing actions. A value outside its channel's domain is a row problem."""
+    required = schema.missing_actions == "refuse"
+    values = []
+    for spec in schema.channels:
+        value = _number(record, spec.name, required)
+        if value is None:
+            values.append(float("nan"))
+            continue
+        if spec.kind == "binary":
+            value = _binary(spec.name, value, thresholds.get(spec.name), "counts or durations")
+        elif (why := spec.domain.problem(value, spec)) is not None:
+            raise RowProblem(spec.name, f"{value:g}: {why}")
+        values.append(value)
+    return values
+
+
 def _binary(name: str, value: float, threshold: float | None, what: str) -> float:
     if threshold is not None:
         return float(value > threshold)
@@ -417,10 +439,7 @@ def read_log(
             if isinstance(record, ParseError):
                 raise RowProblem(record.field, record.reason)
             prompt, response, turns = _row_texts(record, schema)
-            row_actions = [
-                _binary(name, _number(record, name, True), thresholds.get(name), "counts or durations")
-                for name in (*schema.actions, *schema.negative_actions)
-            ] + [_number(record, name, True) for name in schema.continuous_actions]
+            row_actions = _row_actions(record, schema, thresholds)
             user_id = None
             if schema.user is not None:
                 user_id = record.get(schema.user)
@@ -485,6 +504,11 @@ def read_log(
     )
     if not responses:
         raise LogFormatError(f"{name}: no usable rows ({report.summary()})")
+    action_table = np.asarray(actions, dtype=np.float32).reshape(len(responses), len(schema.action_columns))
+    empty = np.isnan(action_table).sum(axis=0)
+    report = replace(
+        report, missing=tuple((c, int(n)) for c, n in zip(schema.action_columns, empty, strict=True) if n)
+    )
     label_array = np.asarray(labels, dtype=np.float32)
     truth = None
     if truth_present:
@@ -493,7 +517,7 @@ def read_log(
     return FeedbackLog(
         prompts=prompts,
         responses=responses,
-        actions=np.asarray(actions, dtype=np.float32).reshape(len(responses), len(schema.action_columns)),
+        actions=action_table,
         action_names=schema.action_columns,
         channels=schema.channels,
         user_ids=user_ids if schema.user is not None else None,

@@ -50,6 +50,35 @@ class LogSchema:
             "help": "continuous positive action column kept as a number (dwell seconds, a count); repeatable",
         },
     )
+    count_actions: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "flag": "--count-action-col",
+            "part": "actions",
+            "metavar": "COL",
+            "help": "count action column, 0, 1, 2, ... (reaction tallies, +1s): a negative-binomial channel; "
+            "repeatable",
+        },
+    )
+    ordinal_actions: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "flag": "--ordinal-action-col",
+            "part": "actions",
+            "metavar": "COL[:LEVELS]",
+            "help": "rating column, 1 to LEVELS (default 5): an ordered-logistic channel; repeatable",
+        },
+    )
+    missing_actions: str = field(
+        default="refuse",
+        metadata={
+            "flag": "--missing-actions",
+            "part": "actions",
+            "choices": ("refuse", "marginalize"),
+            "help": "an empty action cell: 'refuse' the row (a bad row), or 'marginalize': leave that "
+            "channel out of that row's likelihood, exactly, and count it",
+        },
+    )
     action_thresholds: tuple[tuple[str, float], ...] = field(
         default=(),
         metadata={
@@ -125,7 +154,13 @@ class LogSchema:
                 f"action thresholds name {sorted(unknown)}, which are not binary action columns "
                 "(--action-col or --negative-action-col)"
             )
-        names = [*self.actions, *self.negative_actions, *self.continuous_actions]
+        if self.missing_actions not in ("refuse", "marginalize"):
+            raise ValueError(
+                f"missing_actions must be 'refuse' or 'marginalize', got {self.missing_actions!r}"
+            )
+        for item in self.ordinal_actions:
+            _ordinal(item)
+        names = list(self.action_columns)
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"action columns {repeated} are declared more than once")
@@ -144,8 +179,15 @@ class LogSchema:
 
     @property
     def action_columns(self) -> tuple[str, ...]:
-        """Every action column, in channel order: positive, negative, continuous."""
-        return (*self.actions, *self.negative_actions, *self.continuous_actions)
+        """Every action column, in channel order: positive, negative, continuous, count, ordinal."""
+        ordinal = tuple(_ordinal(item)[0] for item in self.ordinal_actions)
+        return (
+            *self.actions,
+            *self.negative_actions,
+            *self.continuous_actions,
+            *self.count_actions,
+            *ordinal,
+        )
 
     @property
     def channels(self) -> tuple[ChannelSpec, ...]:
@@ -154,8 +196,22 @@ class LogSchema:
             *(ChannelSpec(name, "positive") for name in self.actions),
             *(ChannelSpec(name, "negative") for name in self.negative_actions),
             *(ChannelSpec(name, "positive", "continuous") for name in self.continuous_actions),
+            *(ChannelSpec(name, "positive", "count") for name in self.count_actions),
+            *(ChannelSpec(name, "positive", "ordinal", n) for name, n in map(_ordinal, self.ordinal_actions)),
         )
 
     @property
     def thresholds(self) -> dict[str, float]:
         return dict(self.action_thresholds)
+
+
+def _ordinal(item: str) -> tuple[str, int]:
+    """``(column, levels)`` of an ordinal declaration ``COL`` or ``COL:LEVELS``."""
+    name, _, levels = item.partition(":")
+    if not name:
+        raise ValueError(f"--ordinal-action-col {item!r}: expected COL or COL:LEVELS")
+    if not levels:
+        return name, 5
+    if not levels.isdigit() or int(levels) < 2:
+        raise ValueError(f"--ordinal-action-col {item!r}: LEVELS must be a whole number of at least 2")
+    return name, int(levels)

@@ -32,9 +32,10 @@ class ImplicitRM(Generative):
     latent_groups: ClassVar[bool] = True
 
     def learning_signal(self, data: FeedbackData, actions: torch.Tensor) -> tuple[torch.Tensor, list[str]]:
-        """Every binary channel: a continuous one alone does not say who preferred."""
-        binary = [k for k, c in enumerate(data.channels) if c.kind == "binary"]
-        return data.action_matrix[:, binary], [f"channel {data.channels[k].name!r}" for k in binary]
+        """Every discrete channel (binary, count, ordinal, ...): continuous amounts such as dwell
+        always vary, and alone do not say who acted."""
+        discrete = [k for k, c in enumerate(data.channels) if c.kind != "continuous"]
+        return data.action_matrix[:, discrete], [f"channel {data.channels[k].name!r}" for k in discrete]
 
     def needs(self, setting: Setting, config: EstimatorConfig) -> frozenset[str]:
         return frozenset({"flip_rates"}) if setting == "observational" else frozenset()

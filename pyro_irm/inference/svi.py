@@ -526,9 +526,12 @@ def check_learnable(
     columns, names = get_estimator(method).learning_signal(data, actions)
     if train_rows is not None:
         columns = columns[train_rows.to(columns.device)]
-    if len(columns) and not bool((columns.amin(0) == columns.amax(0)).all()):
+    present = torch.isfinite(columns)  # a missing cell takes no side
+    low = torch.where(present, columns, torch.inf).amin(0) if len(columns) else columns.new_zeros(0)
+    high = torch.where(present, columns, -torch.inf).amax(0) if len(columns) else columns.new_zeros(0)
+    if len(columns) and bool((high > low).any()):
         return
-    values = ", ".join(f"{name} is {int(columns[0, k])}" for k, name in enumerate(names) if len(columns))
+    values = ", ".join(f"{name} is {low[k].item():g}" for k, name in enumerate(names) if len(columns))
     if train_rows is None:
         raise ValueError(
             f"every one of the {len(data)} rows has the same action ({values} on every row): a reward "

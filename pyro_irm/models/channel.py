@@ -31,6 +31,12 @@ from pyro_irm.models.networks import full_precision
 SILENT_LOGIT = -30.0
 
 
+def _present(values: torch.Tensor) -> torch.Tensor:
+    """The logged values that are there (a missing cell is NaN)."""
+    values = values.float()
+    return values[torch.isfinite(values)]
+
+
 def _signed(preference: torch.Tensor, spec: ChannelSpec) -> torch.Tensor:
     return preference if spec.sign > 0 else 1 - preference
 
@@ -145,7 +151,7 @@ class SignedBinaryChannel(Channel):
 
     def initialize(self, values: torch.Tensor) -> None:
         # Start where an engaged row of the less likely polarity fires at the logged rate.
-        rate = float(values.float().mean().clamp(1e-3, 1 - 1e-3))
+        rate = float(_present(values).mean().clamp(1e-3, 1 - 1e-3)) if _present(values).numel() else 0.5
         with torch.no_grad():
             self.intercept.fill_(math.log(rate / (1 - rate)))
 
@@ -189,7 +195,9 @@ class LogNormalChannel(Channel):
         return torch.log1p(values.clamp_min(0))
 
     def initialize(self, values: torch.Tensor) -> None:
-        logged = self.transform(values.float())
+        logged = self.transform(_present(values))
+        if not len(logged):
+            return
         mean, std = float(logged.mean()), float(logged.std().clamp_min(1e-2)) if len(logged) > 1 else 1.0
         with torch.no_grad():
             # Engaged rows start a little above the mean, silent ones a little below.
@@ -207,6 +215,85 @@ class LogNormalChannel(Channel):
             location = location + full_precision(self.features(features).squeeze(-1))
         scale = F.softplus(_select(self.raw_scale[0], self.raw_scale[1], engagement)) + 1e-3
         return dist.Normal(location, scale)
+
+
+class _SilentEngagedChannel(Channel):
+    """Shared parts of the count and ordinal channels: a location ``m_o`` and a non-negative
+    preference effect ``softplus(b_o)`` for silent (o = 0) and engaged (o = 1) rows, plus
+    ``w . x`` of the row's features: ``eta = m_o + softplus(b_o) * r' + w . x``."""
+
+    kind: str
+
+    def __init__(self, spec: ChannelSpec, feature_dim: int = 0):
+        super().__init__()
+        if spec.kind != self.kind:
+            raise ValueError(f"channel {spec.name!r}: {type(self).__name__} is for {self.kind} channels")
+        self.spec = spec
+        self.location = nn.Parameter(torch.zeros(2))  # silent, engaged
+        self.raw_effect = nn.Parameter(torch.full((2,), math.log(math.expm1(0.5))))
+        self.features = nn.Linear(feature_dim, 1) if feature_dim > 0 else None
+        if self.features is not None:
+            nn.init.zeros_(self.features.weight)
+            nn.init.zeros_(self.features.bias)
+
+    def predictor(self, preference, engagement, features) -> torch.Tensor:
+        effect = F.softplus(self.raw_effect)
+        eta = _select(self.location[0], self.location[1], engagement) + _select(
+            effect[0], effect[1], engagement
+        ) * _signed(preference, self.spec)
+        if self.features is not None and features is not None:
+            eta = eta + full_precision(self.features(features).squeeze(-1))
+        return eta
+
+
+@register_channel
+class CountChannel(_SilentEngagedChannel):
+    """Tallies such as reaction counts: negative binomial (a Gamma-Poisson) with mean
+    ``exp(eta)`` and its own dispersion for silent and engaged rows, so that a few very popular
+    rows do not dominate as they would under a Poisson."""
+
+    kind = "count"
+
+    def __init__(self, spec: ChannelSpec, feature_dim: int = 0):
+        super().__init__(spec, feature_dim)
+        self.raw_concentration = nn.Parameter(torch.zeros(2))
+
+    def initialize(self, values: torch.Tensor) -> None:
+        present = _present(values)
+        if present.numel():
+            with torch.no_grad():
+                self.location.fill_(math.log(float(present.mean()) + 0.1))
+
+    def distribution(self, preference, engagement, features) -> dist.GammaPoisson:
+        mean = torch.exp(self.predictor(preference, engagement, features).clamp(max=20.0))
+        concentration = F.softplus(_select(self.raw_concentration[0], self.raw_concentration[1], engagement))
+        concentration = concentration + 1e-3
+        return dist.GammaPoisson(concentration, concentration / mean)
+
+
+@register_channel
+class OrdinalChannel(_SilentEngagedChannel):
+    """Ratings 1 to ``spec.levels``: cumulative logits (ordered logistic) of ``eta`` against
+    ``levels - 1`` increasing cutpoints; a preferred response moves the rating up (or down, for a
+    negative channel)."""
+
+    kind = "ordinal"
+
+    def __init__(self, spec: ChannelSpec, feature_dim: int = 0):
+        super().__init__(spec, feature_dim)
+        gaps = spec.levels - 2
+        self.first_cut = nn.Parameter(torch.tensor(-1.0))
+        self.raw_gaps = nn.Parameter(torch.full((gaps,), math.log(math.expm1(1.0))))
+
+    def cutpoints(self) -> torch.Tensor:
+        return torch.cat([self.first_cut[None], self.first_cut + torch.cumsum(F.softplus(self.raw_gaps), 0)])
+
+    def transform(self, values: torch.Tensor) -> torch.Tensor:
+        return values - 1  # ratings 1..K as the categories 0..K-1
+
+    def distribution(self, preference, engagement, features) -> dist.OrderedLogistic:
+        eta = self.predictor(preference, engagement, features)
+        return dist.OrderedLogistic(eta, self.cutpoints().to(eta.dtype))
 
 
 class LabelChannel(nn.Module):

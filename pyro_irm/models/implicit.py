@@ -39,10 +39,10 @@ from pyro_irm.models.base import FeedbackModel, gather_rows, observed_group_mask
 from pyro_irm.models.channel import (
     Channel,
     LabelChannel,
-    LogNormalChannel,
     NoisyAndChannel,
     SignedBinaryChannel,
 )
+from pyro_irm.models.components import load_class
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.networks import full_precision, reward_network
 from pyro_irm.models.propensity import PropensityNetwork, select_by_preference
@@ -93,12 +93,12 @@ def build_channels(
     fixed = uses_fixed_channel(config, specs)
     channels: list[Channel] = []
     for spec in specs:
-        if spec.kind == "continuous":
-            channels.append(LogNormalChannel(spec, feature_dim))
-        elif fixed:
+        if spec.kind == "binary" and fixed:
             channels.append(NoisyAndChannel(config.eps0, config.eps1, spec))
-        else:
+        elif spec.kind == "binary":
             channels.append(SignedBinaryChannel(spec, feature_dim))
+        else:  # each kind names its default emission (a registered kind too)
+            channels.append(load_class(spec.domain.component).build(spec, config, feature_dim))
     return channels
 
 
@@ -242,8 +242,27 @@ class ImplicitFeedbackModel(FeedbackModel):
         if actions is not None and actions.dim() == 1:
             actions = actions[:, None]
         for k, (site, channel) in enumerate(zip(self.sites, self.channels, strict=True)):
-            value = None if actions is None else channel.transform(actions[:, k].to(reward.dtype))
-            pyro.sample(site, channel.distribution(preference, engagement, features), obs=value)
+            if actions is None:
+                pyro.sample(site, channel.distribution(preference, engagement, features))
+                continue
+            logged = actions[:, k].to(reward.dtype)
+            present = torch.isfinite(logged)
+            if bool(present.all()):
+                pyro.sample(
+                    site,
+                    channel.distribution(preference, engagement, features),
+                    obs=channel.transform(logged),
+                )
+                continue
+            # A missing cell leaves this channel out of its row's likelihood (summing a distribution
+            # over its values gives 1): the site is masked there, with any valid value in its place.
+            filled = torch.where(present, logged, torch.ones_like(logged))
+            with poutine.mask(mask=present):
+                pyro.sample(
+                    site,
+                    channel.distribution(preference, engagement, features),
+                    obs=channel.transform(filled),
+                )
         if labels is not None:
             has_label = torch.isfinite(labels)
             with poutine.mask(mask=has_label):

@@ -33,13 +33,20 @@ def test_infinite_context_names_row():
         FeedbackData(embeddings, actions, context=context)
 
 
-@pytest.mark.parametrize("bad", [2.0, -1.0, 0.5, float("nan")])
+@pytest.mark.parametrize("bad", [2.0, -1.0, 0.5, float("inf")])
 def test_action_outside_zero_one_names_first_bad_row(bad):
     embeddings, actions = _rows()
     actions[2] = bad
     actions[4] = 3.0
-    with pytest.raises(ValueError, match=r"actions: row 2\b.*(must be 0 or 1|must be finite)"):
+    with pytest.raises(ValueError, match=r"actions: row 2\b.*(must be 0 or 1|is inf)"):
         FeedbackData(embeddings, actions)
+
+
+def test_a_missing_action_is_nan_and_not_an_action_for_single_action_methods():
+    embeddings, actions = _rows()
+    actions[2] = float("nan")  # an empty cell: left out of the row's likelihood by the model
+    data = FeedbackData(embeddings, actions)
+    assert torch.isnan(data.actions[2]) and data.action[2] == 0
 
 
 def test_mismatched_lengths():
