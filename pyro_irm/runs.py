@@ -28,9 +28,9 @@ from pyro_irm.encoders.config import EncoderConfig
 from pyro_irm.encoders.embed import embed_rows, load_embeddings, open_cache
 from pyro_irm.encoders.encoder import TextEncoder
 from pyro_irm.estimators import get_estimator
+from pyro_irm.estimators.nuisance import EstimatorConfig
 from pyro_irm.export.hf import reward_stats
 from pyro_irm.inference.config import TrainConfig
-from pyro_irm.inference.nuisance import EstimatorConfig
 from pyro_irm.inference.result import FitResult
 from pyro_irm.inference.svi import fit
 from pyro_irm.models.config import ModelConfig
@@ -209,6 +209,10 @@ class Run:
     @property
     def name(self) -> str:
         return self.directory.name
+
+    def feedback(self, log: FeedbackLog, embeddings: np.ndarray):
+        """A log's rows as this run's model sees them (see :func:`run_feedback`)."""
+        return run_feedback(self, log, embeddings)
 
     def verify_encoder(self, identity: dict, ignore: tuple[str, ...] = ()) -> None:
         """Refuse an encoder that reads texts otherwise than the one the run was fit on, or whose

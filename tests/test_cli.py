@@ -276,7 +276,8 @@ def _config_options():
     from pyro_irm.data.schema import LogSchema
     from pyro_irm.demo import DemoConfig
     from pyro_irm.encoders.config import EncoderConfig
-    from pyro_irm.inference.config import EstimatorConfig, FinetuneConfig, HeadConfig, TrainConfig
+    from pyro_irm.estimators.config import EstimatorConfig
+    from pyro_irm.inference.config import FinetuneConfig, HeadConfig, TrainConfig
     from pyro_irm.models.config import ModelConfig
 
     not_simulated = {f for f in SimulationConfig.__dataclass_fields__ if f not in _SIMULATION_OPTIONS}

@@ -33,3 +33,5 @@ def test_notebook_executes(name, tmp_path, monkeypatch):
     assert not errors
     if name.startswith("01"):
         assert (tmp_path / "reliability.png").read_bytes()[:4] == b"\x89PNG"
+    if name.startswith("03"):  # each extension saved, and its claims asserted in the notebook itself
+        assert {"stars", "position_decay"} <= {p.name for p in tmp_path.iterdir()}

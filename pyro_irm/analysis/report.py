@@ -58,9 +58,7 @@ def write_report(run, log: FeedbackLog, embeddings: np.ndarray, out: str | Path 
     out = Path(out) if out is not None else run.directory / "report"
     out.mkdir(parents=True, exist_ok=True)
     model = run.reward_model
-    from pyro_irm.runs import run_feedback
-
-    data = run_feedback(run, log, embeddings)
+    data = run.feedback(log, embeddings)  # the rows as the run's model sees them
     metrics_path = run.directory / "metrics.json"
     fit_metrics = json.loads(metrics_path.read_text()).get("fit", {}) if metrics_path.exists() else {}
     probability = model.preference_probability(data.embeddings, data.context).numpy()

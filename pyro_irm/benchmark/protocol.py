@@ -24,7 +24,7 @@ from pyro_irm.analysis.metrics import label_metrics
 from pyro_irm.benchmark.config import LOWER_IS_BETTER, METRICS, SWEEPABLE, BenchmarkConfig
 from pyro_irm.benchmark.datasets import EmbeddedSet
 from pyro_irm.data.simulation import simulate_from_scores
-from pyro_irm.inference.nuisance import EstimatorConfig, Nuisance
+from pyro_irm.estimators.nuisance import EstimatorConfig, Nuisance
 from pyro_irm.inference.svi import FitDivergedError, complete_nuisance, fit
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.identifiability import IdentifiabilityWarning

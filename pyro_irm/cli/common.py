@@ -12,7 +12,7 @@ import sys
 
 from pyro_irm.atomic import write_json_atomic
 from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values
-from pyro_irm.inference.config import EstimatorConfig
+from pyro_irm.estimators.config import EstimatorConfig
 
 EXIT_OK, EXIT_BUG, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 

@@ -18,8 +18,8 @@ if TYPE_CHECKING:
 
     from pyro_irm.channels import ChannelSpec
     from pyro_irm.data.feedback import FeedbackData
-    from pyro_irm.inference.config import EstimatorConfig
-    from pyro_irm.inference.nuisance import Nuisance
+    from pyro_irm.estimators.config import EstimatorConfig
+    from pyro_irm.estimators.nuisance import Nuisance
     from pyro_irm.models.base import FeedbackModel
     from pyro_irm.models.config import ModelConfig
 
@@ -72,7 +72,7 @@ class Estimator:
     risk_unbounded_below: ClassVar[bool] = False
 
     def needs(self, setting: Setting, config: EstimatorConfig) -> frozenset[str]:
-        """The nuisance quantities (see :func:`~pyro_irm.inference.nuisance.estimate_nuisance`)
+        """The nuisance quantities (see :func:`~pyro_irm.estimators.nuisance.estimate_nuisance`)
         this estimator needs in ``setting``."""
         return frozenset()
 

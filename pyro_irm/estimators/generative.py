@@ -13,7 +13,7 @@ if TYPE_CHECKING:
 
     from pyro_irm.channels import ChannelSpec
     from pyro_irm.data.feedback import FeedbackData
-    from pyro_irm.inference.config import EstimatorConfig
+    from pyro_irm.estimators.config import EstimatorConfig
     from pyro_irm.models.base import FeedbackModel
     from pyro_irm.models.config import ModelConfig
 

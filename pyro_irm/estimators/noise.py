@@ -13,7 +13,7 @@ from pyro_irm.estimators.weighting import weighted_terms
 if TYPE_CHECKING:
     import torch
 
-    from pyro_irm.inference.config import EstimatorConfig
+    from pyro_irm.estimators.config import EstimatorConfig
 
 _WEIGHTING_NEEDS = {"ips": {"propensity"}, "snips": {"propensity"}, "dr": {"propensity", "imputation"}}
 

@@ -12,8 +12,8 @@ from torch import nn
 from pyro_irm.data.feedback import FeedbackData
 from pyro_irm.estimators import get_estimator
 from pyro_irm.estimators.base import RiskBatch
-from pyro_irm.inference.config import EstimatorConfig
-from pyro_irm.inference.nuisance import Nuisance
+from pyro_irm.estimators.config import EstimatorConfig
+from pyro_irm.estimators.nuisance import Nuisance
 from pyro_irm.models.base import FeedbackModel, gather_rows
 
 logger = logging.getLogger(__name__)

@@ -11,7 +11,7 @@ from pyro_irm.estimators.base import Estimator, Family, RiskBatch, Setting
 if TYPE_CHECKING:
     import torch
 
-    from pyro_irm.inference.config import EstimatorConfig
+    from pyro_irm.estimators.config import EstimatorConfig
 
 
 @dataclass(frozen=True)

@@ -14,8 +14,9 @@ _EXPORTS = {
         "fit_head_nuts",
         "fit_head_svi",
     ),
-    "pyro_irm.inference.config": ("EstimatorConfig", "HeadConfig", "TrainConfig"),
-    "pyro_irm.inference.nuisance": (
+    "pyro_irm.inference.config": ("HeadConfig", "TrainConfig"),
+    "pyro_irm.estimators.config": ("EstimatorConfig",),
+    "pyro_irm.estimators.nuisance": (
         "Nuisance",
         "estimate_nuisance",
     ),

@@ -18,9 +18,9 @@ from pyro_irm.channels import describe_channels
 from pyro_irm.data.feedback import FeedbackData, split_indices
 from pyro_irm.device import resolve_device
 from pyro_irm.estimators import build_model, check_setting, get_estimator
+from pyro_irm.estimators.nuisance import EstimatorConfig, Nuisance, estimate_nuisance
 from pyro_irm.inference.checkpoint import checkpoint_path, identity, load_checkpoint, save_checkpoint
 from pyro_irm.inference.config import TrainConfig
-from pyro_irm.inference.nuisance import EstimatorConfig, Nuisance, estimate_nuisance
 from pyro_irm.inference.objectives import build_guide, build_objective
 from pyro_irm.inference.result import FitHistory, FitResult
 from pyro_irm.models.base import FeedbackModel

@@ -9,9 +9,9 @@ import torch
 from pyro_irm import FeedbackData, RewardModel, SimulationConfig, TrainConfig, fit, simulate
 from pyro_irm.analysis.metrics import auc
 from pyro_irm.estimators import METHOD_NAMES, build_model
+from pyro_irm.estimators.nuisance import anchor_flip_rates, elkan_noto_prior, relative_action_rate
 from pyro_irm.estimators.objective import LossObjective, PromptPartners
 from pyro_irm.inference import EstimatorConfig, Nuisance, estimate_nuisance
-from pyro_irm.inference.nuisance import anchor_flip_rates, elkan_noto_prior, relative_action_rate
 from pyro_irm.inference.objectives import build_guide, build_objective
 from pyro_irm.models import ModelConfig
 

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from pyro_irm.data.feedback import FeedbackData
-from pyro_irm.inference.config import EstimatorConfig
+from pyro_irm.estimators.config import EstimatorConfig
 
 logger = logging.getLogger(__name__)
 
