@@ -320,6 +320,27 @@ MUTATIONS = (
         "",
         ("tests/test_reliability.py::test_a_training_split_with_one_class_is_refused",),
     ),
+    Mutation(
+        "behaviour-by-method-name",
+        "pyro_irm/inference/objectives.py",
+        "    groups = get_estimator(config.method).latent_groups",
+        '    groups = config.method == "implicitrm"',
+        ("tests/test_extensions.py::test_a_registered_variant_of_implicitrm_fits_exactly_as_implicitrm",),
+    ),
+    Mutation(
+        "engagement-network-not-saved",
+        "pyro_irm/models/reward_model.py",
+        '        "propensity": None if propensity is None else describe(propensity),',
+        '        "propensity": None,',
+        ("tests/test_extensions.py::test_a_users_engagement_network_and_channel_reload_with_their_settings",),
+    ),
+    Mutation(
+        "missing-cell-not-masked",
+        "pyro_irm/models/implicit.py",
+        "            with poutine.mask(mask=present):",
+        "            with poutine.mask(mask=torch.ones_like(present)):",
+        ("tests/models/test_channel_kinds.py::test_a_missing_cell_is_marginalized_exactly",),
+    ),
 )
 
 
