@@ -297,9 +297,11 @@ def fit_log(
     train_config: TrainConfig | None = None,
     model_config: ModelConfig | None = None,
     estimator_config: EstimatorConfig | None = None,
+    model=None,
 ) -> FitResult:
-    """Fit a model to a log whose rows are embedded in ``embeddings`` ``(N, D)``."""
-    return fit(log.to_feedback(embeddings), train_config, model_config, estimator_config)
+    """Fit a model to a log whose rows are embedded in ``embeddings`` ``(N, D)``; ``model``: one
+    built from your own parts, as :func:`pyro_irm.fit` takes it."""
+    return fit(log.to_feedback(embeddings), train_config, model_config, estimator_config, model=model)
 
 
 def save_run(
