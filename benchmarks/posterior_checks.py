@@ -25,7 +25,7 @@ from pyro_irm.inference.bayesian_head import (
     fit_head_nuts,
     fit_head_svi,
 )
-from pyro_irm.models.bayesian_head import seed_paper_likelihood
+from pyro_irm.models.head_posterior import seed_paper_likelihood
 
 
 def head_problem(rows: int = 400, seed: int = 0):

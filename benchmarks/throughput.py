@@ -19,7 +19,7 @@ import torch
 
 from pyro_irm import ModelConfig, SimulationConfig, TrainConfig, fit, simulate
 from pyro_irm.channels import describe_channels
-from pyro_irm.data.chatlog import ChatLogConfig, simulate_chatlog
+from pyro_irm.data.chatlog_simulation import ChatLogConfig, simulate_chatlog
 from pyro_irm.models.networks import MLP
 
 

@@ -174,7 +174,7 @@ MUTATIONS = (
     ),
     Mutation(
         "network-head-last-layer-only",
-        "pyro_irm/models/bayesian_head.py",
+        "pyro_irm/models/head_posterior.py",
         "        for factors, (gradients, inputs) in zip(self.layers, projected, strict=True):\n"
         "            inverse = factors",
         "        for factors, (gradients, inputs) in zip(self.layers[-1:], projected[-1:], strict=True):\n"
@@ -183,7 +183,7 @@ MUTATIONS = (
     ),
     Mutation(
         "import-circle",
-        "pyro_irm/models/bayesian_head.py",
+        "pyro_irm/models/head_posterior.py",
         "@dataclass\nclass HeadPosterior:",
         "def _draw(groups):\n    from pyro_irm.analysis.convert import from_groups\n\n"
         "    return from_groups(groups)\n\n\n@dataclass\nclass HeadPosterior:",

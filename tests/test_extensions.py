@@ -15,7 +15,7 @@ import torch
 
 from pyro_irm import TrainConfig, fit
 from pyro_irm.cli import main
-from pyro_irm.data.chatlog import ChatLogConfig, simulate_chatlog
+from pyro_irm.data.chatlog_simulation import ChatLogConfig, simulate_chatlog
 from pyro_irm.data.logs import write_records
 from pyro_irm.estimators import ESTIMATORS, ImplicitRM, register
 from pyro_irm.models import ImplicitFeedbackModel, RewardModel

@@ -17,7 +17,7 @@ import torch
 
 from pyro_irm.data.feedback import FeedbackData
 from pyro_irm.groups import GROUP_NAMES
-from pyro_irm.models.bayesian_head import HeadPosterior
+from pyro_irm.models.head_posterior import HeadPosterior
 from pyro_irm.models.reward_model import RewardModel
 
 

@@ -20,7 +20,7 @@ _EXPORTS = {
         "run_benchmark",
         "run_sweep",
     ),
-    "pyro_irm.benchmark.report": (
+    "pyro_irm.benchmark.summary": (
         "format_table",
         "plot_benchmark",
         "plot_sweep",

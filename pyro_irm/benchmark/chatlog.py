@@ -1,6 +1,6 @@
 """The chat-log benchmark: several channels, users and a few labels on responses of known quality.
 
-For each seed, :mod:`pyro_irm.data.chatlog` draws a chat log on the training responses (who acts
+For each seed, :mod:`pyro_irm.data.chatlog_simulation` draws a chat log on the training responses (who acts
 is driven by length, code blocks, position and the user, not by quality alone); each variant below
 is fit on what it is given of that log, and every variant is scored on the test responses against
 their clean labels. Model selection sees only the log (held-out ELBO or held-out risk).
@@ -40,7 +40,7 @@ from pyro_irm.analysis.metrics import best_of_n_win_rate, feature_bias, label_me
 from pyro_irm.benchmark.config import CHATLOG_VARIANTS, ChatLogBenchmarkConfig
 from pyro_irm.benchmark.datasets import EmbeddedSet, ScoredSplit
 from pyro_irm.channels import ChannelSpec
-from pyro_irm.data.chatlog import ChatLogConfig, chatlog_feedback
+from pyro_irm.data.chatlog_simulation import ChatLogConfig, chatlog_feedback
 from pyro_irm.data.feedback import FeedbackData
 from pyro_irm.estimators import get_estimator
 from pyro_irm.inference.config import TrainConfig
@@ -127,7 +127,7 @@ def variant_data(
 
 
 def draw_chatlog(split: ScoredSplit, threshold: float, config: ChatLogConfig) -> FeedbackData:
-    """The chat log of one seed on ``split`` (:func:`~pyro_irm.data.chatlog.chatlog_feedback`)."""
+    """The chat log of one seed on ``split`` (:func:`~pyro_irm.data.chatlog_simulation.chatlog_feedback`)."""
     preference = torch.as_tensor(split.scores > threshold).float()
     return chatlog_feedback(
         torch.as_tensor(split.embeddings),

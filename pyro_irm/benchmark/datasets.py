@@ -16,7 +16,7 @@ import numpy as np
 import torch
 
 from pyro_irm.benchmark.config import DATASETS
-from pyro_irm.data.chatlog import response_features, synthetic_response_features
+from pyro_irm.data.chatlog_simulation import response_features, synthetic_response_features
 from pyro_irm.data.preference_sets import PREFERENCE_SETS, ScoredResponses, load_preference_set
 from pyro_irm.data.simulation import SimulationConfig, simulate
 from pyro_irm.encoders import EncoderConfig, TextEncoder, embed_rows, open_cache

@@ -70,7 +70,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
 def run(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from pyro_irm.data.chatlog import chatlog_records
+    from pyro_irm.data.chatlog_simulation import chatlog_records
     from pyro_irm.data.logs import write_records
     from pyro_irm.data.preference_sets import load_preference_set, simulate_log
     from pyro_irm.data.samples import ultrafeedback_sample

@@ -1,5 +1,5 @@
 """How data are simulated: the configurations of :mod:`pyro_irm.data.simulation` and
-:mod:`pyro_irm.data.chatlog`. Nothing here imports torch, so the command line builds its options
+:mod:`pyro_irm.data.chatlog_simulation`. Nothing here imports torch, so the command line builds its options
 from them without loading it."""
 
 from __future__ import annotations

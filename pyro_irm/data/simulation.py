@@ -23,8 +23,8 @@ Settings (``SimulationConfig.setting``): ``"implicit"`` (ImplicitRM's: only y is
 latent) or ``"observational"`` (CausalRM's: o is logged too, as ``FeedbackData.observed``, and y
 is the feedback value, flipped with rates ``eps1 = P(y=0 | r=1)`` and
 ``eps0 = P(y=1 | r=0)`` where feedback was given), or ``"chatlog"``: a chat product's
-several channels, users and a few labels (:mod:`pyro_irm.data.chatlog`, which
-:func:`simulate` hands the rows to with its default :class:`~pyro_irm.data.chatlog.ChatLogConfig`).
+several channels, users and a few labels (:mod:`pyro_irm.data.chatlog_simulation`, which
+:func:`simulate` hands the rows to with its default :class:`~pyro_irm.data.chatlog_simulation.ChatLogConfig`).
 """
 
 from __future__ import annotations
@@ -54,7 +54,7 @@ def simulate(config: SimulationConfig | None = None) -> FeedbackData:
     """
     config = config or SimulationConfig()
     if config.setting == "chatlog":
-        from pyro_irm.data.chatlog import ChatLogConfig, simulate_chatlog
+        from pyro_irm.data.chatlog_simulation import ChatLogConfig, simulate_chatlog
 
         return simulate_chatlog(
             config.num_rows, config.embedding_dim, ChatLogConfig(seed=config.seed), config.world_seed

@@ -88,7 +88,7 @@ class Estimator:
 
     def weighting(self, config: EstimatorConfig) -> str | None:
         """How its propensity is normalized: 'snips' rescales it by one constant (see
-        :class:`~pyro_irm.estimators.objective.LossObjective`); None or another name leaves it."""
+        :class:`~pyro_irm.estimators.risk_objective.LossObjective`); None or another name leaves it."""
         return None
 
     def uses_relative_propensity(self, config: EstimatorConfig) -> bool:

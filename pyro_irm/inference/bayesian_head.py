@@ -1,8 +1,8 @@
 """Fitting the Bayesian reward head, and comparing SVI with NUTS.
 
 :func:`fit_head_network` (the default) gives every layer of the reward network a linearized
-Laplace posterior (:class:`~pyro_irm.models.bayesian_head.NetworkPosterior`). The last-layer fits,
-by Laplace, SVI (an autoguide) or NUTS, return a :class:`~pyro_irm.models.bayesian_head.HeadPosterior`:
+Laplace posterior (:class:`~pyro_irm.models.head_posterior.NetworkPosterior`). The last-layer fits,
+by Laplace, SVI (an autoguide) or NUTS, return a :class:`~pyro_irm.models.head_posterior.HeadPosterior`:
 draws of the weight and bias, which export to ArviZ (``chain``, ``draw``, ``feature`` dims) for
 ``az.summary`` (r_hat and ESS of the NUTS chains). Both give per-row reward draws and intervals.
 :func:`fit_bayesian_head` fits either for a fitted :class:`~pyro_irm.models.RewardModel` under that
@@ -23,7 +23,7 @@ from pyro.infer.autoguide import AutoMultivariateNormal
 from tqdm.auto import tqdm
 
 from pyro_irm.inference.config import HEAD_METHODS, HeadConfig
-from pyro_irm.models.bayesian_head import (
+from pyro_irm.models.head_posterior import (
     HeadPosterior,
     LayerFactors,
     LogLikelihood,

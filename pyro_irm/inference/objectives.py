@@ -19,7 +19,7 @@ from torch import nn
 from pyro_irm.data.feedback import FeedbackData
 from pyro_irm.estimators import get_estimator
 from pyro_irm.estimators.nuisance import EstimatorConfig, Nuisance
-from pyro_irm.estimators.objective import LossObjective
+from pyro_irm.estimators.risk_objective import LossObjective
 from pyro_irm.inference.config import TrainConfig
 from pyro_irm.models.base import FeedbackModel, gather_rows
 from pyro_irm.models.guides import EmptyGuide, StratificationGuide

@@ -1,5 +1,5 @@
-"""Fitting: minibatch SVI (or risk minimization) over rows, early stopping on held-out data,
-checkpoints. One loop for every method in :data:`pyro_irm.inference.methods.METHODS`."""
+"""Fitting: minibatch SVI (or, for the loss family, risk minimization) over rows, early stopping on
+held-out data, checkpoints. One loop for every estimator in :data:`pyro_irm.estimators.ESTIMATORS`."""
 
 from __future__ import annotations
 

@@ -15,7 +15,6 @@ from pyro_irm.atomic import atomic_directory
 from pyro_irm.channels import DEFAULT_CHANNELS, ChannelSpec
 from pyro_irm.data.feedback import as_float_tensor, first_non_finite
 from pyro_irm.models.base import FeedbackModel
-from pyro_irm.models.bayesian_head import HeadPosterior, NetworkPosterior
 from pyro_irm.models.components import (
     class_path,
     constructor_settings,
@@ -26,6 +25,7 @@ from pyro_irm.models.components import (
 )
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.guides import StratificationGuide
+from pyro_irm.models.head_posterior import HeadPosterior, NetworkPosterior
 
 FORMAT_VERSION = 2
 WEIGHTS_FILE = "weights.safetensors"

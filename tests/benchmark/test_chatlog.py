@@ -16,7 +16,7 @@ from pyro_irm.benchmark.chatlog import (
     variant_data,
 )
 from pyro_irm.cli import main
-from pyro_irm.data.chatlog import ChatLogConfig, simulate_chatlog
+from pyro_irm.data.chatlog_simulation import ChatLogConfig, simulate_chatlog
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ from pyro_irm import FeedbackData, RewardModel, SimulationConfig, TrainConfig, f
 from pyro_irm.analysis.metrics import auc
 from pyro_irm.estimators import METHOD_NAMES, build_model
 from pyro_irm.estimators.nuisance import anchor_flip_rates, elkan_noto_prior, relative_action_rate
-from pyro_irm.estimators.objective import LossObjective, PromptPartners
+from pyro_irm.estimators.risk_objective import LossObjective, PromptPartners
 from pyro_irm.inference import EstimatorConfig, Nuisance, estimate_nuisance
 from pyro_irm.inference.objectives import build_guide, build_objective
 from pyro_irm.models import ModelConfig

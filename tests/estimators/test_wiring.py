@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from pyro_irm import FeedbackData
 from pyro_irm.estimators import build_model
-from pyro_irm.estimators.objective import LossObjective
+from pyro_irm.estimators.risk_objective import LossObjective
 from pyro_irm.inference import EstimatorConfig, Nuisance
 from pyro_irm.models import ModelConfig
 

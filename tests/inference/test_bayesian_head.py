@@ -14,7 +14,7 @@ from pyro_irm.inference.bayesian_head import (
     fit_head_svi,
 )
 from pyro_irm.models import ImplicitFeedbackModel
-from pyro_irm.models.bayesian_head import log1mexp, seed_paper_likelihood
+from pyro_irm.models.head_posterior import log1mexp, seed_paper_likelihood
 
 
 def _small_problem(rows=400, seed=0):
@@ -111,7 +111,7 @@ def test_laplace_head_keeps_the_point_fit_inside_its_intervals():
 
 
 def test_head_fits_a_multi_channel_model_with_users():
-    from pyro_irm.data.chatlog import ChatLogConfig, simulate_chatlog
+    from pyro_irm.data.chatlog_simulation import ChatLogConfig, simulate_chatlog
 
     data = simulate_chatlog(800, embedding_dim=6, config=ChatLogConfig(seed=0))
     model = fit(data, TrainConfig(inference="fused", max_epochs=3, progress=False)).reward_model
@@ -179,7 +179,7 @@ def test_network_posterior_variance_is_the_linearized_gaussians_exactly():
     covariance built explicitly; the joint draws have that variance too (Monte Carlo)."""
     from torch.func import functional_call, jacrev
 
-    from pyro_irm.models.bayesian_head import NetworkPosterior
+    from pyro_irm.models.head_posterior import NetworkPosterior
 
     data, model = _tiny_network_fit()
     posterior = fit_bayesian_head(model, data.embeddings, data.actions, data.context)

@@ -9,7 +9,7 @@ import torch
 from pyro_irm import TrainConfig, fit
 from pyro_irm.analysis.metrics import auc
 from pyro_irm.channels import ChannelSpec
-from pyro_irm.data.chatlog import CHATLOG_CHANNELS, ChatLogConfig, simulate_chatlog
+from pyro_irm.data.chatlog_simulation import CHATLOG_CHANNELS, ChatLogConfig, simulate_chatlog
 
 FAST = dict(progress=False, max_epochs=40, inference="fused")
 
