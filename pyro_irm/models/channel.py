@@ -169,8 +169,38 @@ class SignedBinaryChannel(Channel):
         return dist.Bernoulli(logits=_select(silent, engaged, engagement))
 
 
+class _SilentEngagedChannel(Channel):
+    """Shared parts of the continuous, count and ordinal channels: a location ``m_o`` and a non-negative
+    preference effect ``softplus(b_o)`` for silent (o = 0) and engaged (o = 1) rows, plus
+    ``w . x`` of the row's features: ``eta = m_o + softplus(b_o) * r' + w . x``."""
+
+    kind: str
+    initial_effect = 0.5  # softplus(b_o) at the start
+
+    def __init__(self, spec: ChannelSpec, feature_dim: int = 0):
+        super().__init__()
+        if spec.kind != self.kind:
+            raise ValueError(f"channel {spec.name!r}: {type(self).__name__} is for {self.kind} channels")
+        self.spec = spec
+        self.location = nn.Parameter(torch.zeros(2))  # silent, engaged
+        self.raw_effect = nn.Parameter(torch.full((2,), math.log(math.expm1(self.initial_effect))))
+        self.features = nn.Linear(feature_dim, 1) if feature_dim > 0 else None
+        if self.features is not None:
+            nn.init.zeros_(self.features.weight)
+            nn.init.zeros_(self.features.bias)
+
+    def predictor(self, preference, engagement, features) -> torch.Tensor:
+        effect = F.softplus(self.raw_effect)
+        eta = _select(self.location[0], self.location[1], engagement) + _select(
+            effect[0], effect[1], engagement
+        ) * _signed(preference, self.spec)
+        if self.features is not None and features is not None:
+            eta = eta + full_precision(self.features(features).squeeze(-1))
+        return eta
+
+
 @register_channel
-class LogNormalChannel(Channel):
+class LogNormalChannel(_SilentEngagedChannel):
     """A continuous channel such as dwell seconds, modelled as ``log1p(seconds)``:
     ``Normal(m_o + softplus(b_o) * r' + w . x, s_o)`` with its own location ``m``, preference effect
     ``b`` and spread ``s`` for silent (o = 0) and engaged (o = 1) rows: people read silently too, and
@@ -178,18 +208,12 @@ class LogNormalChannel(Channel):
     transform is a constant of the data, left out).
     """
 
+    kind = "continuous"
+    initial_effect = 0.1
+
     def __init__(self, spec: ChannelSpec, feature_dim: int = 0):
-        super().__init__()
-        if spec.kind != "continuous":
-            raise ValueError(f"channel {spec.name!r}: LogNormalChannel is for continuous channels")
-        self.spec = spec
-        self.location = nn.Parameter(torch.zeros(2))  # silent, engaged
-        self.raw_effect = nn.Parameter(torch.full((2,), math.log(math.expm1(0.1))))
+        super().__init__(spec, feature_dim)
         self.raw_scale = nn.Parameter(torch.zeros(2))
-        self.features = nn.Linear(feature_dim, 1) if feature_dim > 0 else None
-        if self.features is not None:
-            nn.init.zeros_(self.features.weight)
-            nn.init.zeros_(self.features.bias)
 
     def transform(self, values: torch.Tensor) -> torch.Tensor:
         return torch.log1p(values.clamp_min(0))
@@ -207,43 +231,9 @@ class LogNormalChannel(Channel):
     def distribution(
         self, preference: torch.Tensor, engagement: torch.Tensor, features: torch.Tensor | None
     ) -> dist.Normal:
-        effect = F.softplus(self.raw_effect)
-        location = _select(self.location[0], self.location[1], engagement) + _select(
-            effect[0], effect[1], engagement
-        ) * _signed(preference, self.spec)
-        if self.features is not None and features is not None:
-            location = location + full_precision(self.features(features).squeeze(-1))
+        location = self.predictor(preference, engagement, features)
         scale = F.softplus(_select(self.raw_scale[0], self.raw_scale[1], engagement)) + 1e-3
         return dist.Normal(location, scale)
-
-
-class _SilentEngagedChannel(Channel):
-    """Shared parts of the count and ordinal channels: a location ``m_o`` and a non-negative
-    preference effect ``softplus(b_o)`` for silent (o = 0) and engaged (o = 1) rows, plus
-    ``w . x`` of the row's features: ``eta = m_o + softplus(b_o) * r' + w . x``."""
-
-    kind: str
-
-    def __init__(self, spec: ChannelSpec, feature_dim: int = 0):
-        super().__init__()
-        if spec.kind != self.kind:
-            raise ValueError(f"channel {spec.name!r}: {type(self).__name__} is for {self.kind} channels")
-        self.spec = spec
-        self.location = nn.Parameter(torch.zeros(2))  # silent, engaged
-        self.raw_effect = nn.Parameter(torch.full((2,), math.log(math.expm1(0.5))))
-        self.features = nn.Linear(feature_dim, 1) if feature_dim > 0 else None
-        if self.features is not None:
-            nn.init.zeros_(self.features.weight)
-            nn.init.zeros_(self.features.bias)
-
-    def predictor(self, preference, engagement, features) -> torch.Tensor:
-        effect = F.softplus(self.raw_effect)
-        eta = _select(self.location[0], self.location[1], engagement) + _select(
-            effect[0], effect[1], engagement
-        ) * _signed(preference, self.spec)
-        if self.features is not None and features is not None:
-            eta = eta + full_precision(self.features(features).squeeze(-1))
-        return eta
 
 
 @register_channel
