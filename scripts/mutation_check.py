@@ -138,8 +138,8 @@ MUTATIONS = (
     Mutation(
         "checkpoint-ignores-data",
         "pyro_irm/inference/svi.py",
-        "data=data.fingerprint(),",
-        "data=None,",
+        '"data": data.fingerprint(),',
+        '"data": None,',
         ("tests/test_reliability.py::test_a_checkpoint_of_another_fit_or_a_damaged_one_is_refused",),
     ),
     Mutation(
@@ -208,8 +208,8 @@ MUTATIONS = (
     Mutation(
         "heldout-chunks-reuse-actions",
         "pyro_irm/inference/objectives.py",
-        "log_joint = model.group_log_joint(rows, chunk_actions, context_rows, logged, **chunk_extras)",
-        "log_joint = model.group_log_joint(rows, actions[: len(rows)], context_rows, logged, **chunk_extras)",
+        "        batch = rows.take(chunk, model.device)",
+        "        batch = rows.take(index[: len(chunk)], model.device)",
         ("tests/inference/test_fit.py::test_the_held_out_elbo_is_the_same_in_chunks_as_in_one_pass",),
     ),
     Mutation(
@@ -323,8 +323,8 @@ MUTATIONS = (
     Mutation(
         "behaviour-by-method-name",
         "pyro_irm/inference/objectives.py",
-        "    groups = get_estimator(config.method).latent_groups",
-        '    groups = config.method == "implicitrm"',
+        "    if not get_estimator(config.method).latent_groups:\n        return Rows(",
+        '    if config.method != "implicitrm":\n        return Rows(',
         ("tests/test_extensions.py::test_a_registered_variant_of_implicitrm_fits_exactly_as_implicitrm",),
     ),
     Mutation(
@@ -340,6 +340,20 @@ MUTATIONS = (
         "            with poutine.mask(mask=present):",
         "            with poutine.mask(mask=torch.ones_like(present)):",
         ("tests/models/test_channel_kinds.py::test_a_missing_cell_is_marginalized_exactly",),
+    ),
+    Mutation(
+        "early-stopping-ignores-min-delta",
+        "pyro_irm/inference/loop.py",
+        "            if value > state.best_value + config.min_delta:",
+        "            if value > state.best_value:",
+        ("tests/inference/test_loop.py",),
+    ),
+    Mutation(
+        "users-model-left-out-of-the-benchmark",
+        "pyro_irm/benchmark/protocol.py",
+        "                user_model = builders[name](train)",
+        "                builders[name](train)",
+        ("tests/benchmark/test_benchmark.py::test_a_users_model_joins_the_benchmark_under_its_own_name",),
     ),
 )
 

@@ -8,6 +8,7 @@ _EXPORTS = {
         "METRICS",
         "SWEEPABLE",
         "BenchmarkConfig",
+        "UserModel",
         "default_simulation",
     ),
     "pyro_irm.benchmark.datasets": (

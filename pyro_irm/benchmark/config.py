@@ -3,7 +3,9 @@ simulation configurations it hands to every fit. Nothing here imports torch."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
+from typing import Any
 
 from pyro_irm.data.config import SimulationConfig
 from pyro_irm.data.preference_formats import PREFERENCE_SETS
@@ -78,6 +80,18 @@ class BenchmarkConfig:
 
     def applicable_methods(self) -> tuple[str, ...]:
         return tuple(m for m in self.methods if self.setting in get_estimator(m).settings)
+
+
+@dataclass(frozen=True)
+class UserModel:
+    """A model of the user's in the benchmark, beside the registered methods: ``build(train)``
+    makes a fresh, untrained model for each seed's training rows (a :class:`FeedbackData`), which
+    ``method``'s inference fits (one initialization, so ``restarts`` is 1). ``name`` labels its row
+    in the results and must not be a method's."""
+
+    name: str
+    method: str
+    build: Callable[[Any], Any]
 
 
 CHATLOG_VARIANTS = (

@@ -14,6 +14,7 @@ import logging
 import math
 import time
 import warnings
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
@@ -21,9 +22,10 @@ import torch
 from tqdm.auto import tqdm
 
 from pyro_irm.analysis.metrics import label_metrics
-from pyro_irm.benchmark.config import LOWER_IS_BETTER, METRICS, SWEEPABLE, BenchmarkConfig
+from pyro_irm.benchmark.config import LOWER_IS_BETTER, METRICS, SWEEPABLE, BenchmarkConfig, UserModel
 from pyro_irm.benchmark.datasets import EmbeddedSet
 from pyro_irm.data.simulation import simulate_from_scores
+from pyro_irm.estimators import get_estimator
 from pyro_irm.estimators.nuisance import EstimatorConfig, Nuisance
 from pyro_irm.inference.svi import FitDivergedError, complete_nuisance, fit
 from pyro_irm.models.config import ModelConfig
@@ -101,12 +103,16 @@ def run_benchmark(
     model_config: ModelConfig | None = None,
     estimator_config: EstimatorConfig | None = None,
     progress: bool = False,
+    user_models: Sequence[UserModel] = (),
 ) -> BenchmarkResult:
-    """Run every applicable method of ``config`` on ``data`` for ``config.seeds`` seeds."""
+    """Run every applicable method of ``config`` on ``data`` for ``config.seeds`` seeds, and each
+    of ``user_models`` (models of the user's, fit by their method's inference on the same rows)."""
     config = config or BenchmarkConfig()
     model_config = model_config or ModelConfig()
     estimator_config = estimator_config or EstimatorConfig()
     methods = config.applicable_methods()
+    builders = _user_builders(user_models, config)
+    fits = [*((m, m) for m in methods), *((u.name, u.method) for u in user_models)]
     skipped = {
         m: f"needs an observational log ({config.setting} setting)"
         for m in config.methods
@@ -114,14 +120,14 @@ def run_benchmark(
     }
     test_labels = data.preference(data.test)
     test_embeddings = torch.from_numpy(np.ascontiguousarray(data.test.embeddings))
-    per_seed: dict[str, list[dict[str, float]]] = {m: [] for m in methods}
-    seconds: dict[str, list[float]] = {m: [] for m in methods}
+    per_seed: dict[str, list[dict[str, float]]] = {name: [] for name, _ in fits}
+    seconds: dict[str, list[float]] = {name: [] for name, _ in fits}
     sources: dict[str, str] = {}
     notes: list[str] = []
     diverged: dict[str, list[str]] = {}
     positive_action_rate: list[float] = []
     bar = tqdm(
-        total=config.seeds * len(methods), desc=f"benchmark {data.name}", disable=None if progress else True
+        total=config.seeds * len(fits), desc=f"benchmark {data.name}", disable=None if progress else True
     )
     for seed in range(config.seeds):
         train = simulate_from_scores(
@@ -137,46 +143,50 @@ def run_benchmark(
         # Nuisance models are shared by every method of this seed: one estimate, many estimators.
         nuisance = Nuisance()
         started = time.perf_counter()
-        for method in methods:
+        for method in dict.fromkeys(method for _, method in fits):
             nuisance = complete_nuisance(train, method, estimator_config, nuisance, seed)
         nuisance_seconds = time.perf_counter() - started
         sources.update(nuisance.sources)
-        for method in methods:
+        for name, method in fits:
             train_config = config.training_for(method, seed)
+            user_model = None
+            if name in builders:
+                train_config = replace(train_config, restarts=1)
+                user_model = builders[name](train)
             started = time.perf_counter()
             # The papers' setting has nothing that separates reward from propensity; the result
             # records that once instead of warning on every fit.
             with warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always", IdentifiabilityWarning)
                 try:
-                    result = fit(train, train_config, model_config, estimator_config, nuisance)
+                    result = fit(train, train_config, model_config, estimator_config, nuisance, user_model)
                 except FitDivergedError as error:
                     result = None
-                    diverged.setdefault(method, []).append(f"seed {seed}: {error}")
+                    diverged.setdefault(name, []).append(f"seed {seed}: {error}")
             for warning in caught:
                 if not issubclass(warning.category, IdentifiabilityWarning):
                     warnings.warn_explicit(
                         warning.message, warning.category, warning.filename, warning.lineno
                     )
-                elif f"{method}: {warning.message}" not in notes:
-                    notes.append(f"{method}: {warning.message}")
+                elif f"{name}: {warning.message}" not in notes:
+                    notes.append(f"{name}: {warning.message}")
             elapsed = time.perf_counter() - started
             if result is None:  # no model to score: the seed counts, as NaN, in the summary
                 metrics = {metric: float("nan") for metric in METRICS}
                 metrics.update(fit_seconds=elapsed, epochs=float("nan"))
-                per_seed[method].append(metrics)
-                seconds[method].append(elapsed)
+                per_seed[name].append(metrics)
+                seconds[name].append(elapsed)
                 bar.update(1)
                 continue
             probability = result.reward_model.preference_probability(test_embeddings)
             metrics = label_metrics(test_labels, probability, data.test.prompt_ids, data.test.scores)
             metrics["fit_seconds"] = elapsed
             metrics["epochs"] = result.history.epochs
-            per_seed[method].append(metrics)
-            seconds[method].append(elapsed)
+            per_seed[name].append(metrics)
+            seconds[name].append(elapsed)
             bar.update(1)
             logger.info(
-                "seed %d %s: auc %.4f mae %.4f (%.1fs)", seed, method, metrics["auc"], metrics["mae"], elapsed
+                "seed %d %s: auc %.4f mae %.4f (%.1fs)", seed, name, metrics["auc"], metrics["mae"], elapsed
             )
         logger.info("seed %d nuisance estimates: %.1fs", seed, nuisance_seconds)
     bar.close()
@@ -188,6 +198,21 @@ def run_benchmark(
     return BenchmarkResult(
         data.name, data.description, config, per_seed, seconds, skipped, sources, notes, positive_action_rate
     )
+
+
+def _user_builders(user_models: Sequence[UserModel], config: BenchmarkConfig) -> dict:
+    """``{name: build}`` of the user's models, their names and methods checked."""
+    builders = {}
+    for user_model in user_models:
+        if user_model.name in config.methods or user_model.name in builders:
+            raise ValueError(f"user_models: the name {user_model.name!r} is taken; give each model its own")
+        if config.setting not in get_estimator(user_model.method).settings:
+            raise ValueError(
+                f"user_models: {user_model.name!r} is fit by {user_model.method!r}, which does not "
+                f"apply to the {config.setting} setting"
+            )
+        builders[user_model.name] = user_model.build
+    return builders
 
 
 def run_sweep(

@@ -215,6 +215,7 @@ def chatlog_feedback(
         actions=drawn.actions,
         channels=CHATLOG_CHANNELS,
         context=context,
+        context_names=CHATLOG_CONTEXT,
         truth=truth,
         labels=torch.where(drawn.has_label, preference, torch.full_like(preference, float("nan"))),
         users=drawn.users,

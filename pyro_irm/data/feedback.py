@@ -98,6 +98,9 @@ class FeedbackData:
             metrics and pairwise estimators).
         users: optional ``(N,)`` int64 user index in ``[0, U)``, -1 for an unknown user: the user
             random effect on engagement (the reward never sees it).
+        context_names: optional names of the ``C`` context columns, in order (a log's
+            ``--context-col`` names, ``("position",)`` for a simulated log), so a component can
+            find a column by name (:meth:`context_index`).
 
     Raises:
         ValueError: naming the field and first bad row, for non-finite values, actions outside
@@ -114,6 +117,7 @@ class FeedbackData:
     prompt_ids: torch.Tensor | None = None
     channels: tuple[ChannelSpec, ...] | None = None
     users: torch.Tensor | None = None
+    context_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
         pages = mapped_pages(self.embeddings)
@@ -172,6 +176,14 @@ class FeedbackData:
                 raise ValueError(f"context: expected shape ({num_rows}, columns), got {tuple(context.shape)}")
             first_non_finite("context", context)
             object.__setattr__(self, "context", context)
+        if self.context_names is not None:
+            names = tuple(str(name) for name in self.context_names)
+            if len(names) != self.context_dim or len(set(names)) != len(names):
+                raise ValueError(
+                    f"context_names: {list(names)} must name each of the {self.context_dim} context "
+                    "column(s) once, in order"
+                )
+            object.__setattr__(self, "context_names", names)
 
         if self.labels is not None:
             labels = as_float_tensor("labels", self.labels).reshape(-1)
@@ -236,6 +248,14 @@ class FeedbackData:
 
     def __len__(self) -> int:
         return self.embeddings.shape[0]
+
+    def context_index(self, name: str) -> int:
+        """The position of the context column ``name`` among the ``C`` columns."""
+        names = self.context_names or ()
+        if name not in names:
+            known = f"its columns are {list(names)}" if names else "its context columns have no names"
+            raise ValueError(f"context: no column named {name!r}; {known} (FeedbackData.context_names)")
+        return names.index(name)
 
     @property
     def embedding_dim(self) -> int:

@@ -217,6 +217,7 @@ class FeedbackLog:
             channels=self.channels or tuple(ChannelSpec(n) for n in self.action_names),
             users=self.user_indices(user_vocabulary),
             context=context,
+            context_names=None if context is None else self.context_names,
             truth=truth,
             labels=labels,
             observed=self.observed,

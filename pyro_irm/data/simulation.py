@@ -169,5 +169,10 @@ def _observe(
     )
     observed = drawn.engagement if config.setting == "observational" else None
     return FeedbackData(
-        embeddings=embeddings, actions=drawn.actions, context=drawn.context, truth=truth, observed=observed
+        embeddings=embeddings,
+        actions=drawn.actions,
+        context=drawn.context,
+        truth=truth,
+        observed=observed,
+        context_names=None if drawn.context is None else ("position",),
     )

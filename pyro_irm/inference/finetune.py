@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import copy
 import logging
-import time
 import warnings
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -22,7 +21,6 @@ import numpy as np
 import torch
 from pyro import poutine
 from pyro.infer import TraceEnum_ELBO
-from tqdm.auto import tqdm
 
 from pyro_irm.data.feedback import split_indices
 from pyro_irm.data.logs import FeedbackLog
@@ -30,12 +28,14 @@ from pyro_irm.encoders.config import EncoderConfig
 from pyro_irm.encoders.encoder import TextEncoder
 from pyro_irm.estimators import get_estimator
 from pyro_irm.inference.config import FinetuneConfig, TrainConfig
-from pyro_irm.inference.objectives import heldout_elbo
-from pyro_irm.inference.result import FitHistory, FitResult
-from pyro_irm.inference.svi import check_learnable
-from pyro_irm.models.base import gather_rows
+from pyro_irm.inference.loop import run_epochs
+from pyro_irm.inference.objectives import heldout_elbo, training_rows
+from pyro_irm.inference.result import FitResult
+from pyro_irm.inference.svi import check_learnable, check_user_model
+from pyro_irm.models.base import FeedbackModel, Rows
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.guides import StratificationGuide
+from pyro_irm.models.implicit import ImplicitFeedbackModel
 from pyro_irm.models.reward_model import RewardModel
 
 logger = logging.getLogger(__name__)
@@ -104,12 +104,15 @@ def finetune(
     train_config: TrainConfig | None = None,
     model_config: ModelConfig | None = None,
     config: FinetuneConfig | None = None,
+    model: FeedbackModel | None = None,
 ) -> FinetuneResult:
     """Fit ImplicitRM on ``log``'s texts and actions with its encoder trained too.
 
     ``train_config`` gives the heads' learning rate, batch size, epochs, early stopping and seed
-    (its ``method`` must be 'implicitrm'; the guide is the amortized one, its groups summed
-    exactly); ``config`` what of the encoder is trained. Returns the fit with the trained encoder.
+    (its ``method`` must be a latent-group one such as 'implicitrm'; the guide is the amortized one,
+    its groups summed exactly); ``config`` what of the encoder is trained. ``model``: a
+    latent-group model of the user's (channels, engagement of their own), built for the encoder's
+    width, to train instead of the one the method builds. Returns the fit with the trained encoder.
     """
     encoder_config = encoder_config or EncoderConfig()
     train_config = train_config or TrainConfig()
@@ -125,114 +128,35 @@ def finetune(
         raise ValueError("finetune runs in one process without checkpoints: drop checkpoint_dir and devices")
     if train_config.validation_fraction <= 0:
         raise ValueError("finetune selects its epoch by the held-out ELBO: validation_fraction must be > 0")
+    if train_config.restarts > 1:
+        raise ValueError("finetune trains one initialization: give restarts=1")
     torch.manual_seed(train_config.seed)
     encoder = TextEncoder(encoder_config)
-    device = encoder.device
     encoder_parameters = _trainable_encoder(encoder, config)
     data = log.to_feedback(np.zeros((len(log), encoder.dim), dtype=np.float32))  # actions, context, users
-    model = estimator.build_model(encoder.dim, data.context_dim, model_config, data.channels, data.num_users)
+    if model is None:
+        model = estimator.build_model(
+            encoder.dim, data.context_dim, model_config, data.channels, data.num_users
+        )
+    else:
+        check_user_model(model, data, train_config.method)
     guide = StratificationGuide(model, enumerate_groups=True)
-    model.to(device)
-    guide.to(device)
-    train_index, validation_index = split_indices(
-        len(log), train_config.validation_fraction, train_config.seed
-    )
-    check_learnable(data, train_config.method, data.action_matrix, train_rows=train_index)
-    groups = [{"params": [*model.parameters(), *guide.parameters()], "lr": train_config.learning_rate}]
-    if encoder_parameters:
-        groups.append({"params": encoder_parameters, "lr": config.encoder_learning_rate})
-    optimizer = torch.optim.AdamW(groups, weight_decay=train_config.weight_decay)
-    elbo = TraceEnum_ELBO(max_plate_nesting=1)
-    num_rows = len(train_index)
-    extras = {"users": data.users, "labels": data.labels if train_config.fit_labels else None}
-
-    def rows_of(values, rows):
-        return gather_rows(values, rows, device)
-
-    def batch_loss(rows: torch.Tensor) -> torch.Tensor:
-        embeddings = _embed(encoder, log, rows.numpy()).float()
-        scale = 1.0 / num_rows  # per training row, as SVIObjective
-        batch = {k: rows_of(v, rows) for k, v in extras.items() if v is not None}
-        return elbo.differentiable_loss(
-            poutine.scale(model, scale),
-            poutine.scale(guide, scale),
-            embeddings,
-            rows_of(data.actions, rows),
-            rows_of(data.context, rows),
-            torch.arange(len(rows), device=device),
-            num_rows=num_rows,
-            observed=rows_of(data.observed, rows),
-            **batch,
-        )
-
-    def validation_score() -> float:
-        embeddings = _embed_all(encoder, log, validation_index.numpy(), encoder_config.batch_size)
-        batch = {k: rows_of(v, validation_index) for k, v in extras.items() if v is not None}
-        return heldout_elbo(
-            model,
-            guide,
-            embeddings,
-            rows_of(data.actions, validation_index),
-            rows_of(data.context, validation_index),
-            torch.arange(len(validation_index)),
-            observed=rows_of(data.observed, validation_index),
-            **batch,
-        )
-
-    def snapshot() -> dict:
-        trained = {id(p) for p in encoder_parameters}
-        encoder_state = {
-            k: v.detach().clone() for k, v in encoder.model.named_parameters() if id(v) in trained
-        }
-        return {"model": copy.deepcopy(model.state_dict()), "guide": copy.deepcopy(guide.state_dict()),
-                "encoder": encoder_state}  # fmt: skip
-
-    history = FitHistory()
-    best_value, best_state, without_gain = -float("inf"), None, 0
-    generator = torch.Generator().manual_seed(train_config.seed)
-    epochs = tqdm(
-        range(train_config.max_epochs), desc="fine-tune", disable=None if train_config.progress else True
-    )
-    for epoch in epochs:
-        started = time.perf_counter()
-        encoder.model.train(config.mode != "frozen")
-        model.train()
-        guide.train()
-        order = train_index[torch.randperm(num_rows, generator=generator)]
-        total, steps = 0.0, 0
-        optimizer.zero_grad()
-        for step, rows in enumerate(order.split(train_config.batch_size)):
-            loss = batch_loss(rows)
-            (loss / config.accumulation_steps).backward()
-            total += loss.item() * len(rows)
-            if (step + 1) % config.accumulation_steps == 0:
-                optimizer.step()
-                optimizer.zero_grad()
-            steps = step + 1
-        if steps % config.accumulation_steps:
-            optimizer.step()
-            optimizer.zero_grad()
-        model.eval()
-        guide.eval()
-        value = validation_score()
-        history.train_loss.append(total / num_rows)
-        history.validation_score.append(value)
-        history.epoch_seconds.append(time.perf_counter() - started)
-        logger.info("fine-tune epoch %d: train %.4f, held-out ELBO %.4f", epoch + 1, total / num_rows, value)
-        if value > best_value + train_config.min_delta:
-            best_value, best_state, without_gain = value, snapshot(), 0
-            history.best_epoch = epoch
-        else:
-            without_gain += 1
-            if without_gain >= train_config.patience:
-                history.stopped_early = True
-                break
-    epochs.close()
-    model.load_state_dict(best_state["model"])
-    guide.load_state_dict(best_state["guide"])
+    model.to(encoder.device)
+    guide.to(encoder.device)
+    split = split_indices(len(log), train_config.validation_fraction, train_config.seed)
+    check_learnable(data, train_config.method, data.action_matrix, train_rows=split[0])
+    if isinstance(model, ImplicitFeedbackModel):
+        model.initialize_channels(data.action_matrix[split[0]].to(encoder.device))
+    trainer = _FinetuneTrainer(
+        encoder, log, model, guide, training_rows(train_config, data, data.action_matrix), split,
+        encoder_parameters, train_config, config, encoder_config.batch_size,
+    )  # fmt: skip
+    state = run_epochs(trainer, train_config, description="fine-tune")
+    model.load_state_dict(state.best_state["model"])
+    guide.load_state_dict(state.best_state["guide"])
     with torch.no_grad():
         named = dict(encoder.model.named_parameters())
-        for name, value in best_state["encoder"].items():
+        for name, value in state.best_state["encoder"].items():
             named[name].copy_(value)
     if config.mode == "lora":
         encoder.model = encoder.model.merge_and_unload()
@@ -240,10 +164,89 @@ def finetune(
     encoder.model.requires_grad_(False)
     return FinetuneResult(
         reward_model=RewardModel(model, train_config.method, guide),
-        history=history,
+        history=state.history,
         config=replace(train_config, inference="amortized"),
-        train_indices=train_index,
-        validation_indices=validation_index,
-        device=str(device),
+        train_indices=split[0],
+        validation_indices=split[1],
+        device=str(encoder.device),
         encoder=encoder,
     )
+
+
+class _FinetuneTrainer:
+    """Minibatch steps through the encoder and the heads (:class:`~pyro_irm.inference.loop.Trainer`):
+    each row's embedding is computed from its text at every step, and gradients of
+    ``accumulation_steps`` minibatches add up before each optimizer step."""
+
+    def __init__(
+        self, encoder, log, model, guide, rows: Rows, split, encoder_parameters, train_config, config,
+        embed_batch_size,
+    ):  # fmt: skip
+        self.encoder, self.log, self.model, self.guide, self.rows = encoder, log, model, guide, rows
+        self.train_index, self.validation_index = split
+        self.encoder_parameters, self.train_config, self.config = encoder_parameters, train_config, config
+        self.embed_batch_size = embed_batch_size
+        groups = [{"params": [*model.parameters(), *guide.parameters()], "lr": train_config.learning_rate}]
+        if encoder_parameters:
+            groups.append({"params": encoder_parameters, "lr": config.encoder_learning_rate})
+        self.optimizer = torch.optim.AdamW(groups, weight_decay=train_config.weight_decay)
+        self.elbo = TraceEnum_ELBO(max_plate_nesting=1)
+        self.generator = torch.Generator().manual_seed(train_config.seed)
+
+    def _loss(self, index: torch.Tensor) -> torch.Tensor:
+        num_rows = len(self.train_index)
+        device = self.encoder.device
+        embeddings = _embed(self.encoder, self.log, index.numpy()).float()
+        batch = self.rows.take(index, device).with_embeddings(embeddings)
+        scale = 1.0 / num_rows  # per training row, as SVIObjective
+        return self.elbo.differentiable_loss(
+            poutine.scale(self.model, scale),
+            poutine.scale(self.guide, scale),
+            batch.embeddings,
+            batch.actions,
+            batch.context,
+            torch.arange(len(index), device=device),
+            num_rows=num_rows,
+            observed=batch.observed,
+            **batch.extras,
+        )
+
+    def train_epoch(self, epoch: int) -> float:
+        accumulation = self.config.accumulation_steps
+        self.encoder.model.train(self.config.mode != "frozen")
+        self.model.train()
+        self.guide.train()
+        order = self.train_index[torch.randperm(len(self.train_index), generator=self.generator)]
+        total, steps = 0.0, 0
+        self.optimizer.zero_grad()
+        for step, index in enumerate(order.split(self.train_config.batch_size)):
+            loss = self._loss(index)
+            (loss / accumulation).backward()
+            total += loss.item() * len(index)
+            if (step + 1) % accumulation == 0:
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+            steps = step + 1
+        if steps % accumulation:
+            self.optimizer.step()
+            self.optimizer.zero_grad()
+        return total / len(self.train_index)
+
+    def validation_score(self) -> float:
+        self.model.eval()
+        self.guide.eval()
+        index = self.validation_index
+        embeddings = _embed_all(self.encoder, self.log, index.numpy(), self.embed_batch_size)
+        held_out = self.rows.take(index, self.encoder.device).with_embeddings(embeddings)
+        return heldout_elbo(self.model, self.guide, held_out, torch.arange(len(index)))
+
+    def snapshot(self) -> dict:
+        trained = {id(p) for p in self.encoder_parameters}
+        encoder_state = {
+            k: v.detach().clone() for k, v in self.encoder.model.named_parameters() if id(v) in trained
+        }
+        return {
+            "model": copy.deepcopy(self.model.state_dict()),
+            "guide": copy.deepcopy(self.guide.state_dict()),
+            "encoder": encoder_state,
+        }

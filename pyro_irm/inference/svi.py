@@ -6,13 +6,11 @@ from __future__ import annotations
 import json
 import logging
 import math
-import time
 from collections.abc import Sequence
 from dataclasses import asdict, replace
 
 import pyro
 import torch
-from tqdm.auto import tqdm
 
 from pyro_irm.channels import describe_channels
 from pyro_irm.data.feedback import FeedbackData, split_indices
@@ -21,6 +19,7 @@ from pyro_irm.estimators import build_model, check_setting, get_estimator
 from pyro_irm.estimators.nuisance import EstimatorConfig, Nuisance, estimate_nuisance
 from pyro_irm.inference.checkpoint import checkpoint_path, identity, load_checkpoint, save_checkpoint
 from pyro_irm.inference.config import TrainConfig
+from pyro_irm.inference.loop import LoopState, run_epochs
 from pyro_irm.inference.objectives import build_guide, build_objective
 from pyro_irm.inference.result import FitHistory, FitResult
 from pyro_irm.models.base import FeedbackModel
@@ -86,24 +85,32 @@ def fit(
 def fit_selected(
     data: FeedbackData,
     config: TrainConfig,
-    model_configs: Sequence[ModelConfig],
+    model_configs: Sequence[ModelConfig | FeedbackModel],
     estimator_config: EstimatorConfig | None = None,
     nuisance: Nuisance | None = None,
-) -> tuple[FitResult, ModelConfig]:
-    """Fit each of ``model_configs`` (for example reward networks of several widths) and keep the
-    one with the best held-out score: the held-out ELBO for the Pyro family, minus the held-out risk
-    for the loss family, on the same held-out rows (the split depends on ``config.seed`` alone), so
-    the scores compare. Clean labels play no part. Returns the kept fit and its configuration."""
+) -> tuple[FitResult, ModelConfig | FeedbackModel]:
+    """Fit each candidate and keep the one with the best held-out score: the held-out ELBO for the
+    Pyro family, minus the held-out risk for the loss family, on the same held-out rows (the split
+    depends on ``config.seed`` alone), so the scores compare. Clean labels play no part.
+
+    A candidate is a :class:`ModelConfig` (for example reward networks of several widths; the
+    method builds the model) or a model of the user's (trained in place, as :func:`fit` does).
+    Returns the kept fit and its candidate."""
     if not model_configs:
         raise ValueError("model_configs: give at least one configuration to choose from")
     if config.validation_fraction <= 0 and len(model_configs) > 1:
         raise ValueError("choosing among configurations needs held-out rows (validation_fraction > 0)")
-    best: tuple[FitResult, ModelConfig] | None = None
-    for model_config in model_configs:
-        result = fit(data, config, model_config, estimator_config, nuisance)
-        logger.info("%s: held-out score %.5f", model_config.reward_hidden, result.best_validation_score)
+    best: tuple[FitResult, ModelConfig | FeedbackModel] | None = None
+    for candidate in model_configs:
+        if isinstance(candidate, FeedbackModel):
+            result = fit(data, config, estimator_config=estimator_config, nuisance=nuisance, model=candidate)
+            label = type(candidate).__name__
+        else:
+            result = fit(data, config, candidate, estimator_config, nuisance)
+            label = candidate.reward_hidden
+        logger.info("%s: held-out score %.5f", label, result.best_validation_score)
         if best is None or result.best_validation_score > best[0].best_validation_score:
-            best = (result, model_config)
+            best = (result, candidate)
     return best
 
 
@@ -121,75 +128,25 @@ def _fit_once(
     with ``fabric`` (several processes) each process takes its share of every minibatch."""
     model_config = model_config or ModelConfig()
     estimator_config = estimator_config or EstimatorConfig()
-    if not isinstance(data, FeedbackData):
-        raise TypeError(f"data must be FeedbackData, got {type(data).__name__}")
-    check_setting(config.method, data.setting)
-    actions = get_estimator(config.method).observed_actions(data)
-    check_learnable(data, config.method, actions)
-    check_scale(data)
+    estimator = get_estimator(config.method)
+    actions = _check_fit(data, config, model_config)
     device = fabric.device if fabric is not None else resolve_device(config.device)
-    if config.precision == "float16" and (device.type != "cuda" or config.devices > 1):
-        raise ValueError(
-            "precision='float16' needs one CUDA device; on CPU or several processes use 'bfloat16'"
-        )
     if device.type == "cuda":
         data = data.to(device)  # once, not a host-to-device copy per step
     nuisance = complete_nuisance(data, config.method, estimator_config, nuisance, config.seed)
-    estimator = get_estimator(config.method)
-    if config.fit_labels:
-        if not estimator.latent_groups:
-            raise ValueError(
-                f"fit_labels: only method='implicitrm' (or another latent-group model) fits explicit "
-                f"labels, not {config.method!r}"
-            )
-        if data.labels is None or not torch.isfinite(data.labels).any():
-            raise ValueError("fit_labels: the data has no explicit labels (FeedbackData.labels, --label-col)")
     if estimator.latent_groups:
-        if data.setting == "implicit":  # a logged o separates reward from propensity by itself
-            warn_if_unidentified(
-                model_config,
-                data.context_dim,
-                channels=data.channels,
-                num_users=data.num_users,
-                labelled_rows=_count_labels(data) if config.fit_labels else 0,
-            )
         model_config = _with_flip_rates(model_config, nuisance)
-    elif data.num_channels > 1:
-        logger.info("method %s sees one action: any positive channel (%s)", config.method, data.channels)
-
     pyro.clear_param_store()
     run_seed = config.seed + 7919 * restart
     pyro.set_rng_seed(run_seed)
-    if config.validation_fraction > 0 and len(data) >= 2:
-        train_index, validation_index = split_indices(len(data), config.validation_fraction, config.seed)
-    else:
-        train_index, validation_index = torch.arange(len(data)), torch.arange(0)
+    train_index, validation_index = _split(data, config)
     if len(validation_index):
         check_learnable(data, config.method, actions, train_rows=train_index)
-    num_train = len(train_index)
-
-    history = FitHistory()
-    best_value, best_state, epochs_without_gain, start_epoch = -float("inf"), None, 0, 0
-    first_loss: float | None = None
 
     # Parameters stay on the modules, not in Pyro's global store; PyroModules read this setting
     # when they are built, so they are built inside it.
     with pyro.settings.context(module_local_params=True):
-        if model is None:
-            model = build_model(
-                config.method,
-                data.embedding_dim,
-                data.context_dim,
-                model_config,
-                channels=data.channels if estimator.latent_groups else None,
-                num_users=data.num_users if estimator.latent_groups else 0,
-            )
-            if isinstance(model, ImplicitFeedbackModel):
-                model.initialize_channels(actions[train_index])
-        else:
-            _check_user_model(model, data, config.method)
-            _adopt_local_params(model)
-            model_config = model.config
+        model, model_config = _the_model(model, data, config, model_config, actions[train_index])
         model = model.to(device)
         guide = build_guide(config, model).to(device)
         objective = build_objective(
@@ -198,135 +155,34 @@ def _fit_once(
         optimizer = torch.optim.AdamW(
             objective.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
-        step_objective, step_optimizer = objective, optimizer
-        scaler = torch.amp.GradScaler("cuda") if config.precision == "float16" else None
-        if fabric is not None:  # the wrapped objective averages the processes' gradients
-            step_objective, step_optimizer = fabric.setup(objective, optimizer)
-        shapes = {
-            "rows": len(data),
-            "embedding_dim": data.embedding_dim,
-            "context_dim": data.context_dim,
-            "channels": describe_channels(data.channels),
-            "num_users": data.num_users,
-            "fit_labels": config.fit_labels,
-        }
+        checkpoint = None
         if config.checkpoint_dir is not None:
-            shapes.update(
-                data=data.fingerprint(),
-                model_config=json.loads(json.dumps(asdict(model_config))),
-                parameters={
-                    name: list(value.shape)
-                    for prefix, module in (("model", model), ("guide", guide))
-                    for name, value in _prefixed(prefix, module.state_dict()).items()
-                },
-            )
-            state = load_checkpoint(config.checkpoint_dir, config, shapes)
-            if state is not None:
-                model.load_state_dict(state["model"])
-                guide.load_state_dict(state["guide"])
-                optimizer.load_state_dict(state["optimizer"])
-                history = FitHistory(**state["history"])
-                best_value, best_state = state["best_value"], state["best_state"]
-                epochs_without_gain, start_epoch = state["epochs_without_gain"], state["epoch"] + 1
-                torch.set_rng_state(state["rng_state"])
-                logger.info("resumed from %s after epoch %d", config.checkpoint_dir, state["epoch"])
-
-        epochs = tqdm(
-            range(start_epoch, config.max_epochs),
-            desc=f"fit {config.method}",
-            unit="epoch",
-            disable=None if config.progress and _is_main(fabric) else True,
-            initial=start_epoch,
-            total=config.max_epochs,
+            checkpoint = _Checkpoint(config, data, model_config, model, guide, optimizer, fabric)
+        state = checkpoint.resume() if checkpoint is not None else None
+        trainer = _StepTrainer(
+            model, guide, objective, optimizer, data, (train_index, validation_index), config, device,
+            fabric, run_seed, start_epoch=state.next_epoch if state is not None else 0,
+        )  # fmt: skip
+        state = run_epochs(
+            trainer,
+            config,
+            state,
+            description=f"fit {config.method}",
+            show_progress=_is_main(fabric),
+            after_epoch=checkpoint.save if checkpoint is not None else None,
         )
-        for epoch in epochs:
-            if history.stopped_early:
-                break
-            model.train()
-            guide.train()
-            # The permutation depends on (seed, epoch) alone, so a resumed fit sees the same batches.
-            generator = torch.Generator().manual_seed(run_seed * 1_000_003 + epoch)
-            order = train_index[torch.randperm(num_train, generator=generator)]
-            started, total, seen = time.perf_counter(), 0.0, 0
-            for step, batch in enumerate(order.split(config.batch_size)):
-                step_optimizer.zero_grad(set_to_none=True)
-                if fabric is None and config.precision == "float32":
-                    loss = objective.loss_and_grads(batch, num_rows=num_train)
-                else:
-                    batch = batch if fabric is None else _share(batch, fabric)
-                    if batch is None:  # a last minibatch smaller than the processes: dropped by all
-                        continue
-                    with _autocast(config.precision, device):
-                        differentiable, reported = step_objective(batch, num_train)
-                    if fabric is not None:
-                        fabric.backward(differentiable)
-                    else:
-                        (differentiable if scaler is None else scaler.scale(differentiable)).backward()
-                    loss = reported.item()
-                first_loss = loss if first_loss is None else first_loss
-                if _diverged(loss, first_loss):
-                    raise FitDivergedError(
-                        _divergence_message(loss, first_loss, epoch, step, config, start_epoch)
-                    )
-                if scaler is None:
-                    step_optimizer.step()
-                else:
-                    scaler.step(step_optimizer)
-                    scaler.update()
-                total, seen = total + loss * len(batch), seen + len(batch)
-                if step % _RELEASE_EVERY_STEPS == _RELEASE_EVERY_STEPS - 1:
-                    data.release_pages()
-            history.epoch_seconds.append(time.perf_counter() - started)
-            history.train_loss.append(total / max(seen, 1))
+    if len(validation_index) and estimator.family == "pyro" and not config.fit_labels:
+        _warn_if_worse_than_constant(state.best_value, actions, data, train_index, validation_index, config)
 
-            if len(validation_index):
-                model.eval()
-                guide.eval()
-                value = objective.validation_score(validation_index)
-                data.release_pages()
-                history.validation_score.append(value)
-                if value > best_value + config.min_delta:
-                    best_value, history.best_epoch, epochs_without_gain = value, epoch, 0
-                    best_state = _copy_state(model, guide)
-                else:
-                    epochs_without_gain += 1
-                    history.stopped_early = epochs_without_gain >= config.patience
-                epochs.set_postfix(loss=f"{history.train_loss[-1]:.4f}", heldout=f"{value:.4f}")
-            else:
-                history.best_epoch = epoch
-                epochs.set_postfix(loss=f"{history.train_loss[-1]:.4f}")
-            logger.debug("epoch %d: %s", epoch, history.train_loss[-1])
-
-            if config.checkpoint_dir is not None:
-                state = {
-                    "identity": identity(config, shapes),
-                    "model": model.state_dict(),
-                    "guide": guide.state_dict(),
-                    "optimizer": optimizer.state_dict(),
-                    "history": asdict(history),
-                    "best_value": best_value,
-                    "best_state": best_state,
-                    "epochs_without_gain": epochs_without_gain,
-                    "epoch": epoch,
-                    "rng_state": torch.get_rng_state(),
-                }
-                if fabric is None:
-                    save_checkpoint(config.checkpoint_dir, state)
-                else:  # Lightning's checkpoint IO: the first process writes, the others wait for it
-                    fabric.save(checkpoint_path(config.checkpoint_dir), state)
-        epochs.close()
-    if len(validation_index) and get_estimator(config.method).family == "pyro" and not config.fit_labels:
-        _warn_if_worse_than_constant(best_value, actions, data, train_index, validation_index, config)
-
-    if best_state is not None:
-        model.load_state_dict(best_state["model"])
-        guide.load_state_dict(best_state["guide"])
+    if state.best_state is not None:
+        model.load_state_dict(state.best_state["model"])
+        guide.load_state_dict(state.best_state["guide"])
     reward_model = RewardModel(
         model, config.method, guide if isinstance(guide, StratificationGuide) else None
     )
     return FitResult(
         reward_model=reward_model,
-        history=history,
+        history=state.history,
         config=config,
         train_indices=train_index,
         validation_indices=validation_index,
@@ -334,6 +190,211 @@ def _fit_once(
         nuisance_sources=dict(nuisance.sources),
         is_main_process=_is_main(fabric),
     )
+
+
+def _check_fit(data: FeedbackData, config: TrainConfig, model_config: ModelConfig) -> torch.Tensor:
+    """Refuse what this fit cannot do before anything is built; returns the method's observed
+    actions ``(N,)`` or ``(N, K)``. Warns where the latent groups are not identified."""
+    if not isinstance(data, FeedbackData):
+        raise TypeError(f"data must be FeedbackData, got {type(data).__name__}")
+    check_setting(config.method, data.setting)
+    estimator = get_estimator(config.method)
+    actions = estimator.observed_actions(data)
+    check_learnable(data, config.method, actions)
+    check_scale(data)
+    if config.precision == "float16" and (resolve_device(config.device).type != "cuda" or config.devices > 1):
+        raise ValueError(
+            "precision='float16' needs one CUDA device; on CPU or several processes use 'bfloat16'"
+        )
+    if config.fit_labels:
+        if not estimator.latent_groups:
+            raise ValueError(
+                f"fit_labels: only method='implicitrm' (or another latent-group model) fits explicit "
+                f"labels, not {config.method!r}"
+            )
+        if data.labels is None or not torch.isfinite(data.labels).any():
+            raise ValueError("fit_labels: the data has no explicit labels (FeedbackData.labels, --label-col)")
+    if estimator.latent_groups and data.setting == "implicit":  # a logged o identifies by itself
+        warn_if_unidentified(
+            model_config,
+            data.context_dim,
+            channels=data.channels,
+            num_users=data.num_users,
+            labelled_rows=_count_labels(data) if config.fit_labels else 0,
+        )
+    elif not estimator.latent_groups and data.num_channels > 1:
+        logger.info("method %s sees one action: any positive channel (%s)", config.method, data.channels)
+    return actions
+
+
+def _split(data: FeedbackData, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Training and held-out row indices (the held-out rows choose the epoch)."""
+    if config.validation_fraction > 0 and len(data) >= 2:
+        return split_indices(len(data), config.validation_fraction, config.seed)
+    return torch.arange(len(data)), torch.arange(0)
+
+
+def _the_model(
+    model: FeedbackModel | None,
+    data: FeedbackData,
+    config: TrainConfig,
+    model_config: ModelConfig,
+    train_actions: torch.Tensor,
+) -> tuple[FeedbackModel, ModelConfig]:
+    """The model to train, with the configuration it was built from: the user's (checked), or
+    the one ``config.method`` builds. Either way its channels start from the training rows'
+    actions (each channel's ``initialize``)."""
+    if model is not None:
+        check_user_model(model, data, config.method)
+        _adopt_local_params(model)
+        model_config = model.config
+    else:
+        groups = get_estimator(config.method).latent_groups
+        model = build_model(
+            config.method,
+            data.embedding_dim,
+            data.context_dim,
+            model_config,
+            channels=data.channels if groups else None,
+            num_users=data.num_users if groups else 0,
+        )
+    if isinstance(model, ImplicitFeedbackModel):
+        model.initialize_channels(train_actions)
+    return model, model_config
+
+
+class _StepTrainer:
+    """One objective's minibatch steps (:class:`~pyro_irm.inference.loop.Trainer`): in float32
+    through ``loss_and_grads``, in low precision under autocast, or each process its share."""
+
+    def __init__(
+        self, model, guide, objective, optimizer, data, split, config, device, fabric, run_seed,
+        start_epoch=0,
+    ):  # fmt: skip
+        self.model, self.guide, self.data = model, guide, data
+        self.objective, self.optimizer = objective, optimizer
+        self.train_index, self.validation_index = split
+        self.config, self.device, self.fabric, self.run_seed = config, device, fabric, run_seed
+        self.start_epoch, self.first_loss = start_epoch, None
+        self.step_objective, self.step_optimizer = objective, optimizer
+        self.scaler = torch.amp.GradScaler("cuda") if config.precision == "float16" else None
+        if fabric is not None:  # the wrapped objective averages the processes' gradients
+            self.step_objective, self.step_optimizer = fabric.setup(objective, optimizer)
+
+    def train_epoch(self, epoch: int) -> float:
+        config, num_train = self.config, len(self.train_index)
+        self.model.train()
+        self.guide.train()
+        # The permutation depends on (seed, epoch) alone, so a resumed fit sees the same batches.
+        generator = torch.Generator().manual_seed(self.run_seed * 1_000_003 + epoch)
+        order = self.train_index[torch.randperm(num_train, generator=generator)]
+        total, seen = 0.0, 0
+        for step, batch in enumerate(order.split(config.batch_size)):
+            self.step_optimizer.zero_grad(set_to_none=True)
+            loss = self._loss_and_grads(batch, num_train)
+            if loss is None:  # a last minibatch smaller than the processes: dropped by all
+                continue
+            self.first_loss = loss if self.first_loss is None else self.first_loss
+            if _diverged(loss, self.first_loss):
+                raise FitDivergedError(
+                    _divergence_message(loss, self.first_loss, epoch, step, config, self.start_epoch)
+                )
+            if self.scaler is None:
+                self.step_optimizer.step()
+            else:
+                self.scaler.step(self.step_optimizer)
+                self.scaler.update()
+            total, seen = total + loss * len(batch), seen + len(batch)
+            if step % _RELEASE_EVERY_STEPS == _RELEASE_EVERY_STEPS - 1:
+                self.data.release_pages()
+        return total / max(seen, 1)
+
+    def _loss_and_grads(self, batch: torch.Tensor, num_train: int) -> float | None:
+        if self.fabric is None and self.config.precision == "float32":
+            return self.objective.loss_and_grads(batch, num_rows=num_train)
+        if self.fabric is not None:
+            batch = _share(batch, self.fabric)
+            if batch is None:
+                return None
+        with _autocast(self.config.precision, self.device):
+            differentiable, reported = self.step_objective(batch, num_train)
+        if self.fabric is not None:
+            self.fabric.backward(differentiable)
+        else:
+            (differentiable if self.scaler is None else self.scaler.scale(differentiable)).backward()
+        return reported.item()
+
+    def validation_score(self) -> float | None:
+        if not len(self.validation_index):
+            return None
+        self.model.eval()
+        self.guide.eval()
+        value = self.objective.validation_score(self.validation_index)
+        self.data.release_pages()
+        return value
+
+    def snapshot(self) -> dict[str, dict[str, torch.Tensor]]:
+        return _copy_state(self.model, self.guide)
+
+
+class _Checkpoint:
+    """A fit's per-epoch checkpoint: what must match to resume it, and its writing."""
+
+    def __init__(self, config, data, model_config, model, guide, optimizer, fabric):
+        self.config, self.model, self.guide, self.optimizer, self.fabric = (
+            config, model, guide, optimizer, fabric
+        )  # fmt: skip
+        self.shapes = {
+            "rows": len(data),
+            "embedding_dim": data.embedding_dim,
+            "context_dim": data.context_dim,
+            "channels": describe_channels(data.channels),
+            "num_users": data.num_users,
+            "fit_labels": config.fit_labels,
+            "data": data.fingerprint(),
+            "model_config": json.loads(json.dumps(asdict(model_config))),
+            "parameters": {
+                name: list(value.shape)
+                for prefix, module in (("model", model), ("guide", guide))
+                for name, value in _prefixed(prefix, module.state_dict()).items()
+            },
+        }
+
+    def resume(self) -> LoopState | None:
+        """The saved state of this same fit (its weights and RNG restored), or None."""
+        state = load_checkpoint(self.config.checkpoint_dir, self.config, self.shapes)
+        if state is None:
+            return None
+        self.model.load_state_dict(state["model"])
+        self.guide.load_state_dict(state["guide"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        torch.set_rng_state(state["rng_state"])
+        logger.info("resumed from %s after epoch %d", self.config.checkpoint_dir, state["epoch"])
+        return LoopState(
+            history=FitHistory(**state["history"]),
+            best_value=state["best_value"],
+            best_state=state["best_state"],
+            epochs_without_gain=state["epochs_without_gain"],
+            next_epoch=state["epoch"] + 1,
+        )
+
+    def save(self, epoch: int, loop: LoopState) -> None:
+        state = {
+            "identity": identity(self.config, self.shapes),
+            "model": self.model.state_dict(),
+            "guide": self.guide.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "history": asdict(loop.history),
+            "best_value": loop.best_value,
+            "best_state": loop.best_state,
+            "epochs_without_gain": loop.epochs_without_gain,
+            "epoch": epoch,
+            "rng_state": torch.get_rng_state(),
+        }
+        if self.fabric is None:
+            save_checkpoint(self.config.checkpoint_dir, state)
+        else:  # Lightning's checkpoint IO: the first process writes, the others wait for it
+            self.fabric.save(checkpoint_path(self.config.checkpoint_dir), state)
 
 
 def _launch(config: TrainConfig):
@@ -551,8 +612,9 @@ def _count_labels(data: FeedbackData) -> int:
     return 0 if data.labels is None else int(torch.isfinite(data.labels).sum())
 
 
-def _check_user_model(model: FeedbackModel, data: FeedbackData, method: str) -> None:
-    """A model handed to :func:`fit` must match the data's widths and channels."""
+def check_user_model(model: FeedbackModel, data: FeedbackData, method: str) -> None:
+    """A model handed to :func:`fit` (or :func:`~pyro_irm.finetune`) must match the data's widths
+    and channels, be of the kind ``method`` fits, and save."""
     if model.embedding_dim != data.embedding_dim or model.context_dim != data.context_dim:
         raise ValueError(
             f"model: built for embeddings of width {model.embedding_dim} and {model.context_dim} "

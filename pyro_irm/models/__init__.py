@@ -7,7 +7,7 @@ arises from r and o), ``implicit`` (the four-group model), ``observed`` (naive a
 from pyro_irm._lazy import exported_names, lazy_exports
 
 _EXPORTS = {
-    "pyro_irm.models.base": ("FeedbackModel",),
+    "pyro_irm.models.base": ("FeedbackModel", "Rows"),
     "pyro_irm.models.channel": (
         "Channel",
         "LabelChannel",

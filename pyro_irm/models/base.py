@@ -8,6 +8,8 @@ over groups and the held-out ELBO, so every model is evaluated the same way.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import pyro
 import torch
 from pyro.nn import PyroModule
@@ -36,6 +38,53 @@ def gather_rows(
     if stored is not None:
         return torch.from_numpy(stored.rows(index.cpu().numpy())).to(device, non_blocking=True)
     return values[index.to(values.device)].to(device, non_blocking=True)
+
+
+@dataclass(frozen=True)
+class Rows:
+    """The row data a model reads, as one object: every row ``(N, ...)`` or a minibatch ``(B, ...)``.
+
+    Attributes:
+        embeddings: ``(N, D)`` text embeddings (possibly memory-mapped).
+        actions: ``(N,)`` one combined action, or ``(N, K)`` one column per channel (NaN: missing).
+        context: ``(N, C)`` engagement features, or None.
+        observed: ``(N,)`` the logged o of an observational log, or None (o latent).
+        users: ``(N,)`` user indices (-1 unknown), or None.
+        labels: ``(N,)`` explicit preference (NaN unlabelled) the fit uses, or None.
+    """
+
+    embeddings: torch.Tensor
+    actions: torch.Tensor
+    context: torch.Tensor | None = None
+    observed: torch.Tensor | None = None
+    users: torch.Tensor | None = None
+    labels: torch.Tensor | None = None
+
+    def __len__(self) -> int:
+        return self.embeddings.shape[0]
+
+    @property
+    def extras(self) -> dict[str, torch.Tensor]:
+        """The model's keyword row data it has: ``users``, ``labels``."""
+        return {k: v for k, v in (("users", self.users), ("labels", self.labels)) if v is not None}
+
+    def take(self, index: torch.Tensor | None, device: torch.device) -> Rows:
+        """The rows at ``index`` ``(B,)`` (all rows when None), on ``device``; memory-mapped
+        embeddings are read from their file."""
+        return Rows(*(gather_rows(getattr(self, name), index, device) for name in _ROW_FIELDS))
+
+    def with_embeddings(self, embeddings: torch.Tensor) -> Rows:
+        """These rows with other embeddings ``(N, D')`` (for example a fine-tuned encoder's)."""
+        return Rows(embeddings, *(getattr(self, name) for name in _ROW_FIELDS[1:]))
+
+    def group_log_joint(self, model: FeedbackModel) -> torch.Tensor:
+        """``model``'s :meth:`~FeedbackModel.group_log_joint` of these rows: ``(N, 4)``."""
+        return model.group_log_joint(
+            self.embeddings, self.actions, self.context, self.observed, **self.extras
+        )
+
+
+_ROW_FIELDS = ("embeddings", "actions", "context", "observed", "users", "labels")
 
 
 class FeedbackModel(PyroModule):

@@ -27,6 +27,7 @@ mean, 0. The reward never sees the user.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import pyro
 import pyro.distributions as dist
@@ -47,6 +48,9 @@ from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.networks import full_precision, reward_network
 from pyro_irm.models.propensity import PropensityNetwork, select_by_preference
 
+if TYPE_CHECKING:
+    from pyro_irm.data.feedback import FeedbackData
+
 USER_SITE = "user_engagement"
 LABEL_SITE = "label"
 
@@ -63,6 +67,18 @@ def propensity_input_dim(config: ModelConfig, embedding_dim: int, context_dim: i
     if config.propensity_features == "both":
         return embedding_dim + context_dim
     return embedding_dim
+
+
+def propensity_feature_index(config: ModelConfig, data: FeedbackData, name: str) -> int:
+    """Where ``data``'s context column ``name`` sits among g's input features ``(B, F)`` under
+    ``config.propensity_features`` (the features are the embedding, then the context)."""
+    if config.propensity_features == "embedding":
+        raise ValueError(
+            f"context column {name!r}: g reads the embedding alone under propensity_features="
+            "'embedding'; choose 'both' or 'context' for it to see the context"
+        )
+    column = data.context_index(name)
+    return column if config.propensity_features == "context" else data.embedding_dim + column
 
 
 def channel_feature_dim(config: ModelConfig, embedding_dim: int, context_dim: int) -> int:

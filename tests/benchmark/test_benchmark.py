@@ -183,3 +183,40 @@ def test_a_fit_that_diverges_is_scored_n_a_and_named_not_fatal(synthetic, monkey
     assert result.summary["upu"]["auc"]["mean"] == result.per_seed["upu"][1]["auc"]
     assert any("upu: the fit diverged in 1 of 2 seeds" in note for note in result.warnings)
     assert "upu" in format_table(result)
+
+
+def test_a_users_model_joins_the_benchmark_under_its_own_name(synthetic):
+    """Each seed builds a fresh model of the user's (here ImplicitRM with a narrower engagement
+    network), which its method's inference trains on that seed's rows; its row is scored as the
+    methods' are (the last seed's model reproduces it) and lands near ImplicitRM's."""
+    import torch
+
+    from pyro_irm.analysis import auc
+    from pyro_irm.benchmark import UserModel
+    from pyro_irm.models import ImplicitFeedbackModel, ModelConfig, PropensityNetwork
+    from pyro_irm.models.implicit import propensity_input_dim
+
+    built = []
+
+    def narrow(train):
+        width = propensity_input_dim(ModelConfig(), train.embedding_dim, train.context_dim)
+        propensity = PropensityNetwork(width, (16,), depends_on_preference=False)
+        model = ImplicitFeedbackModel(
+            train.embedding_dim, train.context_dim, ModelConfig(), propensity=propensity
+        )
+        built.append(model)
+        return built[-1]
+
+    config = BenchmarkConfig(methods=("naive", "implicitrm"), **QUICK)
+    result = run_benchmark(synthetic, config, user_models=[UserModel("narrow_g", "implicitrm", narrow)])
+    assert list(result.summary) == ["naive", "implicitrm", "narrow_g"] and len(built) == 2
+    assert built[0] is not built[1] and built[-1].propensity.hidden == (16,)
+    test = torch.from_numpy(np.ascontiguousarray(synthetic.test.embeddings))
+    probability = torch.sigmoid(built[-1].reward_logits(test)).detach().numpy()
+    assert result.per_seed["narrow_g"][-1]["auc"] == pytest.approx(
+        auc(synthetic.preference(synthetic.test), probability), abs=1e-9
+    )
+    summary = result.summary
+    assert abs(summary["narrow_g"]["auc"]["mean"] - summary["implicitrm"]["auc"]["mean"]) < 0.03
+    with pytest.raises(ValueError, match="taken"):
+        run_benchmark(synthetic, config, user_models=[UserModel("naive", "implicitrm", narrow)])

@@ -104,3 +104,26 @@ def test_propensity_and_prompt_ids_are_checked_and_subset():
     part = data.subset(torch.tensor([2, 0]))
     assert part.prompt_ids.tolist() == [9, 7] and part.propensity.tolist() == [1.0, 0.5]
     assert part.observed.tolist() == [1.0, 1.0]
+
+
+def test_context_columns_are_found_by_name_among_the_engagement_features():
+    from pyro_irm import LogSchema, ModelConfig, read_log
+    from pyro_irm.models.implicit import propensity_feature_index
+
+    rows = [
+        {"prompt": "p", "response": f"r{i}", "copied": i % 2, "length": i, "position": -i} for i in range(6)
+    ]
+    log = read_log(rows, LogSchema(actions=("copied",), context=("position", "length")))
+    data = log.to_feedback(np.zeros((6, 4), dtype=np.float32))
+    assert data.context_names == ("position", "length") and data.context_index("length") == 1
+    assert data.subset(torch.arange(3)).context_names == ("position", "length")
+    assert propensity_feature_index(ModelConfig(propensity_features="both"), data, "length") == 5
+    assert propensity_feature_index(ModelConfig(propensity_features="context"), data, "length") == 1
+    with pytest.raises(
+        ValueError, match=r"no column named 'dwell'; its columns are \['position', 'length'\]"
+    ):
+        data.context_index("dwell")
+    with pytest.raises(ValueError, match="reads the embedding alone"):
+        propensity_feature_index(ModelConfig(propensity_features="embedding"), data, "length")
+    with pytest.raises(ValueError, match="must name each of the 2 context column"):
+        FeedbackData(torch.zeros(6, 4), torch.zeros(6), context=torch.zeros(6, 2), context_names=("a", "a"))

@@ -147,3 +147,25 @@ def test_the_command_line_fine_tunes_saves_the_encoder_in_the_run_and_scores_wit
     assert not np.allclose(
         TextEncoder(run.encoder).encode(log.prompts[:5], log.responses[:5]), base, atol=1e-4
     )
+
+
+def test_a_users_model_is_fine_tuned_in_place_and_a_mismatched_one_refused(world, tmp_path):
+    """finetune takes a latent-group model of the user's (here with an engagement network of
+    another width): that object is trained and saved, and one built for another width is refused
+    before the encoder trains."""
+    from pyro_irm.models import ImplicitFeedbackModel, PropensityNetwork, RewardModel
+
+    log, encoder = world
+    channels = log.to_feedback(np.zeros((len(log), 32), dtype=np.float32)).channels
+    config = ModelConfig(reward_hidden=(32,))
+    model = ImplicitFeedbackModel(32, 0, config, channels, propensity=PropensityNetwork(32, (5,), True))
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    train = TrainConfig(max_epochs=2, batch_size=64, progress=False)
+    result = finetune(log, encoder, train, config, FinetuneConfig(mode="frozen"), model=model)
+    assert result.reward_model.model is model and result.history.epochs == 2
+    assert any(not torch.equal(before[k], v) for k, v in model.state_dict().items())
+    reloaded = RewardModel.load(result.reward_model.save(tmp_path / "model"))
+    assert reloaded.model.propensity.hidden == (5,)
+    wrong = ImplicitFeedbackModel(16, 0, config, channels)
+    with pytest.raises(ValueError, match="embeddings of width 16"):
+        finetune(log, encoder, train, config, FinetuneConfig(mode="frozen"), model=wrong)

@@ -137,6 +137,7 @@ def test_fit_selected_keeps_the_configuration_with_the_best_held_out_score(small
 def test_the_held_out_elbo_is_the_same_in_chunks_as_in_one_pass():
     """Validation scans its rows in chunks (65,536 by default); the sum cannot depend on the cut."""
     from pyro_irm.inference.objectives import heldout_elbo
+    from pyro_irm.models.base import Rows
     from pyro_irm.models.guides import StratificationGuide
 
     data = simulate(SimulationConfig(num_rows=300, embedding_dim=6, seed=4))
@@ -144,8 +145,9 @@ def test_the_held_out_elbo_is_the_same_in_chunks_as_in_one_pass():
     model, guide = result.reward_model.model, StratificationGuide(result.reward_model.model)
     index = torch.arange(250)
     for q in (None, guide):
-        whole = heldout_elbo(model, q, data.embeddings, data.actions, data.context, index)
-        chunked = heldout_elbo(model, q, data.embeddings, data.actions, data.context, index, chunk_rows=17)
+        rows = Rows(data.embeddings, data.actions, data.context)
+        whole = heldout_elbo(model, q, rows, index)
+        chunked = heldout_elbo(model, q, rows, index, chunk_rows=17)
         assert chunked == pytest.approx(whole, rel=1e-6)
 
 
@@ -199,3 +201,23 @@ def test_fit_on_cuda_moves_the_data_once_and_matches_cpu(small_data, precision):
     result = fit(small_data, TrainConfig(device="cuda", precision=precision, **FAST))
     gpu = result.reward_model.score(small_data.embeddings)
     assert torch.corrcoef(torch.stack([cpu, gpu.cpu()]))[0, 1] > 0.98
+
+
+def test_fit_selected_chooses_among_the_users_models_too(small_data):
+    """A candidate may be a model of the user's: it is trained in place and the chosen one is that
+    object, with the held-out score fit gives it."""
+    from pyro_irm import ModelConfig, fit_selected
+    from pyro_irm.models import ImplicitFeedbackModel
+
+    config = TrainConfig(inference="fused", max_epochs=4, progress=False)
+
+    def build(width):
+        torch.manual_seed(0)
+        return ImplicitFeedbackModel(8, small_data.context_dim, ModelConfig(reward_hidden=(width,)))
+
+    scores = [fit(small_data, config, model=build(w)).best_validation_score for w in (2, 64)]
+    candidates = [build(2), build(64)]
+    result, chosen = fit_selected(small_data, config, candidates)
+    assert scores[0] != scores[1]
+    assert chosen is candidates[int(np.argmax(scores))] and result.reward_model.model is chosen
+    assert result.best_validation_score == pytest.approx(max(scores), abs=1e-6)

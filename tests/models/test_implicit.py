@@ -9,6 +9,7 @@ from pyro.infer import TraceEnum_ELBO, config_enumerate
 
 from pyro_irm import ModelConfig
 from pyro_irm.inference.objectives import heldout_elbo
+from pyro_irm.models.base import Rows
 from pyro_irm.models import EmptyGuide, ImplicitFeedbackModel, StratificationGuide
 
 GROUPS = ("engaged_positive", "silent_positive", "engaged_negative", "silent_negative")
@@ -139,7 +140,7 @@ def test_guide_side_enumeration_equals_the_closed_form_elbo():
         dtype=torch.float64,
     )
     with torch.no_grad():
-        hand = heldout_elbo(model, guide, embeddings, actions, context, torch.arange(7))
+        hand = heldout_elbo(model, guide, Rows(embeddings, actions, context), torch.arange(7))
         exact = model.log_marginal(embeddings, actions, context).mean().item()
     assert abs(-loss.item() / 7 - hand) < 1e-10
     assert hand < exact  # an ELBO bounds the log-likelihood from below
@@ -153,7 +154,7 @@ def test_elbo_bound_is_tight_at_the_exact_posterior():
     # Make the guide's logits the model's log joint: then q is the exact posterior.
     guide.group_logits = lambda e, y, c, o=None: model.group_log_joint(e, y, c, o)
     with torch.no_grad():
-        bound = heldout_elbo(model, guide, embeddings, actions, context, torch.arange(7))
+        bound = heldout_elbo(model, guide, Rows(embeddings, actions, context), torch.arange(7))
         exact = model.log_marginal(embeddings, actions, context).mean().item()
     assert abs(bound - exact) < 1e-10
 
