@@ -24,8 +24,8 @@ demo: $(STAMP)
 DATA ?= ../shared/data
 UF := runs/uf
 real-text: $(STAMP)
-	$(BIN)/pyro-irm simulate --dataset ultrafeedback --sample train --out $(UF)/train.jsonl
-	$(BIN)/pyro-irm simulate --dataset ultrafeedback --sample eval --seed 1 --out $(UF)/test.jsonl
+	$(BIN)/pyro-irm simulate --dataset ultrafeedback --sample --out $(UF)/train.jsonl
+	$(BIN)/pyro-irm simulate --dataset ultrafeedback --sample --split eval --seed 1 --out $(UF)/test.jsonl
 	$(BIN)/pyro-irm embed $(UF)/train.jsonl --out $(UF)/train.npy
 	$(BIN)/pyro-irm embed $(UF)/test.jsonl --out $(UF)/test.npy
 	$(BIN)/pyro-irm fit $(UF)/train.jsonl --embeddings $(UF)/train.npy --method implicitrm --out $(UF)/implicitrm

@@ -61,12 +61,51 @@ def file_digests(directory: Path, folders: tuple[str, ...] = (MODEL_DIR, ENCODER
     for folder in folders:
         for path in sorted((directory / folder).rglob("*")):
             if path.is_file():
-                digest = hashlib.sha256()
-                with path.open("rb") as stream:
-                    while chunk := stream.read(1 << 22):
-                        digest.update(chunk)
-                digests[path.relative_to(directory).as_posix()] = digest.hexdigest()
+                digests[path.relative_to(directory).as_posix()] = file_sha256(path)
     return digests
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as stream:
+        while chunk := stream.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def log_identity(source: str) -> dict:
+    """Where a training log is and what it held: ``{"log": absolute path, "log_sha256": ...}`` for
+    a local file, ``{"log": source}`` for anything else (a hub name, rows in memory)."""
+    path = Path(source)
+    if not path.is_file():
+        return {"log": source, "log_sha256": None}
+    return {"log": str(path.resolve()), "log_sha256": file_sha256(path)}
+
+
+def training_log(run: Run) -> str:
+    """The log ``run`` was fit on, checked to be there and unchanged (a warning if it changed)."""
+    source = run.info.get("log")
+    if source is None:
+        raise ValueError(f"{run.directory}/run.json names no log; give one with --log")
+    path = Path(source)
+    recorded = run.info.get("log_sha256")
+    if recorded is None and not path.is_absolute() and not path.is_file():
+        raise FileNotFoundError(
+            f"{run.directory} was fit on {source}, a path relative to where `fit` ran (older runs "
+            "store it so); run this from there or give the log with --log"
+        )
+    if recorded is not None:
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{run.directory} was fit on {source}, which is no longer there; give the log with --log"
+            )
+        if file_sha256(path) != recorded:
+            logger.warning(
+                "%s has changed since %s was fit on it (its sha256 differs); it is read as it is now",
+                source,
+                run.name,
+            )
+    return source
 
 
 def verify_digests(directory: Path, recorded: dict[str, str] | None) -> None:
@@ -282,12 +321,17 @@ class Run:
 
 
 def schema_from_dict(values: dict) -> LogSchema:
+    """The :class:`LogSchema` of a run's ``run.json`` (JSON lists back to tuples; fields a run
+    written by an earlier version lacks keep their defaults, except that such a run refused empty
+    action cells)."""
     values = dict(values)
-    values["actions"] = tuple(values["actions"])
-    for key in ("negative_actions", "continuous_actions", "count_actions", "ordinal_actions"):
-        values[key] = tuple(values.get(key, ()))
-    values["context"] = tuple(values["context"])
-    values["action_thresholds"] = tuple((name, float(v)) for name, v in values["action_thresholds"])
+    values.setdefault("missing_actions", "refuse")
+
+    def tuples(value):
+        return tuple(tuples(v) for v in value) if isinstance(value, list) else value
+
+    values = {key: tuples(value) for key, value in values.items()}
+    values["action_thresholds"] = tuple((name, float(v)) for name, v in values.get("action_thresholds", ()))
     return LogSchema(**values)
 
 
@@ -313,15 +357,22 @@ def save_run(
     model_config: ModelConfig,
     encoder_info: dict,
     source: str,
+    read_settings: dict | None = None,
 ) -> Path:
-    """Write a run directory (see the module docstring), whole or not at all; returns it."""
+    """Write a run directory (see the module docstring), whole or not at all; returns it.
+    ``read_settings`` (``skip_bad_rows``, ``max_bad_fraction``): how the log was read, which the
+    commands on the run reuse."""
     target = Path(directory)
     with atomic_directory(target, marker=RUN_FILE) as directory:
-        _write_run(directory, result, log, embeddings, schema, model_config, encoder_info, source)
+        _write_run(
+            directory, result, log, embeddings, schema, model_config, encoder_info, source, read_settings
+        )
     return target
 
 
-def _write_run(directory, result, log, embeddings, schema, model_config, encoder_info, source) -> None:
+def _write_run(
+    directory, result, log, embeddings, schema, model_config, encoder_info, source, read_settings
+) -> None:
     result.reward_model.save(directory / MODEL_DIR)
     if getattr(result, "encoder", None) is not None:  # fine-tuned: the run keeps its own encoder
         result.save_encoder(directory / ENCODER_DIR)
@@ -333,7 +384,8 @@ def _write_run(directory, result, log, embeddings, schema, model_config, encoder
         "encoder": encoder_info.get("encoder"),
         "encoder_identity": encoder_info.get("identity"),
         "schema": asdict(schema),
-        "log": source,
+        **log_identity(source),
+        "read": read_settings,
         "rows": len(log),
         "device": result.device,
         "nuisance": result.nuisance_sources,

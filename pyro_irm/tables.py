@@ -1,4 +1,5 @@
-"""The one table formatter: a Markdown table, which reads on a terminal and renders in a report."""
+"""The one table formatter: a Markdown table, its columns padded to one width, so that it reads
+aligned on a terminal and renders in a report."""
 
 from __future__ import annotations
 
@@ -31,13 +32,19 @@ def markdown_table(
 ) -> str:
     """A Markdown table: ``header`` names the columns, each row is a sequence of cells (numbers get
     ``digits`` decimals). ``align`` is one character per column, 'l', 'r' or 'c'; by default the
-    first column is left-aligned and the others right-aligned. Ends with a newline."""
+    first column is left-aligned and the others right-aligned. Each column is padded to its widest
+    cell. Ends with a newline."""
     align = align or "l" + "r" * (len(header) - 1)
-    rules = {"l": "---", "r": "---:", "c": ":---:"}
-    lines = [
-        "| " + " | ".join(header) + " |",
-        "|" + "|".join(rules[a] for a in align) + "|",
-    ]
-    for row in rows:
-        lines.append("| " + " | ".join(format_cell(cell, digits) for cell in row) + " |")
+    cells = [list(map(str, header))] + [[format_cell(cell, digits) for cell in row] for row in rows]
+    widths = [max(3, *(len(row[k]) for row in cells)) for k in range(len(header))]
+
+    def padded(text: str, k: int) -> str:
+        return {"l": text.ljust, "r": text.rjust, "c": text.center}[align[k]](widths[k])
+
+    def rule(k: int) -> str:
+        dashes = "-" * widths[k]
+        return {"l": dashes, "r": dashes[:-1] + ":", "c": ":" + dashes[2:] + ":"}[align[k]]
+
+    lines = ["| " + " | ".join(padded(text, k) for k, text in enumerate(row)) + " |" for row in cells]
+    lines.insert(1, "| " + " | ".join(rule(k) for k in range(len(header))) + " |")
     return "\n".join(lines) + "\n"

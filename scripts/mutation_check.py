@@ -355,6 +355,15 @@ MUTATIONS = (
         "                builders[name](train)",
         ("tests/benchmark/test_benchmark.py::test_a_users_model_joins_the_benchmark_under_its_own_name",),
     ),
+    Mutation(
+        "ips-runaway-discards-the-fit",
+        "pyro_irm/estimators/weighting.py",
+        "    risk_unbounded_below: ClassVar[bool] = True",
+        "    risk_unbounded_below: ClassVar[bool] = False",
+        (
+            "tests/estimators/test_wiring.py::test_an_ips_risk_that_runs_away_below_zero_keeps_its_best_held_out_epoch",
+        ),
+    ),
 )
 
 

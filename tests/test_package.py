@@ -181,7 +181,7 @@ def test_the_table_formatter_keeps_counts_whole_and_rounds_floats():
     table = markdown_table(("group", "rows", "share"), [("a", 481, 0.12345), ("b", 0, float("nan"))])
     assert table.splitlines() == [
         "| group | rows | share |",
-        "|---|---:|---:|",
-        "| a | 481 | 0.123 |",
-        "| b | 0 | n/a |",
+        "| ----- | ---: | ----: |",
+        "| a     |  481 | 0.123 |",
+        "| b     |    0 |   n/a |",
     ]

@@ -117,11 +117,23 @@ def r2(targets, probabilities) -> float:
 def pairwise_accuracy(true_scores, predicted, groups) -> float:
     """Within each group (prompt), the share of row pairs with different true scores that
     ``predicted`` orders the same way; a tie in ``predicted`` counts one half. NaN without pairs."""
+    return _pairs(true_scores, predicted, groups)[0]
+
+
+def ranked_pairs(true_scores, groups) -> tuple[int, int]:
+    """``(pairs, groups)``: the row pairs with different true scores within a group, which
+    :func:`pairwise_accuracy` averages over, and the groups that hold any."""
+    _, pairs, with_pairs = _pairs(true_scores, np.zeros(len(_numpy(true_scores))), groups)
+    return pairs, with_pairs
+
+
+def _pairs(true_scores, predicted, groups) -> tuple[float, int, int]:
     true_scores, predicted = _numpy(true_scores), _numpy(predicted)
     _, group_index = np.unique(np.asarray(groups), return_inverse=True)
     order = np.argsort(group_index, kind="stable")
     boundaries = np.flatnonzero(np.diff(group_index[order])) + 1
     agree = pairs = 0.0
+    with_pairs = 0
     for rows in np.split(order, boundaries):
         if len(rows) < 2:
             continue
@@ -129,10 +141,11 @@ def pairwise_accuracy(true_scores, predicted, groups) -> float:
         predicted_diff = np.sign(predicted[rows, None] - predicted[None, rows])
         upper = np.triu(truth_diff != 0, k=1)
         pairs += upper.sum()
+        with_pairs += bool(upper.any())
         agree += np.where(predicted_diff == truth_diff, 1.0, np.where(predicted_diff == 0, 0.5, 0.0))[
             upper
         ].sum()
-    return float(agree / pairs) if pairs else float("nan")
+    return (float(agree / pairs) if pairs else float("nan")), int(pairs), with_pairs
 
 
 def label_metrics(labels, probabilities, prompt_ids=None, true_scores=None) -> dict[str, float]:
@@ -154,7 +167,9 @@ def label_metrics(labels, probabilities, prompt_ids=None, true_scores=None) -> d
     }
     if prompt_ids is not None:
         ranking = labels if true_scores is None else _numpy(true_scores)[keep]
-        metrics["pairwise_accuracy"] = pairwise_accuracy(ranking, probabilities, np.asarray(prompt_ids)[keep])
+        groups = np.asarray(prompt_ids)[keep]
+        metrics["pairwise_accuracy"] = pairwise_accuracy(ranking, probabilities, groups)
+        metrics["pairs"], metrics["prompts_with_pairs"] = ranked_pairs(ranking, groups)
     return metrics
 
 

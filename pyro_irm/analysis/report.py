@@ -43,6 +43,31 @@ def _mean(values: np.ndarray) -> float:
     return float(values.mean()) if len(values) else float("nan")
 
 
+# Below these counts a metric is shown with a warning: its sampling error is large.
+_FEW_ROWS, _FEW_PAIRS = 100, 30
+
+
+def _labelled_table(metrics: dict[str, float]) -> str:
+    """The label metrics, each beside the count it is computed from, flagged where that is few."""
+    rows, pairs = int(metrics["rows"]), int(metrics.get("pairs", 0))
+    shown: dict[str, object] = {}
+    for name, value in metrics.items():
+        if name in ("rows", "pairs", "prompts_with_pairs"):
+            continue
+        if name == "pairwise_accuracy":
+            prompts = int(metrics["prompts_with_pairs"])
+            basis = f"{pairs:,} pairs in {prompts:,} prompts"
+            few = pairs < _FEW_PAIRS
+            if not pairs:
+                shown[name] = "n/a (no prompt has two labelled responses that differ)"
+                continue
+        else:
+            basis, few = f"{rows:,} labelled rows", rows < _FEW_ROWS
+        text = "n/a" if value != value else f"{value:.4f}"
+        shown[name] = f"{text} ({basis}{'; few, so read it loosely' if few else ''})"
+    return markdown_table(("metric", "value"), shown.items())
+
+
 def _table(rows: dict[str, object]) -> str:
     return markdown_table(("", ""), rows.items(), digits=4)
 
@@ -113,7 +138,7 @@ def write_report(run, log: FeedbackLog, embeddings: np.ndarray, out: str | Path 
             if fitted
             else ""
         )
-        sections += ["\n## Against the explicit labels\n", caveat, _table(metrics)]
+        sections += ["\n## Against the explicit labels\n", caveat, _labelled_table(metrics)]
     if data.truth is not None:
         idata = to_inference_data(model, data, max_draws=20)  # diagnostics average over draws
         diagnostics = diagnose_inference_data(idata)

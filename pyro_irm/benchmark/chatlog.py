@@ -28,6 +28,7 @@ given several ``propensity_inputs``, each ImplicitRM variant what its propensity
 from __future__ import annotations
 
 import logging
+import sys
 import time
 import warnings
 from collections.abc import Callable
@@ -72,6 +73,7 @@ class ChatLogBenchmarkResult:
     description: str
     seconds: float
     rates: dict[str, float]
+    simulated: bool = True  # the actions were simulated (False: a user's own log)
 
 
 def available_variants(base: FeedbackData, has_truth: bool) -> tuple[str, ...]:
@@ -290,17 +292,14 @@ def compare_variants(
             metrics["reward_width"] = float(chosen.reward_hidden[0])
             metrics["propensity_features"] = chosen.propensity_features
             per_seed.setdefault(variant, []).append(metrics)
-            if progress:
-                logger.warning(
-                    "seed %d %-22s auc %.4f length bias %+.3f reward %s propensity %s (%.0f s)",
-                    seed,
-                    variant,
-                    metrics["auc"],
-                    metrics["length_bias"],
-                    chosen.reward_hidden,
-                    chosen.propensity_features,
-                    metrics["seconds"],
-                )
+            line = (
+                f"seed {seed + 1} of {config.seeds}: {variant:<22} auc {metrics['auc']:.4f} length bias "
+                f"{metrics['length_bias']:+.3f} reward {' '.join(map(str, chosen.reward_hidden))} "
+                f"propensity {chosen.propensity_features} ({metrics['seconds']:.0f} s)"
+            )
+            if progress:  # progress, on the terminal's error stream: not a warning
+                print(line, file=sys.stderr, flush=True)
+            logger.info(line)
     summary = {
         variant: {
             metric: {
@@ -317,6 +316,7 @@ def compare_variants(
         description=description,
         seconds=time.perf_counter() - started,
         rates={k: float(np.mean(v)) for k, v in rates.items()},
+        simulated=has_truth,
     )
 
 
@@ -328,4 +328,5 @@ def format_chatlog_table(result: ChatLogBenchmarkResult) -> str:
     )
     table = markdown_table(("variant", *CHATLOG_METRICS, "seconds"), rows)
     rates = ", ".join(f"{name} {rate:.1%}" for name, rate in result.rates.items())
-    return table + f"\nMean action rates of the simulated logs: {rates}.\n"
+    logs = "the simulated logs" if result.simulated else "the log"
+    return table + f"\nMean action rates of {logs}: {rates}.\n"

@@ -83,6 +83,12 @@ def format_table(result: BenchmarkResult) -> str:
                 f"Naive is at or beyond the oracle on {_LABELS[metric]} ({naive:.3f} against "
                 f"{oracle:.3f}): no gap to close."
             )
+        elif closed < 0:
+            implicitrm = summary["implicitrm"][metric]["mean"]
+            notes.append(
+                f"ImplicitRM is worse than naive on {_LABELS[metric]} ({implicitrm:.3f} against "
+                f"{naive:.3f}; the oracle {oracle:.3f}): it closes none of the gap."
+            )
         else:
             notes.append(
                 f"ImplicitRM closes {closed:.1%} of the {_LABELS[metric]} gap between naive and the "

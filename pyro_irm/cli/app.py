@@ -57,11 +57,21 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
         parents=[global_options(defaults=True)],
     )
+    parser.add_argument("--version", action="version", version=f"pyro-irm {_version()}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     parents = [global_options(defaults=False)]
     for command in COMMANDS:
         command.add_parser(commands, parents)
     return parser
+
+
+def _version() -> str:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version("pyro_irm")
+    except PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown (not installed)"
 
 
 def _interrupt_on_sigterm() -> None:

@@ -243,35 +243,49 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     parser.add_argument("--dataset", choices=DATASETS, help="data set (or --log)")
     parser.add_argument(
         "--log",
+        metavar="FILE",
         help="your own log with explicit labels on some rows: fit the chat-log variants on it and "
         "score them on the labelled rows of held-out prompts (map its columns with the log options)",
     )
-    parser.add_argument("--embeddings", help="--log: precomputed embeddings of its rows (pyro-irm embed)")
+    parser.add_argument(
+        "--embeddings", metavar="FILE", help="--log: precomputed embeddings of its rows (pyro-irm embed)"
+    )
     parser.add_argument(
         "--evaluation-fraction",
+        metavar="RATE",
         type=bounded(float, 0, 1, open_low=True),
         default=0.5,
         help="--log: share of prompts whose labelled rows are held out to evaluate (default: 0.5)",
     )
-    parser.add_argument("--data-file", help="the data set's (train) file; default: its hub copy")
+    parser.add_argument(
+        "--data-file", metavar="FILE", help="the data set's (train) file; default: its hub copy"
+    )
     parser.add_argument(
         "--sample",
         action="store_true",
         help="--dataset ultrafeedback: the sample bundled with pyro_irm (1,000 train and 200 test pairs)",
     )
     parser.add_argument(
-        "--test-file", help="its test split; without one, 20%% of the prompts are held out as the test split"
+        "--test-file",
+        metavar="FILE",
+        help="its test split; without one, 20%% of the prompts are held out as the test split",
     )
-    parser.add_argument("--limit", type=bounded(int, 1), help="read only the first N records of each file")
     parser.add_argument(
-        "--num-rows", type=bounded(int, 2), default=20_000, help="synthetic only: training rows"
+        "--limit", metavar="N", type=bounded(int, 1), help="read only the first N records of each file"
+    )
+    parser.add_argument(
+        "--num-rows", metavar="N", type=bounded(int, 2), default=20_000, help="synthetic only: training rows"
     )
     parser.add_argument(
         "--sweep", metavar="PARAM=V1,V2,...", help=f"repeat over values of one of {', '.join(SWEEPABLE)}"
     )
-    parser.add_argument("--out", help="directory for table.md, results.json and the PNG chart(s)")
+    parser.add_argument(
+        "--out", metavar="PATH", help="directory for table.md, results.json and the PNG chart(s)"
+    )
     parser.add_argument("--json", metavar="PATH", help="write {method: {metric: {mean, std}}} as JSON")
-    parser.add_argument("--config", help="TOML/JSON file with [benchmark], [model], [estimator], [encoder]")
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML/JSON file with [benchmark], [model], [estimator], [encoder]"
+    )
     add_dataclass_options(
         parser.add_argument_group("protocol"), BenchmarkConfig, "bench_", skip=("train", "simulation")
     )

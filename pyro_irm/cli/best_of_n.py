@@ -8,7 +8,7 @@ from pathlib import Path
 
 from pyro_irm.atomic import strict_json
 from pyro_irm.cli.common import EXIT_OK, add_cache_option, refuse_overwriting_inputs, run_embeddings, say
-from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
+from pyro_irm.cli.schema import add_schema_options, read_log_from_args, run_schema
 
 
 def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
@@ -23,8 +23,10 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     )
     parser.add_argument("run_dir", help="run directory written by `pyro-irm fit`")
     parser.add_argument("candidates", help="candidates: prompt and response columns, optional labels")
-    parser.add_argument("--out", help="where to write the picks (.jsonl, .csv, .parquet); default stdout")
-    parser.add_argument("--embeddings", help="precomputed embeddings of the candidates")
+    parser.add_argument(
+        "--out", metavar="PATH", help="where to write the picks (.jsonl, .csv, .parquet); default stdout"
+    )
+    parser.add_argument("--embeddings", metavar="FILE", help="precomputed embeddings of the candidates")
     add_cache_option(parser)
     add_schema_options(parser, actions=False)
     parser.set_defaults(handler=run)
@@ -44,7 +46,7 @@ def run(args: argparse.Namespace) -> int:
         },
     )
     run = Run.load(args.run_dir)
-    log = read_log_from_args(args, args.candidates, schema_from_args(args, actions=False))
+    log = read_log_from_args(args, args.candidates, run_schema(args, run, actions=False), run=run)
     embeddings = run_embeddings(run, log, args)
     rewards = run.reward_model.score(embeddings).numpy()
     quality = None

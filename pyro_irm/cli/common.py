@@ -77,7 +77,9 @@ def say(args: argparse.Namespace, message: str) -> None:
 
 def add_cache_option(parser) -> None:
     parser.add_argument(
-        "--cache-dir", help="embedding cache root (default: $PYRO_IRM_CACHE, else the user cache)"
+        "--cache-dir",
+        metavar="DIR",
+        help="embedding cache root (default: $PYRO_IRM_CACHE, else the user cache)",
     )
 
 

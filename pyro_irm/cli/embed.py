@@ -12,8 +12,10 @@ from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_f
 from pyro_irm.encoders.config import EncoderConfig
 
 
-def add_encoder_options(parser: argparse.ArgumentParser) -> None:
-    group = parser.add_argument_group("encoder (used when --embeddings is not given)")
+def add_encoder_options(
+    parser: argparse.ArgumentParser, title: str = "encoder (used when --embeddings is not given)"
+) -> None:
+    group = parser.add_argument_group(title)
     add_dataclass_options(
         group, EncoderConfig, "encoder_", rename={"model": "encoder"}, flag_prefix="encoder_"
     )
@@ -36,7 +38,9 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         "Rows already in the on-disk cache are not encoded again; an interrupted run resumes.",
     )
     parser.add_argument("log", help="log file, saved data set directory or hub name")
-    parser.add_argument("--out", required=True, help="output .npy (metadata goes beside it as .json)")
+    parser.add_argument(
+        "--out", metavar="PATH", required=True, help="output .npy (metadata goes beside it as .json)"
+    )
     parser.add_argument("--no-cache", action="store_true", help="encode everything and keep no cache")
     parser.add_argument(
         "--devices",
@@ -48,7 +52,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         "a one-process run (default: 1)",
     )
     add_schema_options(parser, actions=False, labels=False)
-    add_encoder_options(parser)
+    add_encoder_options(parser, "encoder")
     parser.set_defaults(handler=run)
 
 

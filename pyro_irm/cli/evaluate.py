@@ -8,7 +8,13 @@ import sys
 
 from pyro_irm.cli.common import EXIT_OK, add_cache_option, run_embeddings, write_json
 from pyro_irm.cli.options import bounded
-from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
+from pyro_irm.cli.schema import (
+    add_schema_options,
+    read_log_from_args,
+    read_settings,
+    run_schema,
+    schema_from_args,
+)
 
 ROW_COLUMNS = (
     ("auc", "AUC"),
@@ -39,21 +45,27 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         "bootstrap intervals; or, with --pairs, accuracy on chosen/rejected pairs.",
     )
     parser.add_argument("run_dirs", nargs="+", help="run directories written by `pyro-irm fit`")
-    parser.add_argument("--log", help="log with explicit labels (e.g. a held-out split)")
+    parser.add_argument("--log", metavar="FILE", help="log with explicit labels (e.g. a held-out split)")
     parser.add_argument(
         "--pairs",
+        metavar="FILE",
         help="chosen/rejected preference pairs instead (TRL, UltraFeedback binarized, hh-rlhf): "
         "accuracy as RewardBench computes it",
     )
-    parser.add_argument("--chosen-col", default="chosen", help="pairs: the chosen response's column")
-    parser.add_argument("--rejected-col", default="rejected", help="pairs: the rejected response's column")
+    parser.add_argument(
+        "--chosen-col", metavar="COLUMN", default="chosen", help="pairs: the chosen response's column"
+    )
+    parser.add_argument(
+        "--rejected-col", metavar="COLUMN", default="rejected", help="pairs: the rejected response's column"
+    )
     parser.add_argument(
         "--resamples",
+        metavar="N",
         type=bounded(int, 0),
         default=200,
         help="bootstrap resamples for the 95%% intervals (0: none)",
     )
-    parser.add_argument("--embeddings", help="precomputed embeddings of that log")
+    parser.add_argument("--embeddings", metavar="FILE", help="precomputed embeddings of that log")
     parser.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
     add_cache_option(parser)
     add_schema_options(parser, actions=False)
@@ -71,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
     from pyro_irm.runs import Run
 
     runs = [Run.load(directory) for directory in args.run_dirs]
-    log = read_log_from_args(args, args.log, schema_from_args(args, actions=False))
+    log = read_log_from_args(args, args.log, run_schema(args, runs[0], actions=False), run=runs[0])
     results = {}
     embedded = {}
     for run in runs:  # runs sharing an encoder share one encoding of the log
@@ -94,14 +106,15 @@ def _evaluate_pairs(args: argparse.Namespace) -> int:
     from pyro_irm.evaluation import evaluate_pairs
     from pyro_irm.runs import Run
 
+    settings = read_settings(args)
     pairs = read_pairs(
         args.pairs,
         prompt=schema_from_args(args, actions=False).prompt,
         chosen=args.chosen_col,
         rejected=args.rejected_col,
-        on_error="skip" if args.skip_bad_rows else "raise",
+        on_error="skip" if settings["skip_bad_rows"] else "raise",
         split=args.split,
-        max_bad_fraction=args.max_bad_fraction,
+        max_bad_fraction=settings["max_bad_fraction"] if settings["skip_bad_rows"] else None,
     )
     if pairs.report.dropped:
         print(pairs.report.summary(), file=sys.stderr)

@@ -24,7 +24,10 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     )
     parser.add_argument("run_dir", help="run directory written by `pyro-irm fit`")
     parser.add_argument(
-        "--out", required=True, help="directory to write (an earlier export there is replaced)"
+        "--out",
+        metavar="PATH",
+        required=True,
+        help="directory to write (an earlier export there is replaced)",
     )
     parser.add_argument(
         "--format",

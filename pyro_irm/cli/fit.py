@@ -7,7 +7,7 @@ import argparse
 from pyro_irm.cli.common import EXIT_OK, add_estimator_options, estimator_config, say
 from pyro_irm.cli.embed import add_encoder_options, encoder_config
 from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
-from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
+from pyro_irm.cli.schema import add_schema_options, read_log_from_args, read_settings, schema_from_args
 from pyro_irm.inference.config import HEAD_METHODS, FinetuneConfig, HeadConfig, TrainConfig
 from pyro_irm.models.config import ModelConfig
 
@@ -23,9 +23,11 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         "[encoder], [head] sections), then the defaults.",
     )
     parser.add_argument("log", help="log file, saved data set directory or hub name")
-    parser.add_argument("--out", required=True, help="run directory to write")
-    parser.add_argument("--embeddings", help="precomputed embeddings of this log (from `pyro-irm embed`)")
-    parser.add_argument("--config", help="TOML or JSON configuration file")
+    parser.add_argument("--out", metavar="PATH", required=True, help="run directory to write")
+    parser.add_argument(
+        "--embeddings", metavar="FILE", help="precomputed embeddings of this log (from `pyro-irm embed`)"
+    )
+    parser.add_argument("--config", metavar="FILE", help="TOML or JSON configuration file")
     parser.add_argument(
         "--bayesian-head",
         choices=HEAD_METHODS,
@@ -139,7 +141,17 @@ def _finish(args, file_config, result, log, embeddings, schema, model_config, en
             users=data.users,
             labels=data.labels if train_config.fit_labels else None,
         )
-    out = save_run(args.out, result, log, embeddings, schema, model_config, encoder_info, str(args.log))
+    out = save_run(
+        args.out,
+        result,
+        log,
+        embeddings,
+        schema,
+        model_config,
+        encoder_info,
+        str(args.log),
+        read_settings(args),
+    )
     history = result.history
     print(
         f"Wrote {out}: {result.method}, {history.epochs} epochs (kept {history.best_epoch + 1}), "

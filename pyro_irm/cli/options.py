@@ -78,20 +78,45 @@ def add_dataclass_options(
         else:
             default = field.default if field.default is not MISSING else None
         help_text = field.metadata.get("help", "")
-        if default is not None and default != ():
-            help_text += f" (default: {default})"
+        if default is not None and default != () and "(default" not in help_text:
+            help_text += f" (default: {shown_default(default)})"
         kwargs: dict[str, Any] = {"dest": prefix + field.name, "default": None, "help": help_text}
+        kwargs["metavar"] = field.metadata.get("metavar") or placeholder(field.name, annotation)
         if annotation is bool:
             kwargs["action"] = argparse.BooleanOptionalAction
+            del kwargs["metavar"]
         elif typing.get_origin(annotation) is tuple:
-            kwargs.update(nargs="+", type=typing.get_args(annotation)[0], metavar="N")
+            kwargs.update(nargs="+", type=typing.get_args(annotation)[0])
         elif (choices := _choices(annotation)) is not None:
             kwargs["choices"] = choices
+            kwargs.pop("metavar")  # argparse shows the choices
         elif "choices" in field.metadata:  # a registry's names, read when the parser is built
             kwargs["choices"] = field.metadata["choices"]()
+            kwargs.pop("metavar")
         else:
             kwargs["type"] = annotation if annotation in (int, float) else str
         parser.add_argument(flag, **kwargs)
+
+
+_RATE_WORDS = ("rate", "fraction", "eps", "probability", "dropout")
+
+
+def placeholder(name: str, annotation: Any) -> str:
+    """What a flag's value is, in ``--help``: ``N`` (a whole number), ``RATE`` (a share or
+    probability), ``X`` (another number), else the setting's own name (``DEVICE``, ``MODEL``)."""
+    item = typing.get_args(annotation)[0] if typing.get_origin(annotation) is tuple else annotation
+    if item is int:
+        return "N"
+    if item is float:
+        return "RATE" if any(word in name for word in _RATE_WORDS) else "X"
+    return name.rsplit("_", 1)[-1].upper() if name.endswith(("_dir", "_file", "_path")) else name.upper()
+
+
+def shown_default(value: Any) -> str:
+    """A default as a user types it: ``256 64`` for a tuple, not ``(256, 64)``."""
+    if isinstance(value, tuple):
+        return " ".join(map(str, value)) or "none"
+    return str(value)
 
 
 def dataclass_values(args: argparse.Namespace, cls: type, prefix: str) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 
 from pyro_irm.cli.common import EXIT_OK, add_cache_option, run_embeddings
-from pyro_irm.cli.schema import add_bad_fraction_option, read_log_from_args
+from pyro_irm.cli.schema import add_bad_row_options, read_log_from_args
 
 
 def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
@@ -18,24 +18,25 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         "groups against the truth (accuracy, confusion, reliability diagram).",
     )
     parser.add_argument("run_dir", help="run directory written by `pyro-irm fit`")
-    parser.add_argument("--log", help="log to report on (default: the run's training log)")
-    parser.add_argument("--embeddings", help="precomputed embeddings of that log")
-    parser.add_argument("--out", help="output directory (default: RUN_DIR/report)")
-    parser.add_argument("--skip-bad-rows", action="store_true", help="drop malformed rows (default: stop)")
-    add_bad_fraction_option(parser)
+    parser.add_argument(
+        "--log",
+        metavar="FILE",
+        help="log to report on (default: the run's training log, where it was at fit time)",
+    )
+    parser.add_argument("--embeddings", metavar="FILE", help="precomputed embeddings of that log")
+    parser.add_argument("--out", metavar="PATH", help="output directory (default: RUN_DIR/report)")
+    add_bad_row_options(parser)
     add_cache_option(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pyro_irm.analysis.report import write_report
-    from pyro_irm.runs import Run
+    from pyro_irm.runs import Run, training_log
 
     run = Run.load(args.run_dir)
-    source = args.log or run.info.get("log")
-    if source is None:
-        raise ValueError(f"{run.directory}/run.json names no log; give one with --log")
-    log = read_log_from_args(args, source, run.schema)
+    source = args.log or training_log(run)
+    log = read_log_from_args(args, source, run.schema, run=run)
     embeddings = run_embeddings(run, log, args)
     path = write_report(run, log, embeddings, args.out)
     print(f"Wrote {path}")

@@ -9,7 +9,7 @@ import typing
 from dataclasses import fields
 
 from pyro_irm.cli.options import bounded
-from pyro_irm.data.schema import LogSchema
+from pyro_irm.data.schema import LogFormatError, LogSchema
 
 _PARTS = ("actions", "labels")
 
@@ -31,10 +31,11 @@ def add_schema_options(parser: argparse.ArgumentParser, actions: bool = True, la
         shown = ", ".join(default) if isinstance(default, tuple) else default
         help_text = field.metadata["help"] + (f" (default: {shown})" if shown not in (None, "") else "")
         kwargs: dict = {"dest": "schema_" + field.name, "help": help_text}
+        kwargs["metavar"] = field.metadata.get("metavar", "COLUMN")
         if typing.get_origin(hints[field.name]) is tuple:
-            kwargs.update(action="append", metavar=field.metadata.get("metavar"))
+            kwargs["action"] = "append"
         elif field.name == "label_threshold":
-            kwargs["type"] = float
+            kwargs.update(type=float, metavar="X")
         elif "choices" in field.metadata:
             kwargs["choices"] = field.metadata["choices"]
         group.add_argument(field.metadata["flag"], **kwargs)
@@ -42,22 +43,52 @@ def add_schema_options(parser: argparse.ArgumentParser, actions: bool = True, la
 
 
 def add_read_options(parser) -> None:
-    parser.add_argument("--split", help="split of a Hugging Face data set (hub name or saved directory)")
+    parser.add_argument(
+        "--split", metavar="NAME", help="split of a Hugging Face data set (hub name or saved directory)"
+    )
+    add_bad_row_options(parser)
+
+
+def add_bad_row_options(parser) -> None:
     parser.add_argument(
         "--skip-bad-rows",
         action="store_true",
-        help="drop rows that do not fit the schema and report them (default: stop)",
+        default=None,
+        help="drop rows that do not fit the schema and report them (default: stop; a run's own "
+        "setting where the command reads a run)",
     )
-    add_bad_fraction_option(parser)
-
-
-def add_bad_fraction_option(parser) -> None:
     parser.add_argument(
         "--max-bad-fraction",
         type=bounded(float, 0, 1),
-        default=0.01,
-        help="with --skip-bad-rows, stop when more than this share of rows would be dropped (default: 0.01)",
+        metavar="RATE",
+        help=f"with --skip-bad-rows, stop when more than this share of rows would be dropped "
+        f"(default: {DEFAULT_MAX_BAD_FRACTION}, or the run's)",
     )
+
+
+DEFAULT_MAX_BAD_FRACTION = 0.01
+
+
+def read_settings(args: argparse.Namespace, run=None) -> dict:
+    """``{"skip_bad_rows", "max_bad_fraction"}``: the flags given, else the run's, else the defaults."""
+    stored = (run.info.get("read") or {}) if run is not None else {}
+    skip = args.skip_bad_rows if args.skip_bad_rows is not None else stored.get("skip_bad_rows", False)
+    limit = args.max_bad_fraction
+    if limit is None:
+        limit = stored.get("max_bad_fraction", DEFAULT_MAX_BAD_FRACTION)
+    return {"skip_bad_rows": bool(skip), "max_bad_fraction": float(limit)}
+
+
+def _policies(items: list[str]) -> tuple[tuple[str, str], ...]:
+    policies = []
+    for item in items:
+        name, sep, policy = item.partition("=")
+        if not sep or not name:
+            raise ValueError(
+                f"--missing {item!r}: expected COL=POLICY (for example dwell_seconds=marginalize)"
+            )
+        policies.append((name, policy.strip().lower()))
+    return tuple(policies)
 
 
 def _thresholds(items: list[str]) -> tuple[tuple[str, float], ...]:
@@ -73,13 +104,47 @@ def _thresholds(items: list[str]) -> tuple[tuple[str, float], ...]:
     return tuple(thresholds)
 
 
-def schema_from_args(args: argparse.Namespace, actions: bool = True, labels: bool = True) -> LogSchema:
-    """The :class:`LogSchema` the options describe; the parts a command does not read are empty."""
+def run_schema(args: argparse.Namespace, run, actions: bool = True, labels: bool = True) -> LogSchema:
+    """The schema ``run`` was fit with, as this command reads it (the parts it does not read
+    emptied), with each column flag given here overriding the run's, and a note saying so."""
+    parts = _read_parts(actions, labels)
+    given = schema_from_args(args, actions, labels, defaults=False)
+    values = {}
+    for field in fields(LogSchema):
+        part = field.metadata.get("part")
+        stored = getattr(run.schema, field.name)
+        if part is not None and part not in parts:
+            values[field.name] = field.default if "choices" in field.metadata else _empty(field)
+        elif field.name in given:
+            values[field.name] = given[field.name]
+            if given[field.name] != stored:
+                shown = ", ".join(map(str, stored)) if isinstance(stored, tuple) else stored
+                print(
+                    f"note: {field.metadata['flag']} overrides the column mapping {run.name} was fit "
+                    f"with ({shown or 'none'})",
+                    file=sys.stderr,
+                )
+        else:
+            values[field.name] = stored
+    return LogSchema(**values)
+
+
+def _empty(field):
+    return () if isinstance(field.default, tuple) else None
+
+
+def schema_from_args(
+    args: argparse.Namespace, actions: bool = True, labels: bool = True, defaults: bool = True
+):
+    """The :class:`LogSchema` the options describe; the parts a command does not read are empty.
+    With ``defaults=False``, only the fields whose flags were given, as a dict."""
     parts = _read_parts(actions, labels)
     values = {}
     for field in fields(LogSchema):
         part = field.metadata.get("part")
         if part is not None and part not in parts:
+            if not defaults:
+                continue
             # A column the command does not read is none; a setting (a policy) keeps its default.
             values[field.name] = () if isinstance(field.default, tuple) else None
             if "choices" in field.metadata:
@@ -90,22 +155,60 @@ def schema_from_args(args: argparse.Namespace, actions: bool = True, labels: boo
             continue
         if field.name == "action_thresholds":
             value = _thresholds(value)
+        elif field.name == "missing":
+            value = _policies(value)
         values[field.name] = tuple(value) if isinstance(value, list) else value
-    return LogSchema(**values)
+    if values.get("action_values") and getattr(args, "schema_actions", None) is None:
+        values["actions"] = ()  # the categorical columns are the channels; no 'action' column is implied
+    return LogSchema(**values) if defaults else values
 
 
-def read_log_from_args(args: argparse.Namespace, source: str, schema: LogSchema):
-    """Read a log as the command's options say. What was dropped is always reported, even with
-    --quiet: dropped rows are never silent."""
+def cli_fix(args: argparse.Namespace, kind: str) -> str:
+    """What to do about a log that does not fit, in the flags this command has."""
+    mapping = ["--prompt-col", "--response-col"]
+    if hasattr(args, "schema_actions"):
+        mapping += ["--action-col", "--action-values", "--missing"]
+    if hasattr(args, "schema_label"):
+        mapping.append("--label-col")
+    if kind == "columns":
+        return "Map the action columns (--action-col, --action-values, ...)"
+    if kind == "share":
+        needs = []
+        if hasattr(args, "schema_label_threshold"):
+            needs.append("a graded label needs --label-threshold")
+        if hasattr(args, "schema_actions"):
+            needs += ["counts need --action-threshold", "categories --action-values"]
+        shown = f" ({', '.join(needs)})" if needs else ""
+        return f"Check the column mapping{shown} or raise --max-bad-fraction"
+    return f"Fix the row, map the columns ({', '.join(mapping)}), or drop bad rows with --skip-bad-rows"
+
+
+def read_log_from_args(args: argparse.Namespace, source: str, schema: LogSchema, run=None):
+    """Read a log as the command's options say (for a command on a run, its bad-row settings
+    unless given here). What was dropped is always reported, even with --quiet: dropped rows are
+    never silent."""
     from pyro_irm.data.logs import read_log
 
-    log = read_log(
-        source,
-        schema,
-        on_error="skip" if args.skip_bad_rows else "raise",
-        split=getattr(args, "split", None),
-        max_bad_fraction=args.max_bad_fraction if args.skip_bad_rows else None,
-    )
-    if log.report.dropped or not getattr(args, "quiet", False):
+    settings = read_settings(args, run)
+    try:
+        log = read_log(
+            source,
+            schema,
+            on_error="skip" if settings["skip_bad_rows"] else "raise",
+            split=getattr(args, "split", None),
+            max_bad_fraction=settings["max_bad_fraction"] if settings["skip_bad_rows"] else None,
+        )
+    except LogFormatError as error:
+        if error.kind is None:
+            raise
+        raise LogFormatError(error.detail, cli_fix(args, error.kind), error.kind) from None
+    report = log.report
+    if (
+        report.dropped
+        or report.missing
+        or report.zero_filled
+        or report.left_out
+        or not getattr(args, "quiet", False)
+    ):
         print(log.report.summary(), file=sys.stderr)
     return log

@@ -9,7 +9,7 @@ from pathlib import Path
 from pyro_irm.atomic import strict_json
 from pyro_irm.cli.common import EXIT_OK, add_cache_option, refuse_overwriting_inputs, run_embeddings, say
 from pyro_irm.cli.options import bounded
-from pyro_irm.cli.schema import add_schema_options, read_log_from_args, schema_from_args
+from pyro_irm.cli.schema import add_schema_options, read_log_from_args, run_schema
 
 
 def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
@@ -22,8 +22,8 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     )
     parser.add_argument("run_dir", help="run directory written by `pyro-irm fit`")
     parser.add_argument("input", help="rows to score: a file with prompt and response columns")
-    parser.add_argument("--out", help="output file (.jsonl, .csv, .tsv, .parquet)")
-    parser.add_argument("--embeddings", help="precomputed embeddings of the input")
+    parser.add_argument("--out", metavar="PATH", help="output file (.jsonl, .csv, .tsv, .parquet)")
+    parser.add_argument("--embeddings", metavar="FILE", help="precomputed embeddings of the input")
     parser.add_argument("--with-text", action="store_true", help="copy prompt and response into the output")
     parser.add_argument(
         "--groups",
@@ -40,6 +40,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     )
     parser.add_argument(
         "--device",
+        metavar="DEVICE",
         default="cpu",
         help="where the reward model scores: 'cpu', 'cuda' or 'auto' (the encoder: --encoder-device "
         "at fit time; default cpu)",
@@ -78,9 +79,9 @@ def run(args: argparse.Namespace) -> int:
             f"--groups: {run.directory} is a {run.method} fit; only a latent-group model "
             "(implicitrm) has groups"
         )
-    # With --groups the run's own column mapping is read, so the rows' actions, context and users are too.
-    schema = run.schema if args.groups else schema_from_args(args, actions=False, labels=False)
-    log = read_log_from_args(args, args.input, schema)
+    # The run's column mapping (with --groups its actions, context and users too); flags override it.
+    schema = run_schema(args, run, actions=args.groups, labels=False)
+    log = read_log_from_args(args, args.input, schema, run=run)
     embeddings = run_embeddings(run, log, args)
     rewards = run.reward_model.score(embeddings).numpy()
     probability = 1.0 / (1.0 + np.exp(-rewards.astype(np.float64)))

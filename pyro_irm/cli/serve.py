@@ -24,19 +24,30 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         "--query-separator.",
     )
     parser.add_argument("run_dir", help="run directory written by `pyro-irm fit` (from text)")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
-    parser.add_argument("--port", type=bounded(int, 0, 65535), default=8000, help="port (default 8000)")
     parser.add_argument(
-        "--query-separator", help="split a bare query into prompt and response at its last SEP"
+        "--host", metavar="HOST", default="127.0.0.1", help="address to listen on (default 127.0.0.1)"
+    )
+    parser.add_argument(
+        "--port", metavar="PORT", type=bounded(int, 0, 65535), default=8000, help="port (default 8000)"
+    )
+    parser.add_argument(
+        "--query-separator",
+        metavar="TEXT",
+        help="split a bare query into prompt and response at its last SEP",
     )
     parser.add_argument(
         "--normalize", action="store_true", help="serve (reward - mean) / std of the training rows"
     )
     parser.add_argument(
-        "--max-batch-rows", type=bounded(int, 1), default=256, help="most rows scored together (default 256)"
+        "--max-batch-rows",
+        metavar="N",
+        type=bounded(int, 1),
+        default=256,
+        help="most rows scored together (default 256)",
     )
     parser.add_argument(
         "--max-wait-ms",
+        metavar="MS",
         type=bounded(float, 0),
         default=5.0,
         help="how long a request waits for others to batch with",
@@ -55,7 +66,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         help=f"require 'Authorization: Bearer KEY' on every request (default: ${API_KEY_VARIABLE} if set, "
         "else none). The variable keeps the key out of the process list",
     )
-    parser.add_argument("--device", default="cpu", help="'cpu', 'cuda' or 'auto'")
+    parser.add_argument("--device", metavar="DEVICE", default="cpu", help="'cpu', 'cuda' or 'auto'")
     parser.set_defaults(handler=run)
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from dataclasses import replace
 
 from pyro_irm.cli.common import EXIT_OK, say
 from pyro_irm.cli.options import (
@@ -37,17 +38,28 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     )
     parser.add_argument("--dataset", required=True, choices=sorted(PREFERENCE_SETS), help="data set format")
     parser.add_argument(
-        "--data-file", help="local file or saved directory in the data set's format (default: its hub copy)"
+        "--data-file",
+        metavar="FILE",
+        help="local file or saved directory in the data set's format (default: its hub copy)",
     )
     parser.add_argument(
         "--sample",
-        choices=("train", "eval"),
-        help="the UltraFeedback sample bundled with pyro_irm (1,000 or 200 pairs; --dataset ultrafeedback)",
+        action="store_true",
+        help="--dataset ultrafeedback: the sample bundled with pyro_irm (--split train: 1,000 pairs, the "
+        "default; --split eval: 200 pairs), as `benchmark --sample` reads it",
     )
-    parser.add_argument("--split", help="split to read (hub or saved directory)")
-    parser.add_argument("--limit", type=bounded(int, 1), help="read only the first N source rows")
-    parser.add_argument("--out", required=True, help="output log (.jsonl, .csv, .tsv or .parquet)")
-    parser.add_argument("--config", help="TOML/JSON file with [simulation] and [chatlog] sections")
+    parser.add_argument(
+        "--split", metavar="NAME", help="split to read (hub, saved directory, or the sample: train or eval)"
+    )
+    parser.add_argument(
+        "--limit", metavar="N", type=bounded(int, 1), help="read only the first N source rows"
+    )
+    parser.add_argument(
+        "--out", metavar="PATH", required=True, help="output log (.jsonl, .csv, .tsv or .parquet)"
+    )
+    parser.add_argument(
+        "--config", metavar="FILE", help="TOML/JSON file with [simulation] and [chatlog] sections"
+    )
     parser.add_argument(
         "--skip-bad-rows", action="store_true", help="drop malformed rows and report them (default: stop)"
     )
@@ -56,6 +68,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         SimulationConfig,
         "sim_",
         skip=_FROM_THE_DATA,
+        defaults=replace(SimulationConfig(), propensity_form="alpha_power"),
     )
     add_dataclass_options(
         parser.add_argument_group("chat log (--setting chatlog)"),
@@ -80,16 +93,17 @@ def run(args: argparse.Namespace) -> int:
     overrides.setdefault("propensity_form", "alpha_power")
     config = build_config(SimulationConfig, file_config.get("simulation"), overrides, "[simulation]")
     data_file = args.data_file
-    if args.sample is not None:
+    split = args.split
+    if args.sample:
         if args.dataset != "ultrafeedback" or data_file is not None:
             raise ValueError(
                 "--sample is the bundled UltraFeedback sample: use it with --dataset ultrafeedback alone"
             )
-        data_file = ultrafeedback_sample(args.sample)
+        data_file, split = ultrafeedback_sample(split or "train"), None
     scored = load_preference_set(
         args.dataset,
         data_file,
-        split=args.split,
+        split=split,
         on_error="skip" if args.skip_bad_rows else "raise",
         limit=args.limit,
     )

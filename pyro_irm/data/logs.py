@@ -63,16 +63,22 @@ class LoadReport:
     rows_read: int
     dropped: tuple[DroppedRow, ...] = ()
     missing: tuple[tuple[str, int], ...] = ()  # (channel, empty cells) of kept rows, marginalized
+    zero_filled: tuple[tuple[str, int], ...] = ()  # (column, empty cells read as 0) of kept rows
+    left_out: tuple[tuple[str, int], ...] = ()  # (column, rows left out for an empty cell there)
 
     @property
     def rows_kept(self) -> int:
-        return self.rows_read - len(self.dropped)
+        return self.rows_read - len(self.dropped) - sum(count for _, count in self.left_out)
 
     def summary(self) -> str:
         text = f"{self.source}: read {self.rows_read} rows, kept {self.rows_kept}"
-        if self.missing:
-            cells = ", ".join(f"{name} {count}" for name, count in self.missing)
-            text += f"; empty action cells, left out of their rows' likelihood: {cells}"
+        for counts, what in (
+            (self.missing, "empty action cells, left out of their rows' likelihood"),
+            (self.zero_filled, "empty action cells read as 0 (--missing COL=zero)"),
+            (self.left_out, "rows left out for an empty action cell (--missing COL=drop-row)"),
+        ):
+            if counts:
+                text += f"; {what}: " + ", ".join(f"{name} {count}" for name, count in counts)
         if not self.dropped:
             return text
         reasons = Counter(f"{d.field}: {d.reason}" for d in self.dropped)
@@ -264,8 +270,8 @@ class RowProblem(Exception):
 
 
 _FIX_LOG_ROW = (
-    "Fix the row, map the column with the schema (--prompt-col, --action-col, ...), or skip bad rows "
-    "(on_error='skip', --skip-bad-rows)"
+    "Fix the row, map the columns with the schema (LogSchema(prompt=..., actions=..., action_values=..., "
+    "missing=...)), or skip bad rows (read_log(..., on_error='skip'))"
 )
 
 
@@ -274,7 +280,9 @@ def drop_or_raise(
 ) -> None:
     """Stop at a bad row naming source, row and field (``on_error="raise"``), or record its drop."""
     if on_error == "raise":
-        raise LogFormatError(f"{name}, row {row}, field {problem.field!r}: {problem.reason}. {fix}") from None
+        raise LogFormatError(
+            f"{name}, row {row}, field {problem.field!r}: {problem.reason}", fix, "row"
+        ) from None
     dropped.append(DroppedRow(row, problem.field, problem.reason))
 
 
@@ -286,12 +294,16 @@ def checked_report(
     if max_bad_fraction is not None and rows_read and len(dropped) > max_bad_fraction * rows_read:
         raise LogFormatError(
             f"{name}: {len(dropped)} of {rows_read} rows ({len(dropped) / rows_read:.1%}) do not fit the "
-            f"schema, more than the {max_bad_fraction:.1%} allowed ({report.summary()}). {fix}"
+            f"schema, more than the {max_bad_fraction:.1%} allowed ({report.summary()})",
+            fix,
+            "share",
         )
     return report
 
 
-def _number(record: dict, name: str, required: bool) -> float | None:
+def _number(record: dict, name: str, required: bool, words: Words | None = None) -> float | None:
+    """A cell as a number; None for an empty one (a row problem where ``required``). With
+    ``words`` (a 0/1 column), the schema's yes/no words are read as 1 and 0."""
     if name not in record or record[name] is None:
         if required:
             raise RowProblem(name, "is missing")
@@ -301,8 +313,10 @@ def _number(record: dict, name: str, required: bool) -> float | None:
         return float(value)
     if isinstance(value, str):
         text = value.strip().lower()
-        if text in ("true", "false"):
-            return float(text == "true")
+        if words is not None and text in words.true:
+            return 1.0
+        if words is not None and text in words.false:
+            return 0.0
         if text in ("", "nan", "null", "none"):
             if required:
                 raise RowProblem(name, "is empty")
@@ -310,9 +324,9 @@ def _number(record: dict, name: str, required: bool) -> float | None:
         try:
             value = float(text)
         except ValueError:
-            raise RowProblem(name, f"{_shorten(repr(value))} is not a number") from None
+            raise RowProblem(name, _not_a_number(value, words)) from None
     if not isinstance(value, int | float):
-        raise RowProblem(name, f"{_shorten(repr(value))} is not a number")
+        raise RowProblem(name, _not_a_number(value, words))
     try:
         value = float(value)
     except OverflowError:
@@ -326,27 +340,91 @@ def _number(record: dict, name: str, required: bool) -> float | None:
     return value
 
 
+@dataclass(frozen=True)
+class Words:
+    """The texts a 0/1 column reads as 1 and as 0 (lower case)."""
+
+    true: frozenset[str]
+    false: frozenset[str]
+
+    @classmethod
+    def of(cls, schema: LogSchema) -> Words:
+        return cls(
+            frozenset(w.strip().lower() for w in schema.true_values),
+            frozenset(w.strip().lower() for w in schema.false_values),
+        )
+
+
+def _not_a_number(value, words: Words | None) -> str:
+    shown = _shorten(repr(value))
+    if words is None:
+        return f"{shown} is not a number"
+    return (
+        f"{shown} is not 0/1, a number or a yes/no word (read as 1: {', '.join(sorted(words.true))}; as 0: "
+        f"{', '.join(sorted(words.false))}); --true-values/--false-values add words, and --action-values "
+        "maps a column of categories (e.g. thumbs=up:positive,down:negative)"
+    )
+
+
 def _shorten(text: str, limit: int = 40) -> str:
     """``text`` cut to ``limit`` characters, saying how long it was: a 400-digit value stays readable."""
     return text if len(text) <= limit else f"{text[:limit]}... ({len(text)} characters)"
 
 
-def _row_actions(record: dict, schema: LogSchema, thresholds: dict[str, float]) -> list[float]:
-    """A row's value of every channel, in channel order; NaN for an empty cell where the schema
-    marginalizes missing actions. A value outside its channel's domain is a row problem."""
-    required = schema.missing_actions == "refuse"
-    values = []
-    for spec in schema.channels:
-        value = _number(record, spec.name, required)
+class _DropRow(Exception):
+    """A row left out because an action column's missing-value policy says so (not a bad row)."""
+
+    def __init__(self, column: str):
+        super().__init__(column)
+        self.column = column
+
+
+def _row_actions(
+    record: dict, schema: LogSchema, thresholds: dict[str, float], words: Words
+) -> tuple[list[float], list[str]]:
+    """A row's value of every channel, in channel order, and the columns whose empty cell was read
+    as 0; an empty cell as its column's missing policy says (NaN: marginalized). A value outside
+    its channel's domain is a row problem."""
+    values, zeroed = [], []
+    for spec in schema.channels[: len(schema.action_columns)]:
+        policy = schema.missing_policy(spec.name)
+        binary = spec.kind == "binary"
+        value = _number(record, spec.name, policy == "refuse", words if binary else None)
         if value is None:
-            values.append(float("nan"))
+            if policy == "drop-row":
+                raise _DropRow(spec.name)
+            values.append(0.0 if policy == "zero" else float("nan"))
+            if policy == "zero":
+                zeroed.append(spec.name)
             continue
-        if spec.kind == "binary":
+        if binary:
             value = _binary(spec.name, value, thresholds.get(spec.name), "counts or durations")
         elif (why := spec.domain.problem(value, spec)) is not None:
             raise RowProblem(spec.name, f"{value:g}: {why}")
         values.append(value)
-    return values
+    for column, roles in schema.value_maps.items():
+        values.extend(_categorical(record, column, roles))
+    return values, zeroed
+
+
+def _categorical(record: dict, column: str, roles: dict[str, str]) -> list[float]:
+    """One 0/1 per mapped value with a channel (positive or negative): 1 for the cell's value; all
+    0 for an empty cell or a value mapped to 'none'."""
+    value = record.get(column)
+    text = "" if value is None or (isinstance(value, float) and math.isnan(value)) else str(value)
+    text = text.strip().lower()
+    if text in ("", "nan", "null", "none") and text not in roles:
+        chosen = None
+    elif text in roles:
+        chosen = text
+    else:
+        accepted = ", ".join(f"{v} ({r})" for v, r in roles.items())
+        raise RowProblem(
+            column,
+            f"{_shorten(repr(value))} is not a value --action-values maps for {column!r} (it maps "
+            f"{accepted}; an empty cell is neither); add it, e.g. {column}=...,{text or 'VALUE'}:none",
+        )
+    return [float(v == chosen) for v, role in roles.items() if role != "none"]
 
 
 def _binary(name: str, value: float, threshold: float | None, what: str) -> float:
@@ -419,6 +497,7 @@ def read_log(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     thresholds = schema.thresholds
+    words = Words.of(schema)
     prompts: list[str] = []
     prompt_turns: list[list[dict] | None] = []
     responses: list[str] = []
@@ -433,14 +512,19 @@ def read_log(
     user_ids: list[str | None] = []
     rows: list[int] = []
     dropped: list[DroppedRow] = []
+    left_out: Counter[str] = Counter()  # rows left out by a drop-row policy, by column
+    zero_filled: Counter[str] = Counter()  # empty cells read as 0 by a zero policy, by column
     rows_read = 0
+    first_columns: set[str] = set()
     for row, record in iter_records(source, split):
         rows_read += 1
+        if not first_columns and isinstance(record, dict):
+            first_columns = set(record)
         try:
             if isinstance(record, ParseError):
                 raise RowProblem(record.field, record.reason)
             prompt, response, turns = _row_texts(record, schema)
-            row_actions = _row_actions(record, schema, thresholds)
+            row_actions, zeroed = _row_actions(record, schema, thresholds, words)
             user_id = None
             if schema.user is not None:
                 user_id = record.get(schema.user)
@@ -451,14 +535,14 @@ def read_log(
                 user_id = user_key(user_id)
             label = float("nan")
             if schema.label is not None:
-                value = _number(record, schema.label, False)
+                value = _number(record, schema.label, False, words)
                 if value is not None:
                     label = _binary(schema.label, value, schema.label_threshold, "graded labels")
             row_context = [_number(record, name, True) for name in schema.context]
             row_observed = row_propensity = float("nan")
             if schema.observed is not None:
                 row_observed = _binary(
-                    schema.observed, _number(record, schema.observed, True), None, "observation"
+                    schema.observed, _number(record, schema.observed, True, words), None, "observation"
                 )
                 if row_observed == 0.0 and max(row_actions[: len(schema.actions)], default=0.0) == 1.0:
                     raise RowProblem(
@@ -483,6 +567,10 @@ def read_log(
         except RowProblem as problem:
             drop_or_raise(problem, name, row, on_error, dropped, _FIX_LOG_ROW)
             continue
+        except _DropRow as drop:
+            left_out[drop.column] += 1
+            continue
+        zero_filled.update(zeroed)
         prompts.append(prompt)
         prompt_turns.append(turns)
         responses.append(response)
@@ -500,15 +588,27 @@ def read_log(
         rows_read,
         dropped,
         max_bad_fraction,
-        "Check the column mapping (a graded label needs --label-threshold, counts need "
-        "--action-threshold) or raise --max-bad-fraction",
+        "Check the column mapping (a graded label needs LogSchema(label_threshold=...), counts need "
+        "action_thresholds, categories action_values) or raise max_bad_fraction",
     )
     if not responses:
         raise LogFormatError(f"{name}: no usable rows ({report.summary()})")
-    action_table = np.asarray(actions, dtype=np.float32).reshape(len(responses), len(schema.action_columns))
+    action_table = np.asarray(actions, dtype=np.float32).reshape(len(responses), len(schema.channels))
     empty = np.isnan(action_table).sum(axis=0)
+    for spec, count in zip(schema.channels, empty, strict=True):
+        if count == len(responses):  # a wrong mapping, not missing cells
+            raise LogFormatError(
+                f"{name}: action column {spec.name!r} is empty or absent in all {count} rows kept; the "
+                f"log's columns are {sorted(first_columns)}",
+                "Map the action columns (LogSchema(actions=..., action_values=...))",
+                "columns",
+            )
+    channel_names = [spec.name for spec in schema.channels]
     report = replace(
-        report, missing=tuple((c, int(n)) for c, n in zip(schema.action_columns, empty, strict=True) if n)
+        report,
+        missing=tuple((c, int(n)) for c, n in zip(channel_names, empty, strict=True) if n),
+        zero_filled=tuple(zero_filled.items()),
+        left_out=tuple(left_out.items()),
     )
     label_array = np.asarray(labels, dtype=np.float32)
     truth = None
@@ -519,7 +619,7 @@ def read_log(
         prompts=prompts,
         responses=responses,
         actions=action_table,
-        action_names=schema.action_columns,
+        action_names=tuple(spec.name for spec in schema.channels),
         channels=schema.channels,
         user_ids=user_ids if schema.user is not None else None,
         labels=label_array if np.isfinite(label_array).any() else None,

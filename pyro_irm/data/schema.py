@@ -7,9 +7,22 @@ from dataclasses import dataclass, field
 
 from pyro_irm.channels import ChannelSpec
 
+MISSING_POLICIES = ("marginalize", "zero", "drop-row", "refuse")
+VALUE_ROLES = ("positive", "negative", "none")
+TRUE_WORDS = ("true", "t", "yes", "y", "on")
+FALSE_WORDS = ("false", "f", "no", "n", "off")
+
 
 class LogFormatError(ValueError):
-    """A log row that does not fit the schema; the message names the file, row and field."""
+    """A log row that does not fit the schema; the message names the file, row and field.
+
+    ``detail`` is what is wrong; ``fix`` what to do, in the Python API's terms, and ``kind`` which
+    advice it is ('row': one bad row, 'share': too many dropped), so a command line can give the
+    same advice in its own flags."""
+
+    def __init__(self, detail: str, fix: str | None = None, kind: str | None = None):
+        super().__init__(detail if fix is None else f"{detail}. {fix}")
+        self.detail, self.fix, self.kind = detail, fix, kind
 
 
 @dataclass(frozen=True)
@@ -69,14 +82,54 @@ class LogSchema:
             "help": "rating column, 1 to LEVELS (default 5): an ordered-logistic channel; repeatable",
         },
     )
+    action_values: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "flag": "--action-values",
+            "part": "actions",
+            "metavar": "COL=VALUE:ROLE,...",
+            "help": "a categorical feedback column read as channels, ROLE positive, negative or none: "
+            "thumbs=up:positive,down:negative makes the channels thumbs=up (+) and thumbs=down (-); an "
+            "empty cell is neither; any other value is a bad row; repeatable",
+        },
+    )
     missing_actions: str = field(
-        default="refuse",
+        default="marginalize",
         metadata={
             "flag": "--missing-actions",
             "part": "actions",
-            "choices": ("refuse", "marginalize"),
-            "help": "an empty action cell: 'refuse' the row (a bad row), or 'marginalize': leave that "
-            "channel out of that row's likelihood, exactly, and count it",
+            "metavar": "POLICY",
+            "choices": MISSING_POLICIES,
+            "help": "an empty action cell, for columns without their own --missing: 'marginalize' "
+            "(that channel is left out of that row's likelihood, exactly), 'zero' (no action), "
+            "'drop-row' (the row is left out) or 'refuse' (a bad row); counted either way",
+        },
+    )
+    missing: tuple[tuple[str, str], ...] = field(
+        default=(),
+        metadata={
+            "flag": "--missing",
+            "part": "actions",
+            "metavar": "COL=POLICY",
+            "help": "what an empty cell of action column COL means, as --missing-actions "
+            "(e.g. dwell_seconds=marginalize, copied=zero); repeatable",
+        },
+    )
+    true_values: tuple[str, ...] = field(
+        default=TRUE_WORDS,
+        metadata={
+            "flag": "--true-values",
+            "metavar": "WORD",
+            "help": "cell texts read as 1 in 0/1 columns (actions, label, observed), any case; "
+            "repeatable, replaces the default",
+        },
+    )
+    false_values: tuple[str, ...] = field(
+        default=FALSE_WORDS,
+        metadata={
+            "flag": "--false-values",
+            "metavar": "WORD",
+            "help": "cell texts read as 0 in 0/1 columns, any case; repeatable, replaces the default",
         },
     )
     action_thresholds: tuple[tuple[str, float], ...] = field(
@@ -154,13 +207,16 @@ class LogSchema:
                 f"action thresholds name {sorted(unknown)}, which are not binary action columns "
                 "(--action-col or --negative-action-col)"
             )
-        if self.missing_actions not in ("refuse", "marginalize"):
-            raise ValueError(
-                f"missing_actions must be 'refuse' or 'marginalize', got {self.missing_actions!r}"
-            )
         for item in self.ordinal_actions:
             _ordinal(item)
-        names = list(self.action_columns)
+        for item in self.action_values:
+            parse_value_map(item)
+        words = [w.strip().lower() for w in (*self.true_values, *self.false_values)]
+        both = sorted({w for w in words if words.count(w) > 1})
+        if both:
+            raise ValueError(f"--true-values and --false-values both name {both}; a word means one of them")
+        self._check_missing()
+        names = list(self.source_columns)
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"action columns {repeated} are declared more than once")
@@ -177,9 +233,41 @@ class LogSchema:
                 "drop it from --context-col"
             )
 
+    def _check_missing(self) -> None:
+        policies = [("--missing-actions", self.missing_actions)]
+        policies += [(f"--missing {column}", policy) for column, policy in self.missing]
+        for flag, policy in policies:
+            if policy not in MISSING_POLICIES:
+                choices = ", ".join(MISSING_POLICIES)
+                raise ValueError(f"{flag}: {policy!r} is not a policy; choose one of {choices}")
+        kinds = {spec.name: spec.kind for spec in self.channels if spec.name in self.action_columns}
+        for column, policy in self.missing:
+            if column not in kinds:
+                raise ValueError(
+                    f"--missing {column}={policy}: {column!r} is not an action column "
+                    f"({', '.join(self.action_columns) or 'none declared'})"
+                )
+            if policy == "zero" and kinds[column] == "ordinal":
+                raise ValueError(f"--missing {column}=zero: a rating of 1 to LEVELS has no zero")
+
+    def missing_policy(self, column: str) -> str:
+        """What an empty cell of action column ``column`` means (:data:`MISSING_POLICIES`)."""
+        return dict(self.missing).get(column, self.missing_actions)
+
+    @property
+    def value_maps(self) -> dict[str, dict[str, str]]:
+        """``{column: {value: role}}`` of the categorical columns (``--action-values``)."""
+        return dict(parse_value_map(item) for item in self.action_values)
+
+    @property
+    def source_columns(self) -> tuple[str, ...]:
+        """Every column the actions are read from: :attr:`action_columns`, then each categorical one."""
+        return (*self.action_columns, *self.value_maps)
+
     @property
     def action_columns(self) -> tuple[str, ...]:
-        """Every action column, in channel order: positive, negative, continuous, count, ordinal."""
+        """Every action column read as one channel, in channel order: positive, negative,
+        continuous, count, ordinal (the categorical columns' channels follow in :attr:`channels`)."""
         ordinal = tuple(_ordinal(item)[0] for item in self.ordinal_actions)
         return (
             *self.actions,
@@ -198,11 +286,41 @@ class LogSchema:
             *(ChannelSpec(name, "positive", "continuous") for name in self.continuous_actions),
             *(ChannelSpec(name, "positive", "count") for name in self.count_actions),
             *(ChannelSpec(name, "positive", "ordinal", n) for name, n in map(_ordinal, self.ordinal_actions)),
+            *(
+                ChannelSpec(f"{column}={value}", role)
+                for column, roles in self.value_maps.items()
+                for value, role in roles.items()
+                if role != "none"
+            ),
         )
 
     @property
     def thresholds(self) -> dict[str, float]:
         return dict(self.action_thresholds)
+
+
+def parse_value_map(item: str) -> tuple[str, dict[str, str]]:
+    """``(column, {value: role})`` of a declaration ``COL=VALUE:ROLE,VALUE:ROLE``."""
+    column, sep, pairs = item.partition("=")
+    example = "thumbs=up:positive,down:negative"
+    if not sep or not column.strip() or not pairs.strip():
+        raise ValueError(f"--action-values {item!r}: expected COL=VALUE:ROLE,... (for example {example})")
+    roles: dict[str, str] = {}
+    for pair in pairs.split(","):
+        value, sep, role = pair.rpartition(":")
+        value, role = value.strip(), role.strip().lower()
+        if not sep or not value:
+            raise ValueError(f"--action-values {item!r}: {pair!r} is not VALUE:ROLE (for example {example})")
+        if role not in VALUE_ROLES:
+            raise ValueError(
+                f"--action-values {item!r}: role {role!r} of {value!r} is not one of {', '.join(VALUE_ROLES)}"
+            )
+        if value.lower() in roles:
+            raise ValueError(f"--action-values {item!r}: the value {value!r} is mapped twice")
+        roles[value.lower()] = role
+    if all(role == "none" for role in roles.values()):
+        raise ValueError(f"--action-values {item!r}: no value is positive or negative, so it has no channel")
+    return column.strip(), roles
 
 
 def _ordinal(item: str) -> tuple[str, int]:

@@ -68,7 +68,9 @@ class Estimator:
     # labels, is fit by enumerating its groups (or an amortized guide) and scores posterior groups.
     # Everything that depends on this asks the estimator, never its name.
     latent_groups: ClassVar[bool] = False
-    # Its risk estimate is unbounded below (uPU): a value below zero means it overfit, not diverged.
+    # Its risk estimate is unbounded below (uPU; implicit IPS, whose weight 1 - y / p is negative on
+    # acted rows): a training risk running away below zero means it overfit, not diverged, and
+    # the fit keeps its best held-out epoch.
     risk_unbounded_below: ClassVar[bool] = False
 
     def needs(self, setting: Setting, config: EstimatorConfig) -> frozenset[str]:

@@ -32,6 +32,7 @@ class InversePropensity(Estimator):
     """IPS with the configured propensity, clipped at ``propensity_clip``."""
 
     family: ClassVar[Family] = "loss"
+    risk_unbounded_below: ClassVar[bool] = True  # the implicit loss weighs l(0) by 1 - y / p < 0
 
     def needs(self, setting: Setting, config: EstimatorConfig) -> frozenset[str]:
         return frozenset({"propensity"})

@@ -21,6 +21,15 @@ from pyro_irm.inference.result import FitHistory
 logger = logging.getLogger(__name__)
 
 
+class StopTraining(Exception):
+    """Raised by a trainer's epoch to end training there: the loop keeps the best epoch so far
+    (saying why, with ``reason``), or, without one, raises ``fallback`` instead."""
+
+    def __init__(self, reason: str, fallback: Exception):
+        super().__init__(reason)
+        self.reason, self.fallback = reason, fallback
+
+
 class Trainer(Protocol):
     """What the loop needs from a fit."""
 
@@ -57,7 +66,8 @@ def run_epochs(
     """Train from ``state`` (a new fit without it) for ``config.max_epochs`` epochs at most,
     stopping after ``config.patience`` epochs without a held-out gain above ``config.min_delta``.
 
-    ``after_epoch(epoch, state)`` runs after every epoch (a checkpoint). Returns the final state;
+    ``after_epoch(epoch, state)`` runs after every epoch (a checkpoint). A trainer may end training
+    inside an epoch by raising :class:`StopTraining`. Returns the final state;
     ``state.best_state`` is the snapshot of the best epoch (None without held-out rows: then the
     last epoch is the one kept, and ``history.best_epoch`` says so).
     """
@@ -75,7 +85,17 @@ def run_epochs(
         if history.stopped_early:  # a resumed fit that had already stopped
             break
         started = time.perf_counter()
-        history.train_loss.append(trainer.train_epoch(epoch))
+        try:
+            history.train_loss.append(trainer.train_epoch(epoch))
+        except StopTraining as stop:
+            if state.best_state is None:
+                raise stop.fallback from None
+            logger.warning(
+                "%s; training stopped in epoch %d, and the best held-out epoch, %d, is kept",
+                stop.reason, epoch + 1, history.best_epoch + 1,
+            )  # fmt: skip
+            history.stopped_early = True
+            break
         history.epoch_seconds.append(time.perf_counter() - started)
         value = trainer.validation_score()
         if value is None:

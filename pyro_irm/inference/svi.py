@@ -19,7 +19,7 @@ from pyro_irm.estimators import build_model, check_setting, get_estimator
 from pyro_irm.estimators.nuisance import EstimatorConfig, Nuisance, estimate_nuisance
 from pyro_irm.inference.checkpoint import checkpoint_path, identity, load_checkpoint, save_checkpoint
 from pyro_irm.inference.config import TrainConfig
-from pyro_irm.inference.loop import LoopState, run_epochs
+from pyro_irm.inference.loop import LoopState, StopTraining, run_epochs
 from pyro_irm.inference.objectives import build_guide, build_objective
 from pyro_irm.inference.result import FitHistory, FitResult
 from pyro_irm.models.base import FeedbackModel
@@ -296,9 +296,16 @@ class _StepTrainer:
                 continue
             self.first_loss = loss if self.first_loss is None else self.first_loss
             if _diverged(loss, self.first_loss):
-                raise FitDivergedError(
+                error = FitDivergedError(
                     _divergence_message(loss, self.first_loss, epoch, step, config, self.start_epoch)
                 )
+                if (
+                    get_estimator(config.method).risk_unbounded_below
+                    and loss < 0
+                    and len(self.validation_index)
+                ):
+                    raise StopTraining(_overfit_reason(loss, config), error)  # the best epoch stands
+                raise error
             if self.scaler is None:
                 self.step_optimizer.step()
             else:
@@ -529,6 +536,13 @@ def _diverged(loss: float, first_loss: float) -> bool:
     return abs(loss) > _DIVERGENCE_FACTOR * max(abs(first_loss), 1.0)
 
 
+def _overfit_reason(loss: float, config: TrainConfig) -> str:
+    return (
+        f"{config.method}: the training risk ran away below zero ({loss:.4g} per row), which its unbiased "
+        "risk allows once the network overfits the rows (nnpu's risk, for one, stays non-negative)"
+    )
+
+
 def _divergence_message(
     loss: float, first_loss: float, epoch: int, step: int, config: TrainConfig, start_epoch: int
 ) -> str:
@@ -542,10 +556,11 @@ def _divergence_message(
         )
     if get_estimator(config.method).risk_unbounded_below and loss < 0:
         return (
-            f"uPU's risk ran away below zero at epoch {epoch + 1}, step {step} ({loss:.4g} per row): the "
-            f"network has overfit the unlabelled rows, which uPU's unbounded risk allows. No weights "
-            f"were written; {saved}. Use method 'nnpu' (its risk stays non-negative), fewer epochs or "
-            "a smaller network"
+            f"{config.method}'s risk ran away below zero at epoch {epoch + 1}, step {step} ({loss:.4g} per "
+            f"row), before any held-out epoch could be kept: the network has overfit, which its unbounded "
+            f"risk allows. No weights were written; {saved}. Hold out rows to choose the epoch "
+            "(validation_fraction), use fewer epochs or a smaller network (or, for upu, method 'nnpu', "
+            "whose risk stays non-negative)"
         )
     return (
         f"the fit diverged at epoch {epoch + 1}, step {step}: the loss per row is {loss:.4g} (it "

@@ -113,4 +113,4 @@ def test_benchmark_command_on_a_users_own_log(tmp_path, ultrafeedback_rows, caps
     summary = json.loads((out / "results.json").read_text())["summary"]
     assert {"naive", "naive_no_negative", "implicitrm_channels", "implicitrm_users"} <= summary.keys()
     assert "oracle" not in summary
-    assert "| implicitrm_users |" in capsys.readouterr().out
+    assert "| implicitrm_users " in capsys.readouterr().out

@@ -69,7 +69,7 @@ MALFORMED = [
     json.dumps({"prompt": "ok", "response": "fine", "action": 1}),
     "{not json",
     json.dumps({"response": "no prompt", "action": 0}),
-    json.dumps({"prompt": "p", "response": "r", "action": "yes"}),
+    json.dumps({"prompt": "p", "response": "r", "action": "maybe"}),
     json.dumps({"prompt": "p", "response": "r", "action": 2}),
     json.dumps({"prompt": "p", "response": 7, "action": 0}),
     json.dumps({"prompt": "p", "response": "r", "action": 0, "label": "good"}),
@@ -79,7 +79,11 @@ MALFORMED = [
 
 @pytest.mark.parametrize(
     ("row", "field", "reason"),
-    [(2, "(row)", "not valid JSON"), (3, "prompt", "is missing"), (4, "action", "'yes' is not a number")],
+    [
+        (2, "(row)", "not valid JSON"),
+        (3, "prompt", "is missing"),
+        (4, "action", "'maybe' is not 0/1, a number or a yes/no word"),
+    ],
 )
 def test_the_first_bad_row_stops_reading_with_file_row_and_field(tmp_path, row, field, reason):
     lines = [MALFORMED[0], *[MALFORMED[row - 1]]] if row > 2 else MALFORMED[:2]

@@ -1,7 +1,7 @@
 """The training loop fit and finetune share: early stopping, the best epoch's state, resuming."""
 
 from pyro_irm.inference.config import TrainConfig
-from pyro_irm.inference.loop import LoopState, run_epochs
+from pyro_irm.inference.loop import LoopState, StopTraining, run_epochs
 
 
 class _Scripted:
@@ -47,8 +47,9 @@ def test_without_held_out_rows_the_last_epoch_is_kept_and_every_epoch_runs():
 def test_a_resumed_loop_starts_after_the_saved_epoch_and_hooks_every_epoch():
     config = TrainConfig(max_epochs=6, patience=10, progress=False)
     seen = []
-    first = run_epochs(_Scripted(range(6)), TrainConfig(max_epochs=3, patience=10, progress=False),
-                       description="test", after_epoch=lambda e, s: seen.append((e, s.next_epoch)))  # fmt: skip
+    three = TrainConfig(max_epochs=3, patience=10, progress=False)
+    hook = lambda e, s: seen.append((e, s.next_epoch))  # noqa: E731
+    first = run_epochs(_Scripted(range(6)), three, description="test", after_epoch=hook)
     assert seen == [(0, 1), (1, 2), (2, 3)] and first.next_epoch == 3
     trainer = _Scripted(range(6))
     resumed = run_epochs(trainer, config, LoopState(**vars(first)), description="test")
@@ -59,3 +60,28 @@ def test_a_resumed_loop_starts_after_the_saved_epoch_and_hooks_every_epoch():
     trainer = _Scripted(range(20))
     run_epochs(trainer, TrainConfig(max_epochs=20, progress=False), stopped, description="test")
     assert trainer.trained == []  # a fit that had stopped early does not go on
+
+
+class _RunsAway(_Scripted):
+    """Raises StopTraining in epoch ``at``."""
+
+    def __init__(self, scores, at):
+        super().__init__(scores)
+        self.at = at
+
+    def train_epoch(self, epoch):
+        if epoch == self.at:
+            raise StopTraining("the risk ran away", ValueError("no epoch to keep"))
+        return super().train_epoch(epoch)
+
+
+def test_a_trainer_that_stops_keeps_the_best_epoch_or_raises_without_one(caplog):
+    import pytest
+
+    config = TrainConfig(max_epochs=10, patience=10, progress=False)
+    with caplog.at_level("WARNING", logger="pyro_irm"):
+        state = run_epochs(_RunsAway([1.0, 3.0, 2.0, 9.0], at=3), config, description="test")
+    assert state.best_state == {"epoch": 1} and state.history.stopped_early
+    assert state.history.epochs == 3 and "the best held-out epoch, 2, is kept" in caplog.text
+    with pytest.raises(ValueError, match="no epoch to keep"):
+        run_epochs(_RunsAway([], at=2), config, description="test")  # no held-out rows: nothing kept

@@ -61,8 +61,8 @@ def test_the_schema_reads_every_kind_and_counts_empty_cells(tmp_path, capsys):
     (tmp_path / "log.csv").write_text("\n".join(lines) + "\n")
     schema = dict(actions=("copied",), ordinal_actions=("stars:5",), count_actions=("reactions",))
     with pytest.raises(LogFormatError, match=r"row \d+, field 'stars': is empty"):
-        read_log(tmp_path / "log.csv", LogSchema(**schema))
-    log = read_log(tmp_path / "log.csv", LogSchema(**schema, missing_actions="marginalize"))
+        read_log(tmp_path / "log.csv", LogSchema(**schema, missing_actions="refuse"))
+    log = read_log(tmp_path / "log.csv", LogSchema(**schema))  # empty cells are marginalized by default
     assert [c.kind for c in log.channels] == ["binary", "count", "ordinal"] and log.channels[2].levels == 5
     empty = int(np.isnan(rating).sum())
     assert log.report.missing == (("stars", empty),) and f"stars {empty}" in log.report.summary()

@@ -9,8 +9,8 @@ from pyro.infer import TraceEnum_ELBO, config_enumerate
 
 from pyro_irm import ModelConfig
 from pyro_irm.inference.objectives import heldout_elbo
-from pyro_irm.models.base import Rows
 from pyro_irm.models import EmptyGuide, ImplicitFeedbackModel, StratificationGuide
+from pyro_irm.models.base import Rows
 
 GROUPS = ("engaged_positive", "silent_positive", "engaged_negative", "silent_negative")
 
