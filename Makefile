@@ -49,8 +49,8 @@ sweep: $(STAMP)
 	$(BIN)/pyro-irm benchmark --dataset synthetic --num-rows 10000 --seeds 3 --propensity-form logistic --methods naive ips relmf causalrm implicitrm oracle --sweep feature_strength=0,1,2,3,4 --out runs/benchmark/sweep-feature-strength
 
 test: $(STAMP)
-	$(BIN)/ruff check pyro_irm tests benchmarks scripts
-	$(BIN)/ruff format --check pyro_irm tests benchmarks scripts
+	$(BIN)/ruff check pyro_irm tests benchmarks scripts examples
+	$(BIN)/ruff format --check pyro_irm tests benchmarks scripts examples
 	$(BIN)/python -m pytest
 
 benchmark: $(STAMP)

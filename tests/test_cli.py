@@ -1,6 +1,7 @@
 import contextlib
 import csv
 import json
+import re
 
 import numpy as np
 import pytest
@@ -152,6 +153,9 @@ def test_simulate_embed_fit_score_evaluate_on_real_text(tmp_path, ultrafeedback_
     text = (report / "report.md").read_text()
     assert "## Posterior groups against the simulated truth" in text and "| engaged_positive " in text
     assert "![training curve](../elbo.png)" in text and "## Against the explicit labels" in text
+    # each label metric stands beside what it is computed from, and few rows say so
+    assert re.search(r"\| pairwise_accuracy \| +[0-9.]+ \([1-9][0-9,]* pairs in [1-9][0-9,]* prompts", text)
+    assert re.search(r"\| auc +\| +[0-9.]+ \([0-9,]+ labelled rows(; few, so read it loosely)?\)", text)
     for png in ("reward_by_action.png", "group_confusion.png", "group_reliability.png"):
         assert (report / png).read_bytes()[:4] == b"\x89PNG"
 

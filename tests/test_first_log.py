@@ -1,19 +1,19 @@
-"""A user's own log, the first time: a chat product's export (CSV, JSONL or Parquet) with a thumbs
+"""A user's own log, the first time: a chat product's export (examples/chat_export.csv, written also
+as JSONL and Parquet) with a thumbs
 column of up/down/empty, a true/false copy column, a yes/no regenerate column and some empty dwell
 cells fits with one command and no hand edits; every command on the run then reads the log with
 the run's own column mapping; and each message a first user met says what to do, in flags the
 command has."""
 
+import csv
 import json
 import os
+from pathlib import Path
 
-import numpy as np
 import pytest
 
 from pyro_irm.cli import main
 
-GOOD = "clear correct concise helpful accurate thorough".split()
-BAD = "vague wrong rambling unhelpful confusing broken".split()
 FIT_FLAGS = [
     "--prompt-col", "question", "--response-col", "answer", "--user-col", "user",
     "--action-col", "copied", "--negative-action-col", "regenerated",
@@ -21,28 +21,13 @@ FIT_FLAGS = [
 ]  # fmt: skip
 
 
-def export_rows(rows: int = 300, seed: int = 0) -> list[dict]:
-    """Rows as a product exports them: empty thumbs for no vote, text booleans, empty dwell cells."""
-    rng = np.random.default_rng(seed)
-    records = []
-    for i in range(rows):
-        preferred, engaged = rng.random() < 0.5, rng.random() < 0.6
-        words = [*rng.choice(GOOD if preferred else BAD, 3), *rng.choice(GOOD + BAD, 2)]
-        vote = ""
-        if engaged and rng.random() < 0.5:
-            vote = "up" if preferred == (rng.random() < 0.85) else "down"
-        dwell = "" if rng.random() < 0.1 else f"{rng.gamma(2.0, 20.0 if preferred else 8.0):.1f}"
-        records.append({
-            "conversation_id": f"c{i // 2}",
-            "user": f"u{rng.integers(12)}",
-            "question": f"question {i // 2}",
-            "answer": " ".join(words),
-            "thumbs": vote,
-            "copied": "true" if engaged and rng.random() < (0.7 if preferred else 0.1) else "false",
-            "regenerated": "yes" if engaged and rng.random() < (0.1 if preferred else 0.5) else "no",
-            "seconds_on_page": dwell,
-        })  # fmt: skip
-    return records
+EXAMPLE = Path(__file__).resolve().parents[1] / "examples" / "chat_export.csv"
+
+
+def export_rows(rows: int = 300) -> list[dict]:
+    """The first ``rows`` of the example export the README uses (examples/chat_export.csv)."""
+    with EXAMPLE.open(newline="") as stream:
+        return list(csv.DictReader(stream))[:rows]
 
 
 def write_export(path, records) -> str:
@@ -140,8 +125,9 @@ def test_each_message_a_first_user_met_now_says_what_to_do(tmp_path, cache, caps
     odd = write_export(tmp_path / "odd.csv", maybe)
     err = _fails(["fit", odd, *common[1:], "--action-col", "copied"], capsys)
     assert "row 4, field 'copied': 'sure' is not 0/1" in err and "read as 1: on, t, true, y, yes" in err
-    fit_words = ["fit", odd, *common[1:], "--action-col", "copied", "--user-col", "user", "--true-values", "true", "--true-values",
-                 "sure", "--max-epochs", "1", "--cache-dir", cache, "-q"]  # fmt: skip
+    words = ["--true-values", "true", "--true-values", "sure"]
+    fit_words = ["fit", odd, *common[1:], "--action-col", "copied", "--user-col", "user", *words,
+                 "--max-epochs", "1", "--cache-dir", cache, "-q"]  # fmt: skip
     assert main(fit_words) == 0, capsys.readouterr().err
 
     # an empty dwell cell: marginalized by default; refused on request, naming --missing

@@ -92,11 +92,14 @@ def run(args: argparse.Namespace) -> int:
             embedded[key] = run_embeddings(run, log, args)
         name = run.name if run.name not in results else str(run.directory)
         results[name] = evaluate_run(run, log, embedded[key], resamples=args.resamples)
-    rows = next(iter(results.values()))["rows"]
+    first = next(iter(results.values()))
+    rows, pairs, prompts = first["rows"], first.get("pairs", 0), first.get("prompts_with_pairs", 0)
+    few = " (few: read these loosely)" if rows < 100 or pairs < 30 else ""
     explanation = (
-        f"P(preferred) against the explicit labels of {rows:,} rows of {args.log}. Pairwise accuracy "
-        "ranks pairs of responses to one prompt; length bias is the reward's rank correlation with "
-        "log length minus the truth's (0: no more length-driven than quality)."
+        f"P(preferred) against the explicit labels of {rows:,} rows of {args.log}{few}. Pairwise "
+        f"accuracy ranks the {pairs:,} pairs of responses to one prompt whose scores differ (in "
+        f"{prompts:,} prompts); length bias is the reward's rank correlation with log length minus "
+        "the truth's (0: no more length-driven than quality)."
     )
     return _report(args, results, ROW_COLUMNS, explanation)
 

@@ -93,12 +93,25 @@ def run(args: argparse.Namespace) -> int:
         )
     embeddings, encoder_info = embeddings_for(log, args.embeddings, encoder, args.cache_dir, not args.quiet)
     rates = ", ".join(
-        f"{name} {values.mean():.1%}" if channel.kind == "binary" else f"{name} mean {values.mean():.3g}"
+        _channel_rate(name, channel, values)
         for name, channel, values in zip(log.action_names, log.channels, log.actions.T, strict=True)
     )
     say(args, f"Fitting {train_config.method} on {len(log):,} rows ({rates}).")
     result = fit_log(log, embeddings, train_config, model_config, estimators)
     return _finish(args, file_config, result, log, embeddings, schema, model_config, encoder_info)
+
+
+def _channel_rate(name, channel, values) -> str:
+    """``copied 21.7%`` or ``seconds_on_page mean 31.2 (34 empty)``: over the cells that hold a value."""
+    import numpy as np
+
+    present = values[~np.isnan(values)]
+    empty = f" ({len(values) - len(present)} empty)" if len(present) < len(values) else ""
+    if not len(present):
+        return f"{name}: every cell empty"
+    if channel.kind == "binary":
+        return f"{name} {present.mean():.1%}{empty}"
+    return f"{name} mean {present.mean():.3g}{empty}"
 
 
 def _fit_with_encoder(args, file_config, log, schema, train_config, model_config, encoder) -> int:

@@ -82,7 +82,9 @@ class StratificationGuide(PyroModule):
             channel.transform(actions[:, k].to(embeddings.dtype))
             for k, channel in enumerate(self._model.channels)
         ]
-        parts = [embeddings, torch.stack(transformed, dim=-1)]
+        # An empty cell (NaN) reads as 0 here; the model's own likelihood, added to the logits,
+        # leaves that channel out exactly (group_logits).
+        parts = [embeddings, torch.nan_to_num(torch.stack(transformed, dim=-1), nan=0.0)]
         if context is not None:
             parts.insert(1, context)
         return torch.cat(parts, dim=-1)

@@ -221,3 +221,14 @@ def test_a_users_model_joins_the_benchmark_under_its_own_name(synthetic):
     assert abs(summary["narrow_g"]["auc"]["mean"] - summary["implicitrm"]["auc"]["mean"]) < 0.03
     with pytest.raises(ValueError, match="taken"):
         run_benchmark(synthetic, config, user_models=[UserModel("naive", "implicitrm", narrow)])
+
+
+def test_a_method_below_naive_is_called_worse_than_naive_not_a_negative_gap(quick_result):
+    """The notes say 'worse than naive' where ImplicitRM's mean is below naive's, never 'closes -174%'."""
+    per_seed = {m: [dict(r) for r in runs] for m, runs in quick_result.per_seed.items()}
+    for run in per_seed["implicitrm"]:
+        run["auc"] = min(r["auc"] for r in per_seed["naive"]) - 0.1
+    worse = replace(quick_result, per_seed=per_seed)
+    assert worse.gap_closed("implicitrm", "auc") < 0
+    table = format_table(worse)
+    assert "ImplicitRM is worse than naive on AUC" in table and "closes -" not in table

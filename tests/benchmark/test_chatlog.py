@@ -107,10 +107,13 @@ def test_benchmark_command_on_a_users_own_log(tmp_path, ultrafeedback_rows, caps
     out = tmp_path / "bench"
     code = main(
         ["benchmark", "--log", str(log), *flags, "--seeds", "1", "--chatlog-max-epochs", "3",
-         "--encoder-max-length", "64", "--out", str(out), "--quiet"]
+         "--encoder-max-length", "64", "--out", str(out)]
     )  # fmt: skip
     assert code == 0
     summary = json.loads((out / "results.json").read_text())["summary"]
     assert {"naive", "naive_no_negative", "implicitrm_channels", "implicitrm_users"} <= summary.keys()
     assert "oracle" not in summary
-    assert "| implicitrm_users " in capsys.readouterr().out
+    printed = capsys.readouterr()
+    assert "| implicitrm_users " in printed.out and "Mean action rates of the log:" in printed.out
+    # per-seed progress is progress, not a warning
+    assert "seed 1 of 1: naive " in printed.err and "WARNING" not in printed.err
