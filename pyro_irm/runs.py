@@ -413,6 +413,13 @@ def _write_run(
             "rows_per_second": result.rows_per_second,
         }
     }
+    check = getattr(result, "identification", None)
+    if check is not None:
+        metrics["identification"] = {
+            "note": "does the data decide the preference/engagement split? (held-out rows; "
+            "pyro_irm.inference.identification)",
+            **check.to_dict(),
+        }
     if log.has_labels:
         from pyro_irm.analysis.metrics import label_metrics  # scikit-learn: only where labels are
 

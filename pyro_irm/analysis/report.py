@@ -68,6 +68,29 @@ def _labelled_table(metrics: dict[str, float]) -> str:
     return markdown_table(("metric", "value"), shown.items())
 
 
+def _identification(check: dict) -> str:
+    """The identification check's figures (pyro_irm.inference.identification) and its verdict."""
+    rows = [
+        (name, check["context_r2"][name], check["context_information"][name]) for name in check["context_r2"]
+    ]
+    table = markdown_table(
+        ("context column", "R^2 from the embedding", "nats per row of its own"), rows, digits=4
+    )
+    if check["other_evidence"]:
+        verdict = "Besides the context: " + ", ".join(check["other_evidence"]) + "."
+    elif check.get("assumed"):
+        verdict = "Decided by assumption: " + ", ".join(check["assumed"]) + "."
+    elif check["identified"]:
+        verdict = "The context carries enough of its own variation to decide the split."
+    else:
+        verdict = (
+            "**Not decided:** the fit chose a side by accident; see the warning's remedies (a second "
+            "channel, a few labels, --propensity-features context, --erase-context-from-reward, "
+            "--engagement-prior-weight)."
+        )
+    return f"On {check['rows']:,} held-out rows.\n\n{table}\n{verdict}\n"
+
+
 def _table(rows: dict[str, object]) -> str:
     return markdown_table(("", ""), rows.items(), digits=4)
 
@@ -85,7 +108,8 @@ def write_report(run, log: FeedbackLog, embeddings: np.ndarray, out: str | Path 
     model = run.reward_model
     data = run.feedback(log, embeddings)  # the rows as the run's model sees them
     metrics_path = run.directory / "metrics.json"
-    fit_metrics = json.loads(metrics_path.read_text()).get("fit", {}) if metrics_path.exists() else {}
+    stored = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
+    fit_metrics = stored.get("fit", {})
     probability = model.preference_probability(data.embeddings, data.context).numpy()
     actions = data.action.numpy()  # any positive channel
     channels = ""
@@ -106,6 +130,11 @@ def write_report(run, log: FeedbackLog, embeddings: np.ndarray, out: str | Path 
         "\n## Fit\n",
         _table(fit_metrics) if fit_metrics else "No metrics.json in the run directory.\n",
     ]
+    if stored.get("identification"):
+        sections += [
+            "\n## Does the data decide the preference/engagement split?\n",
+            _identification(stored["identification"]),
+        ]
     if run.info.get("nuisance"):
         sections.append(
             "Nuisance estimates: " + ", ".join(f"{k}: {v}" for k, v in run.info["nuisance"].items()) + ".\n"

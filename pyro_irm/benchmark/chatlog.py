@@ -38,7 +38,7 @@ import numpy as np
 import torch
 
 from pyro_irm.analysis.metrics import best_of_n_win_rate, feature_bias, label_metrics
-from pyro_irm.benchmark.config import CHATLOG_VARIANTS, ChatLogBenchmarkConfig
+from pyro_irm.benchmark.config import CHATLOG_VARIANTS, REMEDY_SETTINGS, ChatLogBenchmarkConfig
 from pyro_irm.benchmark.datasets import EmbeddedSet, ScoredSplit
 from pyro_irm.channels import ChannelSpec
 from pyro_irm.data.chatlog_simulation import ChatLogConfig, chatlog_feedback
@@ -88,7 +88,9 @@ def available_variants(base: FeedbackData, has_truth: bool) -> tuple[str, ...]:
         skip.add("implicitrm_labels")
     if not has_truth:
         skip.update({"oracle", "oracle_engaged"})
-    return tuple(v for v in CHATLOG_VARIANTS if v not in skip)
+    if base.context is None:
+        skip.update(REMEDY_SETTINGS)  # every remedy acts on the context
+    return tuple(v for v in (*CHATLOG_VARIANTS, *REMEDY_SETTINGS) if v not in skip)
 
 
 def variant_data(
@@ -125,7 +127,43 @@ def variant_data(
         return base, TrainConfig(), "implicitrm"
     if variant == "implicitrm_labels":
         return base, TrainConfig(fit_labels=True), "implicitrm"
+    if variant in REMEDY_SETTINGS:
+        first = base.channel_columns("positive")[0]
+        return replace(base, actions=columns[:, first], **single), TrainConfig(), "implicitrm"
     raise ValueError(f"unknown variant {variant!r}")
+
+
+CHECK_FIGURES = ("warned", "context_information", "context_r2")
+
+
+def _any_finite(runs, metric: str) -> bool:
+    return any(np.isfinite(m[metric]) for m in runs)
+
+
+def _check_figures(check) -> dict[str, float]:
+    """The identification check's figures of a fit, as benchmark metrics (NaN where it did not run)."""
+    if check is None:
+        return {"warned": float("nan"), "context_information": float("nan"), "context_r2": float("nan")}
+    return {
+        "warned": float(not check.identified and not check.assumed),
+        "context_information": max(check.context_information.values()),
+        "context_r2": max(check.context_r2.values()),
+    }
+
+
+def one_channel_log(base: FeedbackData) -> FeedbackData:
+    """The one-channel-context setting's log: the copy channel alone, the context columns the
+    embedding also encodes (length, code block; not the display position), no users, the labels."""
+    copied = base.channel_columns("positive")[0]
+    keep = [k for k, name in enumerate(base.context_names) if name != "position"]
+    return replace(
+        base,
+        actions=base.action_matrix[:, copied],
+        channels=(ChannelSpec(base.channels[copied].name),),
+        users=None,
+        context=base.context[:, keep],
+        context_names=tuple(base.context_names[k] for k in keep),
+    )
 
 
 def draw_chatlog(split: ScoredSplit, threshold: float, config: ChatLogConfig) -> FeedbackData:
@@ -171,16 +209,30 @@ def run_chatlog_benchmark(
     chatlog: ChatLogConfig | None = None,
     model_config: ModelConfig | None = None,
     progress: bool = False,
+    one_channel_context: bool = False,
 ) -> ChatLogBenchmarkResult:
-    """Fit every variant on ``config.seeds`` chat logs drawn on ``data.train``; score ``data.test``."""
+    """Fit every variant on ``config.seeds`` chat logs drawn on ``data.train``; score ``data.test``.
+
+    With ``one_channel_context``, the one-channel-context setting: engagement follows the response's
+    length and code block alone (no display position, no users), and each log keeps the copy
+    channel alone with those two context columns (:func:`one_channel_log`), the labels aside."""
     config = config or ChatLogBenchmarkConfig()
     chatlog = replace(chatlog or ChatLogConfig(), label_fraction=config.label_fraction)
+    shape = (lambda log: log) if not one_channel_context else one_channel_log
+    if one_channel_context:
+        # Engagement follows length (twice the chat-log default) and code blocks alone; a copy
+        # says preferred (an engaged user copies 73% of preferred responses, 2% of the others),
+        # so the split of acting between preference and engagement is the only question.
+        chatlog = replace(
+            chatlog, position_effect=0.0, user_activity=0.0, length_effect=2.0,
+            copy_logit=-4.0, copy_effect=5.0, copy_code_effect=0.0,
+        )  # fmt: skip
     if data.train.log_length is None:
         raise ValueError(f"{data.name}: the chat-log benchmark needs response lengths and code flags")
     test_embeddings = torch.as_tensor(data.test.embeddings)
     test_labels = data.preference(data.test)
     return compare_variants(
-        lambda seed: draw_chatlog(data.train, data.threshold, replace(chatlog, seed=seed)),
+        lambda seed: shape(draw_chatlog(data.train, data.threshold, replace(chatlog, seed=seed))),
         lambda model: reward_metrics(
             model.score(test_embeddings),
             test_labels,
@@ -283,11 +335,12 @@ def compare_variants(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", IdentifiabilityWarning)
                 candidates = config.model_configs(
-                    model_config,
+                    replace(model_config, **REMEDY_SETTINGS.get(variant, {})),
                     propensity=get_estimator(method).latent_groups and variant_rows.context is not None,
                 )
                 result, chosen = fit_selected(variant_rows, train_config, candidates)
             metrics = evaluate(result.reward_model)
+            metrics.update(_check_figures(result.identification))
             metrics["seconds"] = time.perf_counter() - fit_started
             metrics["reward_width"] = float(chosen.reward_hidden[0])
             metrics["propensity_features"] = chosen.propensity_features
@@ -303,10 +356,15 @@ def compare_variants(
     summary = {
         variant: {
             metric: {
-                "mean": float(np.mean([m[metric] for m in runs])),
-                "std": float(np.std([m[metric] for m in runs], ddof=1)) if len(runs) > 1 else 0.0,
+                "mean": float(np.nanmean([m[metric] for m in runs]))
+                if _any_finite(runs, metric)
+                else float("nan"),
+                "std": float(np.nanstd([m[metric] for m in runs], ddof=1))
+                if len(runs) > 1 and _any_finite(runs, metric)
+                else 0.0,
             }
-            for metric in (*CHATLOG_METRICS, "seconds")
+            for metric in (*CHATLOG_METRICS, "seconds", *CHECK_FIGURES)
+            if metric in runs[0]
         }
         for variant, runs in per_seed.items()
     }
@@ -322,11 +380,26 @@ def compare_variants(
 
 def format_chatlog_table(result: ChatLogBenchmarkResult) -> str:
     """A Markdown table of ``mean ± std`` over seeds, one row per variant."""
-    rows = (
-        (variant, *(mean_std(metrics[m]) for m in CHATLOG_METRICS), f"{metrics['seconds']['mean']:.0f}")
-        for variant, metrics in result.summary.items()
+    checked = any(
+        np.isfinite(metrics.get("warned", {}).get("mean", float("nan")))
+        for metrics in result.summary.values()
     )
-    table = markdown_table(("variant", *CHATLOG_METRICS, "seconds"), rows)
+    check = ("warned", "context_information") if checked else ()
+
+    def check_cells(metrics):
+        if not check:
+            return ()
+        warned = metrics.get("warned", {}).get("mean", float("nan"))
+        shown = "n/a" if not np.isfinite(warned) else f"{warned:.0%} of seeds"
+        return (shown, mean_std(metrics["context_information"], digits=4))
+
+    rows = (
+        (variant, *(mean_std(metrics[m]) for m in CHATLOG_METRICS), f"{metrics['seconds']['mean']:.0f}",
+         *check_cells(metrics))
+        for variant, metrics in result.summary.items()
+    )  # fmt: skip
+    headers = ("warned", "context nats/row") if check else ()
+    table = markdown_table(("variant", *CHATLOG_METRICS, "seconds", *headers), rows)
     rates = ", ".join(f"{name} {rate:.1%}" for name, rate in result.rates.items())
     logs = "the simulated logs" if result.simulated else "the log"
     return table + f"\nMean action rates of {logs}: {rates}.\n"

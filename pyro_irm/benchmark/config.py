@@ -48,9 +48,11 @@ class BenchmarkConfig:
     setting: str = field(
         default="implicit",
         metadata={
-            "help": "'implicit' (ImplicitRM: o latent), 'observational' (CausalRM: o logged), or "
-            "'chatlog' (several channels, users and a few labels; --chatlog-* options)",
-            "choices": lambda: (*SETTINGS, "chatlog"),
+            "help": "'implicit' (ImplicitRM: o latent), 'observational' (CausalRM: o logged), "
+            "'chatlog' (several channels, users and a few labels; --chatlog-* options), or "
+            "'one-channel-context' (one copy channel whose propensity follows length and code blocks, "
+            "which the embedding encodes too: the identification check and its remedies)",
+            "choices": lambda: (*SETTINGS, "chatlog", "one-channel-context"),
         },
     )
     train: TrainConfig = field(default=PROTOCOL_TRAINING, metadata={"help": "how every method is fit"})
@@ -61,16 +63,18 @@ class BenchmarkConfig:
     def __post_init__(self) -> None:
         if self.seeds < 1:
             raise ValueError(f"seeds must be at least 1, got {self.seeds}")
-        if self.setting not in (*SETTINGS, "chatlog"):
+        if self.setting not in (*SETTINGS, "chatlog", "one-channel-context"):
             raise ValueError(
-                f"setting must be 'implicit', 'observational' or 'chatlog', got {self.setting!r}"
+                "setting must be 'implicit', 'observational', 'chatlog' or 'one-channel-context', "
+                f"got {self.setting!r}"
             )
         for name in self.methods:
             get_estimator(name)
+        simulated = "chatlog" if self.setting == "one-channel-context" else self.setting  # a chat log too
         if self.simulation is None:
-            object.__setattr__(self, "simulation", default_simulation(self.setting))
-        elif self.simulation.setting != self.setting:
-            object.__setattr__(self, "simulation", replace(self.simulation, setting=self.setting))
+            object.__setattr__(self, "simulation", default_simulation(simulated))
+        elif self.simulation.setting != simulated:
+            object.__setattr__(self, "simulation", replace(self.simulation, setting=simulated))
 
     def simulation_for(self, seed: int) -> SimulationConfig:
         return replace(self.simulation, seed=seed)
@@ -105,6 +109,25 @@ CHATLOG_VARIANTS = (
     "oracle",
     "oracle_engaged",
 )
+
+
+# The one-channel-context setting (benchmark --setting one-channel-context): one positive channel
+# whose propensity follows context columns the embedding also encodes (length, code blocks).
+ONE_CHANNEL_VARIANTS = (
+    "naive",
+    "implicitrm_one_channel",
+    "implicitrm_context_only",
+    "implicitrm_erase",
+    "implicitrm_prior",
+    "implicitrm_labels",
+    "oracle",
+)
+# Each remedy variant: its ModelConfig settings (what it changes in the default fit).
+REMEDY_SETTINGS = {
+    "implicitrm_context_only": {"propensity_features": "context"},
+    "implicitrm_erase": {"erase_context_from_reward": True},
+    "implicitrm_prior": {"engagement_prior_weight": 1.0},
+}
 
 
 @dataclass(frozen=True)
@@ -143,11 +166,10 @@ class ChatLogBenchmarkConfig:
             raise ValueError(
                 f"propensity_inputs: give some of 'embedding', 'context', 'both' (got {bad or 'none'})"
             )
-        unknown = sorted(set(self.variants) - set(CHATLOG_VARIANTS))
+        known = dict.fromkeys((*CHATLOG_VARIANTS, *ONE_CHANNEL_VARIANTS))
+        unknown = sorted(set(self.variants) - set(known))
         if unknown:
-            raise ValueError(
-                f"unknown chat-log variants {unknown}; choose from {', '.join(CHATLOG_VARIANTS)}"
-            )
+            raise ValueError(f"unknown chat-log variants {unknown}; choose from {', '.join(known)}")
         if self.seeds < 1:
             raise ValueError(f"seeds must be at least 1, got {self.seeds}")
         if not self.reward_widths:
@@ -164,6 +186,8 @@ class ChatLogBenchmarkConfig:
         """``base`` with each reward layout of :attr:`reward_widths` and, with ``propensity`` (a
         model with a propensity network, on data with context), each of :attr:`propensity_inputs`."""
         inputs = self.propensity_inputs if propensity else (base.propensity_features,)
+        if base.propensity_features == "context":  # a remedy that fixes what g sees
+            inputs = ("context",)
         return [
             replace(
                 base,

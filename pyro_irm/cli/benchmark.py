@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pyro_irm.benchmark.config import (
     DATASETS,
+    ONE_CHANNEL_VARIANTS,
     PROTOCOL_TRAINING,
     SWEEPABLE,
     BenchmarkConfig,
@@ -72,7 +73,7 @@ def benchmark_config(args: argparse.Namespace, file_config: dict) -> BenchmarkCo
     train = _nested(TrainConfig, PROTOCOL_TRAINING, train_section, train_values)
     simulation = _nested(
         SimulationConfig,
-        default_simulation(setting),
+        default_simulation("chatlog" if setting == "one-channel-context" else setting),
         simulation_section,
         dataclass_values(args, SimulationConfig, "sim_"),
     )
@@ -142,9 +143,14 @@ def _benchmark(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
-    if config.setting == "chatlog":
+    if config.setting in ("chatlog", "one-channel-context"):
         chat_config = _chat_config(args, file_config, config.seeds)
-        result = run_chatlog_benchmark(data, chat_config, model_config=model_config, progress=progress)
+        one_channel = config.setting == "one-channel-context"
+        if one_channel and getattr(args, "chatbench_variants", None) is None:
+            chat_config = replace(chat_config, variants=ONE_CHANNEL_VARIANTS)
+        result = run_chatlog_benchmark(
+            data, chat_config, model_config=model_config, progress=progress, one_channel_context=one_channel
+        )
         _write_chatlog_result(args, result, started)
         return EXIT_OK
     if sweep is None:

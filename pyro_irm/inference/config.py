@@ -68,6 +68,14 @@ class TrainConfig:
             "preference in the fit (off by default; never the labels you evaluate on)"
         },
     )
+    check_identification: bool = field(
+        default=True,
+        metadata={
+            "help": "latent-group fits with context: after the fit, measure on held-out rows whether the "
+            "data decide the preference/engagement split, and warn with remedies where they do not "
+            "(cheap: at most 20,000 rows each side)"
+        },
+    )
     restarts: int = field(
         default=1,
         metadata={

@@ -34,6 +34,11 @@ class _RowsObjective(nn.Module):
         self.model = model
         self.guide = guide
         self.rows = rows
+        # A training-only penalty on rows (an engagement prior, inference.remedies), or None.
+        self.penalty: nn.Module | None = None
+
+    def _penalty(self, batch: torch.Tensor) -> torch.Tensor | None:
+        return None if self.penalty is None else self.penalty(batch)
 
     def validation_score(self, index: torch.Tensor) -> float:
         """The exact held-out ELBO per row on rows ``index`` (higher is better)."""
@@ -68,11 +73,17 @@ class SVIObjective(_RowsObjective):
             )
         args, kwargs = self._elbo_args(batch, num_rows)
         loss = self.elbo.differentiable_loss(*args, **kwargs)
+        if (penalty := self._penalty(batch)) is not None:
+            loss = loss + penalty
         return loss, loss
 
     def loss_and_grads(self, batch: torch.Tensor, *, num_rows: int) -> float:
         args, kwargs = self._elbo_args(batch, num_rows)
-        return self.elbo.loss_and_grads(*args, **kwargs)
+        value = self.elbo.loss_and_grads(*args, **kwargs)
+        if (penalty := self._penalty(batch)) is not None:
+            penalty.backward()
+            value += penalty.item()
+        return value
 
 
 class FusedObjective(_RowsObjective):
@@ -92,6 +103,8 @@ class FusedObjective(_RowsObjective):
         batch_rows = self.rows.take(batch, self.model.device)
         log_marginal = torch.logsumexp(batch_rows.group_log_joint(self.model), dim=-1)
         loss = -(log_marginal.mean() + self.model.global_log_prob() / num_rows)
+        if (penalty := self._penalty(batch)) is not None:
+            loss = loss + penalty
         return loss, loss
 
     def loss_and_grads(self, batch: torch.Tensor, *, num_rows: int) -> float:

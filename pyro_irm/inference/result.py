@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import torch
 
@@ -40,6 +41,8 @@ class FitResult:
     device: str
     nuisance_sources: dict[str, str] = field(default_factory=dict)
     is_main_process: bool = True  # False in the other processes of a multi-process fit
+    # The preference/engagement split check (pyro_irm.inference.identification), where it applies.
+    identification: Any = None
 
     @property
     def method(self) -> str:

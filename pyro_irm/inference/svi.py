@@ -19,8 +19,16 @@ from pyro_irm.estimators import build_model, check_setting, get_estimator
 from pyro_irm.estimators.nuisance import EstimatorConfig, Nuisance, estimate_nuisance
 from pyro_irm.inference.checkpoint import checkpoint_path, identity, load_checkpoint, save_checkpoint
 from pyro_irm.inference.config import TrainConfig
+from pyro_irm.inference.identification import check_identification, warn_if_not_decided
 from pyro_irm.inference.loop import LoopState, StopTraining, run_epochs
-from pyro_irm.inference.objectives import build_guide, build_objective
+from pyro_irm.inference.objectives import build_guide, build_objective, training_rows
+from pyro_irm.inference.remedies import (
+    EngagementPrior,
+    context_erasure,
+    erase_context,
+    exposure_prior,
+    fold_erasure,
+)
 from pyro_irm.inference.result import FitHistory, FitResult
 from pyro_irm.models.base import FeedbackModel
 from pyro_irm.models.config import ModelConfig
@@ -148,10 +156,16 @@ def _fit_once(
     with pyro.settings.context(module_local_params=True):
         model, model_config = _the_model(model, data, config, model_config, actions[train_index])
         model = model.to(device)
+        erased = _erase_context(model, model_config, data, train_index)
         guide = build_guide(config, model).to(device)
         objective = build_objective(
             config, model, guide, data, actions, nuisance, estimator_config, train_index
         )
+        if model_config.engagement_prior_weight > 0 and estimator.latent_groups:
+            exposure = exposure_prior(data, actions, train_index, model_config.engagement_prior_power)
+            objective.penalty = EngagementPrior(
+                model, exposure.to(device), model_config.engagement_prior_weight, data
+            )
         optimizer = torch.optim.AdamW(
             objective.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
         )
@@ -177,6 +191,17 @@ def _fit_once(
     if state.best_state is not None:
         model.load_state_dict(state.best_state["model"])
         guide.load_state_dict(state.best_state["guide"])
+    if erased is not None:
+        fold_erasure(erased)  # the saved reward is a plain network
+    check = None
+    if estimator.latent_groups and config.check_identification and data.setting == "implicit":
+        model.eval()
+        guide.eval()
+        check = check_identification(
+            model, guide, data, training_rows(config, data, actions), train_index, validation_index,
+            _other_evidence(data, config), seed=config.seed, assumed=_assumed(model_config),
+        )  # fmt: skip
+        warn_if_not_decided(check)
     reward_model = RewardModel(
         model, config.method, guide if isinstance(guide, StratificationGuide) else None
     )
@@ -189,6 +214,7 @@ def _fit_once(
         device=str(device),
         nuisance_sources=dict(nuisance.sources),
         is_main_process=_is_main(fabric),
+        identification=check,
     )
 
 
@@ -225,6 +251,42 @@ def _check_fit(data: FeedbackData, config: TrainConfig, model_config: ModelConfi
     elif not estimator.latent_groups and data.num_channels > 1:
         logger.info("method %s sees one action: any positive channel (%s)", config.method, data.channels)
     return actions
+
+
+def _erase_context(model, model_config: ModelConfig, data: FeedbackData, train_index: torch.Tensor):
+    """With ``erase_context_from_reward``, make f read the embedding without its context directions;
+    returns the layer to fold after the fit (None without the option)."""
+    if not model_config.erase_context_from_reward:
+        return None
+    if data.context is None:
+        raise ValueError(
+            "erase_context_from_reward: the data has no context columns to erase (--context-col)"
+        )
+    return erase_context(model.reward_net, context_erasure(data, train_index).to(model.device))
+
+
+def _other_evidence(data: FeedbackData, config: TrainConfig) -> tuple[str, ...]:
+    """What besides the context separates preference from engagement in this fit."""
+    evidence = []
+    if data.num_channels > 1:
+        evidence.append(f"{data.num_channels} action channels")
+    if data.num_users > 1:
+        evidence.append(f"{data.num_users} users' engagement effects")
+    if config.fit_labels:
+        evidence.append(f"{_count_labels(data)} labelled rows")
+    return tuple(evidence)
+
+
+def _assumed(model_config: ModelConfig) -> tuple[str, ...]:
+    """The remedies in force: assumptions that decide the split where the data may not."""
+    assumed = []
+    if model_config.propensity_features == "context":
+        assumed.append("engagement on the context alone")
+    if model_config.erase_context_from_reward:
+        assumed.append("the context erased from the reward's input")
+    if model_config.engagement_prior_weight > 0:
+        assumed.append(f"an engagement prior (weight {model_config.engagement_prior_weight:g})")
+    return tuple(assumed)
 
 
 def _split(data: FeedbackData, config: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:

@@ -77,6 +77,26 @@ class ModelConfig:
         default=0.0,
         metadata={"help": "P(label disagrees with r) for explicit labels used in the fit (--fit-labels)"},
     )
+    erase_context_from_reward: bool = field(
+        default=False,
+        metadata={
+            "help": "remedy for one channel with context: f reads the embedding with the directions that "
+            "linearly predict the context removed, so the context's effect must go to engagement "
+            "(folded into f's first layer after the fit)"
+        },
+    )
+    engagement_prior_weight: float = field(
+        default=0.0,
+        metadata={
+            "help": "remedy for one channel with context: weight of a prior pulling P(o=1) toward an "
+            "exposure estimate (the log's --propensity-col, else the action rate given the context "
+            "alone, relative to its highest, to --engagement-prior-power); 0: none"
+        },
+    )
+    engagement_prior_power: float = field(
+        default=0.5,
+        metadata={"help": "power of the estimated exposure (0.5: Rel-MF's popularity ** 0.5)"},
+    )
 
     def __post_init__(self) -> None:
         for name in ("reward_hidden", "propensity_hidden", "guide_hidden"):
@@ -108,5 +128,9 @@ class ModelConfig:
             raise ValueError(f"user_scale must be positive, got {self.user_scale}")
         if not 0.0 <= self.label_noise < 0.5:
             raise ValueError(f"label_noise must lie in [0, 0.5), got {self.label_noise}")
+        if not self.engagement_prior_weight >= 0:
+            raise ValueError(f"engagement_prior_weight must be >= 0, got {self.engagement_prior_weight}")
+        if not self.engagement_prior_power > 0:
+            raise ValueError(f"engagement_prior_power must be positive, got {self.engagement_prior_power}")
         if not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout must lie in [0, 1), got {self.dropout}")

@@ -93,8 +93,10 @@ def test_lora_trains_the_adapted_weights_and_only_those(world):
 @pytest.mark.slow
 def test_fine_tuning_beats_the_frozen_encoder_on_held_out_elbo(world):
     frozen, lora = _fit(world, "frozen", 20), _fit(world, "lora", 20)
-    # untrained adapters (the mutation this guards against) land within 0.001 of the frozen fit
-    assert lora.best_validation_score > frozen.best_validation_score + 0.02, (
+    # Untrained adapters (the mutation this guards against) land within 0.001 of the frozen fit.
+    # With the channels started from the logged rates (as fit starts them) the frozen fit reaches
+    # -1.072 and LoRA -1.068; started from zero, as before, they reached -1.139 and -1.100.
+    assert lora.best_validation_score > frozen.best_validation_score + 0.002, (
         lora.best_validation_score,
         frozen.best_validation_score,
     )

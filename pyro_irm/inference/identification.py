@@ -1,0 +1,176 @@
+"""After a fit: does the data pin down the split between preference and engagement?
+
+With one action channel, ImplicitRM separates the reward f from the engagement network g only
+through what g sees and f does not: the context columns. A context column the embedding also
+encodes (response length, a code block) gives no such separation: its effect on acting can sit in
+g, through the column, or in f, through the embedding, and the likelihood cannot tell which. The
+check measures that on held-out rows, in two figures per context column:
+
+* ``context_r2``: how well the column is predicted from the embedding (ridge regression fit on the
+  training rows, scored on the held-out rows: cross-fitted R^2). Near 1, the column is written in
+  the embedding and gives g nothing f could not also read.
+* ``context_information``: the held-out log-likelihood per row the fit loses when that column is
+  replaced by its prediction from the embedding (nats per row). It is what the fit draws from the
+  column's own variation, the part the reward cannot see; near 0, the split rests on the networks'
+  inductive bias, not on the data.
+
+Where nothing else identifies the split (a second channel, users, labels, a logged o), a column the
+embedding encodes (R^2 at least ``MIN_ENCODED_R2``) and an information figure below
+``MIN_CONTEXT_INFORMATION`` for every column is a warning, with the remedies that apply. (A column
+the embedding does not encode cannot carry its effect into the reward, however little it informs.)
+Cost: one ridge fit on at most ``max_rows`` training rows and two passes over at most
+``max_rows`` held-out rows per column, whatever the log's size.
+"""
+
+from __future__ import annotations
+
+import logging
+import warnings
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+
+from pyro_irm.data.feedback import FeedbackData
+from pyro_irm.inference.objectives import heldout_elbo
+from pyro_irm.models.base import FeedbackModel, Rows, gather_rows
+from pyro_irm.models.identifiability import IdentifiabilityWarning
+
+logger = logging.getLogger(__name__)
+
+# Below this many nats per held-out row drawn from the context beyond the embedding, the data do
+# not decide the split (calibrated in BENCHMARKS.md, "One channel and a context column").
+MIN_CONTEXT_INFORMATION = 0.05
+# A column predicted from the embedding with at least this R^2 is written in it enough for its
+# effect to sit in the reward (a column the embedding does not encode cannot: the reward cannot read it).
+MIN_ENCODED_R2 = 0.3
+# Rows the check reads from each side of the split, at most.
+CHECK_ROWS = 20_000
+
+REMEDIES = {
+    "channel": "a second action channel, such as a negative one (--negative-action-col regenerated)",
+    "labels": "explicit labels on a few rows (--label-col with --fit-labels)",
+    "context_only": "engagement on the context alone (--propensity-features context)",
+    "erase": "the context erased from the reward's input (--erase-context-from-reward)",
+    "prior": "an engagement prior from the context (--engagement-prior-weight 1)",
+}
+
+
+@dataclass(frozen=True)
+class IdentificationCheck:
+    """How well a fit's data pin down the preference/engagement split (see the module docstring).
+
+    Attributes:
+        context_r2: per context column, the cross-fitted R^2 of its prediction from the embedding.
+        context_information: per context column, held-out nats per row lost when it is replaced by
+            its prediction from the embedding.
+        other_evidence: what else separates the split here (channels, users, labels).
+        assumed: the remedies in force, which decide the split by assumption (no warning then).
+        identified: whether the data (or the evidence above) decide the split.
+        rows: held-out rows the figures are computed on.
+    """
+
+    context_r2: dict[str, float]
+    context_information: dict[str, float]
+    other_evidence: tuple[str, ...]
+    identified: bool
+    rows: int
+    remedies: tuple[str, ...] = field(default=())
+    assumed: tuple[str, ...] = field(default=())
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def message(self) -> str:
+        """The warning's text: the figures, what they mean, and the remedies."""
+        figures = ", ".join(
+            f"{name} (R^2 {r2:.2f} from the embedding, {self.context_information[name]:.4f} nats per "
+            "row of its own)"
+            for name, r2 in self.context_r2.items()
+        )
+        listed = "; ".join(REMEDIES[key] for key in self.remedies)
+        return (
+            f"the data do not decide how much of acting is preference and how much engagement: the "
+            f"context column(s) {figures or 'none'} carry less than {MIN_CONTEXT_INFORMATION} nats per "
+            f"held-out row ({self.rows:,} rows) beyond what the embedding says, which encodes them, so "
+            f"their effect can sit in the reward as well as in engagement, and the fit chose a side by "
+            f"accident. Any of these would pin it down: {listed}"
+        )
+
+
+def check_identification(
+    model: FeedbackModel,
+    guide,
+    data: FeedbackData,
+    rows: Rows,
+    train_index: torch.Tensor,
+    validation_index: torch.Tensor,
+    other_evidence: tuple[str, ...] = (),
+    max_rows: int = CHECK_ROWS,
+    seed: int = 0,
+    assumed: tuple[str, ...] = (),
+) -> IdentificationCheck | None:
+    """The check of a latent-group fit on ``data`` (``rows``: what the model was fit on), or None
+    where it does not apply (no context, no held-out rows, or g does not read the context)."""
+    if data.context is None or not len(validation_index) or not _reads_context(model):
+        return None
+    generator = torch.Generator().manual_seed(seed)
+    fit_rows = _at_most(train_index, max_rows, generator)
+    held = _at_most(validation_index, max_rows, generator)
+    names = data.context_names or tuple(f"context_{k}" for k in range(data.context_dim))
+    embeddings = gather_rows(data.embeddings, fit_rows, torch.device("cpu")).double().numpy()
+    context = data.context[fit_rows.to(data.context.device)].double().cpu().numpy()
+    held_embeddings = gather_rows(data.embeddings, held, torch.device("cpu")).double().numpy()
+    held_context = data.context[held.to(data.context.device)].double().cpu().numpy()
+    predicted = _ridge_predictions(embeddings, context, held_embeddings)
+    r2 = {name: _r2(held_context[:, k], predicted[:, k]) for k, name in enumerate(names)}
+    held_rows = rows.take(held, model.device)
+    with torch.no_grad():
+        base = heldout_elbo(model, guide, held_rows, torch.arange(len(held)))
+        information = {}
+        for k, name in enumerate(names):
+            swapped = held_rows.context.clone()
+            swapped[:, k] = torch.as_tensor(predicted[:, k], dtype=swapped.dtype, device=swapped.device)
+            rows_k = Rows(held_rows.embeddings, held_rows.actions, swapped, *_rest(held_rows))
+            information[name] = base - heldout_elbo(model, guide, rows_k, torch.arange(len(held)))
+    encoded = any(value >= MIN_ENCODED_R2 for value in r2.values())
+    decided = bool(other_evidence) or not encoded or max(information.values()) >= MIN_CONTEXT_INFORMATION
+    remedies = () if decided else ("channel", "labels", "context_only", "erase", "prior")
+    return IdentificationCheck(
+        r2, information, tuple(other_evidence), decided, len(held), remedies, tuple(assumed)
+    )
+
+
+def warn_if_not_decided(check: IdentificationCheck | None) -> None:
+    """Warn where the data do not decide the split and no remedy decides it by assumption."""
+    if check is not None and not check.identified and not check.assumed:
+        warnings.warn(check.message(), IdentifiabilityWarning, stacklevel=3)
+
+
+def _reads_context(model: FeedbackModel) -> bool:
+    config = getattr(model, "config", None)
+    return config is not None and model.context_dim > 0 and config.propensity_features in ("context", "both")
+
+
+def _rest(rows: Rows) -> tuple:
+    return rows.observed, rows.users, rows.labels
+
+
+def _at_most(index: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
+    if len(index) <= count:
+        return index
+    return index[torch.randperm(len(index), generator=generator)[:count]].sort().values
+
+
+def _ridge_predictions(x: np.ndarray, y: np.ndarray, x_new: np.ndarray) -> np.ndarray:
+    """Ridge regression of ``y`` ``(N, C)`` on ``x`` ``(N, D)``, its penalty chosen by
+    leave-one-out error (scikit-learn's RidgeCV), predicted at ``x_new`` ``(M, D)``: ``(M, C)``."""
+    from sklearn.linear_model import RidgeCV
+
+    ridge = RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(x, y)
+    return np.asarray(ridge.predict(x_new)).reshape(len(x_new), -1)
+
+
+def _r2(truth: np.ndarray, predicted: np.ndarray) -> float:
+    spread = float(np.var(truth))
+    return float(1.0 - np.mean((truth - predicted) ** 2) / spread) if spread > 0 else float("nan")
