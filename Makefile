@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo real-text compare compare-alpacaeval compare-chatlog sweep test lint benchmark clean
+.PHONY: setup demo real-text compare compare-alpacaeval compare-chatlog compare-one-channel sweep test lint benchmark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -43,6 +43,11 @@ compare-alpacaeval: $(STAMP)
 # Chat logs: several channels (one negative), users and 2% labels, on AlpacaEval text (BENCHMARKS.md).
 compare-chatlog: $(STAMP)
 	$(BIN)/pyro-irm benchmark --dataset alpacaeval --data-file $(DATA)/alpaca_eval_gpt4_turbo_scores.jsonl.gz --limit 12000 --encoder-max-length 128 --setting chatlog --out runs/benchmark/chatlog-alpacaeval
+
+# One copy channel whose propensity follows length and code blocks: the identification check and its remedies.
+compare-one-channel: $(STAMP)
+	$(BIN)/pyro-irm benchmark --dataset ultrafeedback --sample --setting one-channel-context --out runs/benchmark/one-channel-ultrafeedback
+	$(BIN)/pyro-irm benchmark --dataset alpacaeval --data-file $(DATA)/alpaca_eval_gpt4_turbo_scores.jsonl.gz --limit 12000 --encoder-max-length 128 --setting one-channel-context --out runs/benchmark/one-channel-alpacaeval
 
 # Preference bias: a response feature unrelated to quality drives who acts, more and more strongly.
 sweep: $(STAMP)
