@@ -108,13 +108,13 @@ def run_schema(args: argparse.Namespace, run, actions: bool = True, labels: bool
     """The schema ``run`` was fit with, as this command reads it (the parts it does not read
     emptied), with each column flag given here overriding the run's, and a note saying so."""
     parts = _read_parts(actions, labels)
-    given = schema_from_args(args, actions, labels, defaults=False)
+    given = _given_values(args, parts)
     values = {}
     for field in fields(LogSchema):
         part = field.metadata.get("part")
         stored = getattr(run.schema, field.name)
         if part is not None and part not in parts:
-            values[field.name] = field.default if "choices" in field.metadata else _empty(field)
+            values[field.name] = _unread(field)
         elif field.name in given:
             values[field.name] = given[field.name]
             if given[field.name] != stored:
@@ -133,34 +133,36 @@ def _empty(field):
     return () if isinstance(field.default, tuple) else None
 
 
-def schema_from_args(
-    args: argparse.Namespace, actions: bool = True, labels: bool = True, defaults: bool = True
-):
-    """The :class:`LogSchema` the options describe; the parts a command does not read are empty.
-    With ``defaults=False``, only the fields whose flags were given, as a dict."""
+def schema_from_args(args: argparse.Namespace, actions: bool = True, labels: bool = True) -> LogSchema:
+    """The :class:`LogSchema` the options describe; the parts a command does not read are empty."""
     parts = _read_parts(actions, labels)
+    unread = {f.name: _unread(f) for f in fields(LogSchema) if f.metadata.get("part") not in (None, *parts)}
+    return LogSchema(**unread, **_given_values(args, parts))
+
+
+def _unread(field):
+    """A column the command does not read is none; a setting (a policy) keeps its default."""
+    if "choices" in field.metadata:
+        return field.default
+    return _empty(field)
+
+
+def _given_values(args: argparse.Namespace, parts: set[str]) -> dict:
+    """The schema fields of the parts read whose flags were given, parsed."""
     values = {}
     for field in fields(LogSchema):
         part = field.metadata.get("part")
-        if part is not None and part not in parts:
-            if not defaults:
-                continue
-            # A column the command does not read is none; a setting (a policy) keeps its default.
-            values[field.name] = () if isinstance(field.default, tuple) else None
-            if "choices" in field.metadata:
-                values[field.name] = field.default
-            continue
         value = getattr(args, "schema_" + field.name, None)
-        if value is None:
+        if (part is not None and part not in parts) or value is None:
             continue
         if field.name == "action_thresholds":
             value = _thresholds(value)
         elif field.name == "missing":
             value = _policies(value)
         values[field.name] = tuple(value) if isinstance(value, list) else value
-    if values.get("action_values") and getattr(args, "schema_actions", None) is None:
+    if values.get("action_values") and "actions" not in values:
         values["actions"] = ()  # the categorical columns are the channels; no 'action' column is implied
-    return LogSchema(**values) if defaults else values
+    return values
 
 
 def cli_fix(args: argparse.Namespace, kind: str) -> str:

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 import logging
 import warnings
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 
 import numpy as np
 import torch
@@ -131,8 +131,8 @@ def check_identification(
         for k, name in enumerate(names):
             swapped = held_rows.context.clone()
             swapped[:, k] = torch.as_tensor(predicted[:, k], dtype=swapped.dtype, device=swapped.device)
-            rows_k = Rows(held_rows.embeddings, held_rows.actions, swapped, *_rest(held_rows))
-            information[name] = base - heldout_elbo(model, guide, rows_k, torch.arange(len(held)))
+            swapped_rows = replace(held_rows, context=swapped)
+            information[name] = base - heldout_elbo(model, guide, swapped_rows, torch.arange(len(held)))
     encoded = any(value >= MIN_ENCODED_R2 for value in r2.values())
     decided = bool(other_evidence) or not encoded or max(information.values()) >= MIN_CONTEXT_INFORMATION
     remedies = () if decided else ("channel", "labels", "context_only", "erase", "prior")
@@ -150,10 +150,6 @@ def warn_if_not_decided(check: IdentificationCheck | None) -> None:
 def _reads_context(model: FeedbackModel) -> bool:
     config = getattr(model, "config", None)
     return config is not None and model.context_dim > 0 and config.propensity_features in ("context", "both")
-
-
-def _rest(rows: Rows) -> tuple:
-    return rows.observed, rows.users, rows.labels
 
 
 def _at_most(index: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:
