@@ -68,6 +68,7 @@ _EXPORTS = {
     "evaluate_run": "pyro_irm.evaluation",
     "fit_log": "pyro_irm.runs",
     "save_run": "pyro_irm.runs",
+    "trust_modules": "pyro_irm.models.components",
 }
 
 __all__ = [
@@ -125,6 +126,7 @@ __all__ = [
     "simulate_from_scores",
     "simulate_log",
     "to_inference_data",
+    "trust_modules",
     "write_records",
 ]
 

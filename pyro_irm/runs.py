@@ -51,6 +51,14 @@ _ENCODER_READING = ("architecture", "pooling", "layer", "text_mode", "chat_templ
 _ENCODER_WEIGHTS = ("revision", "fingerprint")
 
 
+# What each key of run.json holds where present (None: not recorded).
+_INFO_TYPES = {
+    "method": str, "schema": dict, "digests": dict, "read": (dict, type(None)), "encoder": (dict, type(None)),
+    "encoder_identity": (dict, type(None)), "log": (str, type(None)), "log_sha256": (str, type(None)),
+    "reward_stats": (dict, type(None)), "nuisance": (dict, type(None)), "train_config": dict,
+}  # fmt: skip
+
+
 class RunIntegrityError(ValueError):
     """A run directory's files are not those it was written with (weights replaced or changed)."""
 
@@ -108,17 +116,23 @@ def training_log(run: Run) -> str:
     return source
 
 
-def verify_digests(directory: Path, recorded: dict[str, str] | None) -> None:
-    """Refuse a run whose weight files differ from those :func:`save_run` recorded in ``run.json``.
+def verify_digests(directory: Path, recorded: dict[str, str] | None, trust_unverified: bool = False) -> None:
+    """Refuse a run whose weight files differ from those :func:`save_run` recorded in ``run.json``,
+    and one that records none unless ``trust_unverified``.
 
     Raises:
         RunIntegrityError: naming every file that changed, appeared or went missing.
     """
-    if recorded is None:
+    if recorded is None or not isinstance(recorded, dict):
+        if not trust_unverified:
+            raise RunIntegrityError(
+                f"{directory}/{RUN_FILE} records no digests of its weights (edited, or a run from an older "
+                "version), so nothing says model/ holds the weights it was fit with; if you know where "
+                "this run comes from, load it with --trust-unverified-run (Python: "
+                "Run.load(..., trust_unverified=True)), or fit again"
+            )
         logger.warning(
-            "%s: run.json records no digests of its weights (a run from an older version), so nothing "
-            "checks that model/ holds the weights it was fit with",
-            directory,
+            "%s: run.json records no digests of its weights; loaded because you trust it", directory
         )
         return
     found = file_digests(directory)
@@ -207,7 +221,20 @@ class Run:
     info: dict
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> Run:
+    def load(
+        cls,
+        directory: str | Path,
+        device: str = "cpu",
+        trust: tuple[str, ...] = (),
+        trust_unverified: bool = False,
+    ) -> Run:
+        """Load a run directory as data: its weights are checked against the digests in ``run.json``
+        (a run without them is refused unless ``trust_unverified``), and the classes it names load
+        only from pyro_irm, the modules in ``trust`` and those trusted already
+        (:func:`~pyro_irm.models.components.trust_modules`)."""
+        from pyro_irm.models.components import trust_modules
+
+        trust_modules(*trust)
         directory = Path(directory)
         run_file = directory / RUN_FILE
         if not run_file.is_file():
@@ -220,7 +247,13 @@ class Run:
             raise ValueError(f"{run_file}: not valid JSON ({error}); not written by pyro-irm fit") from None
         if not isinstance(info, dict) or "method" not in info or "schema" not in info:
             raise ValueError(f"{run_file}: not a run description (no 'method' or 'schema'); fit again")
-        verify_digests(directory, info.get("digests"))
+        for key, kinds in _INFO_TYPES.items():
+            if key in info and not isinstance(info[key], kinds):
+                raise ValueError(
+                    f"{run_file}: {key!r} is {type(info[key]).__name__}, not what pyro-irm fit writes; "
+                    "the file was edited or damaged; fit again"
+                )
+        verify_digests(directory, info.get("digests"), trust_unverified)
         try:
             return cls._from_info(directory, info, device)
         except (KeyError, TypeError, AttributeError, ValueError) as error:

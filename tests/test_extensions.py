@@ -158,13 +158,21 @@ def test_a_users_engagement_network_and_channel_reload_with_their_settings(chatl
     )
     got = loaded.log_likelihood(data.embeddings, data.actions, data.context, users=data.users)
     torch.testing.assert_close(got, expected)  # the engagement and dwell parts came back as they were
-    # A fresh process that can import the module (and was never told of it) reloads it too.
-    code = (f"import sys, json; sys.path.insert(0, {str(tmp_path)!r}); import numpy as np; "
-            f"from pyro_irm.models import RewardModel; m = RewardModel.load({str(saved)!r}); "
-            f"print(json.dumps(m.score(np.load({str(tmp_path / 'e.npy')!r})).tolist()))")  # fmt: skip
+    # A fresh process that can import the module reloads it once told to trust it; never told, it
+    # refuses the class and does not import the module (a run directory is data).
     np.save(tmp_path / "e.npy", data.embeddings[:20].numpy())
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
-    assert out.returncode == 0, out.stderr
+    for trust, expected_code in (("()", 1), ("('my_assumptions',)", 0)):
+        code = (f"import sys, json; sys.path.insert(0, {str(tmp_path)!r}); import numpy as np; "
+                "from pyro_irm.models import RewardModel; "
+                f"m = RewardModel.load({str(saved)!r}, trust={trust}); "
+                f"print(json.dumps(m.score(np.load({str(tmp_path / 'e.npy')!r})).tolist()))")  # fmt: skip
+        out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert out.returncode == expected_code, out.stderr
+        if expected_code:
+            assert (
+                "my_assumptions:" in out.stderr
+                and "which nobody trusted, so it was not imported" in out.stderr
+            )
     np.testing.assert_allclose(
         json.loads(out.stdout), result.reward_model.score(data.embeddings[:20]), atol=1e-6
     )

@@ -203,6 +203,7 @@ def test_a_damaged_run_directory_scores_right_or_is_refused_naming_the_file(
                 "--out",
                 str(out),
                 "--quiet",
+                *(["--trust-unverified-run"] if older else []),
             ]  # fmt: skip
         )
         assert code in (0, 2) and "Traceback" not in message, message

@@ -19,7 +19,7 @@ from pyro_irm.data.logs import LogSchema, read_log, write_records
 pytestmark = pytest.mark.filterwarnings("ignore::pyro_irm.models.identifiability.IdentifiabilityWarning")
 
 
-def _run_with_embeddings(tmp_path, rows=60, dim=6):
+def _run_with_embeddings(tmp_path, rows=60, dim=6, method="naive"):
     rng = np.random.default_rng(0)
     log = tmp_path / "log.jsonl"
     write_records(
@@ -33,7 +33,7 @@ def _run_with_embeddings(tmp_path, rows=60, dim=6):
     np.save(embeddings, rng.normal(size=(rows, dim)).astype(np.float32))
     run = tmp_path / "run"
     fit = ["fit", str(log), "--embeddings", str(embeddings), "--out", str(run), "--max-epochs", "2"]
-    code = main([*fit, "--quiet", "--method", "naive"])
+    code = main([*fit, "--quiet", "--method", method])
     assert code == 0
     return log, embeddings, run
 
@@ -588,7 +588,8 @@ def test_a_damaged_run_file_is_named_not_a_traceback(tmp_path, capsys, damage, n
     log, embeddings, run = _run_with_embeddings(tmp_path)
     damage(run)
     capsys.readouterr()
-    code = main(["score", str(run), str(log), "--embeddings", str(embeddings), "--quiet"])
+    trusted = ["--trust-unverified-run"]  # so that a run without digests reaches its loaders
+    code = main(["score", str(run), str(log), "--embeddings", str(embeddings), "--quiet", *trusted])
     error = capsys.readouterr().err
     assert code == 2 and named in error and "Traceback" not in error
 
@@ -715,3 +716,117 @@ def test_a_crafted_pickle_in_a_checkpoint_or_an_encoder_is_refused_never_run(
     assert code == 2 and "its weights are not a plain tensor file (UnpicklingError" in error
     assert "Traceback" not in error and "weights_only` set to `False`" not in error
     assert not marker.exists() and not (tmp_path / "e.npy").exists()
+
+
+# ---------------------------------------------------------------- a run directory is data
+
+
+def _edit_saved_model(run, edit, digests: str):
+    """Edit ``run``'s model/reward_model.json with ``edit(meta)``; then its digests in run.json are
+    recomputed (``"recomputed"``: what an attacker does) or removed (``"removed"``)."""
+    from pyro_irm.runs import file_digests
+
+    path = run / "model" / "reward_model.json"
+    meta = json.loads(path.read_text())
+    edit(meta)
+    path.write_text(json.dumps(meta))
+    info = json.loads((run / "run.json").read_text())
+    if digests == "recomputed":
+        info["digests"] = file_digests(run)
+    else:
+        info.pop("digests", None)
+    (run / "run.json").write_text(json.dumps(info))
+
+
+PLANTED = """
+import pathlib
+pathlib.Path({marker!r}).write_text("imported")
+
+
+class Thing:
+    def __init__(self, *args, **kwargs):
+        pathlib.Path({marker!r}).write_text("built")
+"""
+
+
+@pytest.mark.parametrize("digests", ["recomputed", "removed"])
+def test_a_class_path_edited_into_a_run_never_runs(tmp_path, capsys, monkeypatch, digests):
+    log, embeddings, run = _run_with_embeddings(tmp_path, method="implicitrm")  # every part saved
+    marker = tmp_path / "ran"
+    (tmp_path / "planted_module.py").write_text(PLANTED.format(marker=str(marker)))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    score = [
+        "score",
+        str(run),
+        str(log),
+        "--embeddings",
+        str(embeddings),
+        "--quiet",
+        "--trust-unverified-run",
+    ]
+    shell = ["sh", "-c", f"echo ran > {marker}"]
+    edits = [
+        # a command through the standard library's process class, with its arguments as "settings"
+        ("subprocess:Popen", lambda meta: meta.update(propensity={"class": "subprocess:Popen",
+                                                                   "settings": {"args": shell}})),
+        ("subprocess:Popen", lambda meta: meta.update(model_class="subprocess:Popen", model_settings={})),
+        # a module on the path that runs code when imported, never named by the user
+        ("planted_module:Thing", lambda meta: meta.update(model_class="planted_module:Thing")),
+        ("planted_module:Thing", lambda meta: meta.update(channel_types=["planted_module:Thing"])),
+    ]  # fmt: skip
+    for named, edit in edits:
+        _edit_saved_model(run, edit, digests)
+        capsys.readouterr()
+        out = tmp_path / "scores.jsonl"
+        assert main([*score, "--out", str(out)]) == 2
+        error = capsys.readouterr().err
+        assert named in error and "reward_model.json" in error and "Traceback" not in error, error
+        assert "which nobody trusted, so it was not imported" in error or "is not a" in error
+        assert not marker.exists() and not out.exists()
+        assert "planted_module" not in sys.modules
+    time.sleep(1.0)  # a process Popen started would have written by now
+    assert not marker.exists()
+    # A pyro_irm class of another base is never built either.
+    _edit_saved_model(run, lambda meta: meta.update(model_class="pyro_irm.runs:Run"), digests)
+    assert main([*score, "--out", str(tmp_path / "s.jsonl")]) == 2
+    assert (
+        "component pyro_irm.runs:Run is not a pyro_irm.models.base.FeedbackModel" in capsys.readouterr().err
+    )
+
+
+def test_a_run_without_digests_is_refused_unless_trusted(tmp_path, capsys):
+    log, embeddings, run = _run_with_embeddings(tmp_path)
+    _without_digests(run)
+    score = ["score", str(run), str(log), "--embeddings", str(embeddings), "--quiet"]
+    capsys.readouterr()
+    assert main([*score, "--out", str(tmp_path / "refused.jsonl")]) == 2
+    error = capsys.readouterr().err
+    assert "records no digests of its weights" in error and "--trust-unverified-run" in error
+    assert not (tmp_path / "refused.jsonl").exists()
+    assert main([*score, "--out", str(tmp_path / "trusted.jsonl"), "--trust-unverified-run"]) == 0
+    assert len((tmp_path / "trusted.jsonl").read_text().splitlines()) == 60
+
+
+def test_a_plugin_is_a_module_or_a_file_and_a_broken_entry_point_is_skipped(tmp_path, capsys, monkeypatch):
+    from importlib import metadata
+
+    from pyro_irm.cli.common import import_plugins
+    from pyro_irm.models.components import is_trusted_module
+
+    plugin = tmp_path / "file_plugin_module.py"
+    plugin.write_text("VALUE = 3\n")
+    try:
+        assert import_plugins(["--plugin", str(plugin)]) == ["file_plugin_module"]
+        assert sys.modules["file_plugin_module"].VALUE == 3 and is_trusted_module("file_plugin_module")
+    finally:
+        sys.modules.pop("file_plugin_module", None)
+    (tmp_path / "broken.py").write_text("raise RuntimeError('half written')\n")
+    for name, named in ((str(tmp_path / "broken.py"), "RuntimeError: half written"),
+                        (str(tmp_path / "absent.py"), "no such file")):  # fmt: skip
+        assert main(["--plugin", name, "fit", "--help"]) == 2
+        assert named in capsys.readouterr().err
+    broken = metadata.EntryPoint("broken", "no_such_plugin_module", "pyro_irm.plugins")
+    monkeypatch.setattr(metadata, "entry_points", lambda group=None: [broken] if group else [])
+    with pytest.warns(UserWarning, match="installed plugin broken .* does not import and is skipped"):
+        assert import_plugins([]) == []
+    assert not is_trusted_module("no_such_plugin_module")

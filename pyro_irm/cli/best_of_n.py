@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 
 from pyro_irm.atomic import strict_json
-from pyro_irm.cli.common import EXIT_OK, add_cache_option, refuse_overwriting_inputs, run_embeddings, say
+from pyro_irm.cli.common import (
+    EXIT_OK,
+    add_cache_option,
+    add_run_trust_option,
+    load_run,
+    refuse_overwriting_inputs,
+    run_embeddings,
+    say,
+)
 from pyro_irm.cli.schema import add_schema_options, read_log_from_args, run_schema
 
 
@@ -29,13 +37,13 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     parser.add_argument("--embeddings", metavar="FILE", help="precomputed embeddings of the candidates")
     add_cache_option(parser)
     add_schema_options(parser, actions=False)
+    add_run_trust_option(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pyro_irm.data.logs import write_records
     from pyro_irm.rerank import best_of_n
-    from pyro_irm.runs import Run
 
     refuse_overwriting_inputs(
         {"--out": args.out},
@@ -45,7 +53,7 @@ def run(args: argparse.Namespace) -> int:
             "run's run.json": Path(args.run_dir) / "run.json",
         },
     )
-    run = Run.load(args.run_dir)
+    run = load_run(args, args.run_dir)
     log = read_log_from_args(args, args.candidates, run_schema(args, run, actions=False), run=run)
     embeddings = run_embeddings(run, log, args)
     rewards = run.reward_model.score(embeddings).numpy()

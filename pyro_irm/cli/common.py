@@ -30,8 +30,9 @@ def global_options(defaults: bool) -> argparse.ArgumentParser:
         "--plugin",
         action="append",
         metavar="MODULE",
-        help="import MODULE first (repeatable): its estimators, channels and other parts, registered "
-        "on import, become choices here (as do those of installed packages' 'pyro_irm.plugins' entry points)",
+        help="import MODULE (a module name or a .py file) first (repeatable): its estimators, channels and "
+        "other parts, registered on import, become choices here, and a saved run may name its classes (as "
+        "may installed packages' 'pyro_irm.plugins' entry points); nothing else a run names is imported",
         **({"default": []} if defaults else default),
     )
     return parser
@@ -41,15 +42,19 @@ PLUGIN_GROUP = "pyro_irm.plugins"
 
 
 def import_plugins(argv: list[str]) -> list[str]:
-    """Import the ``--plugin`` modules named in ``argv`` and every installed ``pyro_irm.plugins``
-    entry point, before the parser is built (their registrations add choices such as ``--method``).
+    """Import the ``--plugin`` modules (or ``.py`` files) named in ``argv`` and every installed
+    ``pyro_irm.plugins`` entry point, before the parser is built (their registrations add choices
+    such as ``--method``), and trust them: a saved run may name their classes. An entry point that
+    fails to import is skipped with a warning (it is another package's fault, not this command's).
     Returns the modules imported.
 
     Raises:
-        ValueError: naming a module that does not import, and why.
+        ValueError: naming a ``--plugin`` that does not import, and why.
     """
-    import importlib
+    import warnings
     from importlib.metadata import entry_points
+
+    from pyro_irm.models.components import trust_modules
 
     wanted = []
     for index, word in enumerate(argv):
@@ -58,15 +63,75 @@ def import_plugins(argv: list[str]) -> list[str]:
         elif word.startswith("--plugin="):
             wanted.append(word.partition("=")[2])
     for entry in entry_points(group=PLUGIN_GROUP):
-        entry.load()
-    for name in wanted:
         try:
-            importlib.import_module(name)
-        except ImportError as error:
+            entry.load()
+        except Exception as error:  # noqa: BLE001 - any failure of another package's code
+            warnings.warn(
+                f"the installed plugin {entry.name} ({entry.value}, entry point group {PLUGIN_GROUP}) "
+                f"does not import and is skipped ({type(error).__name__}: {error}); fix or uninstall "
+                "the package that declares it",
+                stacklevel=2,
+            )
+            continue
+        trust_modules(entry.module)
+    modules = [_import_plugin(name) for name in wanted]
+    trust_modules(*modules)
+    return modules
+
+
+def _import_plugin(name: str) -> str:
+    """Import ``--plugin NAME``: a module name, or a ``.py`` file imported under its stem. Returns
+    the module's name."""
+    import importlib
+    import importlib.util
+    from pathlib import Path
+
+    path = Path(name)
+    if name.endswith(".py") or "/" in name or path.is_file():
+        if not path.is_file():
+            raise ValueError(f"--plugin {name}: no such file")
+        module_name = path.stem
+        if not module_name.isidentifier():
             raise ValueError(
-                f"--plugin {name}: does not import ({error}); put its directory on PYTHONPATH or install it"
-            ) from None
-    return wanted
+                f"--plugin {name}: {module_name!r} is not a module name; rename the file (letters, "
+                "digits and _)"
+            )
+        spec = importlib.util.spec_from_file_location(module_name, path.resolve())
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[module_name] = module
+        try:
+            spec.loader.exec_module(module)
+        except Exception as error:  # noqa: BLE001 - the user's file, named with its fault
+            sys.modules.pop(module_name, None)
+            raise ValueError(f"--plugin {name}: does not import ({type(error).__name__}: {error})") from None
+        return module_name
+    try:
+        importlib.import_module(name)
+    except ImportError as error:
+        raise ValueError(
+            f"--plugin {name}: does not import ({error}); put its directory on PYTHONPATH, install it, "
+            "or give the file's path"
+        ) from None
+    except Exception as error:  # noqa: BLE001 - the user's module, named with its fault
+        raise ValueError(f"--plugin {name}: fails as it imports ({type(error).__name__}: {error})") from None
+    return name
+
+
+def add_run_trust_option(parser) -> None:
+    parser.add_argument(
+        "--trust-unverified-run",
+        action="store_true",
+        help="load a run whose run.json records no digests of its weights (an older version's, or "
+        "edited); without it such a run is refused. Its classes still load only from pyro_irm and --plugin",
+    )
+
+
+def load_run(args: argparse.Namespace, directory, device: str = "cpu"):
+    """The run at ``directory`` as :meth:`~pyro_irm.runs.Run.load` reads it, with the command's
+    ``--trust-unverified-run``."""
+    from pyro_irm.runs import Run
+
+    return Run.load(directory, device=device, trust_unverified=getattr(args, "trust_unverified_run", False))
 
 
 def say(args: argparse.Namespace, message: str) -> None:

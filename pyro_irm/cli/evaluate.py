@@ -6,7 +6,14 @@ import argparse
 import json
 import sys
 
-from pyro_irm.cli.common import EXIT_OK, add_cache_option, run_embeddings, write_json
+from pyro_irm.cli.common import (
+    EXIT_OK,
+    add_cache_option,
+    add_run_trust_option,
+    load_run,
+    run_embeddings,
+    write_json,
+)
 from pyro_irm.cli.options import bounded
 from pyro_irm.cli.schema import (
     add_schema_options,
@@ -69,6 +76,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     parser.add_argument("--json", metavar="PATH", help="also write the metrics as JSON")
     add_cache_option(parser)
     add_schema_options(parser, actions=False)
+    add_run_trust_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -80,9 +88,8 @@ def run(args: argparse.Namespace) -> int:
     if args.pairs is not None:
         return _evaluate_pairs(args)
     from pyro_irm.evaluation import evaluate_run
-    from pyro_irm.runs import Run
 
-    runs = [Run.load(directory) for directory in args.run_dirs]
+    runs = [load_run(args, directory) for directory in args.run_dirs]
     log = read_log_from_args(args, args.log, run_schema(args, runs[0], actions=False), run=runs[0])
     results = {}
     embedded = {}
@@ -107,7 +114,6 @@ def run(args: argparse.Namespace) -> int:
 def _evaluate_pairs(args: argparse.Namespace) -> int:
     from pyro_irm.data.pairs import read_pairs
     from pyro_irm.evaluation import evaluate_pairs
-    from pyro_irm.runs import Run
 
     settings = read_settings(args)
     pairs = read_pairs(
@@ -123,7 +129,7 @@ def _evaluate_pairs(args: argparse.Namespace) -> int:
         print(pairs.report.summary(), file=sys.stderr)
     results = {}
     for directory in args.run_dirs:
-        run = Run.load(directory)
+        run = load_run(args, directory)
         name = run.name if run.name not in results else str(run.directory)
         results[name] = evaluate_pairs(run, pairs, args.cache_dir, resamples=args.resamples)
     explanation = (

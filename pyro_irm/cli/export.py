@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pyro_irm.cli.common import EXIT_OK, say
+from pyro_irm.cli.common import EXIT_OK, add_run_trust_option, load_run, say
 from pyro_irm.export.layout import EXPORT_FILE, EXPORT_FORMATS
 
 
@@ -37,13 +37,12 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         "layer, no remote code (refused, with the reasons, where it cannot hold); 'remote-code': pyro_irm's "
         "own model class, for any head and pooling; 'auto': stock where it holds (default: auto)",
     )
+    add_run_trust_option(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from pyro_irm.runs import Run
-
-    run = Run.load(args.run_dir)
+    run = load_run(args, args.run_dir)
     out = run.export_hf(args.out, format=args.format)
     description = json.loads((out / EXPORT_FILE).read_text())
     if description["format"] == "stock":

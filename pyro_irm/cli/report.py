@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from pyro_irm.cli.common import EXIT_OK, add_cache_option, run_embeddings
+from pyro_irm.cli.common import EXIT_OK, add_cache_option, add_run_trust_option, load_run, run_embeddings
 from pyro_irm.cli.schema import add_bad_row_options, read_log_from_args
 
 
@@ -27,14 +27,15 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     parser.add_argument("--out", metavar="PATH", help="output directory (default: RUN_DIR/report)")
     add_bad_row_options(parser)
     add_cache_option(parser)
+    add_run_trust_option(parser)
     parser.set_defaults(handler=run)
 
 
 def run(args: argparse.Namespace) -> int:
     from pyro_irm.analysis.report import write_report
-    from pyro_irm.runs import Run, training_log
+    from pyro_irm.runs import training_log
 
-    run = Run.load(args.run_dir)
+    run = load_run(args, args.run_dir)
     source = args.log or training_log(run)
     log = read_log_from_args(args, source, run.schema, run=run)
     embeddings = run_embeddings(run, log, args)

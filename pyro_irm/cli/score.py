@@ -7,7 +7,15 @@ import sys
 from pathlib import Path
 
 from pyro_irm.atomic import strict_json
-from pyro_irm.cli.common import EXIT_OK, add_cache_option, refuse_overwriting_inputs, run_embeddings, say
+from pyro_irm.cli.common import (
+    EXIT_OK,
+    add_cache_option,
+    add_run_trust_option,
+    load_run,
+    refuse_overwriting_inputs,
+    run_embeddings,
+    say,
+)
 from pyro_irm.cli.options import bounded
 from pyro_irm.cli.schema import add_schema_options, read_log_from_args, run_schema
 
@@ -47,6 +55,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     )
     add_cache_option(parser)
     add_schema_options(parser, actions=False, labels=False)
+    add_run_trust_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -56,7 +65,7 @@ def run(args: argparse.Namespace) -> int:
     from pyro_irm.data.logs import write_records
     from pyro_irm.device import resolve_device
     from pyro_irm.groups import GROUP_NAMES
-    from pyro_irm.runs import Run, run_groups
+    from pyro_irm.runs import run_groups
 
     refuse_overwriting_inputs(
         {"--out": args.out},
@@ -66,7 +75,7 @@ def run(args: argparse.Namespace) -> int:
             "run's run.json": Path(args.run_dir) / "run.json",
         },
     )
-    run = Run.load(args.run_dir, device=str(resolve_device(args.device)))
+    run = load_run(args, args.run_dir, device=str(resolve_device(args.device)))
     if args.interval is not None:
         if not 0.0 < args.interval < 1.0:
             raise ValueError(f"--interval must lie in (0, 1), got {args.interval}")

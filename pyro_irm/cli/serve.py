@@ -7,7 +7,7 @@ import errno
 import os
 import socket
 
-from pyro_irm.cli.common import EXIT_OK, say
+from pyro_irm.cli.common import EXIT_OK, add_run_trust_option, load_run, say
 from pyro_irm.cli.options import bounded
 from pyro_irm.serve import API_KEY_VARIABLE, DEFAULT_MAX_BODY_BYTES
 
@@ -67,6 +67,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         "else none). The variable keeps the key out of the process list",
     )
     parser.add_argument("--device", metavar="DEVICE", default="cpu", help="'cpu', 'cuda' or 'auto'")
+    add_run_trust_option(parser)
     parser.set_defaults(handler=run)
 
 
@@ -99,7 +100,6 @@ def bind(host: str, port: int) -> socket.socket:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from pyro_irm.runs import Run
     from pyro_irm.serve import TextScorer, create_app
 
     if args.query_separator == "":  # before the model loads; create_app refuses it too
@@ -113,7 +113,7 @@ def run(args: argparse.Namespace) -> int:
         )
     sock = bind(args.host, args.port)
     try:
-        run = Run.load(args.run_dir)
+        run = load_run(args, args.run_dir)
         scorer = TextScorer(run, device=args.device)
         app = create_app(
             scorer,

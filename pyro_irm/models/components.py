@@ -3,6 +3,12 @@ its own settings, and rebuilt from them by importing the module, so a user's cla
 importable module (or one registered in this process) reloads at ``score``, ``serve``, ``export``
 and ``report`` with nothing else to declare.
 
+Loading never runs code the user did not name: a saved class path resolves only to a class
+registered in this process, or in ``pyro_irm``, or in a module the user trusts (``--plugin``, an
+installed ``pyro_irm.plugins`` entry point, :func:`trust_modules`, or a module whose part this
+process saved), and only to a subclass of the base the part must have. Anything else is refused
+before its module is imported, so a run directory is data, like a safetensors file.
+
 A part's settings are its constructor's arguments, read back from attributes of the same names,
 as scikit-learn's ``get_params`` does: keep each argument as an attribute, or define
 ``settings() -> dict``. Only JSON values are settings; tensors are state, saved with the weights.
@@ -12,9 +18,35 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import sys
 from typing import Any
 
 _JSON_SCALARS = (str, int, float, bool, type(None))
+
+# Modules (with their submodules) whose classes a saved part may name.
+_TRUSTED_MODULES: set[str] = {"pyro_irm"}
+
+
+class UntrustedComponentError(ValueError):
+    """A saved part names a class outside the modules the user trusts, or not of the expected base."""
+
+
+def trust_modules(*names: str) -> None:
+    """Let saved parts load classes from the modules ``names`` (and their submodules): what
+    ``--plugin`` and the ``pyro_irm.plugins`` entry points do on the command line."""
+    for name in names:
+        if not name or not all(part.isidentifier() for part in name.split(".")):
+            raise ValueError(f"trust_modules: {name!r} is not a module name")
+        _TRUSTED_MODULES.add(name)
+
+
+def trusted_modules() -> tuple[str, ...]:
+    """The modules whose classes saved parts may name, sorted."""
+    return tuple(sorted(_TRUSTED_MODULES))
+
+
+def is_trusted_module(name: str) -> bool:
+    return any(name == root or name.startswith(root + ".") for root in _TRUSTED_MODULES)
 
 
 def class_path(part: Any) -> str:
@@ -23,35 +55,56 @@ def class_path(part: Any) -> str:
     return f"{cls.__module__}:{cls.__qualname__}"
 
 
-def load_class(path: str, registered: dict[str, type] | None = None) -> type:
+def load_class(
+    path: str, registered: dict[str, type] | None = None, base: type | None = None, where: Any = None
+) -> type:
     """The class at ``path`` (``module:Qualname``); a bare name is looked up in ``registered``
-    (what older saves recorded).
+    (what older saves recorded). A module outside :func:`trusted_modules` is never imported, and
+    a class that is not a subclass of ``base`` is never returned; ``where`` (the saved file) is
+    named in the error.
 
     Raises:
+        UntrustedComponentError: a class from a module nobody trusted, or not of ``base``.
         ValueError: naming the path, and what to import when its module is not importable.
     """
+    origin = f"{where}: " if where is not None else ""
     if registered is not None and path in registered:
-        return registered[path]
-    if ":" not in path:
+        return _of_base(registered[path], path, base, origin)
+    if not isinstance(path, str) or ":" not in path:
         known = ", ".join(sorted(registered or ())) or "none"
         raise ValueError(
-            f"component {path!r} is neither a class path (module:Class) nor registered ({known})"
+            f"{origin}component {path!r} is neither a class path (module:Class) nor registered ({known})"
         )
     module_name, _, qualname = path.partition(":")
+    if not is_trusted_module(module_name):
+        raise UntrustedComponentError(
+            f"{origin}component {path} is in module {module_name!r}, which nobody trusted, so it was not "
+            "imported; loading a saved model runs only pyro_irm's code and the modules you name. If "
+            f"you wrote {module_name}, name it: --plugin {module_name} on the command line, or "
+            f"pyro_irm.trust_modules({module_name!r}) in Python"
+        )
     try:
-        target: Any = importlib.import_module(module_name)
+        target: Any = sys.modules.get(module_name) or importlib.import_module(module_name)
     except ImportError as error:
         raise ValueError(
-            f"component {path}: its module {module_name!r} does not import ({error}); install or put it on "
-            "the path (on the command line: --plugin MODULE), or register the class in this process"
+            f"{origin}component {path}: its module {module_name!r} does not import ({error}); install or "
+            "put it on the path (on the command line: --plugin MODULE), or register the class in this process"
         ) from None
     for part in qualname.split("."):
         target = getattr(target, part, None)
         if target is None:
-            raise ValueError(f"component {path}: {module_name} has no {qualname}")
+            raise ValueError(f"{origin}component {path}: {module_name} has no {qualname}")
     if not isinstance(target, type):
-        raise ValueError(f"component {path} is not a class")
-    return target
+        raise UntrustedComponentError(f"{origin}component {path} is not a class")
+    return _of_base(target, path, base, origin)
+
+
+def _of_base(cls: type, path: str, base: type | None, origin: str) -> type:
+    if base is not None and not (isinstance(cls, type) and issubclass(cls, base)):
+        raise UntrustedComponentError(
+            f"{origin}component {path} is not a {base.__module__}.{base.__qualname__}, so it is not built"
+        )
+    return cls
 
 
 def _json_value(value: Any) -> bool:
@@ -98,7 +151,9 @@ def constructor_settings(part: Any, skip: tuple[str, ...] = (), own: bool = True
 
 
 def findable_path(part: Any) -> str:
-    """:func:`class_path`, refused where no import can find the class again.
+    """:func:`class_path`, refused where no import can find the class again. The part's module
+    becomes trusted in this process: its code runs here already, so what this process saves, it
+    may load again (another process must be told, with ``--plugin`` or :func:`trust_modules`).
 
     Raises:
         ValueError: for a class defined inside a function.
@@ -109,6 +164,7 @@ def findable_path(part: Any) -> str:
             f"{path}: a class defined inside a function cannot be found again when a saved model "
             "loads; define it at the top level of a module"
         )
+    _TRUSTED_MODULES.add(path.partition(":")[0])
     return path
 
 
@@ -121,10 +177,19 @@ def describe(part: Any, skip: tuple[str, ...] = ()) -> dict[str, Any]:
     return {"class": findable_path(part), "settings": constructor_settings(part, skip)}
 
 
-def rebuild(description: dict[str, Any], *args: Any, registered: dict[str, type] | None = None) -> Any:
-    """A fresh part from :func:`describe`'s record: ``cls(*args, **settings)``."""
-    cls = load_class(description["class"], registered)
+def rebuild(
+    description: dict[str, Any],
+    *args: Any,
+    registered: dict[str, type] | None = None,
+    base: type | None = None,
+    where: Any = None,
+) -> Any:
+    """A fresh part from :func:`describe`'s record: ``cls(*args, **settings)``, with ``cls`` found
+    as :func:`load_class` allows (a trusted module, a subclass of ``base``)."""
+    cls = load_class(description["class"], registered, base=base, where=where)
     settings = description.get("settings") or {}
+    if not isinstance(settings, dict) or not all(isinstance(key, str) for key in settings):
+        raise ValueError(f"{where}: component {description['class']}: its settings are not a JSON object")
     try:
         return cls(*args, **settings)
     except TypeError as error:

@@ -43,7 +43,7 @@ from pyro_irm.models.channel import (
     NoisyAndChannel,
     SignedBinaryChannel,
 )
-from pyro_irm.models.components import load_class
+from pyro_irm.models.components import load_class, trust_modules
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.networks import full_precision, reward_network
 from pyro_irm.models.propensity import PropensityNetwork, select_by_preference
@@ -114,7 +114,9 @@ def build_channels(
         elif spec.kind == "binary":
             channels.append(SignedBinaryChannel(spec, feature_dim))
         else:  # each kind names its default emission (a registered kind too)
-            channels.append(load_class(spec.domain.component).build(spec, config, feature_dim))
+            component = spec.domain.component
+            trust_modules(component.partition(":")[0])  # a kind registered in this process names it
+            channels.append(load_class(component, base=Channel).build(spec, config, feature_dim))
     return channels
 
 

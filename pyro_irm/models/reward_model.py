@@ -300,8 +300,16 @@ class RewardModel:
         (path / CONFIG_FILE).write_text(json.dumps(meta, indent=2) + "\n")
 
     @classmethod
-    def load(cls, path: str | Path, device: str | torch.device = "cpu") -> RewardModel:
-        """Read a directory written by :meth:`save`; weights load through safetensors."""
+    def load(
+        cls, path: str | Path, device: str | torch.device = "cpu", trust: tuple[str, ...] = ()
+    ) -> RewardModel:
+        """Read a directory written by :meth:`save`; weights load through safetensors. The classes
+        it names load only from pyro_irm, the modules in ``trust`` (for example the module holding
+        your own channel) and those trusted already (:func:`~pyro_irm.models.components.trust_modules`):
+        a saved model runs no code you did not name."""
+        from pyro_irm.models.components import trust_modules
+
+        trust_modules(*trust)
         path = Path(path)
         config_path = path / CONFIG_FILE
         if not config_path.is_file():
@@ -333,7 +341,7 @@ class RewardModel:
         guide = None
         if meta["has_guide"]:
             described = meta.get("guide") or {"class": class_path(StratificationGuide), "settings": {}}
-            guide = rebuild(described, model)
+            guide = rebuild(described, model, base=torch.nn.Module, where=config_path)
             guide.load_state_dict(_strip(tensors, "guide."))
         loaded = cls(model, meta["method"], guide).to(device)
         if meta.get("head_method") is not None:
@@ -372,7 +380,7 @@ def _saved_model(meta: dict, config: ModelConfig, where: Path) -> FeedbackModel:
     from pyro_irm.models.observed import ObservedPreferenceModel
 
     if "model_class" in meta:
-        model_class = load_class(meta["model_class"])
+        model_class = load_class(meta["model_class"], base=FeedbackModel, where=where)
     else:  # saved before class paths: the method says which
         model_class = ImplicitFeedbackModel if meta["method"] == "implicitrm" else ObservedPreferenceModel
     settings = meta.get("model_settings") or {}
@@ -382,7 +390,8 @@ def _saved_model(meta: dict, config: ModelConfig, where: Path) -> FeedbackModel:
     channels = _channel_components(
         specs, meta.get("channel_types"), meta.get("channel_settings"), config, meta, where
     )
-    propensity = None if not meta.get("propensity") else rebuild(meta["propensity"])
+    propensity = meta.get("propensity")
+    propensity = rebuild(propensity, base=torch.nn.Module, where=where) if propensity else None
     dims = (meta["embedding_dim"], meta["context_dim"])
     return model_class(*dims, config, channels, meta["num_users"], propensity=propensity, **settings)
 
@@ -390,7 +399,7 @@ def _saved_model(meta: dict, config: ModelConfig, where: Path) -> FeedbackModel:
 def _channel_components(specs, types, settings, config: ModelConfig, meta: dict, where: Path) -> list:
     """The saved model's channel components, rebuilt by their class paths (or, in older saves,
     registered names) with their own settings."""
-    from pyro_irm.models.channel import CHANNEL_TYPES
+    from pyro_irm.models.channel import CHANNEL_TYPES, Channel
     from pyro_irm.models.implicit import channel_feature_dim
 
     if not types:
@@ -400,7 +409,7 @@ def _channel_components(specs, types, settings, config: ModelConfig, meta: dict,
     built = []
     for spec, name, own in zip(specs, types, settings, strict=True):
         try:
-            channel_class = load_class(name, CHANNEL_TYPES)
+            channel_class = load_class(name, CHANNEL_TYPES, base=Channel)
         except ValueError as error:
             raise ValueError(f"{where}: channel {spec.name!r}: {error}") from None
         built.append(channel_class.build(spec, config, feature_dim, **own))
