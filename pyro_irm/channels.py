@@ -24,9 +24,10 @@ class ChannelKind:
 
     ``component``: class path (``module:Class``) of the emission built for a channel of this kind
     (see :mod:`pyro_irm.models.channel`); ``acted``: its 0/1 values are an action that single-action
-    estimators see; ``integer`` and ``low``: the values' domain (``levels``, for an ordinal channel,
-    bounds it above). A missing value (NaN) is always allowed: that channel is left out of that
-    row's likelihood, which the model does exactly (its log-probability is masked there).
+    estimators see; ``zero_one``: its values are 0 or 1; ``integer`` and ``low``: the values' domain
+    (``levels``, for an ordinal channel, bounds it above). A missing value (NaN) is always allowed:
+    that channel is left out of that row's likelihood, which the model does exactly (its
+    log-probability is masked there).
     """
 
     name: str
@@ -35,13 +36,15 @@ class ChannelKind:
     acted: bool = False
     integer: bool = False
     low: float | None = None
+    zero_one: bool = False
 
     def problem(self, value: float, spec: ChannelSpec) -> str | None:
         """Why a logged ``value`` is outside this kind's domain, or None (NaN is missing, not wrong)."""
         if math.isnan(value):
             return None
-        if self.name == "binary" and value not in (0.0, 1.0):
-            return "a binary action must be 0 or 1 (declare its kind, or give a threshold)"
+        if (self.name == "binary" or self.zero_one) and value not in (0.0, 1.0):
+            what = "action" if self.acted else "value"
+            return f"a {self.name} {what} must be 0 or 1 (declare its kind, or give a threshold)"
         if not math.isfinite(value):
             return "must be finite"
         if self.integer and value != int(value):
@@ -71,6 +74,8 @@ for _kind in (
                 integer=True, low=1),
     ChannelKind("continuous", "non-negative amounts (dwell seconds)",
                 "pyro_irm.models.channel:LogNormalChannel", low=0),
+    ChannelKind("annotation", "a rater's 0/1 verdict, flipped at learned rates whatever the engagement",
+                "pyro_irm.models.channel:AnnotatorChannel", integer=True, low=0, zero_one=True),
 ):  # fmt: skip
     register_kind(_kind)
 

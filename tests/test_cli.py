@@ -346,3 +346,60 @@ def test_global_options_are_accepted_before_or_after_the_command():
         assert args.verbose and args.quiet, argv
     args = parser.parse_args(["demo"])
     assert not args.verbose and not args.quiet
+
+
+@pytest.mark.filterwarnings("ignore::pyro_irm.models.identifiability.IdentifiabilityWarning")
+def test_any_registered_kind_is_a_channel_from_the_command_line_and_a_count_fits_alone(tmp_path, capsys):
+    from pyro_irm.channels import CHANNEL_KINDS, ChannelKind, register_kind
+    from pyro_irm.data.logs import write_records
+
+    rng = np.random.default_rng(0)
+    rows = [{"prompt": f"p{i // 2}", "response": f"r{i}", "plus_one": int(rng.poisson(1.5)),
+             "stars": int(rng.integers(1, 8)), "rater": int(rng.random() < 0.5)}
+            for i in range(120)]  # fmt: skip
+    log = write_records(tmp_path / "log.jsonl", rows)
+    np.save(tmp_path / "log.npy", rng.normal(size=(120, 6)).astype(np.float32))
+    common = ["--embeddings", str(tmp_path / "log.npy"), "--max-epochs", "2", "--quiet"]
+    # A count channel alone: no 'action' column is implied.
+    assert (
+        main(["fit", str(log), "--channel", "plus_one:count", "--out", str(tmp_path / "count"), *common]) == 0
+    )
+    run = json.loads((tmp_path / "count" / "run.json").read_text())
+    assert [
+        c["name"] for c in json.loads((tmp_path / "count/model/reward_model.json").read_text())["channels"]
+    ] == ["plus_one"] and run["method"] == "implicitrm"
+    declared = [
+        "--channel",
+        "stars:ordinal:7",
+        "--channel",
+        "rater:annotation",
+        "--channel",
+        "plus_one:count:negative",
+    ]
+    assert main(["fit", str(log), *declared, "--out", str(tmp_path / "all"), *common]) == 0
+    saved = json.loads((tmp_path / "all/model/reward_model.json").read_text())
+    assert saved["channels"] == [
+        {"name": "stars", "polarity": "positive", "kind": "ordinal", "levels": 7},
+        {"name": "rater", "polarity": "positive", "kind": "annotation", "levels": None},
+        {"name": "plus_one", "polarity": "negative", "kind": "count", "levels": None},
+    ]
+    assert saved["channel_types"][1] == "pyro_irm.models.channel:AnnotatorChannel"
+    capsys.readouterr()
+    for bad, named in (("stars:rating", "kind 'rating' is not one of binary, count, ordinal"),
+                       ("stars:ordinal:10000000", "LEVELS must be a whole number from 2 to 1000"),
+                       ("stars:count:sideways", "'sideways' is neither a polarity")):  # fmt: skip
+        assert main(["fit", str(log), "--channel", bad, "--out", str(tmp_path / "bad"), *common]) == 2
+        assert named in capsys.readouterr().err
+    # A kind registered by a plugin is listed in the help and read as any other.
+    register_kind(
+        ChannelKind("vote", "a 0/1 vote", "pyro_irm.models.channel:AnnotatorChannel", zero_one=True)
+    )
+    try:
+        with pytest.raises(SystemExit):
+            main(["fit", "--help"])
+        assert "vote: a 0/1 vote" in capsys.readouterr().out
+        assert (
+            main(["fit", str(log), "--channel", "rater:vote", "--out", str(tmp_path / "vote"), *common]) == 0
+        )
+    finally:
+        CHANNEL_KINDS.pop("vote")

@@ -35,3 +35,5 @@ def test_notebook_executes(name, tmp_path, monkeypatch):
         assert (tmp_path / "reliability.png").read_bytes()[:4] == b"\x89PNG"
     if name.startswith("03"):  # each extension saved, and its claims asserted in the notebook itself
         assert {"stars", "position_decay"} <= {p.name for p in tmp_path.iterdir()}
+    if name.startswith("04"):  # likewise, and each reloaded in a fresh process that trusted its module
+        assert {"rater", "position", "users", "my_priors.py"} <= {p.name for p in tmp_path.iterdir()}

@@ -14,6 +14,7 @@ Variants (what a user with such a log could fit):
   channel (the best a user could do before channels were declared);
 * ``implicitrm_channels``: every channel declared (two positive, one negative, dwell continuous);
 * ``implicitrm_users``: the same with the per-user engagement effect;
+* ``implicitrm_users_spread``: the same with the users' spread learned (a hierarchical effect);
 * ``implicitrm_labels``: the same with the labelled rows' preference in the fit;
 * ``oracle``: the same network trained on the true preference of every training row;
 * ``oracle_engaged``: the true preference of the engaged rows only. Silent rows fire no binary
@@ -38,7 +39,12 @@ import numpy as np
 import torch
 
 from pyro_irm.analysis.metrics import best_of_n_win_rate, feature_bias, label_metrics
-from pyro_irm.benchmark.config import CHATLOG_VARIANTS, REMEDY_SETTINGS, ChatLogBenchmarkConfig
+from pyro_irm.benchmark.config import (
+    CHATLOG_VARIANTS,
+    REMEDY_SETTINGS,
+    VARIANT_MODEL_SETTINGS,
+    ChatLogBenchmarkConfig,
+)
 from pyro_irm.benchmark.datasets import EmbeddedSet, ScoredSplit
 from pyro_irm.channels import ChannelSpec
 from pyro_irm.data.chatlog_simulation import ChatLogConfig, chatlog_feedback
@@ -83,7 +89,7 @@ def available_variants(base: FeedbackData, has_truth: bool) -> tuple[str, ...]:
     if not base.channel_columns("negative"):
         skip.add("naive_no_negative")
     if base.users is None:
-        skip.add("implicitrm_users")
+        skip.update({"implicitrm_users", "implicitrm_users_spread"})
     if base.labels is None or not torch.isfinite(base.labels).any():
         skip.add("implicitrm_labels")
     if not has_truth:
@@ -125,6 +131,8 @@ def variant_data(
         return replace(base, users=None), TrainConfig(), "implicitrm"
     if variant == "implicitrm_users":
         return base, TrainConfig(), "implicitrm"
+    if variant == "implicitrm_users_spread":  # the spread learned (VARIANT_MODEL_SETTINGS), globals faster
+        return base, TrainConfig(global_learning_rate=3e-2), "implicitrm"
     if variant == "implicitrm_labels":
         return base, TrainConfig(fit_labels=True), "implicitrm"
     if variant in REMEDY_SETTINGS:
@@ -335,7 +343,7 @@ def compare_variants(
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", IdentifiabilityWarning)
                 candidates = config.model_configs(
-                    replace(model_config, **REMEDY_SETTINGS.get(variant, {})),
+                    replace(model_config, **VARIANT_MODEL_SETTINGS.get(variant, {})),
                     propensity=get_estimator(method).latent_groups and variant_rows.context is not None,
                 )
                 result, chosen = fit_selected(variant_rows, train_config, candidates)

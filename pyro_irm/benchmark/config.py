@@ -105,6 +105,7 @@ CHATLOG_VARIANTS = (
     "implicitrm_or",
     "implicitrm_channels",
     "implicitrm_users",
+    "implicitrm_users_spread",
     "implicitrm_labels",
     "oracle",
     "oracle_engaged",
@@ -128,6 +129,8 @@ REMEDY_SETTINGS = {
     "implicitrm_erase": {"erase_context_from_reward": True},
     "implicitrm_prior": {"engagement_prior_weight": 1.0},
 }
+# The model settings of every variant that changes them: the remedies, and the users' spread learned.
+VARIANT_MODEL_SETTINGS = {**REMEDY_SETTINGS, "implicitrm_users_spread": {"learn_user_scale": True}}
 
 
 @dataclass(frozen=True)

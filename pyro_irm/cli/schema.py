@@ -8,6 +8,7 @@ import sys
 import typing
 from dataclasses import fields
 
+from pyro_irm.channels import CHANNEL_KINDS
 from pyro_irm.cli.options import bounded
 from pyro_irm.data.schema import LogFormatError, LogSchema
 
@@ -30,6 +31,10 @@ def add_schema_options(parser: argparse.ArgumentParser, actions: bool = True, la
         default = field.default
         shown = ", ".join(default) if isinstance(default, tuple) else default
         help_text = field.metadata["help"] + (f" (default: {shown})" if shown not in (None, "") else "")
+        if field.name == "declared_channels":
+            help_text += "; kinds here: " + "; ".join(
+                f"{k.name}: {k.summary}" for k in CHANNEL_KINDS.values()
+            )
         kwargs: dict = {"dest": "schema_" + field.name, "help": help_text}
         kwargs["metavar"] = field.metadata.get("metavar", "COLUMN")
         if typing.get_origin(hints[field.name]) is tuple:
@@ -160,8 +165,9 @@ def _given_values(args: argparse.Namespace, parts: set[str]) -> dict:
         elif field.name == "missing":
             value = _policies(value)
         values[field.name] = tuple(value) if isinstance(value, list) else value
-    if values.get("action_values") and "actions" not in values:
-        values["actions"] = ()  # the categorical columns are the channels; no 'action' column is implied
+    others = ("action_values", "declared_channels", "count_actions", "ordinal_actions", "continuous_actions")
+    if any(values.get(name) for name in others) and "actions" not in values:
+        values["actions"] = ()  # the declared channels are the channels; no 'action' column is implied
     return values
 
 

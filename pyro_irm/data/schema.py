@@ -82,6 +82,17 @@ class LogSchema:
             "help": "rating column, 1 to LEVELS (default 5): an ordered-logistic channel; repeatable",
         },
     )
+    declared_channels: tuple[str, ...] = field(
+        default=(),
+        metadata={
+            "flag": "--channel",
+            "part": "actions",
+            "metavar": "COL:KIND[:positive|negative][:LEVELS]",
+            "help": "an action column of any channel kind, built in or registered (--plugin, or an installed "
+            "plugin's entry point), positive unless told, LEVELS for an ordinal one (copied:binary, "
+            "regenerated:binary:negative, stars:ordinal:10, rater:annotation); repeatable",
+        },
+    )
     action_values: tuple[str, ...] = field(
         default=(),
         metadata={
@@ -209,6 +220,8 @@ class LogSchema:
             )
         for item in self.ordinal_actions:
             _ordinal(item)
+        for item in self.declared_channels:
+            parse_channel(item)
         for item in self.action_values:
             parse_value_map(item)
         words = [w.strip().lower() for w in (*self.true_values, *self.false_values)]
@@ -275,6 +288,7 @@ class LogSchema:
             *self.continuous_actions,
             *self.count_actions,
             *ordinal,
+            *(parse_channel(item).name for item in self.declared_channels),
         )
 
     @property
@@ -286,6 +300,7 @@ class LogSchema:
             *(ChannelSpec(name, "positive", "continuous") for name in self.continuous_actions),
             *(ChannelSpec(name, "positive", "count") for name in self.count_actions),
             *(ChannelSpec(name, "positive", "ordinal", n) for name, n in map(_ordinal, self.ordinal_actions)),
+            *(parse_channel(item) for item in self.declared_channels),
             *(
                 ChannelSpec(f"{column}={value}", role)
                 for column, roles in self.value_maps.items()
@@ -323,6 +338,46 @@ def parse_value_map(item: str) -> tuple[str, dict[str, str]]:
     return column.strip(), roles
 
 
+# More ratings than anyone logs; the ordinal channel holds a cutpoint per level.
+MAX_LEVELS = 1000
+
+
+def parse_channel(item: str) -> ChannelSpec:
+    """The channel of a declaration ``COL:KIND[:positive|negative][:LEVELS]`` (``--channel``)."""
+    from pyro_irm.channels import CHANNEL_KINDS
+
+    column, _, rest = item.partition(":")
+    parts = [part.strip() for part in rest.split(":")] if rest else []
+    known = ", ".join(CHANNEL_KINDS)
+    if not column.strip() or not parts or not parts[0]:
+        raise ValueError(
+            f"--channel {item!r}: expected COL:KIND[:positive|negative][:LEVELS], KIND one of {known}"
+        )
+    kind, polarity, levels = parts[0].lower(), "positive", None
+    if kind not in CHANNEL_KINDS:
+        raise ValueError(
+            f"--channel {item!r}: kind {kind!r} is not one of {known} (a kind of your own is registered by "
+            "a --plugin module with pyro_irm.channels.register_kind)"
+        )
+    for part in parts[1:]:
+        if part.lower() in ("positive", "negative"):
+            polarity = part.lower()
+        elif part.isdigit() and kind == "ordinal":
+            levels = _levels(item, part, "--channel")
+        else:
+            raise ValueError(
+                f"--channel {item!r}: {part!r} is neither a polarity (positive, negative) nor, for an "
+                "ordinal channel, a number of levels"
+            )
+    return ChannelSpec(column.strip(), polarity, kind, levels)
+
+
+def _levels(item: str, text: str, flag: str) -> int:
+    if not text.isdigit() or not 2 <= int(text) <= MAX_LEVELS:
+        raise ValueError(f"{flag} {item!r}: LEVELS must be a whole number from 2 to {MAX_LEVELS}")
+    return int(text)
+
+
 def _ordinal(item: str) -> tuple[str, int]:
     """``(column, levels)`` of an ordinal declaration ``COL`` or ``COL:LEVELS``."""
     name, _, levels = item.partition(":")
@@ -330,6 +385,4 @@ def _ordinal(item: str) -> tuple[str, int]:
         raise ValueError(f"--ordinal-action-col {item!r}: expected COL or COL:LEVELS")
     if not levels:
         return name, 5
-    if not levels.isdigit() or int(levels) < 2:
-        raise ValueError(f"--ordinal-action-col {item!r}: LEVELS must be a whole number of at least 2")
-    return name, int(levels)
+    return name, _levels(item, levels, "--ordinal-action-col")

@@ -12,6 +12,7 @@ from typing import Literal
 
 from pyro_irm.estimators import ESTIMATORS, describe_methods
 from pyro_irm.estimators.config import EstimatorConfig  # noqa: F401  (its old home)
+from pyro_irm.models.config import GlobalGuideKind
 
 Inference = Literal["enumerate", "amortized", "fused"]
 GuideGradient = Literal["score_function", "enumerate"]
@@ -42,6 +43,22 @@ class TrainConfig:
             "help": "amortized only: 'enumerate' sums the guide's four groups exactly "
             "(TraceEnum_ELBO, no sampling variance); 'score_function' samples them "
             "(TraceGraph_ELBO with a learned per-row baseline), for latent spaces too large to sum"
+        },
+    )
+    global_guide: GlobalGuideKind = field(
+        default="auto",
+        metadata={
+            "help": "the guide of the model's global latents (user effects and their scale, flip rates, a "
+            "component's own): 'map' a point estimate of each (AutoDelta), 'normal' a Normal posterior "
+            "of each (AutoNormal), 'auto' MAP except hierarchical sites (effects whose scale is learned), "
+            "which get a Normal"
+        },
+    )
+    global_learning_rate: float | None = field(
+        default=None,
+        metadata={
+            "help": "learning rate of the global latents' guide (default: --learning-rate), so that slow "
+            "globals such as a learned scale can train while the networks settle"
         },
     )
     batch_size: int = field(default=1024, metadata={"help": "rows per SVI step"})
@@ -114,7 +131,10 @@ class TrainConfig:
             "method": tuple(ESTIMATORS),
             "inference": ("enumerate", "amortized", "fused"),
             "guide_gradient": ("score_function", "enumerate"),
+            "global_guide": ("auto", "map", "normal"),
         }
+        if self.global_learning_rate is not None and not self.global_learning_rate > 0:
+            raise ValueError(f"global_learning_rate must be positive, got {self.global_learning_rate}")
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")

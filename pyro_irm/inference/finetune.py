@@ -29,12 +29,11 @@ from pyro_irm.encoders.encoder import TextEncoder
 from pyro_irm.estimators import get_estimator
 from pyro_irm.inference.config import FinetuneConfig, TrainConfig
 from pyro_irm.inference.loop import run_epochs
-from pyro_irm.inference.objectives import heldout_elbo, training_rows
+from pyro_irm.inference.objectives import build_guide, heldout_elbo, parameter_groups, training_rows
 from pyro_irm.inference.result import FitResult
 from pyro_irm.inference.svi import check_learnable, check_user_model
 from pyro_irm.models.base import FeedbackModel, Rows
 from pyro_irm.models.config import ModelConfig
-from pyro_irm.models.guides import StratificationGuide
 from pyro_irm.models.implicit import ImplicitFeedbackModel
 from pyro_irm.models.reward_model import RewardModel
 
@@ -140,7 +139,8 @@ def finetune(
         )
     else:
         check_user_model(model, data, train_config.method)
-    guide = StratificationGuide(model, enumerate_groups=True)
+    # The rows' groups amortized (summed exactly), the globals by config.global_guide.
+    guide = build_guide(replace(train_config, inference="amortized", guide_gradient="enumerate"), model)
     model.to(encoder.device)
     guide.to(encoder.device)
     split = split_indices(len(log), train_config.validation_fraction, train_config.seed)
@@ -154,6 +154,8 @@ def finetune(
     state = run_epochs(trainer, train_config, description="fine-tune")
     model.load_state_dict(state.best_state["model"])
     guide.load_state_dict(state.best_state["guide"])
+    if guide.globals_guide is not None:
+        model.set_point_values(guide.globals_guide.median())
     with torch.no_grad():
         named = dict(encoder.model.named_parameters())
         for name, value in state.best_state["encoder"].items():
@@ -163,7 +165,7 @@ def finetune(
     encoder.model.eval()
     encoder.model.requires_grad_(False)
     return FinetuneResult(
-        reward_model=RewardModel(model, train_config.method, guide),
+        reward_model=RewardModel(model, train_config.method, guide.rows_guide),
         history=state.history,
         config=replace(train_config, inference="amortized"),
         train_indices=split[0],
@@ -186,7 +188,7 @@ class _FinetuneTrainer:
         self.train_index, self.validation_index = split
         self.encoder_parameters, self.train_config, self.config = encoder_parameters, train_config, config
         self.embed_batch_size = embed_batch_size
-        groups = [{"params": [*model.parameters(), *guide.parameters()], "lr": train_config.learning_rate}]
+        groups = parameter_groups([*model.parameters(), *guide.parameters()], guide, train_config)
         if encoder_parameters:
             groups.append({"params": encoder_parameters, "lr": config.encoder_learning_rate})
         self.optimizer = torch.optim.AdamW(groups, weight_decay=train_config.weight_decay)
@@ -238,7 +240,9 @@ class _FinetuneTrainer:
         index = self.validation_index
         embeddings = _embed_all(self.encoder, self.log, index.numpy(), self.embed_batch_size)
         held_out = self.rows.take(index, self.encoder.device).with_embeddings(embeddings)
-        return heldout_elbo(self.model, self.guide, held_out, torch.arange(len(index)))
+        return heldout_elbo(
+            self.model, self.guide, held_out, torch.arange(len(index)), num_rows=len(self.train_index)
+        )
 
     def snapshot(self) -> dict:
         trained = {id(p) for p in self.encoder_parameters}

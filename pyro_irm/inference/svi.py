@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from collections.abc import Sequence
-from dataclasses import asdict, replace
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, replace
 
 import pyro
 import torch
@@ -21,7 +21,13 @@ from pyro_irm.inference.checkpoint import checkpoint_path, identity, load_checkp
 from pyro_irm.inference.config import TrainConfig
 from pyro_irm.inference.identification import check_identification, warn_if_not_decided
 from pyro_irm.inference.loop import LoopState, StopTraining, run_epochs
-from pyro_irm.inference.objectives import build_guide, build_objective, training_rows
+from pyro_irm.inference.objectives import (
+    build_guide,
+    build_objective,
+    parameter_groups,
+    rows_guide,
+    training_rows,
+)
 from pyro_irm.inference.remedies import (
     EngagementPrior,
     context_erasure,
@@ -32,7 +38,7 @@ from pyro_irm.inference.remedies import (
 from pyro_irm.inference.result import FitHistory, FitResult
 from pyro_irm.models.base import FeedbackModel
 from pyro_irm.models.config import ModelConfig
-from pyro_irm.models.guides import StratificationGuide
+from pyro_irm.models.guides import ModelGuide, StratificationGuide
 from pyro_irm.models.identifiability import warn_if_unidentified
 from pyro_irm.models.implicit import ImplicitFeedbackModel
 from pyro_irm.models.reward_model import RewardModel, saved_components
@@ -47,6 +53,7 @@ def fit(
     estimator_config: EstimatorConfig | None = None,
     nuisance: Nuisance | None = None,
     model: FeedbackModel | None = None,
+    guide: torch.nn.Module | Callable[[FeedbackModel], torch.nn.Module] | None = None,
 ) -> FitResult:
     """Fit a reward model to implicit (or observational) feedback.
 
@@ -61,6 +68,11 @@ def fit(
         model: a model built by the user (for example an
             :class:`~pyro_irm.models.ImplicitFeedbackModel` with channel components of their own)
             to fit instead of the one ``config.method`` builds; it is trained in place.
+        guide: the guide of the model's global latents (user effects, their scale, flip rates):
+            a module whose call samples every global site and whose ``median()`` gives
+            ``{site: value}`` (a Pyro autoguide of ``model.model_globals``), or a function of the
+            model that builds one; default :class:`~pyro_irm.models.guides.GlobalGuide` of
+            ``config.global_guide``.
 
     Returns:
         :class:`FitResult` holding the :class:`RewardModel` from the epoch with the best held-out
@@ -78,12 +90,16 @@ def fit(
         )
     fabric = _launch(config) if config.devices > 1 else None
     if config.restarts == 1 or model is not None:
-        return _fit_once(data, config, model_config, estimator_config, nuisance, model, fabric=fabric)
+        return _fit_once(
+            data, config, model_config, estimator_config, nuisance, model, fabric=fabric, guide=guide
+        )
     if config.checkpoint_dir is not None:
         raise ValueError("restarts: a checkpointed fit resumes one run; give restarts=1 with checkpoint_dir")
     best: FitResult | None = None
     for restart in range(config.restarts):
-        result = _fit_once(data, config, model_config, estimator_config, nuisance, None, restart, fabric)
+        result = _fit_once(
+            data, config, model_config, estimator_config, nuisance, None, restart, fabric, guide=guide
+        )
         logger.info("restart %d: held-out score %.5f", restart, result.best_validation_score)
         if best is None or result.best_validation_score > best.best_validation_score:
             best = result
@@ -122,6 +138,21 @@ def fit_selected(
     return best
 
 
+@dataclass
+class _Plan:
+    """What a fit settled before building anything: its data (on its device), the method's
+    actions, the model configuration with its flip rates, nuisance, seed and split."""
+
+    data: FeedbackData
+    actions: torch.Tensor
+    model_config: ModelConfig
+    nuisance: Nuisance
+    device: torch.device
+    run_seed: int
+    train_index: torch.Tensor
+    validation_index: torch.Tensor
+
+
 def _fit_once(
     data: FeedbackData,
     config: TrainConfig,
@@ -131,18 +162,27 @@ def _fit_once(
     model: FeedbackModel | None,
     restart: int = 0,
     fabric=None,
+    guide=None,
 ) -> FitResult:
     """One fit (see :func:`fit`); ``restart`` k > 0 draws another initialization and batch order;
-    with ``fabric`` (several processes) each process takes its share of every minibatch."""
-    model_config = model_config or ModelConfig()
+    with ``fabric`` (several processes) each process takes its share of every minibatch; ``guide``
+    the global latents' guide (or its builder). Three steps: plan, train, finish."""
     estimator_config = estimator_config or EstimatorConfig()
-    estimator = get_estimator(config.method)
-    actions = _check_fit(data, config, model_config)
+    plan = _plan(
+        data, config, model_config or ModelConfig(), estimator_config, nuisance, model, restart, fabric
+    )
+    model, guide, state, erased = _train(plan, config, estimator_config, model, guide, fabric)
+    return _finish(plan, config, model, guide, state, erased, fabric)
+
+
+def _plan(data, config, model_config, estimator_config, nuisance, model, restart, fabric) -> _Plan:
+    """Check the fit, move the data, complete the nuisance, seed, and split the rows."""
+    actions = _check_fit(data, config, model_config, model)
     device = fabric.device if fabric is not None else resolve_device(config.device)
     if device.type == "cuda":
         data = data.to(device)  # once, not a host-to-device copy per step
     nuisance = complete_nuisance(data, config.method, estimator_config, nuisance, config.seed)
-    if estimator.latent_groups:
+    if get_estimator(config.method).latent_groups:
         model_config = _with_flip_rates(model_config, nuisance)
     pyro.clear_param_store()
     run_seed = config.seed + 7919 * restart
@@ -150,32 +190,36 @@ def _fit_once(
     train_index, validation_index = _split(data, config)
     if len(validation_index):
         check_learnable(data, config.method, actions, train_rows=train_index)
+    return _Plan(data, actions, model_config, nuisance, device, run_seed, train_index, validation_index)
 
+
+def _train(plan: _Plan, config: TrainConfig, estimator_config, model, guide, fabric):
+    """Build the model, guide, objective and optimizer, and run the epochs (resuming a
+    checkpoint). Returns ``(model, guide, loop state, erasure to fold or None)``."""
+    data, actions, device, train_index = plan.data, plan.actions, plan.device, plan.train_index
     # Parameters stay on the modules, not in Pyro's global store; PyroModules read this setting
     # when they are built, so they are built inside it.
     with pyro.settings.context(module_local_params=True):
-        model, model_config = _the_model(model, data, config, model_config, actions[train_index])
+        model, plan.model_config = _the_model(model, data, config, plan.model_config, actions[train_index])
         model = model.to(device)
-        erased = _erase_context(model, model_config, data, train_index)
-        guide = build_guide(config, model).to(device)
+        erased = _erase_context(model, plan.model_config, data, train_index)
+        guide = build_guide(config, model, guide).to(device)
         objective = build_objective(
-            config, model, guide, data, actions, nuisance, estimator_config, train_index
+            config, model, guide, data, actions, plan.nuisance, estimator_config, train_index
         )
-        if model_config.engagement_prior_weight > 0 and estimator.latent_groups:
-            exposure = exposure_prior(data, actions, train_index, model_config.engagement_prior_power)
-            objective.penalty = EngagementPrior(
-                model, exposure.to(device), model_config.engagement_prior_weight, data
-            )
-        optimizer = torch.optim.AdamW(
-            objective.parameters(), lr=config.learning_rate, weight_decay=config.weight_decay
-        )
+        weight = plan.model_config.engagement_prior_weight
+        if weight > 0 and get_estimator(config.method).latent_groups:
+            exposure = exposure_prior(data, actions, train_index, plan.model_config.engagement_prior_power)
+            objective.penalty = EngagementPrior(model, exposure.to(device), weight, data)
+        groups = parameter_groups(objective.parameters(), guide, config)
+        optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
         checkpoint = None
         if config.checkpoint_dir is not None:
-            checkpoint = _Checkpoint(config, data, model_config, model, guide, optimizer, fabric)
+            checkpoint = _Checkpoint(config, data, plan.model_config, model, guide, optimizer, fabric)
         state = checkpoint.resume() if checkpoint is not None else None
         trainer = _StepTrainer(
-            model, guide, objective, optimizer, data, (train_index, validation_index), config, device,
-            fabric, run_seed, start_epoch=state.next_epoch if state is not None else 0,
+            model, guide, objective, optimizer, data, (train_index, plan.validation_index), config, device,
+            fabric, plan.run_seed, start_epoch=state.next_epoch if state is not None else 0,
         )  # fmt: skip
         state = run_epochs(
             trainer,
@@ -185,12 +229,22 @@ def _fit_once(
             show_progress=_is_main(fabric),
             after_epoch=checkpoint.save if checkpoint is not None else None,
         )
+    return model, guide, state, erased
+
+
+def _finish(plan: _Plan, config: TrainConfig, model, guide, state, erased, fabric) -> FitResult:
+    """Keep the best epoch, store the globals' point estimates, fold an erasure, check the
+    identification, and wrap the result."""
+    data, actions = plan.data, plan.actions
+    train_index, validation_index = plan.train_index, plan.validation_index
+    estimator = get_estimator(config.method)
     if len(validation_index) and estimator.family == "pyro" and not config.fit_labels:
         _warn_if_worse_than_constant(state.best_value, actions, data, train_index, validation_index, config)
-
     if state.best_state is not None:
         model.load_state_dict(state.best_state["model"])
         guide.load_state_dict(state.best_state["guide"])
+    if isinstance(guide, ModelGuide) and guide.globals_guide is not None:
+        model.set_point_values(guide.globals_guide.median())  # what scoring and the closed forms read
     if erased is not None:
         fold_erasure(erased)  # the saved reward is a plain network
     check = None
@@ -199,26 +253,28 @@ def _fit_once(
         guide.eval()
         check = check_identification(
             model, guide, data, training_rows(config, data, actions), train_index, validation_index,
-            _other_evidence(data, config), seed=config.seed, assumed=_assumed(model_config),
+            _other_evidence(data, config), seed=config.seed, assumed=_assumed(plan.model_config),
         )  # fmt: skip
         warn_if_not_decided(check)
-    reward_model = RewardModel(
-        model, config.method, guide if isinstance(guide, StratificationGuide) else None
-    )
+    local = rows_guide(guide)
     return FitResult(
-        reward_model=reward_model,
+        reward_model=RewardModel(
+            model, config.method, local if isinstance(local, StratificationGuide) else None
+        ),
         history=state.history,
         config=config,
         train_indices=train_index,
         validation_indices=validation_index,
-        device=str(device),
-        nuisance_sources=dict(nuisance.sources),
+        device=str(plan.device),
+        nuisance_sources=dict(plan.nuisance.sources),
         is_main_process=_is_main(fabric),
         identification=check,
     )
 
 
-def _check_fit(data: FeedbackData, config: TrainConfig, model_config: ModelConfig) -> torch.Tensor:
+def _check_fit(
+    data: FeedbackData, config: TrainConfig, model_config: ModelConfig, model: FeedbackModel | None = None
+) -> torch.Tensor:
     """Refuse what this fit cannot do before anything is built; returns the method's observed
     actions ``(N,)`` or ``(N, K)``. Warns where the latent groups are not identified."""
     if not isinstance(data, FeedbackData):
@@ -244,7 +300,7 @@ def _check_fit(data: FeedbackData, config: TrainConfig, model_config: ModelConfi
         warn_if_unidentified(
             model_config,
             data.context_dim,
-            channels=data.channels,
+            channels=list(model.channels) if isinstance(model, ImplicitFeedbackModel) else data.channels,
             num_users=data.num_users,
             labelled_rows=_count_labels(data) if config.fit_labels else 0,
         )

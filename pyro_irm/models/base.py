@@ -12,7 +12,10 @@ from dataclasses import dataclass
 
 import pyro
 import torch
+from pyro import poutine
 from pyro.nn import PyroModule
+from pyro.poutine.util import site_is_subsample
+from torch import nn
 
 from pyro_irm.data.paging import row_file
 from pyro_irm.models.networks import MLP, full_precision
@@ -77,14 +80,67 @@ class Rows:
         """These rows with other embeddings ``(N, D')`` (for example a fine-tuned encoder's)."""
         return Rows(embeddings, *(getattr(self, name) for name in _ROW_FIELDS[1:]))
 
-    def group_log_joint(self, model: FeedbackModel) -> torch.Tensor:
-        """``model``'s :meth:`~FeedbackModel.group_log_joint` of these rows: ``(N, 4)``."""
-        return model.group_log_joint(
-            self.embeddings, self.actions, self.context, self.observed, **self.extras
-        )
+    def group_log_joint(
+        self, model: FeedbackModel, values: dict[str, torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """``model``'s :meth:`~FeedbackModel.group_log_joint` of these rows: ``(N, 4)``, at the global
+        latents ``values`` (default the model's point estimates)."""
+        extras = self.extras if values is None else {**self.extras, "values": values}
+        return model.group_log_joint(self.embeddings, self.actions, self.context, self.observed, **extras)
 
 
 _ROW_FIELDS = ("embeddings", "actions", "context", "observed", "users", "labels")
+
+
+def format_sites(model: FeedbackModel, rows: Rows, guide=None) -> str:
+    """The model's sample sites with their shapes as the enumerated ELBO sees them (Pyro's
+    ``Trace.format_shapes``, as ``examples/hmm.py --print-shapes`` prints): the globals, then r
+    and o with their enumeration dims, the channels, the label. ``rows``: a few rows of the log;
+    ``guide``: the whole guide, whose draw of the globals is replayed (default their prior)."""
+    from pyro.infer import config_enumerate
+
+    enumerated = poutine.enum(config_enumerate(model, default="parallel"), first_available_dim=-2)
+    if guide is not None:
+        guide_trace = poutine.trace(guide).get_trace(
+            rows.embeddings, rows.actions, rows.context, observed=rows.observed, **rows.extras
+        )
+        enumerated = poutine.replay(enumerated, trace=guide_trace)
+    with poutine.block():
+        trace = poutine.trace(enumerated).get_trace(
+            rows.embeddings, rows.actions, rows.context, observed=rows.observed, **rows.extras
+        )
+    trace.compute_log_prob()
+    return trace.format_shapes()
+
+
+def latent_sites(trace) -> list[str]:
+    """The latent sample sites of a trace, in order (plates' subsample sites left out)."""
+    return [
+        name
+        for name, site in trace.nodes.items()
+        if site["type"] == "sample" and not site["is_observed"] and not site_is_subsample(site)
+    ]
+
+
+def _buffer_name(site: str) -> str:
+    """A global site's buffer name (buffers take no dots)."""
+    return site.replace(".", "__")
+
+
+def prior_centre(prior, drawn: torch.Tensor) -> torch.Tensor:
+    """A point to start a global latent at: its prior's mean where finite (through the transforms
+    of a transformed distribution), else ``drawn``."""
+    try:
+        centre = prior.mean
+    except NotImplementedError:
+        base = getattr(prior, "base_dist", None)
+        if base is None:
+            return drawn
+        centre = prior_centre(base, drawn)
+        for transform in prior.transforms:
+            centre = transform(centre)
+    centre = centre.expand(drawn.shape) if centre.shape != drawn.shape else centre
+    return centre if bool(torch.isfinite(centre).all()) else drawn
 
 
 class FeedbackModel(PyroModule):
@@ -137,9 +193,55 @@ class FeedbackModel(PyroModule):
         draw of a Bayesian head) instead of computed by ``reward_net``: ``(B, 4)``."""
         raise NotImplementedError
 
-    def global_log_prob(self) -> torch.Tensor:
-        """Log-density of the model's global latents at their point estimates (0 without any)."""
-        return torch.zeros((), device=self.device)
+    # -- global latents -----------------------------------------------------------------------
+    #
+    # A model's global latents (user effects and their scale, flip rates, a user's own) are
+    # ``pyro.sample`` sites of :meth:`model_globals`, which ``forward`` runs before the rows. A fit
+    # learns them through a guide (``models.guides``); their point estimates (the guide's median)
+    # are kept as buffers, saved with the weights, and are what the closed forms read when no
+    # values are given.
+
+    def model_globals(self) -> dict[str, torch.Tensor]:
+        """Sample every global latent with its prior (the program's global part); returns
+        ``{site: value}``. None here."""
+        return {}
+
+    def point_values(self) -> dict[str, torch.Tensor]:
+        """``{site: value}``: the global latents' point estimates (``{}`` for a model without any)."""
+        holder = getattr(self, "point_globals", None)
+        if holder is None:
+            return {}
+        return {name.replace("__", "."): value for name, value in holder.named_buffers()}
+
+    def set_point_values(self, values: dict[str, torch.Tensor]) -> None:
+        """Store ``values`` (for example a guide's median) as the point estimates."""
+        holder = self.point_globals
+        with torch.no_grad():
+            for site, value in values.items():
+                getattr(holder, _buffer_name(site)).copy_(value.detach())
+
+    def register_point_values(self) -> None:
+        """Make a buffer for each global site, set to the centre of its prior (what a fit starts
+        from); idempotent, and it draws nothing from the random number generator."""
+        if "point_globals" not in self._modules:
+            self.point_globals = nn.Module()
+        with torch.random.fork_rng(devices=[]), poutine.block():
+            trace = poutine.trace(self.model_globals).get_trace()
+        for site in latent_sites(trace):
+            name = _buffer_name(site)
+            if not hasattr(self.point_globals, name):
+                centre = prior_centre(trace.nodes[site]["fn"], trace.nodes[site]["value"])
+                self.point_globals.register_buffer(name, centre.detach().clone())
+
+    def global_log_prob(self, values: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+        """``log p(globals)`` at ``values`` (default the point estimates): :meth:`model_globals`
+        traced with its sites set to them (0 without global latents)."""
+        values = self.point_values() if values is None else values
+        if not values:
+            return torch.zeros((), device=self.device)
+        with poutine.block():
+            trace = poutine.trace(poutine.condition(self.model_globals, data=values)).get_trace()
+        return trace.log_prob_sum()
 
     def log_marginal_given_reward(
         self,

@@ -21,6 +21,8 @@ import pyro.distributions as dist
 import torch
 import torch.nn.functional as F
 from torch import nn
+from torch.distributions import constraints
+from torch.distributions.transforms import AffineTransform
 
 from pyro_irm.channels import ChannelSpec
 from pyro_irm.models.components import class_path, constructor_settings
@@ -61,9 +63,21 @@ def register_channel(cls: type[Channel]) -> type[Channel]:
 
 
 class Channel(nn.Module):
-    """Base class of emission components. ``transform`` maps logged values to the modelled ones."""
+    """Base class of emission components. ``transform`` maps logged values to the modelled ones.
+
+    Declarations the toolkit reads: ``uses_engagement`` (False for a channel whose value does not
+    depend on o, such as a rater's verdict: evidence that pins the split of preference from
+    engagement) and :meth:`global_priors` (the channel's own global latents, which the model
+    samples before the rows and hands back to :meth:`distribution` by name).
+    """
 
     spec: ChannelSpec
+    uses_engagement = True
+
+    def global_priors(self) -> dict[str, dist.Distribution]:
+        """``{name: prior}`` of this channel's global latents (site ``<its site>.<name>``); each
+        value reaches :meth:`distribution` as the keyword ``name``. None here."""
+        return {}
 
     @classmethod
     def build(cls, spec: ChannelSpec, config, feature_dim: int, **settings) -> Channel:
@@ -123,6 +137,67 @@ class NoisyAndChannel(Channel):
     ) -> dist.Bernoulli:
         """``Bernoulli`` over y for (broadcastable) 0/1 tensors ``r`` and ``o``."""
         return dist.Bernoulli(probs=self.action_probability(preference, engagement))
+
+
+class FlipRatePrior(dist.TransformedDistribution):
+    """``eps = Beta(a, b) / 2``: a flip rate below one half, so that a flip never turns the meaning
+    of r around (Dawid-Skene's confusion of a rater better than chance)."""
+
+    arg_constraints = {}
+    support = constraints.interval(0.0, 0.5)
+
+    def __init__(self, concentration1: torch.Tensor, concentration0: torch.Tensor, validate_args=None):
+        super().__init__(
+            dist.Beta(concentration1, concentration0), [AffineTransform(0.0, 0.5)], validate_args
+        )
+
+
+# Beta(1.5, 3.5) halved: mean 0.15, mode 0.06; a few thousand rows outweigh it.
+FLIP_PRIOR = (1.5, 3.5)
+
+
+def flip_rate_priors(holder: nn.Module) -> dict[str, dist.Distribution]:
+    """``eps0`` (P(y=1 | r=0)) and ``eps1`` (P(y=0 | r=1)) priors from ``holder``'s ``flip_prior``
+    buffer ``(2,)``."""
+    a, b = holder.flip_prior[0], holder.flip_prior[1]
+    return {"eps0": FlipRatePrior(a, b), "eps1": FlipRatePrior(a, b)}
+
+
+def _flipped(signed: torch.Tensor, eps0: torch.Tensor, eps1: torch.Tensor) -> torch.Tensor:
+    """``P(verdict = 1) = r' (1 - eps1) + (1 - r') eps0``."""
+    eps0, eps1 = eps0.to(signed.dtype), eps1.to(signed.dtype)
+    return signed * (1 - eps1) + (1 - signed) * eps0
+
+
+@register_channel
+class AnnotatorChannel(Channel):
+    """A rater's 0/1 verdict on the preference, whatever the engagement: ``P(y = 1 | r) = r' (1 -
+    eps1) + (1 - r') eps0`` with ``r' = r`` (``1 - r`` for a negative channel). The flip rates are
+    global latents with a prior (:class:`FlipRatePrior`), learned in the fit: CausalRM's noisy
+    labels, Dawid-Skene's confusion of one rater. Its value ignores o (``uses_engagement`` False).
+
+    Args:
+        spec: the channel (kind ``annotation``, or ``binary``).
+        feature_dim: unused (a rater sees the response, not the context).
+        prior: ``(a, b)`` of the rates' ``Beta(a, b) / 2`` prior.
+    """
+
+    uses_engagement = False
+
+    def __init__(self, spec: ChannelSpec, feature_dim: int = 0, prior: tuple[float, float] = FLIP_PRIOR):
+        super().__init__()
+        self.spec = spec
+        self.feature_dim = feature_dim
+        self.prior = tuple(float(v) for v in prior)
+        self.register_buffer("flip_prior", torch.tensor(self.prior), persistent=False)
+
+    def global_priors(self) -> dict[str, dist.Distribution]:
+        return flip_rate_priors(self)
+
+    def distribution(self, preference, engagement, features=None, eps0=None, eps1=None) -> dist.Bernoulli:
+        if eps0 is None or eps1 is None:
+            raise ValueError(f"channel {self.spec.name!r}: the flip rates eps0 and eps1 are global latents")
+        return dist.Bernoulli(probs=_flipped(_signed(preference, self.spec), eps0, eps1))
 
 
 @register_channel
@@ -287,13 +362,23 @@ class OrdinalChannel(_SilentEngagedChannel):
 
 
 class LabelChannel(nn.Module):
-    """Explicit labels as a noisy view of r: ``P(label = 1 | r) = r (1 - noise) + (1 - r) noise``.
-    With ``noise = 0`` a label is the observed preference of its row."""
+    """Explicit labels as a noisy view of r: ``P(label = 1 | r) = r (1 - eps1) + (1 - r) eps0``.
+    Fixed (``eps0 = eps1 = noise``; with 0 a label is the observed preference of its row), or,
+    ``learned``, two global latents with a :class:`FlipRatePrior`, learned in the fit."""
 
-    def __init__(self, noise: float = 0.0):
+    def __init__(self, noise: float = 0.0, learned: bool = False):
         super().__init__()
+        self.learned = learned
         self.register_buffer("noise", torch.tensor(float(noise), dtype=torch.float64))
+        self.register_buffer("flip_prior", torch.tensor(FLIP_PRIOR), persistent=False)
 
-    def distribution(self, preference: torch.Tensor) -> dist.Bernoulli:
+    def global_priors(self) -> dict[str, dist.Distribution]:
+        return flip_rate_priors(self) if self.learned else {}
+
+    def distribution(
+        self, preference: torch.Tensor, eps0: torch.Tensor | None = None, eps1: torch.Tensor | None = None
+    ) -> dist.Bernoulli:
         noise = self.noise.to(preference.dtype)
-        return dist.Bernoulli(probs=preference * (1 - noise) + (1 - preference) * noise)
+        eps0 = noise if eps0 is None else eps0
+        eps1 = noise if eps1 is None else eps1
+        return dist.Bernoulli(probs=_flipped(preference, eps0, eps1))

@@ -9,6 +9,7 @@ PropensityFeatures = Literal["embedding", "context", "both"]
 ChannelFeatures = Literal["none", "context", "embedding", "both"]
 ChannelEmission = Literal["auto", "fixed", "learned"]
 RewardHead = Literal["mlp", "linear"]
+GlobalGuideKind = Literal["auto", "map", "normal"]  # the guide of the global latents (models.guides)
 
 
 @dataclass(frozen=True)
@@ -71,11 +72,28 @@ class ModelConfig:
     )
     user_scale: float = field(
         default=1.0,
-        metadata={"help": "prior standard deviation of the per-user engagement effects (logits)"},
+        metadata={
+            "help": "prior standard deviation of the per-user engagement effects (logits); with "
+            "--learn-user-scale, the scale of the HalfNormal prior of that standard deviation"
+        },
+    )
+    learn_user_scale: bool = field(
+        default=False,
+        metadata={
+            "help": "learn how much users differ: the effects' standard deviation is a latent with a "
+            "HalfNormal(user_scale) prior (a hierarchical effect; its effects get a Normal guide)"
+        },
     )
     label_noise: float = field(
         default=0.0,
         metadata={"help": "P(label disagrees with r) for explicit labels used in the fit (--fit-labels)"},
+    )
+    learn_label_noise: bool = field(
+        default=False,
+        metadata={
+            "help": "learn the labels' flip rates eps0 = P(label=1 | r=0) and eps1 = P(label=0 | r=1) as "
+            "global latents with a Beta(1.5, 3.5)/2 prior, instead of the fixed --label-noise"
+        },
     )
     erase_context_from_reward: bool = field(
         default=False,

@@ -1,15 +1,20 @@
-"""Guides: none (the groups are enumerated in the model) or an amortized stratification network."""
+"""Guides as components: one for the global latents (:class:`GlobalGuide`: MAP, a Normal, or a
+user's own) and one for the rows' groups (none, :class:`EmptyGuide`, where the model enumerates
+them; or the amortized :class:`StratificationGuide`), joined in a :class:`ModelGuide`."""
 
 from __future__ import annotations
 
 import pyro
 import pyro.distributions as dist
 import torch
+from pyro import poutine
+from pyro.infer.autoguide import AutoDelta, AutoNormal, init_to_value
 from pyro.nn import PyroModule
 from torch import nn
 
 from pyro_irm.groups import GROUP_PREFERENCE, GROUP_PROPENSITY
-from pyro_irm.models.base import gather_rows, observed_group_mask
+from pyro_irm.models.base import FeedbackModel, gather_rows, observed_group_mask
+from pyro_irm.models.config import GlobalGuideKind
 from pyro_irm.models.implicit import ImplicitFeedbackModel
 from pyro_irm.models.networks import MLP
 
@@ -170,3 +175,83 @@ class StratificationGuide(PyroModule):
                 dist.Bernoulli(logits=propensity_logit),
                 infer=self._site_options(inputs),
             )
+
+
+class GlobalGuide(PyroModule):
+    """The guide of a model's global latents (:meth:`~pyro_irm.models.base.FeedbackModel.model_globals`):
+    ``'map'`` a point mass at each (``AutoDelta``: MAP), ``'normal'`` a Normal for each
+    (``AutoNormal``), or ``'auto'``: MAP, except a site marked ``infer={"hierarchical": True}``
+    (effects whose scale is itself learned, where MAP of both collapses to 0), which gets a Normal.
+
+    Built over the model's global part alone, so it takes no row data; it starts at the model's
+    point values (:meth:`~pyro_irm.models.base.FeedbackModel.point_values`). ``median()`` is what a
+    fit stores back as those values.
+    """
+
+    def __init__(self, model: FeedbackModel, kind: GlobalGuideKind = "auto"):
+        super().__init__()
+        if kind not in ("auto", "map", "normal"):
+            raise ValueError(f"global guide must be 'auto', 'map' or 'normal', got {kind!r}")
+        self.kind = kind
+        self.__dict__["_model"] = model  # read, not owned
+        start = init_to_value(values=model.point_values())
+        with torch.random.fork_rng(devices=[]), poutine.block():
+            trace = poutine.trace(model.model_globals).get_trace()
+        hierarchical = {
+            name for name in trace.stochastic_nodes if trace.nodes[name]["infer"].get("hierarchical")
+        }
+        normal = (
+            set(trace.stochastic_nodes) if kind == "normal" else (hierarchical if kind == "auto" else set())
+        )
+        point = [name for name in trace.stochastic_nodes if name not in normal]
+        self.sites = tuple(trace.stochastic_nodes)
+        parts = []
+        if point:
+            parts.append(AutoDelta(poutine.block(model.model_globals, expose=point), init_loc_fn=start))
+        if normal:
+            parts.append(
+                AutoNormal(
+                    poutine.block(model.model_globals, expose=sorted(normal)),
+                    init_loc_fn=start,
+                    init_scale=0.05,
+                )
+            )
+        self.parts = nn.ModuleList(parts)
+        with torch.random.fork_rng(devices=[]):
+            self()  # set up the parameters now, so that optimizers and checkpoints see them
+
+    def forward(self, *args, **kwargs) -> dict[str, torch.Tensor]:
+        """Sample the global sites (the model's arguments are not needed); ``{site: value}``."""
+        values = {}
+        for part in self.parts:
+            values.update(part())
+        return values
+
+    @torch.no_grad()
+    def median(self) -> dict[str, torch.Tensor]:
+        """``{site: value}``: each global latent's posterior median under this guide."""
+        values = {}
+        for part in self.parts:
+            values.update(part.median())
+        return values
+
+    @property
+    def deterministic(self) -> bool:
+        """Whether every site is a point mass (the held-out score then needs one draw)."""
+        return all(isinstance(part, AutoDelta) for part in self.parts)
+
+
+class ModelGuide(PyroModule):
+    """A whole guide as components: one for the global latents (:class:`GlobalGuide`, or a user's
+    own module whose call samples them and whose ``median()`` gives ``{site: value}``) and one for
+    the rows (none when they are enumerated: :class:`EmptyGuide`; or :class:`StratificationGuide`)."""
+
+    def __init__(self, globals_guide: nn.Module | None, rows_guide: nn.Module):
+        super().__init__()
+        self.globals_guide = globals_guide
+        self.rows_guide = rows_guide
+
+    def forward(self, *args, **kwargs) -> None:
+        if self.globals_guide is not None:
+            self.globals_guide()
+        return self.rows_guide(*args, **kwargs)

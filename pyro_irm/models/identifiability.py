@@ -19,15 +19,35 @@ class IdentifiabilityWarning(UserWarning):
     """No assumption in the model or data separates the reward from the propensity."""
 
 
+def ignores_engagement(channel) -> bool:
+    """Whether a channel (a component, or a declaration, read through its kind's default
+    component) says its value does not depend on engagement (``uses_engagement = False``)."""
+    if isinstance(channel, ChannelSpec):
+        from pyro_irm.models.channel import Channel
+        from pyro_irm.models.components import load_class, trust_modules
+
+        component = channel.domain.component
+        trust_modules(component.partition(":")[0])  # a kind registered in this process names it
+        channel = load_class(component, base=Channel)
+    return getattr(channel, "uses_engagement", True) is False
+
+
 def identifying_assumptions(
     config: ModelConfig,
     context_dim: int,
-    channels: Sequence[ChannelSpec] = (),
+    channels: Sequence = (),
     num_users: int = 0,
     labelled_rows: int = 0,
 ) -> list[str]:
-    """The assumptions that separate f from g here; empty when nothing does."""
+    """The assumptions that separate f from g here; empty when nothing does. ``channels`` are
+    declarations or components; one whose value ignores engagement (a rater) pins the split."""
     assumptions = []
+    raters = [getattr(c, "name", None) or c.spec.name for c in channels if ignores_engagement(c)]
+    if raters:
+        assumptions.append(
+            f"channels whose value ignores engagement ({', '.join(raters)}): a view of the preference "
+            "alone, as labels are"
+        )
     if context_dim > 0 and config.propensity_features in ("context", "both"):
         assumptions.append(f"propensity features: g sees {context_dim} context column(s) that f does not")
     if len(channels) >= 3:
@@ -45,7 +65,7 @@ def identifying_assumptions(
 def warn_if_unidentified(
     config: ModelConfig,
     context_dim: int,
-    channels: Sequence[ChannelSpec] = (),
+    channels: Sequence = (),
     num_users: int = 0,
     labelled_rows: int = 0,
 ) -> list[str]:
@@ -57,9 +77,10 @@ def warn_if_unidentified(
             "sees, so P(y=1|e) = P(r=1|e) P(o=1|e) fixes only their product and the split rests on "
             "the networks' inductive bias. Any one of these would identify it: context columns "
             "that drive propensity but not preference (--context-col position, with "
-            "propensity_features='both' or 'context'); a user column (--user-col); three or more "
-            "action channels (--action-col, --negative-action-col, --continuous-action-col); or "
-            "explicit labels on a few rows (--label-col with --fit-labels).",
+            "--propensity-features both or context); a user column (--user-col); three or more "
+            "action channels (--action-col, --negative-action-col, --channel COL:KIND); a rater's "
+            "verdict, which ignores engagement (--channel COL:annotation); or explicit labels on a "
+            "few rows (--label-col with --fit-labels).",
             IdentifiabilityWarning,
             stacklevel=3,
         )

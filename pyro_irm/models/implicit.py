@@ -1,27 +1,32 @@
 """The four-group generative model of implicit feedback, written once (docs/method.md, "The
 generative model").
 
-For row i, with embedding e_i, context c_i and user j = user(i)::
+Global latents first, then, for row i with embedding e_i, context c_i and user j = user(i)::
 
-    u_j   ~ Normal(0, user_scale^2)                      # how much a user acts at all
+    tau   ~ HalfNormal(user_scale)      (or tau = user_scale, fixed)   # how much users differ
+    u_j   ~ Normal(0, tau^2)                             # how much a user acts at all
+    theta_k ~ p(theta_k)                                 # a component's own globals (flip rates)
     r_i   ~ Bernoulli(sigmoid(f(e_i)))                   # preference: the reward
     o_i   ~ Bernoulli(sigmoid(g(e_i, c_i, r_i) + u_j))   # engagement: would this user act at all
-    y_ik  ~ p_k(. | r_i, o_i, x_i)   for each channel k  # conditionally independent given (r, o, x)
-    l_i   ~ Bernoulli(r_i (1 - label_noise) + (1 - r_i) label_noise)   # explicit label, few rows
+    y_ik  ~ p_k(. | r_i, o_i, x_i, theta_k)  per channel # conditionally independent given (r, o, x)
+    l_i   ~ Bernoulli(r_i (1 - eps1) + (1 - r_i) eps0)   # explicit label, few rows
 
 Components are handed in: the reward network f, the propensity component g (any module mapping
 features ``(B, F)`` to logits ``(B, 2)`` for r = 0 and 1), one emission component per channel
 (:mod:`pyro_irm.models.channel`) and the label channel. The seed paper's model is the special case
 of one positive binary channel with fixed noise rates, no users and no labels.
 
-The Pyro program is :meth:`ImplicitFeedbackModel.forward`; its per-row body
+The Pyro program is :meth:`ImplicitFeedbackModel.forward`: :meth:`model_globals` (every global
+latent a ``pyro.sample`` site with its prior: ``user_scale``, ``user_effect``, and each
+component's ``global_priors``, named ``<its site>.<name>``), then the rows. Its per-row body
 :meth:`~ImplicitFeedbackModel.rows_model` is also what :meth:`group_log_joint` traces, with (r, o)
-conditioned on the four groups, so the closed form (the fused path, the exact posterior, the
-held-out ELBO, the Bayesian head's likelihood) is derived from the model rather than written again.
+conditioned on the four groups and the globals at given values, so the closed form (the fused
+path, the exact posterior, the held-out ELBO, the Bayesian head's likelihood) is derived from the
+model rather than written again; so is ``log p(globals)``, from :meth:`model_globals`.
 
-User effects are point estimates (MAP): each is a parameter observed at the ``user_engagement``
-site, so the ELBO adds its Normal prior; users unseen at fitting time (index -1) get the prior
-mean, 0. The reward never sees the user.
+The globals are learned through a guide (``models.guides``: MAP by default, a Normal where a site
+is hierarchical); users unseen at fitting time (index -1) get the prior mean, 0. The reward never
+sees the user.
 """
 
 from __future__ import annotations
@@ -51,8 +56,10 @@ from pyro_irm.models.propensity import PropensityNetwork, select_by_preference
 if TYPE_CHECKING:
     from pyro_irm.data.feedback import FeedbackData
 
-USER_SITE = "user_engagement"
+USER_SITE = "user_effect"
+USER_SCALE_SITE = "user_scale"
 LABEL_SITE = "label"
+ENGAGEMENT_SITE = "engagement"
 
 
 def propensity_input_dim(config: ModelConfig, embedding_dim: int, context_dim: int) -> int:
@@ -171,11 +178,10 @@ class ImplicitFeedbackModel(FeedbackModel):
         built = [d if isinstance(c, ChannelSpec) else c for c, d in zip(channels, defaults, strict=True)]
         self.channels = torch.nn.ModuleList(built)
         self.sites = site_names(built)
-        self.label_channel = LabelChannel(config.label_noise)
-        if self.num_users > 0:
-            self.user_effect = torch.nn.Parameter(torch.zeros(self.num_users))
+        self.label_channel = LabelChannel(config.label_noise, learned=config.learn_label_noise)
         self.register_buffer("group_preference", torch.tensor(GROUP_PREFERENCE, dtype=torch.float32))
         self.register_buffer("group_engagement", torch.tensor(GROUP_PROPENSITY, dtype=torch.float32))
+        self.register_point_values()
 
     @property
     def channel_specs(self) -> tuple[ChannelSpec, ...]:
@@ -198,10 +204,16 @@ class ImplicitFeedbackModel(FeedbackModel):
         return context if mode == "context" else torch.cat([embeddings, context], dim=-1)
 
     def propensity_logits(
-        self, embeddings: torch.Tensor, context: torch.Tensor | None = None
+        self,
+        embeddings: torch.Tensor,
+        context: torch.Tensor | None = None,
+        values: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """``(B, 2)`` logits of ``P(o = 1 | row, r)`` for r = 0 and r = 1 (before user effects)."""
-        return full_precision(self.propensity(self.propensity_features(embeddings, context)))
+        """``(B, 2)`` logits of ``P(o = 1 | row, r)`` for r = 0 and r = 1 (before user effects);
+        a g with globals of its own gets them from ``values`` (default the point estimates)."""
+        features = self.propensity_features(embeddings, context)
+        own = self.own_values(self.point_values() if values is None else values, ENGAGEMENT_SITE)
+        return full_precision(self.propensity(features, **own))
 
     def emission_features(
         self, embeddings: torch.Tensor, context: torch.Tensor | None
@@ -216,6 +228,49 @@ class ImplicitFeedbackModel(FeedbackModel):
         }[mode]
         parts = [p for p in parts if p is not None]
         return torch.cat(parts, dim=-1) if parts else None
+
+    @property
+    def user_effect(self) -> torch.Tensor:
+        """The users' engagement effects' point estimates ``(U,)``."""
+        return getattr(self.point_globals, USER_SITE)
+
+    def global_components(self) -> list[tuple[str, torch.nn.Module]]:
+        """``(site prefix, component)`` of every part that may have global latents of its own
+        (``global_priors()``): the channels (under their sites), the label channel, g."""
+        parts = [(site, channel) for site, channel in zip(self.sites, self.channels, strict=True)]
+        return [*parts, (LABEL_SITE, self.label_channel), (ENGAGEMENT_SITE, self.propensity)]
+
+    def model_globals(self) -> dict[str, torch.Tensor]:
+        """The program's global part: every global latent sampled from its prior, in order
+        (``user_scale``, then ``user_effect`` given it, then each component's). ``{site: value}``."""
+        values = {}
+        if self.num_users > 0:
+            scale = self.group_preference.new_tensor(self.config.user_scale)
+            if self.config.learn_user_scale:
+                scale = values[USER_SCALE_SITE] = pyro.sample(USER_SCALE_SITE, self.user_scale_prior())
+            with pyro.plate("users", self.num_users, device=self.device):
+                prior = dist.Normal(self.group_preference.new_zeros(self.num_users), scale)
+                # A learned scale makes the effects hierarchical: MAP of both collapses to 0, so the
+                # default guide gives them a Normal (models.guides.GlobalGuide).
+                values[USER_SITE] = pyro.sample(
+                    USER_SITE, prior, infer={"hierarchical": self.config.learn_user_scale}
+                )
+        for prefix, component in self.global_components():
+            priors = component.global_priors() if hasattr(component, "global_priors") else {}
+            for name, prior in priors.items():
+                values[f"{prefix}.{name}"] = pyro.sample(f"{prefix}.{name}", prior)
+        return values
+
+    def user_scale_prior(self) -> dist.Distribution:
+        """The prior of the users' spread under ``learn_user_scale``: ``HalfNormal(user_scale)``
+        (override for another)."""
+        return dist.HalfNormal(self.group_preference.new_tensor(self.config.user_scale))
+
+    @staticmethod
+    def own_values(values: dict[str, torch.Tensor], prefix: str) -> dict[str, torch.Tensor]:
+        """A component's globals among ``values``, by its own names (``<prefix>.<name>`` -> name)."""
+        start = prefix + "."
+        return {site[len(start) :]: value for site, value in values.items() if site.startswith(start)}
 
     def user_offsets(self, users: torch.Tensor | None, effects: torch.Tensor | None = None) -> torch.Tensor:
         """Each row's user effect ``(B,)`` from user indices ``(B,)``; -1 (unseen) and no users give 0."""
@@ -242,51 +297,50 @@ class ImplicitFeedbackModel(FeedbackModel):
         actions: torch.Tensor | None = None,
         context: torch.Tensor | None = None,
         observed: torch.Tensor | None = None,
-        user_offset: torch.Tensor | float = 0.0,
+        users: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        values: dict[str, torch.Tensor] | None = None,
     ) -> None:
-        """The generative story of a batch of rows, given their reward logits ``(B,)``.
+        """The generative story of a batch of rows, given their reward logits ``(B,)`` and the
+        global latents ``values`` (``{site: value}``, default the point estimates).
 
         ``actions`` ``(B, K)`` (or ``(B,)`` for one channel) in the channels' order; ``observed``
-        ``(B,)`` the logged o of an observational log; ``labels`` ``(B,)`` explicit preference, NaN
-        where a row has none (the site is masked there).
+        ``(B,)`` the logged o of an observational log; ``users`` ``(B,)`` user indices; ``labels``
+        ``(B,)`` explicit preference, NaN where a row has none (the site is masked there).
         """
+        values = self.point_values() if values is None else values
         preference = pyro.sample("preference", dist.Bernoulli(logits=reward))
-        propensity_logits = select_by_preference(self.propensity_logits(embeddings, context), preference)
+        propensity_logits = select_by_preference(
+            self.propensity_logits(embeddings, context, values), preference
+        )
+        user_offset = self.user_offsets(users, values.get(USER_SITE))
         engagement = pyro.sample(
-            "engagement", dist.Bernoulli(logits=propensity_logits + user_offset), obs=observed
+            ENGAGEMENT_SITE, dist.Bernoulli(logits=propensity_logits + user_offset), obs=observed
         )
         features = self.emission_features(embeddings, context)
         if actions is not None and actions.dim() == 1:
             actions = actions[:, None]
         for k, (site, channel) in enumerate(zip(self.sites, self.channels, strict=True)):
+            emission = channel.distribution(preference, engagement, features, **self.own_values(values, site))
             if actions is None:
-                pyro.sample(site, channel.distribution(preference, engagement, features))
+                pyro.sample(site, emission)
                 continue
             logged = actions[:, k].to(reward.dtype)
             present = torch.isfinite(logged)
             if bool(present.all()):
-                pyro.sample(
-                    site,
-                    channel.distribution(preference, engagement, features),
-                    obs=channel.transform(logged),
-                )
+                pyro.sample(site, emission, obs=channel.transform(logged))
                 continue
             # A missing cell leaves this channel out of its row's likelihood (summing a distribution
             # over its values gives 1): the site is masked there, with any valid value in its place.
             filled = torch.where(present, logged, torch.ones_like(logged))
             with poutine.mask(mask=present):
-                pyro.sample(
-                    site,
-                    channel.distribution(preference, engagement, features),
-                    obs=channel.transform(filled),
-                )
+                pyro.sample(site, emission, obs=channel.transform(filled))
         if labels is not None:
             has_label = torch.isfinite(labels)
             with poutine.mask(mask=has_label):
                 pyro.sample(
                     LABEL_SITE,
-                    self.label_channel.distribution(preference),
+                    self.label_channel.distribution(preference, **self.own_values(values, LABEL_SITE)),
                     obs=torch.where(has_label, labels, torch.zeros_like(labels)).to(reward.dtype),
                 )
 
@@ -306,14 +360,11 @@ class ImplicitFeedbackModel(FeedbackModel):
         ``actions`` are the observed actions ``(N, K)`` (or ``(N,)``); ``num_rows`` is the size of the
         data the minibatch stands for (the ELBO's scale; default N); ``users`` ``(N,)`` user
         indices; ``labels`` ``(N,)`` explicit preference labels, NaN where absent.
-        Sites: ``user_engagement`` (with users), ``preference`` (r), ``engagement`` (o, observed in
-        CausalRM's setting), one ``action*`` site per channel, ``label``. Wrap with
-        ``config_enumerate`` to sum out r and o exactly.
+        Sites: the globals (:meth:`model_globals`), then per row ``preference`` (r),
+        ``engagement`` (o, observed in CausalRM's setting), one ``action*`` site per channel,
+        ``label``. Wrap with ``config_enumerate`` to sum out r and o exactly.
         """
-        effects = None
-        if self.num_users > 0 and users is not None:
-            with pyro.plate("users", self.num_users, device=self.device):
-                effects = pyro.sample(USER_SITE, self.user_prior(), obs=self.user_effect)
+        values = self.model_globals()
         with self.rows_plate(num_rows or embeddings.shape[0], batch_indices) as index:
             index = None if batch_indices is None else index
             rows = gather_rows(embeddings, index, self.device)
@@ -324,8 +375,9 @@ class ImplicitFeedbackModel(FeedbackModel):
                 gather_rows(actions, index, self.device),
                 context_rows,
                 gather_rows(observed, index, self.device),
-                self.user_offsets(gather_rows(users, index, self.device), effects),
+                gather_rows(users, index, self.device),
                 gather_rows(labels, index, self.device),
+                values,
             )
 
     # -- closed forms derived from the model --------------------------------------------------
@@ -339,10 +391,12 @@ class ImplicitFeedbackModel(FeedbackModel):
         observed: torch.Tensor | None = None,
         users: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
+        values: dict[str, torch.Tensor] | None = None,
     ) -> torch.Tensor:
-        """``log p(r, o, y, label | row)`` of each group ``(B, 4)``: :meth:`rows_model` traced with
-        (r, o) set to the four groups and its sites' log-probabilities summed."""
-        trace = self._group_trace(reward, embeddings, actions, context, observed, users, labels)
+        """``log p(r, o, y, label | row, globals)`` of each group ``(B, 4)``: :meth:`rows_model`
+        traced with (r, o) set to the four groups, the globals at ``values`` (default the point
+        estimates), and its row sites' log-probabilities summed."""
+        trace = self._group_trace(reward, embeddings, actions, context, observed, users, labels, values)
         joint = sum(site["log_prob"] for site in trace.nodes.values() if site["type"] == "sample")
         joint = joint.expand(len(GROUP_PREFERENCE), reward.shape[0]).transpose(0, 1)  # (B, 4)
         if observed is not None:
@@ -350,32 +404,21 @@ class ImplicitFeedbackModel(FeedbackModel):
             joint = joint + observed_group_mask(observed.to(reward.dtype), o).to(reward.dtype)
         return joint
 
-    def _group_trace(self, reward, embeddings, actions, context, observed, users, labels):
+    def _group_trace(self, reward, embeddings, actions, context, observed, users, labels, values=None):
         """The trace of :meth:`rows_model` at the four groups (sites' log-probabilities ``(4, B)``)."""
         dtype = reward.dtype
         grid = {"preference": self.group_preference.to(dtype)[:, None]}  # (4, 1)
         if observed is None:
-            grid["engagement"] = self.group_engagement.to(dtype)[:, None]
+            grid[ENGAGEMENT_SITE] = self.group_engagement.to(dtype)[:, None]
         else:
             observed = observed.to(dtype)
         # Blocked, so that a Pyro program calling this (a Bayesian head) does not see the sites.
         with poutine.block():
             trace = poutine.trace(poutine.condition(self.rows_model, data=grid)).get_trace(
-                reward, embeddings, actions, context, observed, self.user_offsets(users), labels
+                reward, embeddings, actions, context, observed, users, labels, values
             )
         trace.compute_log_prob()
         return trace
-
-    def global_log_prob(self) -> torch.Tensor:
-        """Log-density of the global latents at their point estimates (the users' prior)."""
-        if self.num_users == 0:
-            return torch.zeros((), device=self.device)
-        return self.user_prior().log_prob(self.user_effect).sum()
-
-    def user_prior(self) -> dist.Normal:
-        """``Normal(0, user_scale)`` per user, in the effects' dtype and device: ``(U,)``."""
-        zeros = torch.zeros_like(self.user_effect)
-        return dist.Normal(zeros, torch.full_like(zeros, self.config.user_scale))
 
     def channel_log_likelihood(
         self, embeddings: torch.Tensor, actions: torch.Tensor, context: torch.Tensor | None = None

@@ -337,6 +337,8 @@ class RewardModel:
         config = ModelConfig(**config_fields)
         model = _saved_model(meta, config, config_path)
         tensors = load_file(str(path / WEIGHTS_FILE))
+        if "model.user_effect" in tensors:  # saved when user effects were a parameter of the model
+            tensors["model.point_globals.user_effect"] = tensors.pop("model.user_effect")
         model.load_state_dict(_strip(tensors, "model."))
         guide = None
         if meta["has_guide"]:

@@ -113,3 +113,22 @@ def test_the_schema_reads_every_kind_and_counts_empty_cells(tmp_path, capsys):
     ]
     assert main([*score, "--quiet"]) == 0
     assert len(scores.read_text().splitlines()) == 400
+
+
+def test_a_channel_that_ignores_engagement_is_read_as_identifying_evidence():
+    import warnings
+
+    from pyro_irm.models import ModelConfig
+    from pyro_irm.models.channel import AnnotatorChannel
+    from pyro_irm.models.identifiability import IdentifiabilityWarning, warn_if_unidentified
+
+    config = ModelConfig()
+    copied, rater = ChannelSpec("copied"), ChannelSpec("rater", kind="annotation")
+    with pytest.warns(IdentifiabilityWarning, match="a rater's verdict, which ignores engagement"):
+        warn_if_unidentified(config, 0, [copied])
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        # by its kind's declaration, and by a component's own (a binary column read as a rater)
+        assert "ignores engagement (rater)" in warn_if_unidentified(config, 0, [copied, rater])[0]
+        component = AnnotatorChannel(ChannelSpec("rater"))
+        assert "ignores engagement (rater)" in warn_if_unidentified(config, 0, [copied, component])[0]

@@ -13,7 +13,7 @@ from pyro_irm import ModelConfig, SimulationConfig, TrainConfig, fit, simulate
 from pyro_irm.channels import ChannelSpec
 from pyro_irm.models import ImplicitFeedbackModel
 from pyro_irm.models.channel import SILENT_LOGIT, LogNormalChannel, SignedBinaryChannel
-from pyro_irm.models.guides import EmptyGuide
+from pyro_irm.models.guides import EmptyGuide, GlobalGuide, ModelGuide
 
 CHANNELS = (
     ChannelSpec("copied"),
@@ -34,8 +34,8 @@ def _randomized_model(num_users=3, label_noise=0.1, features="context"):
         propensity_depends_on_preference=True,
     )
     model = ImplicitFeedbackModel(3, 2, config, CHANNELS, num_users=num_users).double()
-    with torch.no_grad():  # move every parameter off its initial value
-        for parameter in model.parameters():
+    with torch.no_grad():  # move every parameter and global latent off its initial value
+        for parameter in [*model.parameters(), *model.point_globals.buffers()]:
             parameter.add_(0.5 * torch.randn_like(parameter))
     return model
 
@@ -112,9 +112,10 @@ def test_enumerated_elbo_of_channels_users_and_labels_equals_the_hand_computed_l
     embeddings, actions, context, users, labels = _batch()
     expected = _by_hand(model, embeddings, actions, context, users, labels)
     elbo = TraceEnum_ELBO(max_plate_nesting=1)
+    guide = ModelGuide(GlobalGuide(model, "map"), EmptyGuide())  # MAP: the user effects as they are
     loss = elbo.loss(
         config_enumerate(model, default="parallel"),
-        EmptyGuide(),
+        guide,
         embeddings,
         actions,
         context,
