@@ -21,8 +21,12 @@ def _temporary_beside(path: Path) -> Path:
 
 @contextmanager
 def atomic_file(path: str | os.PathLike) -> Iterator[Path]:
-    """Yield a temporary path to write; on success it replaces ``path``, on failure it is removed."""
+    """Yield a temporary path to write; on success it replaces ``path``, on failure it is removed.
+    A directory, a link or a special file at ``path`` is refused (:func:`check_output_path`)."""
     path = Path(path)
+    check_output_path(path)
+    if path.is_dir():
+        raise ValueError(f"{path} is a directory; give a file path for this output")
     path.parent.mkdir(parents=True, exist_ok=True)
     temporary = _temporary_beside(path)
     try:
@@ -61,10 +65,30 @@ def write_json_atomic(path: str | os.PathLike, value: Any, **dumps: Any) -> Path
     return write_text_atomic(path, strict_json(value, indent=2, **dumps) + "\n")
 
 
+def check_output_path(path: str | os.PathLike) -> None:
+    """Raise where an output at ``path`` could never be written in place: a symbolic link (it is
+    never replaced, nor what it points to), a special file, or a path below a file."""
+    path = Path(path)
+    if path.is_symlink():
+        raise ValueError(
+            f"{path} is a symbolic link (to {os.readlink(path)}); an output never replaces a link or what it "
+            "points to: give the target itself, or a new path"
+        )
+    if path.exists() and not (path.is_file() or path.is_dir()):
+        raise ValueError(f"{path} is a special file (a pipe, socket or device); choose another output path")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(f"{path}: {parent} is a file, not a directory; choose another output path")
+            break
+
+
 def check_replaceable(path: str | os.PathLike, marker: str) -> None:
     """Raise unless ``path`` is absent, an empty directory, or a directory holding ``marker`` (one
-    written by the toolkit): a directory of the user's own is never replaced."""
+    written by the toolkit): a directory of the user's own is never replaced. See also
+    :func:`check_output_path`."""
     path = Path(path)
+    check_output_path(path)
     if not path.exists():
         return
     if not path.is_dir():

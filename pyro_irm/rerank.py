@@ -17,12 +17,14 @@ class BestOfN:
         prompts: ``(P,)`` the prompt id of each pick, in order of first appearance.
         candidates: ``(P,)`` number of candidates of each prompt.
         summary: with quality, the win rates (see :func:`best_of_n`); else None.
+        tied: ``(P,)`` number of candidates sharing the highest reward (1: no tie).
     """
 
     picks: np.ndarray
     prompts: np.ndarray
     candidates: np.ndarray
     summary: dict[str, float] | None
+    tied: np.ndarray | None = None
 
 
 def best_of_n(rewards, prompt_ids, quality=None, resamples: int = 200) -> BestOfN:
@@ -38,7 +40,9 @@ def best_of_n(rewards, prompt_ids, quality=None, resamples: int = 200) -> BestOf
     count half, so 0.5 is no better than chance); ``win_rate_vs_optimal``, the same against the
     label-optimal pick (0.5 when the pick is always as good as the best, less otherwise);
     ``optimal_rate``, the share of prompts whose pick is as good as the best; and the mean quality
-    of the picks, of random choice and of the best pick. ``summary["intervals"]`` holds 95%
+    of the picks, of random choice and of the best pick. Where several candidates share the highest
+    reward, each figure is their average (a tie split evenly, not broken by row order), and
+    ``tied_prompts`` counts those prompts. ``summary["intervals"]`` holds 95%
     percentile-bootstrap intervals of the rates over ``resamples`` resamples of the prompts (0:
     none), so that a win rate can be told from chance.
     """
@@ -54,34 +58,41 @@ def best_of_n(rewards, prompt_ids, quality=None, resamples: int = 200) -> BestOf
     candidates = np.bincount(inverse)
     appearance = np.argsort(first, kind="stable")  # prompts in order of first appearance
     picks, candidates, prompts = picks[appearance], candidates[appearance], prompts[appearance]
-    summary = None
-    if quality is not None:
-        summary = _summary(picks, inverse, np.asarray(quality, np.float64), resamples)
-    return BestOfN(picks=picks, prompts=prompts, candidates=candidates, summary=summary)
-
-
-def _summary(picks: np.ndarray, inverse: np.ndarray, quality: np.ndarray, resamples: int) -> dict:
-    vs_random, vs_optimal, optimal, picked, random, best = [], [], [], [], [], []
     by_prompt = np.argsort(inverse, kind="stable")
     rows_of = np.split(by_prompt, np.cumsum(np.bincount(inverse))[:-1])
-    for pick in picks:
+    tops = [rows_of[inverse[pick]][rewards[rows_of[inverse[pick]]] == rewards[pick]] for pick in picks]
+    summary = None
+    if quality is not None:
+        summary = _summary(picks, tops, rows_of, inverse, np.asarray(quality, np.float64), resamples)
+    tied = np.array([len(top) for top in tops], dtype=np.int64)
+    return BestOfN(picks=picks, prompts=prompts, candidates=candidates, summary=summary, tied=tied)
+
+
+def _summary(picks, tops, rows_of, inverse, quality: np.ndarray, resamples: int) -> dict:
+    """The figures of :func:`best_of_n` over prompts with two or more candidates of known quality;
+    ``tops``: each prompt's candidates sharing the highest reward, whose figures are averaged."""
+    vs_random, vs_optimal, optimal, picked, random, best = [], [], [], [], [], []
+    tied_prompts = 0
+    for pick, top_rows in zip(picks, tops, strict=True):
         group = rows_of[inverse[pick]]
         known = quality[group][np.isfinite(quality[group])]
-        if len(known) < 2 or not np.isfinite(quality[pick]):
+        mine = quality[top_rows]
+        if len(known) < 2 or not np.isfinite(mine).all():
             continue
-        mine = quality[pick]
-        vs_random.append(np.mean((mine > known) + 0.5 * (mine == known)))
+        tied_prompts += len(top_rows) > 1
         top = known.max()
-        vs_optimal.append(0.5 if mine >= top else 0.0)
-        optimal.append(float(mine >= top))
-        picked.append(mine)
+        vs_random.append(np.mean([np.mean((q > known) + 0.5 * (q == known)) for q in mine]))
+        vs_optimal.append(float(np.mean(0.5 * (mine >= top))))
+        optimal.append(float(np.mean(mine >= top)))
+        picked.append(float(mine.mean()))
         random.append(known.mean())
         best.append(top)
     if not picked:
-        return {"prompts": 0}
+        return {"prompts": 0, "tied_prompts": 0}
     rates = {"win_rate_vs_random": vs_random, "win_rate_vs_optimal": vs_optimal, "optimal_rate": optimal}
     summary = {
         "prompts": len(picked),
+        "tied_prompts": tied_prompts,
         **{name: float(np.mean(values)) for name, values in rates.items()},
         "quality_of_picks": float(np.mean(picked)),
         "quality_of_random_choice": float(np.mean(random)),

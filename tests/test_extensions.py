@@ -63,9 +63,10 @@ class ScaledDwell(LogNormalChannel):
 
 
 class WithMonotoneEngagement(ImplicitRM):
-    def build_model(self, embedding_dim, context_dim, config, channels=None, num_users=0):
+    def build_model(self, embedding_dim, context_dim, config, channels=None, num_users=0, context_names=None):
         in_dim = propensity_input_dim(config, embedding_dim, context_dim)
-        column = in_dim - context_dim  # the first context column, after the embedding's features
+        # the context column named "length", after the embedding's features (told by its name)
+        column = in_dim - context_dim + (context_names or ("length",)).index("length")
         return ImplicitFeedbackModel(
             embedding_dim, context_dim, config, channels, num_users,
             propensity=MonotoneEngagement(in_dim, column=column, hidden=6),
@@ -241,19 +242,29 @@ def test_a_plugins_estimator_fits_scores_and_reports_from_the_command_line(plugi
         length = int(rng.integers(1, 40))
         good = rng.random() < 0.5
         acted = rng.random() < (0.6 if good else 0.15) * (0.3 + length / 40)
-        rows.append({"prompt": f"p{i // 2}", "response": f"r{i}", "copied": int(acted), "length": length})
+        rows.append(
+            {
+                "prompt": f"p{i // 2}",
+                "response": f"r{i}",
+                "copied": int(acted),
+                "length": length,
+                "noise": float(rng.normal()),
+            }
+        )
     log = write_records(tmp_path / "log.jsonl", rows)
     np.save(tmp_path / "log.npy", rng.normal(size=(240, 6)).astype(np.float32))
     run = tmp_path / "run"
     common = ["--embeddings", str(tmp_path / "log.npy"), "--quiet"]
     fit_command = ["--plugin", "my_assumptions", "fit", str(log), "--method", "implicitrm_monotone",
-                   "--action-col", "copied", "--context-col", "length", "--propensity-features", "both",
+                   "--action-col", "copied", "--context-col", "noise", "--context-col", "length",
+                   "--propensity-features", "both",
                    "--out", str(run), "--max-epochs", "3", *common]  # fmt: skip
     assert main(fit_command) == 0, capsys.readouterr().err
     meta = json.loads((run / "model" / "reward_model.json").read_text())
     assert (
         meta["method"] == "implicitrm_monotone"
         and meta["propensity"]["class"] == "my_assumptions:MonotoneEngagement"
+        and meta["propensity"]["settings"]["column"] == 6 + 1  # 'length' found by its name, after 'noise'
     )
     assert main(["score", str(run), str(log), "--out", str(tmp_path / "s.jsonl"), *common]) == 0
     assert main(["score", str(run), str(log), "--groups", "--out", str(tmp_path / "g.jsonl"), *common]) == 0

@@ -830,3 +830,81 @@ def test_a_plugin_is_a_module_or_a_file_and_a_broken_entry_point_is_skipped(tmp_
     with pytest.warns(UserWarning, match="installed plugin broken .* does not import and is skipped"):
         assert import_plugins([]) == []
     assert not is_trusted_module("no_such_plugin_module")
+
+
+# ---------------------------------------------------------------- outputs never eat inputs
+
+
+def _files_under(directory):
+    return sorted(p.relative_to(directory).as_posix() for p in directory.rglob("*"))
+
+
+def test_a_fit_into_the_directory_holding_its_inputs_is_refused_before_the_fit(tmp_path, capsys):
+    log, embeddings, run = _run_with_embeddings(tmp_path)
+    inside = run / "inputs"  # a previous run's directory that now also holds the log and embeddings
+    inside.mkdir()
+    (inside / "log.jsonl").write_bytes(log.read_bytes())
+    np.save(inside / "log.npy", np.load(embeddings))
+    before = _files_under(run)
+    capsys.readouterr()
+    fit = ["fit", str(inside / "log.jsonl"), "--embeddings", str(inside / "log.npy"), "--out", str(run)]
+    assert main([*fit, "--quiet", "--method", "naive", "--max-epochs", "2"]) == 2
+    error = capsys.readouterr().err
+    assert "holds the log" in error and "replaced whole" in error and "Traceback" not in error
+    assert _files_under(run) == before  # both inputs, and the run, as they were
+
+
+@pytest.mark.parametrize("situation", ["link", "below-a-file", "directory", "fifo"])
+def test_an_output_path_that_cannot_be_written_in_place_is_refused_before_the_work(
+    tmp_path, capsys, situation
+):
+    import os
+
+    log, embeddings, run = _run_with_embeddings(tmp_path)
+    if situation == "link":
+        out = tmp_path / "latest"
+        out.symlink_to(run, target_is_directory=True)
+    elif situation == "below-a-file":
+        out = tmp_path / "notes.txt" / "scores"
+        (tmp_path / "notes.txt").write_text("mine")
+    elif situation == "directory":
+        out = tmp_path / "a-directory"
+        out.mkdir()
+    else:
+        out = tmp_path / "pipe"
+        os.mkfifo(out)
+    before = _files_under(tmp_path)
+    capsys.readouterr()
+    commands = {
+        "score": ["score", str(run), str(log), "--embeddings", str(embeddings), "--out", str(out)],
+        "embed": ["embed", str(log), "--out", str(out) + ".npy"],
+        "fit": ["fit", str(log), "--embeddings", str(embeddings), "--out", str(out), "--max-epochs", "1"],
+        "report": ["report", str(run), "--log", str(log), "--embeddings", str(embeddings), "--out", str(out)],
+    }
+    for name, command in commands.items():
+        if situation == "directory" and name in ("fit", "report"):
+            continue  # an empty directory is a fine output directory
+        if situation in ("link", "fifo", "directory") and name == "embed":
+            continue  # its output is OUT.npy, another path
+        code = main([*command, "--quiet"])
+        error = capsys.readouterr().err
+        assert code == 2 and "Traceback" not in error, (name, error)
+        assert str(out).split("/")[-1] in error, (name, error)
+        assert _files_under(tmp_path) == before, name  # nothing written, no temporary left
+    assert situation != "link" or (out.is_symlink() and (run / "run.json").is_file())
+
+
+def test_embed_names_its_suffix_and_report_stays_out_of_the_runs_weights(tmp_path, capsys):
+    log, embeddings, run = _run_with_embeddings(tmp_path)
+    capsys.readouterr()
+    assert main(["embed", str(log), "--out", str(tmp_path / "vectors"), "--quiet"]) == 2
+    assert "name it" in capsys.readouterr().err and not (tmp_path / "vectors.npy").exists()
+    report = ["report", str(run), "--log", str(log), "--embeddings", str(embeddings), "--quiet"]
+    assert main([*report, "--out", str(run / "model" / "report")]) == 2
+    assert "inside the run directory's weights" in capsys.readouterr().err
+    assert (
+        main(
+            ["score", str(run), str(log), "--embeddings", str(embeddings), "--out", str(tmp_path / "s.jsonl")]
+        )
+        == 0
+    )

@@ -221,6 +221,25 @@ def test_best_of_n_picks_the_highest_reward_and_scores_the_picks_by_hand():
     assert summary["quality_of_random_choice"] == pytest.approx((1 / 3 + 1 / 2) / 2)
 
 
+def test_a_tie_at_the_top_is_split_evenly_not_broken_by_row_order():
+    # The better response listed first in every prompt, and a reward that ties every pair: picking
+    # the first row would read as a win over random choice; split evenly it is chance, and counted.
+    prompts = np.repeat(np.arange(200), 2)
+    quality = np.tile([1.0, 0.0], 200)
+    tied = best_of_n(np.zeros(400), prompts, quality)
+    assert tied.picks.tolist() == list(range(0, 400, 2)) and tied.tied.tolist() == [2] * 200
+    summary = tied.summary
+    assert summary["tied_prompts"] == 200 and summary["win_rate_vs_random"] == pytest.approx(0.5)
+    assert summary["optimal_rate"] == pytest.approx(0.5) and summary["quality_of_picks"] == pytest.approx(0.5)
+    low, high = summary["intervals"]["win_rate_vs_random"]
+    assert low <= 0.5 <= high
+    # A tie among three with one of them best: a third of the best pick's credit, and no tie counted
+    # where the highest reward is one candidate's.
+    mixed = best_of_n([1.0, 1.0, 1.0, 0.0, 5.0, 2.0], [0, 0, 0, 1, 1, 1], [1.0, 0.0, 0.0, 1.0, 0.0, 1.0])
+    assert mixed.tied.tolist() == [3, 1] and mixed.summary["tied_prompts"] == 1
+    assert mixed.summary["optimal_rate"] == pytest.approx((1 / 3 + 0) / 2)
+
+
 def test_best_of_n_of_a_reward_that_follows_quality_beats_chance_and_a_random_reward_does_not():
     rng = np.random.default_rng(0)
     prompts = np.repeat(np.arange(2000), 4)

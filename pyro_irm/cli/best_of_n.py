@@ -97,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
             f"best-of-n over {summary['prompts']:,} prompts with {what} (95% intervals over prompts): win "
             f"rate against random choice {rate('win_rate_vs_random')} (0.5 = chance), against the "
             f"label-optimal pick {rate('win_rate_vs_optimal')} (0.5 = always optimal); the pick is "
-            f"optimal on {rate('optimal_rate', percent=True)} of prompts",
+            f"optimal on {rate('optimal_rate', percent=True)} of prompts; "
+            f"{summary.get('tied_prompts', 0):,} prompts with several candidates at the highest reward, "
+            "each counted as the average of those candidates",
             file=sys.stderr,
         )
     return EXIT_OK

@@ -148,23 +148,44 @@ def add_cache_option(parser) -> None:
     )
 
 
-def refuse_overwriting_inputs(outputs: dict[str, object], inputs: dict[str, object]) -> None:
-    """Raise before any work when an output path is one of the command's inputs: a result written
-    over its own log, embeddings or run loses the input. ``outputs`` and ``inputs`` map a name (the
-    flag or argument) to a path; None entries are skipped."""
+def refuse_overwriting_inputs(
+    outputs: dict[str, object], inputs: dict[str, object], directories: bool = False
+) -> None:
+    """Raise before any work when an output would lose an input: an output path that is one of
+    the command's inputs, a directory output that holds one (it is replaced whole), or an output
+    inside an input run's weights (``model/``, ``encoder/``: their digests would no longer hold).
+    Every output path is checked as :func:`~pyro_irm.atomic.check_output_path` checks it, and,
+    unless the outputs are ``directories``, refused where it is a directory.
+    ``outputs`` and ``inputs`` map a name (the flag or argument) to a path; None entries are skipped."""
     from pathlib import Path
 
-    def same(first, second) -> bool:
-        a, b = Path(first).expanduser(), Path(second).expanduser()
-        return a.resolve() == b.resolve() or (a.exists() and b.exists() and a.samefile(b))
+    from pyro_irm.atomic import check_output_path
+
+    def where(path) -> Path:
+        return Path(path).expanduser().resolve()
 
     for out_name, out in outputs.items():
+        if out is None:
+            continue
+        check_output_path(Path(out).expanduser())
+        if not directories and Path(out).expanduser().is_dir():
+            raise ValueError(f"{out_name} {out} is a directory; give a file path")
+        target = where(out)
         for in_name, source in inputs.items():
-            if out is not None and source is not None and same(out, source):
-                raise ValueError(
-                    f"{out_name} {out} is the {in_name}: writing there would replace it; "
-                    "write to another path"
-                )
+            if source is None:
+                continue
+            source_path = where(source)
+            if target == source_path or (
+                Path(out).exists() and Path(source).exists() and Path(out).samefile(source)
+            ):
+                problem = f"is the {in_name}: writing there would replace it"
+            elif target in source_path.parents:
+                problem = f"holds the {in_name} ({source}): the output directory is replaced whole"
+            elif any(source_path / part in (target, *target.parents) for part in ("model", "encoder")):
+                problem = f"is inside the {in_name}'s weights: its digests would no longer hold"
+            else:
+                continue
+            raise ValueError(f"{out_name} {out} {problem}; write to another path")
 
 
 def write_json(args: argparse.Namespace, payload: dict) -> None:

@@ -61,6 +61,8 @@ def run(args: argparse.Namespace) -> int:
     from pyro_irm.encoders.embed import save_embeddings, sidecar_path
     from pyro_irm.runs import embed_log
 
+    if not str(args.out).endswith(".npy"):
+        raise ValueError(f"--out {args.out}: embeddings are written as a .npy file; name it {args.out}.npy")
     refuse_overwriting_inputs(
         {"--out": args.out, "--out's metadata file": sidecar_path(Path(args.out))}, {"log": args.log}
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from pyro_irm.cli.common import EXIT_OK, add_run_trust_option, load_run, say
+from pyro_irm.cli.common import EXIT_OK, add_run_trust_option, load_run, refuse_overwriting_inputs, say
 from pyro_irm.export.layout import EXPORT_FILE, EXPORT_FORMATS
 
 
@@ -42,6 +42,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    refuse_overwriting_inputs({"--out": args.out}, {"run directory": args.run_dir}, directories=True)
     run = load_run(args, args.run_dir)
     out = run.export_hf(args.out, format=args.format)
     description = json.loads((out / EXPORT_FILE).read_text())

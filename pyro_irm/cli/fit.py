@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import argparse
 
-from pyro_irm.cli.common import EXIT_OK, add_estimator_options, estimator_config, say
+from pyro_irm.cli.common import (
+    EXIT_OK,
+    add_estimator_options,
+    estimator_config,
+    refuse_overwriting_inputs,
+    say,
+)
 from pyro_irm.cli.embed import add_encoder_options, encoder_config
 from pyro_irm.cli.options import add_dataclass_options, build_config, dataclass_values, read_config_file
 from pyro_irm.cli.schema import add_schema_options, read_log_from_args, read_settings, schema_from_args
@@ -82,6 +88,11 @@ def run(args: argparse.Namespace) -> int:
     estimators = estimator_config(args, file_config)
     encoder = encoder_config(args, file_config)
     check_replaceable(args.out, RUN_FILE)  # before the fit, not after it
+    refuse_overwriting_inputs(
+        {"--out": args.out},
+        {"log": args.log, "--embeddings": args.embeddings, "--config": args.config},
+        directories=True,
+    )
     schema = schema_from_args(args)
     log = read_log_from_args(args, args.log, schema)
     if args.fine_tune:

@@ -4,7 +4,14 @@ from __future__ import annotations
 
 import argparse
 
-from pyro_irm.cli.common import EXIT_OK, add_cache_option, add_run_trust_option, load_run, run_embeddings
+from pyro_irm.cli.common import (
+    EXIT_OK,
+    add_cache_option,
+    add_run_trust_option,
+    load_run,
+    refuse_overwriting_inputs,
+    run_embeddings,
+)
 from pyro_irm.cli.schema import add_bad_row_options, read_log_from_args
 
 
@@ -35,6 +42,11 @@ def run(args: argparse.Namespace) -> int:
     from pyro_irm.analysis.report import write_report
     from pyro_irm.runs import training_log
 
+    refuse_overwriting_inputs(
+        {"--out": args.out},
+        {"run directory": args.run_dir, "--log": args.log, "--embeddings": args.embeddings},
+        directories=True,
+    )
     run = load_run(args, args.run_dir)
     source = args.log or training_log(run)
     log = read_log_from_args(args, source, run.schema, run=run)

@@ -69,10 +69,19 @@ def build_model(
     config: ModelConfig,
     channels: tuple[ChannelSpec, ...] | None = None,
     num_users: int = 0,
+    context_names: tuple[str, ...] | None = None,
 ) -> FeedbackModel:
     """A fresh model for ``method``: ImplicitRM's four-group model with the declared ``channels``
-    and ``num_users`` user effects, or the reward network alone."""
-    return get_estimator(method).build_model(embedding_dim, context_dim, config, channels, num_users)
+    and ``num_users`` user effects, or the reward network alone. An estimator whose
+    ``build_model`` takes ``context_names`` is told the context columns' names (to find a column
+    among g's features by name, ``propensity_feature_index``)."""
+    import inspect
+
+    estimator = get_estimator(method)
+    named = {}
+    if context_names is not None and "context_names" in inspect.signature(estimator.build_model).parameters:
+        named["context_names"] = tuple(context_names)
+    return estimator.build_model(embedding_dim, context_dim, config, channels, num_users, **named)
 
 
 def describe_methods() -> str:

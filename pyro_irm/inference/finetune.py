@@ -26,7 +26,7 @@ from pyro_irm.data.feedback import split_indices
 from pyro_irm.data.logs import FeedbackLog
 from pyro_irm.encoders.config import EncoderConfig
 from pyro_irm.encoders.encoder import TextEncoder
-from pyro_irm.estimators import get_estimator
+from pyro_irm.estimators import build_model, get_estimator
 from pyro_irm.inference.config import FinetuneConfig, TrainConfig
 from pyro_irm.inference.loop import run_epochs
 from pyro_irm.inference.objectives import build_guide, heldout_elbo, parameter_groups, training_rows
@@ -134,9 +134,10 @@ def finetune(
     encoder_parameters = _trainable_encoder(encoder, config)
     data = log.to_feedback(np.zeros((len(log), encoder.dim), dtype=np.float32))  # actions, context, users
     if model is None:
-        model = estimator.build_model(
-            encoder.dim, data.context_dim, model_config, data.channels, data.num_users
-        )
+        model = build_model(
+            train_config.method, encoder.dim, data.context_dim, model_config, data.channels, data.num_users,
+            context_names=data.context_names,
+        )  # fmt: skip
     else:
         check_user_model(model, data, train_config.method)
     # The rows' groups amortized (summed exactly), the globals by config.global_guide.

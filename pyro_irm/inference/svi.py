@@ -375,6 +375,7 @@ def _the_model(
             model_config,
             channels=data.channels if groups else None,
             num_users=data.num_users if groups else 0,
+            context_names=data.context_names,
         )
     if isinstance(model, ImplicitFeedbackModel):
         model.initialize_channels(train_actions)
