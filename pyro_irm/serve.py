@@ -289,7 +289,8 @@ def create_app(
         normalize: ``(mean, std)``: serve ``(reward - mean) / std`` (the training rows' statistics).
         description: what ``GET /health`` reports about the model.
         max_body_bytes: the largest request body read (413 beyond it).
-        api_key: when given, every request needs ``Authorization: Bearer <api_key>`` (401 without).
+        api_key: when given, every request needs ``Authorization: Bearer <api_key>`` (401 without;
+            the scheme in any case, the key compared as UTF-8 bytes); an empty key is refused.
     """
     from contextlib import asynccontextmanager
 
@@ -317,13 +318,18 @@ def create_app(
     app = FastAPI(title="pyro_irm reward server", lifespan=lifespan)
     app.add_middleware(BodyLimit, limit=max_body_bytes)
 
-    if api_key:
-        expected = f"Bearer {api_key}".encode()
+    if api_key is not None:
+        if not api_key:
+            raise ValueError("api_key is empty: give a key, or None for no key")
+        expected = api_key.encode("utf-8")
 
         @app.middleware("http")
         async def authorize(request: Request, call_next):
-            given = request.headers.get("authorization", "").encode()
-            if not hmac.compare_digest(given, expected):
+            # Header values arrive as bytes decoded as latin-1: encoding back gives the bytes the
+            # client sent, so a UTF-8 key matches. The scheme is case-insensitive (RFC 7235).
+            scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+            given = token.strip().encode("latin-1", errors="replace")
+            if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
                 return JSONResponse(
                     status_code=401,
                     content={"detail": "this server needs the header 'Authorization: Bearer <key>'"},

@@ -123,6 +123,57 @@ def test_an_api_key_is_required_when_set(scorer, served):
             assert error.value.code == 401 and error.value.headers["WWW-Authenticate"] == "Bearer"
 
 
+def _status_with_authorization(base: str, value: bytes) -> int:
+    """Status of a POST whose Authorization header is these exact bytes (as a client sends UTF-8)."""
+    host, port = base.removeprefix("http://").split(":")
+    connection = http.client.HTTPConnection(host, int(port), timeout=30)
+    try:
+        body = json.dumps(_pair(1)).encode()
+        connection.putrequest("POST", "/get_reward")
+        connection.putheader("Content-Type", "application/json")
+        connection.putheader("Content-Length", str(len(body)))
+        connection.putheader("Authorization", value)
+        connection.endheaders(body)
+        return connection.getresponse().status
+    finally:
+        connection.close()
+
+
+def test_a_key_compares_as_utf8_with_the_scheme_in_any_case_and_an_empty_key_is_refused(scorer, served):
+    key = "clé-секрет"
+    with served(create_app(scorer, api_key=key)) as base:
+        for scheme in (b"Bearer", b"bearer", b"BEARER"):
+            assert _status_with_authorization(base, scheme + b" " + key.encode("utf-8")) == 200
+        assert _status_with_authorization(base, b"Basic " + key.encode("utf-8")) == 401
+        assert _status_with_authorization(base, b"Bearer " + key.encode("latin-1", errors="replace")) == 401
+        assert _status_with_authorization(base, b"Bearer") == 401
+    with pytest.raises(ValueError, match="api_key is empty"):
+        create_app(scorer, api_key="")
+
+
+def test_an_open_server_needs_a_key_or_an_explicit_flag_and_says_so_even_when_quiet(
+    tmp_path, capsys, monkeypatch
+):
+    monkeypatch.delenv("PYRO_IRM_API_KEY", raising=False)
+    missing = str(tmp_path / "no-run")  # each refusal comes before the run would load
+    assert main(["serve", missing, "--host", "0.0.0.0", "--port", "0", "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "listens beyond this machine and no key is set" in error and "--allow-open" in error
+    for empty in (["--api-key", ""], ["--api-key", "  "]):
+        assert main(["serve", missing, "--host", "0.0.0.0", *empty, "--quiet"]) == 2
+        assert "--api-key is empty" in capsys.readouterr().err
+    monkeypatch.setenv("PYRO_IRM_API_KEY", "")
+    assert main(["serve", missing, "--quiet"]) == 2
+    assert "$PYRO_IRM_API_KEY is set but empty" in capsys.readouterr().err
+    monkeypatch.delenv("PYRO_IRM_API_KEY")
+    assert main(["serve", missing, "--host", "0.0.0.0", "--port", "0", "--allow-open", "--quiet"]) == 2
+    error = capsys.readouterr().err  # the run is missing; the warning came first, despite --quiet
+    assert "serving on 0.0.0.0 without a key (--allow-open)" in error and "no-run" in error
+    with pytest.raises(SystemExit):
+        main(["serve", missing, "--max-wait-ms", "100000"])
+    assert "--max-wait-ms: 100000 is out of range" in capsys.readouterr().err
+
+
 def test_a_taken_port_is_named_before_the_model_loads(tmp_path, capsys):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

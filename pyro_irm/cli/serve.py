@@ -6,6 +6,7 @@ import argparse
 import errno
 import os
 import socket
+import sys
 
 from pyro_irm.cli.common import EXIT_OK, add_run_trust_option, load_run, say
 from pyro_irm.cli.options import bounded
@@ -48,9 +49,9 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     parser.add_argument(
         "--max-wait-ms",
         metavar="MS",
-        type=bounded(float, 0),
+        type=bounded(float, 0, 1000),
         default=5.0,
-        help="how long a request waits for others to batch with",
+        help="how long a request waits for others to batch with, at most 1000 (default 5)",
     )
     parser.add_argument(
         "--max-body-mb",
@@ -66,9 +67,29 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         help=f"require 'Authorization: Bearer KEY' on every request (default: ${API_KEY_VARIABLE} if set, "
         "else none). The variable keeps the key out of the process list",
     )
+    parser.add_argument(
+        "--allow-open",
+        action="store_true",
+        help="listen beyond this machine (a --host other than loopback) without a key; without it "
+        "that is refused, since anyone who reaches the port could use the server",
+    )
     parser.add_argument("--device", metavar="DEVICE", default="cpu", help="'cpu', 'cuda' or 'auto'")
     add_run_trust_option(parser)
     parser.set_defaults(handler=run)
+
+
+def _api_key(args: argparse.Namespace) -> str | None:
+    """The key from --api-key, else the environment; an empty one is refused, not read as none."""
+    if args.api_key is not None:
+        if not args.api_key.strip():
+            raise ValueError(
+                "--api-key is empty (an unset variable, perhaps): give a key, or leave the flag out"
+            )
+        return args.api_key
+    from_environment = os.environ.get(API_KEY_VARIABLE)
+    if from_environment is not None and not from_environment.strip():
+        raise ValueError(f"${API_KEY_VARIABLE} is set but empty: give it a key, or unset it")
+    return from_environment
 
 
 def bind(host: str, port: int) -> socket.socket:
@@ -104,12 +125,18 @@ def run(args: argparse.Namespace) -> int:
 
     if args.query_separator == "":  # before the model loads; create_app refuses it too
         raise ValueError("--query-separator is empty; give the text before the response, or leave it out")
-    api_key = args.api_key or os.environ.get(API_KEY_VARIABLE) or None
+    api_key = _api_key(args)
     if args.host not in ("127.0.0.1", "localhost", "::1") and api_key is None:
-        say(
-            args,
-            f"serving on {args.host} without a key: anyone who reaches the port can use it; set "
-            f"${API_KEY_VARIABLE} (or --api-key), or keep it behind a firewall",
+        if not args.allow_open:
+            raise ValueError(
+                f"--host {args.host} listens beyond this machine and no key is set: anyone who reaches the "
+                f"port could use the server. Set ${API_KEY_VARIABLE} (or --api-key), or say --allow-open"
+            )
+        # Never silenced by --quiet: this is the one word that the server is open.
+        print(
+            f"pyro-irm serve: warning: serving on {args.host} without a key (--allow-open): anyone who "
+            "reaches the port can use it",
+            file=sys.stderr,
         )
     sock = bind(args.host, args.port)
     try:
