@@ -81,13 +81,15 @@ def file_sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def log_identity(source: str) -> dict:
+def log_identity(source: str, read_sha256: str | None = None) -> dict:
     """Where a training log is and what it held: ``{"log": absolute path, "log_sha256": ...}`` for
-    a local file, ``{"log": source}`` for anything else (a hub name, rows in memory)."""
+    a local file (``read_sha256``, the digest of the bytes the fit read, where known: a file
+    appended to since is then seen as changed), ``{"log": source}`` for anything else (a hub name,
+    rows in memory)."""
     path = Path(source)
     if not path.is_file():
         return {"log": source, "log_sha256": None}
-    return {"log": str(path.resolve()), "log_sha256": file_sha256(path)}
+    return {"log": str(path.resolve()), "log_sha256": read_sha256 or file_sha256(path)}
 
 
 def training_log(run: Run) -> str:
@@ -165,6 +167,38 @@ def embed_log(
     return embed_rows(log.encoder_prompts, log.responses, encoder, cache, progress=progress), encoder
 
 
+def check_encoder_reading(embeddings: np.ndarray, config: EncoderConfig) -> None:
+    """:func:`check_embeddings_vary` for embeddings an encoder just made, naming its reading."""
+    check_embeddings_vary(
+        embeddings,
+        f"the encoder {config.model} read with pooling {config.pooling!r} at layer {config.layer}",
+        "choose another --encoder-pooling (a decoder reads its last token) or --encoder-layer",
+    )
+
+
+def check_embeddings_vary(embeddings: np.ndarray, source: str, fix: str, sample: int = 4096) -> None:
+    """Refuse embeddings ``(N, D)`` whose rows are all (nearly) equal, an effective rank of one:
+    every reward would be the same. ``source`` says where they came from, ``fix`` what to do.
+
+    Raises:
+        ValueError: where the rows' spread is below 1e-5 of their size.
+    """
+    if len(embeddings) < 2:
+        return
+    rows = np.asarray(
+        embeddings[np.linspace(0, len(embeddings) - 1, min(sample, len(embeddings))).astype(int)]
+    )
+    rows = rows.astype(np.float64)
+    size = np.linalg.norm(rows)
+    spread = np.linalg.norm(rows - rows.mean(axis=0))
+    if size > 0 and spread > 1e-5 * size:
+        return
+    raise ValueError(
+        f"every row's embedding from {source} is the same (their spread is {spread / max(size, 1e-300):.1e} "
+        f"of their size), so every reward would be the same; {fix}"
+    )
+
+
 def embeddings_for(
     log: FeedbackLog,
     embeddings_path: str | Path | None,
@@ -172,12 +206,18 @@ def embeddings_for(
     cache_root: str | Path | None = None,
     progress: bool = False,
     encoder: TextEncoder | None = None,
+    vary: bool = False,
 ) -> tuple[np.ndarray, dict]:
     """A log's embeddings, from a file written by ``pyro-irm embed`` or by encoding (cached) with
     ``encoder`` or one built from ``encoder_config``, with the encoder's description
-    (``{"encoder": config, "identity": ...}``)."""
+    (``{"encoder": config, "identity": ...}``). ``vary``: refuse rows that are all the same (what a
+    fit needs; scoring one text many times is fine)."""
     if embeddings_path is not None:
         embeddings, metadata = load_embeddings(embeddings_path)
+        if vary:
+            check_embeddings_vary(
+                embeddings, str(embeddings_path), "embed the log again with another reading"
+            )
         if embeddings.shape[0] != len(log):
             raise ValueError(
                 f"{embeddings_path} has {embeddings.shape[0]} rows but the log has {len(log)} usable rows; "
@@ -186,6 +226,8 @@ def embeddings_for(
         check_rows_fingerprint(embeddings_path, metadata, log)
         return embeddings, {k: metadata.get(k) for k in ("encoder", "identity")}
     embeddings, encoder = embed_log(log, encoder_config, cache_root, progress=progress, encoder=encoder)
+    if vary:
+        check_encoder_reading(embeddings, encoder.config)
     return embeddings, {"encoder": encoder.config.to_dict(), "identity": encoder.identity}
 
 
@@ -417,7 +459,7 @@ def _write_run(
         "encoder": encoder_info.get("encoder"),
         "encoder_identity": encoder_info.get("identity"),
         "schema": asdict(schema),
-        **log_identity(source),
+        **log_identity(source, log.source_sha256),
         "read": read_settings,
         "rows": len(log),
         "device": result.device,

@@ -908,3 +908,79 @@ def test_embed_names_its_suffix_and_report_stays_out_of_the_runs_weights(tmp_pat
         )
         == 0
     )
+
+
+# ---------------------------------------------------------------- no silent wrong reading
+
+
+def test_yes_no_words_never_take_empty_cells_or_numbers_and_a_column_has_one_role(tmp_path, capsys):
+    rows = [{"prompt": f"p{i}", "response": f"r{i}", "action": i % 2, "user": f"u{i % 3}"} for i in range(20)]
+    log = write_records(tmp_path / "log.jsonl", rows)
+    np.save(tmp_path / "log.npy", np.random.default_rng(0).normal(size=(20, 4)).astype(np.float32))
+    fit = [
+        "fit",
+        str(log),
+        "--embeddings",
+        str(tmp_path / "log.npy"),
+        "--out",
+        str(tmp_path / "run"),
+        "--quiet",
+    ]
+    for flags, named in (
+        (["--false-values", ""], "an empty cell (or nothing) means a missing value"),
+        (["--true-values", "null"], "an empty cell (or null) means a missing value"),
+        (["--true-values", "0", "--false-values", "1"], "a number is read as that number in every file type"),
+        (["--action-col", "user", "--user-col", "user"], "'user' is an action column and --user-col"),
+        (["--label-col", "action"], "'action' is an action column and --label-col"),
+    ):
+        assert main([*fit, *flags]) == 2, flags
+        error = capsys.readouterr().err
+        assert named in error and "Traceback" not in error, (flags, error)
+        assert not (tmp_path / "run").exists()
+    assert main([*fit, "--true-values", "1", "--true-values", "yes", "--max-epochs", "1"]) == 0
+
+
+def test_a_reading_that_gives_every_row_one_embedding_is_refused_at_embed_and_fit(
+    tmp_path, capsys, tiny_decoders
+):
+    rows = [
+        {"prompt": f"question {i}", "response": f"answer {'long ' * i}", "action": i % 2} for i in range(12)
+    ]
+    log = write_records(tmp_path / "log.jsonl", rows)
+    # A decoder read at its first token (the template's start) sees the same token on every row.
+    reading = ["--encoder", str(tiny_decoders["llama"]), "--encoder-pooling", "cls", "--quiet"]
+    assert main(["embed", str(log), "--out", str(tmp_path / "e.npy"), *reading]) == 2
+    error = capsys.readouterr().err
+    assert "every row's embedding from the encoder" in error and "pooling 'cls'" in error
+    assert "--encoder-pooling" in error and not (tmp_path / "e.npy").exists()
+    assert main(["fit", str(log), "--out", str(tmp_path / "run"), "--max-epochs", "1", *reading]) == 2
+    assert "pooling 'cls'" in capsys.readouterr().err and not (tmp_path / "run").exists()
+    np.save(tmp_path / "same.npy", np.ones((12, 4), dtype=np.float32))
+    assert main(["fit", str(log), "--embeddings", str(tmp_path / "same.npy"), "--out", str(tmp_path / "run"),
+                 "--quiet"]) == 2  # fmt: skip
+    error = capsys.readouterr().err
+    assert f"every row's embedding from {tmp_path / 'same.npy'} is the same" in error
+    assert main(["embed", str(log), "--out", str(tmp_path / "e.npy"), *reading[:2], "--quiet"]) == 0
+
+
+def test_the_run_records_the_digest_of_the_bytes_the_fit_read(tmp_path, capsys, monkeypatch):
+    import hashlib
+
+    from pyro_irm.data import logs as logs_module
+
+    log, embeddings, run = _run_with_embeddings(tmp_path)
+    read = hashlib.sha256(log.read_bytes()).hexdigest()
+    assert json.loads((run / "run.json").read_text())["log_sha256"] == read
+    # A writer appends while the log is being read: the read is refused, not recorded as the new bytes.
+    real = logs_module.iter_records
+
+    def appending(source, split):
+        yield from real(source, split)
+        with open(source, "a") as stream:
+            stream.write(json.dumps({"prompt": "p", "response": "late", "action": 1}) + "\n")
+
+    monkeypatch.setattr(logs_module, "iter_records", appending)
+    capsys.readouterr()
+    fit = ["fit", str(log), "--embeddings", str(embeddings), "--out", str(tmp_path / "r2"), "--quiet"]
+    assert main([*fit, "--method", "naive"]) == 2
+    assert "changed while it was read" in capsys.readouterr().err and not (tmp_path / "r2").exists()

@@ -59,7 +59,7 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
 def run(args: argparse.Namespace) -> int:
     from pyro_irm.encoders.cache import rows_fingerprint
     from pyro_irm.encoders.embed import save_embeddings, sidecar_path
-    from pyro_irm.runs import embed_log
+    from pyro_irm.runs import check_encoder_reading, embed_log
 
     if not str(args.out).endswith(".npy"):
         raise ValueError(f"--out {args.out}: embeddings are written as a .npy file; name it {args.out}.npy")
@@ -79,6 +79,7 @@ def run(args: argparse.Namespace) -> int:
     embeddings, encoder = embed_log(
         log, config, args.cache_dir, use_cache=not args.no_cache, progress=not args.quiet
     )
+    check_encoder_reading(embeddings, encoder.config)
     metadata = {
         "encoder": encoder.config.to_dict(),
         "identity": encoder.identity,

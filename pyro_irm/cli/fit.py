@@ -102,7 +102,9 @@ def run(args: argparse.Namespace) -> int:
             f"--devices {train_config.devices}: every process reads the embeddings, so embed the log "
             "first (pyro-irm embed LOG --out FILE.npy) and pass --embeddings FILE.npy"
         )
-    embeddings, encoder_info = embeddings_for(log, args.embeddings, encoder, args.cache_dir, not args.quiet)
+    embeddings, encoder_info = embeddings_for(
+        log, args.embeddings, encoder, args.cache_dir, not args.quiet, vary=True
+    )
     rates = ", ".join(
         _channel_rate(name, channel, values)
         for name, channel, values in zip(log.action_names, log.channels, log.actions.T, strict=True)

@@ -13,6 +13,7 @@ import csv
 import gzip
 import hashlib
 import math
+import os
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
@@ -120,6 +121,7 @@ class FeedbackLog:
         prompt_turns: where any row's prompt was a message list, each row's turns (None for a text
             prompt), so that a chat template renders the whole conversation; ``prompts`` holds their
             text (``data/conversation.py``'s rule).
+        source_sha256: the sha256 of the file's bytes as they were read (a local file), else None.
     """
 
     prompts: list[str]
@@ -138,6 +140,7 @@ class FeedbackLog:
     channels: tuple[ChannelSpec, ...] | None = None
     user_ids: list[str] | None = None
     prompt_turns: list[list[dict] | None] | None = None
+    source_sha256: str | None = None
 
     def __len__(self) -> int:
         return len(self.responses)
@@ -496,6 +499,7 @@ def read_log(
     name = source_name(source)
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
+    digest_before = _file_sha256(source)
     thresholds = schema.thresholds
     words = Words.of(schema)
     prompts: list[str] = []
@@ -632,7 +636,34 @@ def read_log(
         observed=np.asarray(observed, dtype=np.float32) if schema.observed else None,
         propensity=np.asarray(propensity, dtype=np.float32) if schema.propensity else None,
         prompt_turns=prompt_turns if any(t is not None for t in prompt_turns) else None,
+        source_sha256=_unchanged_while_read(source, digest_before),
     )
+
+
+def _file_sha256(source) -> str | None:
+    """The sha256 of a local file's bytes, or None for anything else."""
+    if not isinstance(source, str | os.PathLike) or not Path(source).is_file():
+        return None
+    digest = hashlib.sha256()
+    with open(source, "rb") as stream:
+        while chunk := stream.read(1 << 22):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _unchanged_while_read(source, before: str | None) -> str | None:
+    """``before``, the digest of what was read, once the file is seen unchanged since.
+
+    Raises:
+        LogFormatError: the file changed while it was read (another process appending to it).
+    """
+    if before is not None and _file_sha256(source) != before:
+        raise LogFormatError(
+            f"{source_name(source)} changed while it was read (another process wrote to it)",
+            "Read a copy that nothing writes to, or read it again once the writer is done",
+            "source",
+        )
+    return before
 
 
 def write_records(path: str | Path, records: Sequence[dict[str, Any]] | Iterable[dict[str, Any]]) -> Path:

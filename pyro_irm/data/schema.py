@@ -224,6 +224,8 @@ class LogSchema:
             parse_channel(item)
         for item in self.action_values:
             parse_value_map(item)
+        _check_words(self.true_values, "--true-values", 1.0)
+        _check_words(self.false_values, "--false-values", 0.0)
         words = [w.strip().lower() for w in (*self.true_values, *self.false_values)]
         both = sorted({w for w in words if words.count(w) > 1})
         if both:
@@ -233,6 +235,7 @@ class LogSchema:
         repeated = sorted({n for n in names if names.count(n) > 1})
         if repeated:
             raise ValueError(f"action columns {repeated} are declared more than once")
+        self._check_roles(names)
         # A context column that is also the target lets the propensity network read the answer.
         targets = {name: "an action column" for name in names}
         for name, what in ((self.label, "the label column"), (self.observed, "the observed column"),
@@ -245,6 +248,20 @@ class LogSchema:
                 f"context columns must be features, not what the model explains: {'; '.join(clashes)}; "
                 "drop it from --context-col"
             )
+
+    def _check_roles(self, action_columns: list[str]) -> None:
+        """Refuse one column in two roles (an action that is also the user, the label, ...): it
+        would be read twice, and the fit would explain a column by itself."""
+        roles: dict[str, list[str]] = {}
+        named = [(self.prompt, "--prompt-col"), (self.response, "--response-col"), (self.user, "--user-col"),
+                 (self.label, "--label-col"), (self.observed, "--observed-col"),
+                 (self.propensity, "--propensity-col")]  # fmt: skip
+        for name, role in [*((a, "an action column") for a in action_columns), *named]:
+            if name is not None:
+                roles.setdefault(name, []).append(role)
+        clashes = [f"{name!r} is {' and '.join(found)}" for name, found in roles.items() if len(found) > 1]
+        if clashes:
+            raise ValueError(f"one column in two roles: {'; '.join(clashes)}; give each role its own column")
 
     def _check_missing(self) -> None:
         policies = [("--missing-actions", self.missing_actions)]
@@ -336,6 +353,28 @@ def parse_value_map(item: str) -> tuple[str, dict[str, str]]:
     if all(role == "none" for role in roles.values()):
         raise ValueError(f"--action-values {item!r}: no value is positive or negative, so it has no channel")
     return column.strip(), roles
+
+
+def _check_words(words: tuple[str, ...], flag: str, meaning: float) -> None:
+    """Refuse a yes/no word that would read a cell differently in different files: an empty word (an
+    empty cell is missing, never a value), a marker of a missing cell, or a number other than its
+    meaning (a JSONL number is read as the number, so a CSV's text must be too)."""
+    for word in words:
+        text = str(word).strip().lower()
+        if text in ("", "nan", "null", "none"):
+            raise ValueError(
+                f"{flag} {word!r}: an empty cell (or {text or 'nothing'}) means a missing value, never a "
+                "yes or a no; choose --missing COL=zero to read empty action cells as 0"
+            )
+        try:
+            number = float(text)
+        except ValueError:
+            continue
+        if number != meaning:
+            raise ValueError(
+                f"{flag} {word!r}: a number is read as that number in every file type (a JSONL 0 stays 0), "
+                f"so it cannot mean {int(meaning)} here; map categories with --action-values instead"
+            )
 
 
 # More ratings than anyone logs; the ordinal channel holds a cutpoint per level.
