@@ -33,11 +33,12 @@ COMMANDS = (demo, simulate, embed, fit, benchmark, score, evaluate, report, expo
 
 _EPILOG = """\
 typical path on real text:
-  pyro-irm simulate --dataset ultrafeedback --sample train --out runs/train.jsonl
+  pyro-irm simulate --dataset ultrafeedback --sample --out runs/train.jsonl
+  pyro-irm simulate --dataset ultrafeedback --sample --split eval --seed 1 --out runs/test.jsonl
   pyro-irm embed runs/train.jsonl --out runs/train.npy
   pyro-irm fit runs/train.jsonl --embeddings runs/train.npy --method implicitrm --out runs/implicitrm
   pyro-irm evaluate runs/implicitrm --log runs/test.jsonl
-  pyro-irm score runs/implicitrm new_rows.jsonl --out scores.jsonl
+  pyro-irm score runs/implicitrm runs/test.jsonl --out runs/scores.jsonl
 
 comparing every estimator on one data set (the papers' protocol, 5 seeds):
   pyro-irm benchmark --dataset ultrafeedback --sample

@@ -569,6 +569,12 @@ def read_log(
             else:
                 prompt_id = prompt_hash(prompt)
         except RowProblem as problem:
+            if first_columns and problem.field not in first_columns and problem.reason == "is missing":
+                # Not a bad row but a column the log does not have (a misspelt mapping, say).
+                problem = RowProblem(
+                    problem.field,
+                    f"is missing: the log has no such column (its columns: {sorted(first_columns)})",
+                )
             drop_or_raise(problem, name, row, on_error, dropped, _FIX_LOG_ROW)
             continue
         except _DropRow as drop:
