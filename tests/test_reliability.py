@@ -984,3 +984,70 @@ def test_the_run_records_the_digest_of_the_bytes_the_fit_read(tmp_path, capsys, 
     fit = ["fit", str(log), "--embeddings", str(embeddings), "--out", str(tmp_path / "r2"), "--quiet"]
     assert main([*fit, "--method", "naive"]) == 2
     assert "changed while it was read" in capsys.readouterr().err and not (tmp_path / "r2").exists()
+
+
+@pytest.mark.parametrize("damage", ["no weights", "config not JSON", "truncated weights", "sidecar a list"])
+def test_a_damaged_encoder_directory_or_sidecar_is_named_not_a_traceback(
+    tmp_path, capsys, tiny_decoders, damage
+):
+    import shutil
+
+    rows = [
+        {"prompt": f"question {i}", "response": f"answer {'long ' * i}", "action": i % 2} for i in range(6)
+    ]
+    log = write_records(tmp_path / "log.jsonl", rows)
+    encoder = tmp_path / "encoder"
+    shutil.copytree(tiny_decoders["llama"], encoder)
+    weights = encoder / "model.safetensors"
+    if damage == "no weights":
+        weights.unlink()
+    elif damage == "config not JSON":
+        (encoder / "config.json").write_text("{not json")
+    elif damage == "truncated weights":
+        weights.write_bytes(weights.read_bytes()[:1000])
+    command = ["embed", str(log), "--encoder", str(encoder), "--no-cache", "--quiet"]
+    if damage == "sidecar a list":
+        assert main([*command, "--out", str(tmp_path / "e.npy")]) == 0
+        (tmp_path / "e.json").write_text("[1, 2]")
+        command = [
+            "fit",
+            str(log),
+            "--embeddings",
+            str(tmp_path / "e.npy"),
+            "--out",
+            str(tmp_path / "run"),
+            "--quiet",
+        ]
+        named = "e.json: holds a JSON list, not the object"
+    else:
+        command += ["--out", str(tmp_path / "e.npy")]
+        named = {"no weights": "its weights in", "config not JSON": "its config.json in",
+                 "truncated weights": "its weights in"}[damage]  # fmt: skip
+    capsys.readouterr()
+    assert main(command) == 2
+    error = capsys.readouterr().err
+    assert named in error and "Traceback" not in error, error
+
+
+def test_a_chat_template_that_refuses_a_row_names_the_row(tmp_path, capsys, tiny_decoders):
+    import shutil
+
+    encoder = tmp_path / "encoder"
+    shutil.copytree(tiny_decoders["llama"], encoder)
+    strict = ("{% for m in messages %}{% if (m['role'] == 'user') != (loop.index0 % 2 == 0) %}"
+              "{{ raise_exception('Conversation roles must alternate user/assistant') }}{% endif %}"
+              "{{ m['content'] }} {% endfor %}")  # fmt: skip
+    for stale in encoder.glob("chat_template.*"):
+        stale.unlink()
+    settings = json.loads((encoder / "tokenizer_config.json").read_text())
+    settings["chat_template"] = strict
+    (encoder / "tokenizer_config.json").write_text(json.dumps(settings))
+    rows = [{"prompt": f"question {i}", "response": "an answer", "action": i % 2} for i in range(5)]
+    rows.append({"prompt": [{"role": "assistant", "content": "out of turn"}], "response": "x", "action": 1})
+    log = write_records(tmp_path / "log.jsonl", rows)
+    capsys.readouterr()
+    command = ["embed", str(log), "--encoder", str(encoder), "--encoder-text-mode", "chat", "--no-cache"]
+    assert main([*command, "--out", str(tmp_path / "e.npy"), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "its chat template refuses a row whose turns are ['assistant', 'assistant']" in error
+    assert "'out of turn'" in error and "roles must alternate" in error and "Traceback" not in error

@@ -157,7 +157,17 @@ def load_embeddings(path: str | Path) -> tuple[np.ndarray, dict]:
         )
     _check_finite(path, embeddings)
     sidecar = sidecar_path(path)
-    metadata = json.loads(sidecar.read_text()) if sidecar.exists() else {}
+    if not sidecar.exists():
+        return embeddings, {}
+    try:
+        metadata = json.loads(sidecar.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise ValueError(f"{sidecar}: not valid JSON ({error}); delete it, or embed the log again") from None
+    if not isinstance(metadata, dict):
+        raise ValueError(
+            f"{sidecar}: holds a JSON {type(metadata).__name__}, not the object `pyro-irm embed` writes "
+            f"beside {path.name}; delete it, or embed the log again"
+        )
     return embeddings, metadata
 
 

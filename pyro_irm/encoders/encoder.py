@@ -12,6 +12,7 @@ import hashlib
 import json
 import logging
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from importlib import metadata
 from pathlib import Path
 
@@ -113,6 +114,28 @@ def _load_weights(model_class, location: str, name: str, loading: dict):
         ) from None
 
 
+@contextmanager
+def _local_files(name: str, location: str, what: str):
+    """Name a damaged local model directory as an input fault: a config that is not JSON, weights
+    missing, truncated or of another format, a tokenizer that does not load. A hub name's errors
+    (the network, a missing repository) pass through as they are."""
+    from safetensors import SafetensorError
+
+    try:
+        yield
+    except (OSError, ValueError, SafetensorError, KeyError, TypeError) as error:
+        if isinstance(error, ValueError) and str(error).startswith("encoder "):
+            raise  # named already
+        if not Path(location).is_dir():
+            raise
+        detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else type(error).__name__
+        raise ValueError(
+            f"encoder {name!r}: its {what} in {location} does not load ({type(error).__name__}: {detail}); "
+            "the directory is incomplete or damaged: save the model again (model.save_pretrained(DIR) and "
+            "tokenizer.save_pretrained(DIR)), or give another --encoder"
+        ) from None
+
+
 class TextEncoder:
     """Encodes (prompt, response) rows with a Hugging Face model.
 
@@ -130,9 +153,11 @@ class TextEncoder:
         if self.device.type == "cpu" and requested.precision != "float32" and requested.device_map is None:
             raise ValueError(f"precision={requested.precision!r} needs a GPU; on CPU use precision='float32'")
         location, source = resolve_model_location(requested.model)
-        model_config = AutoConfig.from_pretrained(location, revision=requested.revision)
+        with _local_files(requested.model, location, "config.json"):
+            model_config = AutoConfig.from_pretrained(location, revision=requested.revision)
         self.decoder_only = is_decoder_only(model_config)
-        self.tokenizer = AutoTokenizer.from_pretrained(location, revision=requested.revision)
+        with _local_files(requested.model, location, "tokenizer"):
+            self.tokenizer = AutoTokenizer.from_pretrained(location, revision=requested.revision)
         template = getattr(self.tokenizer, "chat_template", None)
         self.config = config = requested.resolved(self.decoder_only, isinstance(template, str))
         if config.text_mode == "chat" and not isinstance(template, str):
@@ -147,7 +172,8 @@ class TextEncoder:
         if config.device_map is not None:
             loading["device_map"] = config.device_map  # accelerate places the layers as they load
         # A *ForSequenceClassification checkpoint loads into its base model (its score layer is left out).
-        self.model = _load_weights(AutoModel, location, requested.model, loading)
+        with _local_files(requested.model, location, "weights"):
+            self.model = _load_weights(AutoModel, location, requested.model, loading)
         self.model.eval()
         if config.device_map is None:
             self.model.to(self.device)
@@ -190,6 +216,32 @@ class TextEncoder:
 
     # Tokenization ---------------------------------------------------------------------------------
 
+    def _render(self, conversations: list[list[dict]]) -> list[list[int]]:
+        """The chat template's token ids of each conversation; a conversation the template refuses
+        (roles out of the order it demands, say) is named by its roles and the start of its prompt."""
+        from jinja2.exceptions import TemplateError
+
+        def render(batch):
+            return self.tokenizer.apply_chat_template(
+                batch, tokenize=True, add_generation_prompt=False, return_dict=True
+            )["input_ids"]
+
+        try:
+            return render(conversations)
+        except TemplateError:
+            for conversation in conversations:
+                try:
+                    render([conversation])
+                except TemplateError as error:
+                    roles = [message.get("role") for message in conversation]
+                    opening = str(conversation[0].get("content", ""))[:60]
+                    raise ValueError(
+                        f"encoder {self.config.model!r}: its chat template refuses a row whose turns are "
+                        f"{roles} (prompt starting {opening!r}): {error}; fix that row's messages, or read "
+                        "the rows without the template (--encoder-text-mode pair)"
+                    ) from None
+            raise
+
     def tokenize(self, prompts: Sequence, responses: Sequence[str], truncate: bool = True) -> list[dict]:
         """Each part of the rows as the model reads it: one dict of per-row token lists (``input_ids``,
         ``attention_mask``, ...) per sequence, two for ``text_mode='separate'``.
@@ -202,9 +254,7 @@ class TextEncoder:
         mode = self.config.text_mode
         if mode == "chat":
             conversations = [chat_messages(p, r) for p, r in zip(prompts, responses, strict=True)]
-            ids = self.tokenizer.apply_chat_template(
-                conversations, tokenize=True, add_generation_prompt=False, return_dict=True
-            )["input_ids"]
+            ids = self._render(conversations)
             if truncate:
                 limit = self.config.max_length
                 left = self.tokenizer.truncation_side == "left"
