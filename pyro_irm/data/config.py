@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 PropensityForm = Literal["logistic", "alpha_power"]
-Setting = Literal["implicit", "observational", "chatlog"]
+SimulatedSetting = Literal[
+    "implicit", "observational", "chatlog"
+]  # a simulated log (estimators.Setting: what a log records)
 
 
 @dataclass(frozen=True)
@@ -85,7 +87,7 @@ class SimulationConfig:
             "help": "seed of the world's true reward and propensity directions (shared by train and test)"
         },
     )
-    setting: Setting = field(
+    setting: SimulatedSetting = field(
         default="implicit",
         metadata={
             "help": "'implicit' (only the action is logged), 'observational' (o is logged) or 'chatlog'"

@@ -120,6 +120,17 @@ class FeedbackData:
     context_names: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        """Validate and convert every field, in named steps (each refuses naming the field, row
+        and value)."""
+        num_rows = self._check_rows()
+        self._check_context(num_rows)
+        self._check_labels(num_rows)
+        self._check_observation(num_rows)
+        self._check_indices(num_rows)
+        self._check_truth(num_rows)
+
+    def _check_rows(self) -> int:
+        """Embeddings ``(N, D)``, actions ``(N,)`` or ``(N, K)`` in their channels' domains; N."""
         pages = mapped_pages(self.embeddings)
         embeddings = as_float_tensor("embeddings", self.embeddings)
         actions = as_float_tensor("actions", self.actions)
@@ -167,7 +178,9 @@ class FeedbackData:
         object.__setattr__(self, "channels", channels)
         object.__setattr__(self, "embeddings", embeddings)
         object.__setattr__(self, "actions", actions)
+        return num_rows
 
+    def _check_context(self, num_rows: int) -> None:
         if self.context is not None:
             context = as_float_tensor("context", self.context)
             if context.dim() == 1:
@@ -185,6 +198,7 @@ class FeedbackData:
                 )
             object.__setattr__(self, "context_names", names)
 
+    def _check_labels(self, num_rows: int) -> None:
         if self.labels is not None:
             labels = as_float_tensor("labels", self.labels).reshape(-1)
             if labels.shape[0] != num_rows:
@@ -195,6 +209,8 @@ class FeedbackData:
                 raise ValueError(f"labels: row {row} is {labels[row].item()}; labels must be 0, 1 or NaN")
             object.__setattr__(self, "labels", labels)
 
+    def _check_observation(self, num_rows: int) -> None:
+        """The logged o and the known propensity of an observational log."""
         if self.observed is not None:
             observed = _row_vector("observed", self.observed, num_rows)
             bad = ((observed != 0) & (observed != 1)).nonzero()
@@ -209,7 +225,6 @@ class FeedbackData:
                     "has no feedback value (give 0)"
                 )
             object.__setattr__(self, "observed", observed)
-
         if self.propensity is not None:
             propensity = _row_vector("propensity", self.propensity, num_rows)
             bad = (~((propensity > 0) & (propensity <= 1))).nonzero()
@@ -218,6 +233,8 @@ class FeedbackData:
                 raise ValueError(f"propensity: row {row} is {propensity[row].item()}; it must lie in (0, 1]")
             object.__setattr__(self, "propensity", propensity)
 
+    def _check_indices(self, num_rows: int) -> None:
+        """Prompt and user indices (integers; -1 an unknown user)."""
         if self.prompt_ids is not None:
             prompt_ids = torch.as_tensor(np.asarray(self.prompt_ids)).reshape(-1)
             if prompt_ids.dtype.is_floating_point or prompt_ids.dtype == torch.bool:
@@ -225,7 +242,6 @@ class FeedbackData:
             if prompt_ids.shape[0] != num_rows:
                 raise ValueError(f"prompt_ids: {prompt_ids.shape[0]} rows but embeddings has {num_rows}")
             object.__setattr__(self, "prompt_ids", prompt_ids.long())
-
         if self.users is not None:
             users = torch.as_tensor(np.asarray(self.users)).reshape(-1)
             if users.dtype.is_floating_point or users.dtype == torch.bool:
@@ -238,6 +254,7 @@ class FeedbackData:
                 )
             object.__setattr__(self, "users", users.long())
 
+    def _check_truth(self, num_rows: int) -> None:
         if self.truth is not None:
             for field in fields(self.truth):
                 value = getattr(self.truth, field.name)

@@ -18,7 +18,7 @@ from collections import Counter
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 import numpy as np
 import torch
@@ -500,21 +500,8 @@ def read_log(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     digest_before = _file_sha256(source)
-    thresholds = schema.thresholds
-    words = Words.of(schema)
-    prompts: list[str] = []
-    prompt_turns: list[list[dict] | None] = []
-    responses: list[str] = []
-    actions: list[list[float]] = []
-    labels: list[float] = []
-    contexts: list[list[float]] = []
-    prompt_ids: list[str] = []
-    truth_rows: list[list[float]] = []
-    observed: list[float] = []
-    propensity: list[float] = []
-    truth_present: bool | None = None
-    user_ids: list[str | None] = []
-    rows: list[int] = []
+    parser = _RowParser(schema)
+    columns = _Columns()
     dropped: list[DroppedRow] = []
     left_out: Counter[str] = Counter()  # rows left out by a drop-row policy, by column
     zero_filled: Counter[str] = Counter()  # empty cells read as 0 by a zero policy, by column
@@ -525,49 +512,7 @@ def read_log(
         if not first_columns and isinstance(record, dict):
             first_columns = set(record)
         try:
-            if isinstance(record, ParseError):
-                raise RowProblem(record.field, record.reason)
-            prompt, response, turns = _row_texts(record, schema)
-            row_actions, zeroed = _row_actions(record, schema, thresholds, words)
-            user_id = None
-            if schema.user is not None:
-                user_id = record.get(schema.user)
-                if user_id is None or (isinstance(user_id, str) and not user_id.strip()):
-                    raise RowProblem(schema.user, "is missing")
-                if isinstance(user_id, float) and math.isnan(user_id):
-                    raise RowProblem(schema.user, "is missing")
-                user_id = user_key(user_id)
-            label = float("nan")
-            if schema.label is not None:
-                value = _number(record, schema.label, False, words)
-                if value is not None:
-                    label = _binary(schema.label, value, schema.label_threshold, "graded labels")
-            row_context = [_number(record, name, True) for name in schema.context]
-            row_observed = row_propensity = float("nan")
-            if schema.observed is not None:
-                row_observed = _binary(
-                    schema.observed, _number(record, schema.observed, True, words), None, "observation"
-                )
-                if row_observed == 0.0 and max(row_actions[: len(schema.actions)], default=0.0) == 1.0:
-                    raise RowProblem(
-                        schema.actions[row_actions.index(1.0)],
-                        f"is 1 but {schema.observed!r} is 0; a row without feedback has no value",
-                    )
-            if schema.propensity is not None:
-                row_propensity = _number(record, schema.propensity, True)
-                if not 0.0 < row_propensity <= 1.0:
-                    raise RowProblem(schema.propensity, f"{row_propensity:g} is not in (0, 1]")
-            has_truth = all(record.get(name) is not None for name in TRUTH_COLUMNS)
-            if truth_present is None:
-                truth_present = has_truth
-            row_truth = [_number(record, name, True) for name in TRUTH_COLUMNS] if truth_present else []
-            if schema.prompt_id is not None:
-                prompt_id = record.get(schema.prompt_id)
-                if prompt_id is None:
-                    raise RowProblem(schema.prompt_id, "is missing")
-                prompt_id = str(prompt_id)
-            else:
-                prompt_id = prompt_hash(prompt)
+            parsed, zeroed = parser.parse(record)
         except RowProblem as problem:
             if first_columns and problem.field not in first_columns and problem.reason == "is missing":
                 # Not a bad row but a column the log does not have (a misspelt mapping, say).
@@ -581,18 +526,7 @@ def read_log(
             left_out[drop.column] += 1
             continue
         zero_filled.update(zeroed)
-        prompts.append(prompt)
-        prompt_turns.append(turns)
-        responses.append(response)
-        actions.append(row_actions)
-        labels.append(label)
-        contexts.append(row_context)
-        prompt_ids.append(prompt_id)
-        observed.append(row_observed)
-        propensity.append(row_propensity)
-        truth_rows.append(row_truth)
-        user_ids.append(user_id)
-        rows.append(row)
+        columns.append(parsed, row)
     report = checked_report(
         name,
         rows_read,
@@ -601,49 +535,162 @@ def read_log(
         "Check the column mapping (a graded label needs LogSchema(label_threshold=...), counts need "
         "action_thresholds, categories action_values) or raise max_bad_fraction",
     )
-    if not responses:
+    if not columns.responses:
         raise LogFormatError(f"{name}: no usable rows ({report.summary()})")
-    action_table = np.asarray(actions, dtype=np.float32).reshape(len(responses), len(schema.channels))
+    action_table = columns.action_table(schema, name, first_columns)
     empty = np.isnan(action_table).sum(axis=0)
-    for spec, count in zip(schema.channels, empty, strict=True):
-        if count == len(responses):  # a wrong mapping, not missing cells
-            raise LogFormatError(
-                f"{name}: action column {spec.name!r} is empty or absent in all {count} rows kept; the "
-                f"log's columns are {sorted(first_columns)}",
-                "Map the action columns (LogSchema(actions=..., action_values=...))",
-                "columns",
-            )
-    channel_names = [spec.name for spec in schema.channels]
     report = replace(
         report,
-        missing=tuple((c, int(n)) for c, n in zip(channel_names, empty, strict=True) if n),
+        missing=tuple((c.name, int(n)) for c, n in zip(schema.channels, empty, strict=True) if n),
         zero_filled=tuple(zero_filled.items()),
         left_out=tuple(left_out.items()),
     )
-    label_array = np.asarray(labels, dtype=np.float32)
-    truth = None
-    if truth_present:
-        table = np.asarray(truth_rows, dtype=np.float32)
-        truth = {name: np.ascontiguousarray(table[:, i]) for i, name in enumerate(TRUTH_COLUMNS)}
-    return FeedbackLog(
-        prompts=prompts,
-        responses=responses,
-        actions=action_table,
-        action_names=tuple(spec.name for spec in schema.channels),
-        channels=schema.channels,
-        user_ids=user_ids if schema.user is not None else None,
-        labels=label_array if np.isfinite(label_array).any() else None,
-        context=np.asarray(contexts, dtype=np.float32) if schema.context else None,
-        context_names=schema.context,
-        prompt_ids=prompt_ids,
-        truth=truth,
-        source_rows=np.asarray(rows, dtype=np.int64),
-        report=report,
-        observed=np.asarray(observed, dtype=np.float32) if schema.observed else None,
-        propensity=np.asarray(propensity, dtype=np.float32) if schema.propensity else None,
-        prompt_turns=prompt_turns if any(t is not None for t in prompt_turns) else None,
-        source_sha256=_unchanged_while_read(source, digest_before),
+    return columns.log(
+        schema, action_table, parser.truth_present, report, _unchanged_while_read(source, digest_before)
     )
+
+
+class _Row(NamedTuple):
+    """One row of a log as read (before the columns are stacked)."""
+
+    prompt: str
+    turns: list[dict] | None
+    response: str
+    actions: list[float]
+    label: float
+    context: list[float]
+    prompt_id: str
+    observed: float
+    propensity: float
+    truth: list[float]
+    user_id: str | None
+
+
+class _RowParser:
+    """Reads one record by the schema (:meth:`parse`), raising :class:`RowProblem` naming the field."""
+
+    def __init__(self, schema: LogSchema):
+        self.schema, self.thresholds, self.words = schema, schema.thresholds, Words.of(schema)
+        self.truth_present: bool | None = None  # whether the log carries simulated truth (its first row says)
+
+    def parse(self, record) -> tuple[_Row, Counter]:
+        """``(row, {column: 1 where an empty cell was read as 0})``."""
+        schema, words = self.schema, self.words
+        if isinstance(record, ParseError):
+            raise RowProblem(record.field, record.reason)
+        prompt, response, turns = _row_texts(record, schema)
+        row_actions, zeroed = _row_actions(record, schema, self.thresholds, words)
+        label = float("nan")
+        if schema.label is not None:
+            value = _number(record, schema.label, False, words)
+            if value is not None:
+                label = _binary(schema.label, value, schema.label_threshold, "graded labels")
+        row_context = [_number(record, name, True) for name in schema.context]
+        row_observed, row_propensity = self._observation(record, row_actions)
+        has_truth = all(record.get(name) is not None for name in TRUTH_COLUMNS)
+        if self.truth_present is None:
+            self.truth_present = has_truth
+        row_truth = [_number(record, name, True) for name in TRUTH_COLUMNS] if self.truth_present else []
+        if schema.prompt_id is not None:
+            prompt_id = record.get(schema.prompt_id)
+            if prompt_id is None:
+                raise RowProblem(schema.prompt_id, "is missing")
+            prompt_id = str(prompt_id)
+        else:
+            prompt_id = prompt_hash(prompt)
+        row = _Row(prompt, turns, response, row_actions, label, row_context, prompt_id, row_observed,
+                   row_propensity, row_truth, self._user(record))  # fmt: skip
+        return row, zeroed
+
+    def _user(self, record) -> str | None:
+        schema = self.schema
+        if schema.user is None:
+            return None
+        user_id = record.get(schema.user)
+        if user_id is None or (isinstance(user_id, str) and not user_id.strip()):
+            raise RowProblem(schema.user, "is missing")
+        if isinstance(user_id, float) and math.isnan(user_id):
+            raise RowProblem(schema.user, "is missing")
+        return user_key(user_id)
+
+    def _observation(self, record, row_actions: list[float]) -> tuple[float, float]:
+        """``(observed, propensity)`` of an observational log's row (NaN where not declared)."""
+        schema = self.schema
+        row_observed = row_propensity = float("nan")
+        if schema.observed is not None:
+            row_observed = _binary(
+                schema.observed, _number(record, schema.observed, True, self.words), None, "observation"
+            )
+            if row_observed == 0.0 and max(row_actions[: len(schema.actions)], default=0.0) == 1.0:
+                raise RowProblem(
+                    schema.actions[row_actions.index(1.0)],
+                    f"is 1 but {schema.observed!r} is 0; a row without feedback has no value",
+                )
+        if schema.propensity is not None:
+            row_propensity = _number(record, schema.propensity, True)
+            if not 0.0 < row_propensity <= 1.0:
+                raise RowProblem(schema.propensity, f"{row_propensity:g} is not in (0, 1]")
+        return row_observed, row_propensity
+
+
+class _Columns:
+    """The rows kept, column by column, and the log they make."""
+
+    def __init__(self):
+        self.rows: list[_Row] = []
+        self.source_rows: list[int] = []
+
+    @property
+    def responses(self) -> list[str]:
+        return [row.response for row in self.rows]
+
+    def append(self, row: _Row, source_row: int) -> None:
+        self.rows.append(row)
+        self.source_rows.append(source_row)
+
+    def action_table(self, schema: LogSchema, name: str, first_columns: set[str]) -> np.ndarray:
+        """``(N, K)`` float32 actions; a channel empty in every row is a mapping error."""
+        table = np.asarray([row.actions for row in self.rows], dtype=np.float32)
+        table = table.reshape(len(self.rows), len(schema.channels))
+        for spec, count in zip(schema.channels, np.isnan(table).sum(axis=0), strict=True):
+            if count == len(self.rows):  # a wrong mapping, not missing cells
+                raise LogFormatError(
+                    f"{name}: action column {spec.name!r} is empty or absent in all {count} rows kept; the "
+                    f"log's columns are {sorted(first_columns)}",
+                    "Map the action columns (LogSchema(actions=..., action_values=...))",
+                    "columns",
+                )
+        return table
+
+    def log(self, schema: LogSchema, actions: np.ndarray, truth_present, report, digest) -> FeedbackLog:
+        rows = self.rows
+        labels = np.asarray([row.label for row in rows], dtype=np.float32)
+        truth = None
+        if truth_present:
+            table = np.asarray([row.truth for row in rows], dtype=np.float32)
+            truth = {name: np.ascontiguousarray(table[:, i]) for i, name in enumerate(TRUTH_COLUMNS)}
+        turns = [row.turns for row in rows]
+        return FeedbackLog(
+            prompts=[row.prompt for row in rows],
+            responses=self.responses,
+            actions=actions,
+            action_names=tuple(spec.name for spec in schema.channels),
+            channels=schema.channels,
+            user_ids=[row.user_id for row in rows] if schema.user is not None else None,
+            labels=labels if np.isfinite(labels).any() else None,
+            context=np.asarray([row.context for row in rows], dtype=np.float32) if schema.context else None,
+            context_names=schema.context,
+            prompt_ids=[row.prompt_id for row in rows],
+            truth=truth,
+            source_rows=np.asarray(self.source_rows, dtype=np.int64),
+            report=report,
+            observed=np.asarray([row.observed for row in rows], np.float32) if schema.observed else None,
+            propensity=np.asarray([row.propensity for row in rows], np.float32)
+            if schema.propensity
+            else None,
+            prompt_turns=turns if any(t is not None for t in turns) else None,
+            source_sha256=digest,
+        )
 
 
 def _file_sha256(source) -> str | None:
