@@ -294,18 +294,13 @@ def create_app(
     """
     from contextlib import asynccontextmanager
 
-    import numpy as np
-
     if query_separator == "":
         raise ValueError(
             "--query-separator is empty: every query would split at its end, into the whole query as "
             "the prompt and an empty response; give the text before the response (the chat template's "
             "assistant marker), or leave it out"
         )
-    from fastapi import FastAPI, Request
-    from fastapi.exceptions import RequestValidationError
-    from fastapi.responses import JSONResponse
-    from pydantic import BaseModel, ConfigDict, Field
+    from fastapi import FastAPI
 
     batcher = RequestBatcher(score, max_batch_rows, max_wait_ms)
 
@@ -319,23 +314,40 @@ def create_app(
     app.add_middleware(BodyLimit, limit=max_body_bytes)
 
     if api_key is not None:
-        if not api_key:
-            raise ValueError("api_key is empty: give a key, or None for no key")
-        expected = api_key.encode("utf-8")
+        _require_key(app, api_key)
 
-        @app.middleware("http")
-        async def authorize(request: Request, call_next):
-            # Header values arrive as bytes decoded as latin-1: encoding back gives the bytes the
-            # client sent, so a UTF-8 key matches. The scheme is case-insensitive (RFC 7235).
-            scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
-            given = token.strip().encode("latin-1", errors="replace")
-            if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
-                return JSONResponse(
-                    status_code=401,
-                    content={"detail": "this server needs the header 'Authorization: Bearer <key>'"},
-                    headers={"WWW-Authenticate": "Bearer"},
-                )
-            return await call_next(request)
+    _add_routes(app, batcher, query_separator, normalize, description)
+    app.state.batcher = batcher
+    return app
+
+
+def _require_key(app, api_key: str) -> None:
+    """Every request needs ``Authorization: Bearer <api_key>`` (401 without)."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+
+    if not api_key:
+        raise ValueError("api_key is empty: give a key, or None for no key")
+    expected = api_key.encode("utf-8")
+
+    @app.middleware("http")
+    async def authorize(request: Request, call_next):
+        # Header values arrive as bytes decoded as latin-1: encoding back gives the bytes the
+        # client sent, so a UTF-8 key matches. The scheme is case-insensitive (RFC 7235).
+        scheme, _, token = request.headers.get("authorization", "").strip().partition(" ")
+        given = token.strip().encode("latin-1", errors="replace")
+        if scheme.lower() != "bearer" or not hmac.compare_digest(given, expected):
+            return JSONResponse(
+                status_code=401,
+                content={"detail": "this server needs the header 'Authorization: Bearer <key>'"},
+                headers={"WWW-Authenticate": "Bearer"},
+            )
+        return await call_next(request)
+
+
+def _request_models():
+    """``(RewardRequest, ScoreRequest)``: the bodies of ``/get_reward`` and ``/score``."""
+    from pydantic import BaseModel, ConfigDict, Field
 
     class RewardRequest(BaseModel):
         model_config = ConfigDict(extra="ignore")  # OpenRLHF also sends "labels"
@@ -351,11 +363,15 @@ def create_app(
     class ScoreRequest(BaseModel):
         rows: list[Row] = Field(max_length=MAX_REQUEST_ROWS)
 
-    async def rewards_of(prompts: list[str], responses: list[str]) -> list[float]:
-        rewards = np.asarray(await batcher.submit(prompts, responses), dtype=np.float64)
-        if normalize is not None:
-            rewards = (rewards - normalize[0]) / normalize[1]
-        return rewards.tolist()
+    return RewardRequest, ScoreRequest
+
+
+def _answer_faults(app) -> None:
+    """A bad value is a 400 naming it; an invalid body a 415 (not JSON) or a 422 saying where and
+    what, never echoing the input."""
+    from fastapi import Request
+    from fastapi.exceptions import RequestValidationError
+    from fastapi.responses import JSONResponse
 
     @app.exception_handler(ValueError)
     async def bad_request(request, error: ValueError):
@@ -378,6 +394,21 @@ def create_app(
             for problem in error.errors()[:20]
         ]
         return JSONResponse(status_code=422, content={"detail": problems})
+
+
+def _add_routes(app, batcher: RequestBatcher, query_separator, normalize, description) -> None:
+    """``POST /get_reward`` (OpenRLHF's body), ``POST /score`` (rows) and ``GET /health``."""
+    import numpy as np
+
+    RewardRequest, ScoreRequest = _request_models()
+
+    async def rewards_of(prompts: list[str], responses: list[str]) -> list[float]:
+        rewards = np.asarray(await batcher.submit(prompts, responses), dtype=np.float64)
+        if normalize is not None:
+            rewards = (rewards - normalize[0]) / normalize[1]
+        return rewards.tolist()
+
+    _answer_faults(app)
 
     @app.post("/get_reward")
     async def get_reward(request: RewardRequest) -> dict:
@@ -411,6 +442,3 @@ def create_app(
     @app.get("/health")
     async def health() -> dict:
         return {"status": "ok", **(description or {}), "batches": batcher.batches, "rows": batcher.rows}
-
-    app.state.batcher = batcher
-    return app
