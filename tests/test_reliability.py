@@ -1051,3 +1051,22 @@ def test_a_chat_template_that_refuses_a_row_names_the_row(tmp_path, capsys, tiny
     error = capsys.readouterr().err
     assert "its chat template refuses a row whose turns are ['assistant', 'assistant']" in error
     assert "'out of turn'" in error and "roles must alternate" in error and "Traceback" not in error
+
+
+def test_an_extreme_count_is_named_with_its_row_and_column(tmp_path):
+    rng = np.random.default_rng(0)
+    rows = [{"prompt": f"p{i}", "response": f"r{i}", "plus_one": int(rng.poisson(2)),
+             "dwell": float(rng.gamma(2, 10))} for i in range(200)]  # fmt: skip
+    rows[57]["plus_one"] = 1e30
+    path = write_records(tmp_path / "log.jsonl", rows)
+    schema = LogSchema(actions=(), count_actions=("plus_one",), continuous_actions=("dwell",))
+    with pytest.warns(
+        UserWarning, match=r"1 value\(s\) of count column 'plus_one' .* largest 1e\+30 at row 58"
+    ):
+        read_log(path, schema)
+    rows[57]["plus_one"] = 9  # a large tally among small ones, not an outlier
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        read_log(write_records(tmp_path / "ok.jsonl", rows), schema)

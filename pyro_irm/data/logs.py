@@ -538,6 +538,7 @@ def read_log(
     if not columns.responses:
         raise LogFormatError(f"{name}: no usable rows ({report.summary()})")
     action_table = columns.action_table(schema, name, first_columns)
+    warn_of_outliers(name, action_table, schema.channels, columns.source_rows)
     empty = np.isnan(action_table).sum(axis=0)
     report = replace(
         report,
@@ -548,6 +549,35 @@ def read_log(
     return columns.log(
         schema, action_table, parser.truth_present, report, _unchanged_while_read(source, digest_before)
     )
+
+
+def warn_of_outliers(name: str, actions: np.ndarray, channels, source_rows: list[int]) -> None:
+    """Warn, naming the row and column, of count and continuous values far beyond the rest: more
+    than 10 robust standard deviations of ``log1p`` above the median (one count of 1e30 among
+    tallies of 0 to 5 would decide a fit by itself)."""
+    import warnings
+
+    for k, spec in enumerate(channels):
+        if spec.kind not in ("count", "continuous"):
+            continue
+        values = actions[:, k].astype(np.float64)
+        present = np.isfinite(values)
+        if present.sum() < 10:
+            continue
+        logged = np.log1p(np.clip(values[present], 0, None))
+        centre = np.median(logged)
+        spread = 1.4826 * np.median(np.abs(logged - centre))
+        limit = centre + 10 * max(spread, 0.5)
+        far = np.flatnonzero(present)[logged > limit]
+        if far.size:
+            first = far[np.argmax(values[far])]
+            warnings.warn(
+                f"{name}: {far.size} value(s) of {spec.kind} column {spec.name!r} lie far beyond the rest, "
+                f"the largest {values[first]:g} at row {source_rows[first]} (median "
+                f"{np.expm1(centre):g}); check them, or leave such rows out: one extreme value can "
+                "decide a fit",
+                stacklevel=3,
+            )
 
 
 class _Row(NamedTuple):
