@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 
 MAX_REQUEST_ROWS = 8192
 DEFAULT_MAX_BODY_BYTES = 16 * 2**20
+DEFAULT_BODY_TIMEOUT_S = 30.0  # a request body that stops arriving this long is answered 408
 API_KEY_VARIABLE = "PYRO_IRM_API_KEY"
 
 
@@ -185,10 +186,11 @@ def check_texts(field: str, texts: Sequence[str]) -> None:
 
 class BodyLimit:
     """ASGI middleware: a request body over ``limit`` bytes is answered 413 before it is read whole,
-    whether it states its length or streams in chunks."""
+    whether it states its length or streams in chunks; a body that stops arriving for
+    ``read_timeout`` seconds is answered 408 (a slow client never holds a request open)."""
 
-    def __init__(self, app, limit: int):
-        self.app, self.limit = app, limit
+    def __init__(self, app, limit: int, read_timeout: float = DEFAULT_BODY_TIMEOUT_S):
+        self.app, self.limit, self.read_timeout = app, limit, read_timeout
 
     async def __call__(self, scope, receive, send):
         if scope["type"] != "http":
@@ -204,7 +206,15 @@ class BodyLimit:
             nonlocal received, refused
             if refused:
                 return {"type": "http.disconnect"}
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.read_timeout)
+            except TimeoutError:
+                refused = True
+                if not started:
+                    await self._answer(
+                        send, 408, f"the request body stopped arriving for {self.read_timeout:g} s"
+                    )
+                return {"type": "http.disconnect"}
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.limit and not started:
@@ -223,14 +233,18 @@ class BodyLimit:
         await self.app(scope, counted_receive, watched_send)
 
     async def _refuse(self, send) -> None:
-        body = json.dumps(
-            {
-                "detail": f"the request body is over the server's limit of {self.limit} bytes; send fewer "
-                "rows per request, or start the server with a larger --max-body-mb"
-            }  # fmt: skip
-        ).encode()
+        await self._answer(
+            send,
+            413,
+            f"the request body is over the server's limit of {self.limit} bytes; send fewer rows per "
+            "request, or start the server with a larger --max-body-mb",
+        )
+
+    @staticmethod
+    async def _answer(send, status: int, detail: str) -> None:
+        body = json.dumps({"detail": detail}).encode()
         headers = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
-        await send({"type": "http.response.start", "status": 413, "headers": headers})
+        await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
 
 
@@ -279,6 +293,7 @@ def create_app(
     description: dict | None = None,
     max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
     api_key: str | None = None,
+    body_timeout_s: float | None = None,
 ):
     """The FastAPI application serving ``score`` (see the module docstring).
 
@@ -289,6 +304,7 @@ def create_app(
         normalize: ``(mean, std)``: serve ``(reward - mean) / std`` (the training rows' statistics).
         description: what ``GET /health`` reports about the model.
         max_body_bytes: the largest request body read (413 beyond it).
+        body_timeout_s: a request whose body stops arriving this long gets 408 (default 30).
         api_key: when given, every request needs ``Authorization: Bearer <api_key>`` (401 without;
             the scheme in any case, the key compared as UTF-8 bytes); an empty key is refused.
     """
@@ -311,7 +327,7 @@ def create_app(
         await batcher.stop()
 
     app = FastAPI(title="pyro_irm reward server", lifespan=lifespan)
-    app.add_middleware(BodyLimit, limit=max_body_bytes)
+    app.add_middleware(BodyLimit, limit=max_body_bytes, read_timeout=body_timeout_s or DEFAULT_BODY_TIMEOUT_S)
 
     if api_key is not None:
         _require_key(app, api_key)

@@ -174,6 +174,22 @@ def test_an_open_server_needs_a_key_or_an_explicit_flag_and_says_so_even_when_qu
     assert "--max-wait-ms: 100000 is out of range" in capsys.readouterr().err
 
 
+def test_a_body_that_stops_arriving_gets_408_and_the_server_goes_on(scorer, served):
+    import time
+
+    with served(create_app(scorer, body_timeout_s=0.5)) as base:
+        host, port = base.removeprefix("http://").split(":")
+        with socket.create_connection((host, int(port)), timeout=30) as slow:
+            slow.sendall(b"POST /get_reward HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 400\r\n\r\n{\"prompts\": [")  # fmt: skip
+            started = time.monotonic()
+            answer = slow.recv(4096).decode()
+            waited = time.monotonic() - started
+        assert answer.startswith("HTTP/1.1 408") and "stopped arriving for 0.5 s" in answer
+        assert 0.4 < waited < 10
+        assert post(f"{base}/get_reward", _pair(3)) == (200, {"rewards": pytest.approx([_expected(3)])})
+
+
 def test_a_taken_port_is_named_before_the_model_loads(tmp_path, capsys):
     with socket.socket() as taken:
         taken.bind(("127.0.0.1", 0))

@@ -10,7 +10,7 @@ import sys
 
 from pyro_irm.cli.common import EXIT_OK, add_run_trust_option, load_run, say
 from pyro_irm.cli.options import bounded
-from pyro_irm.serve import API_KEY_VARIABLE, DEFAULT_MAX_BODY_BYTES
+from pyro_irm.serve import API_KEY_VARIABLE, DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY_BYTES
 
 
 def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
@@ -60,6 +60,13 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         metavar="MB",
         help=f"largest request body read, in MiB; larger ones get 413 "
         f"(default {DEFAULT_MAX_BODY_BYTES // 2**20})",
+    )
+    parser.add_argument(
+        "--body-timeout-s",
+        type=bounded(float, 0, 3600, open_low=True),
+        default=DEFAULT_BODY_TIMEOUT_S,
+        metavar="SECONDS",
+        help=f"a request whose body stops arriving this long gets 408 (default {DEFAULT_BODY_TIMEOUT_S:g})",
     )
     parser.add_argument(
         "--api-key",
@@ -151,6 +158,7 @@ def run(args: argparse.Namespace) -> int:
             description={"run": str(run.directory), "method": run.method, "normalized": args.normalize},
             max_body_bytes=int(args.max_body_mb * 2**20),
             api_key=api_key,
+            body_timeout_s=args.body_timeout_s,
         )
         say(args, f"Serving {run.directory} ({run.method}) on http://{args.host}:{args.port}")
         level = "warning" if args.quiet else "info"
