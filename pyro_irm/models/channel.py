@@ -139,6 +139,16 @@ class NoisyAndChannel(Channel):
         return dist.Bernoulli(probs=self.action_probability(preference, engagement))
 
 
+def kind_component(spec: ChannelSpec) -> type[Channel]:
+    """The default emission class of ``spec``'s kind (a kind registered in this process names its
+    module, which is therefore trusted to load)."""
+    from pyro_irm.models.components import load_class, trust_modules
+
+    component = spec.domain.component
+    trust_modules(component.partition(":")[0])
+    return load_class(component, base=Channel)
+
+
 class FlipRatePrior(dist.TransformedDistribution):
     """``eps = Beta(a, b) / 2``: a flip rate below one half, so that a flip never turns the meaning
     of r around (Dawid-Skene's confusion of a rater better than chance)."""

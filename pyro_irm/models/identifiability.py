@@ -23,12 +23,9 @@ def ignores_engagement(channel) -> bool:
     """Whether a channel (a component, or a declaration, read through its kind's default
     component) says its value does not depend on engagement (``uses_engagement = False``)."""
     if isinstance(channel, ChannelSpec):
-        from pyro_irm.models.channel import Channel
-        from pyro_irm.models.components import load_class, trust_modules
+        from pyro_irm.models.channel import kind_component
 
-        component = channel.domain.component
-        trust_modules(component.partition(":")[0])  # a kind registered in this process names it
-        channel = load_class(component, base=Channel)
+        channel = kind_component(channel)
     return getattr(channel, "uses_engagement", True) is False
 
 

@@ -47,8 +47,8 @@ from pyro_irm.models.channel import (
     LabelChannel,
     NoisyAndChannel,
     SignedBinaryChannel,
+    kind_component,
 )
-from pyro_irm.models.components import load_class, trust_modules
 from pyro_irm.models.config import ModelConfig
 from pyro_irm.models.networks import full_precision, reward_network
 from pyro_irm.models.propensity import PropensityNetwork, select_by_preference
@@ -121,9 +121,7 @@ def build_channels(
         elif spec.kind == "binary":
             channels.append(SignedBinaryChannel(spec, feature_dim))
         else:  # each kind names its default emission (a registered kind too)
-            component = spec.domain.component
-            trust_modules(component.partition(":")[0])  # a kind registered in this process names it
-            channels.append(load_class(component, base=Channel).build(spec, config, feature_dim))
+            channels.append(kind_component(spec).build(spec, config, feature_dim))
     return channels
 
 
