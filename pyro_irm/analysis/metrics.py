@@ -226,6 +226,58 @@ def pair_metrics(chosen_rewards, rejected_rewards, chosen_lengths=None, rejected
     return metrics
 
 
+def sibling_pairs(ranks, groups) -> tuple[np.ndarray, np.ndarray]:
+    """``(better, worse)`` row indices of every pair of rows in one group (siblings: replies to one
+    message) with different finite ranks, ``better`` the lower rank (0 = best)."""
+    ranks, groups = _numpy(ranks).astype(np.float64), np.asarray(groups)
+    ranked = np.flatnonzero(np.isfinite(ranks))
+    _, codes = np.unique(groups[ranked], return_inverse=True)
+    order = ranked[np.argsort(codes, kind="stable")]
+    better, worse = [], []
+    for rows in np.split(order, np.flatnonzero(np.diff(np.sort(codes))) + 1):
+        first, second = np.triu_indices(len(rows), k=1)
+        a, b = rows[first], rows[second]
+        differ = ranks[a] != ranks[b]
+        a, b = a[differ], b[differ]
+        swap = ranks[a] > ranks[b]
+        better.append(np.where(swap, b, a))
+        worse.append(np.where(swap, a, b))
+    empty = np.zeros(0, dtype=np.int64)
+    return (np.concatenate(better) if better else empty, np.concatenate(worse) if worse else empty)
+
+
+def rank_metrics(ranks, rewards, groups, lengths=None) -> dict[str, float]:
+    """How a reward orders ranked siblings (rows of one group with ranks, 0 = best).
+
+    ``sibling_agreement``: the share of sibling pairs with different ranks that the reward orders
+    as the rankers did (a tied reward counts one half); ``best_of_n``: the share of groups with
+    two or more ranked rows whose highest-reward row holds the group's best rank; with ``lengths``,
+    ``length_bias``: how much more often the reward prefers the longer of a pair than the rankers
+    did. NaN where there is no pair."""
+    ranks, rewards = _numpy(ranks).astype(np.float64), _numpy(rewards).astype(np.float64)
+    better, worse = sibling_pairs(ranks, groups)
+    agreement = np.where(
+        rewards[better] > rewards[worse], 1.0, np.where(rewards[better] == rewards[worse], 0.5, 0.0)
+    )
+    metrics = {
+        "sibling_agreement": float(agreement.mean()) if agreement.size else float("nan"),
+        "sibling_pairs": int(agreement.size),
+    }
+    ranked = np.flatnonzero(np.isfinite(ranks))
+    group_of = np.asarray(groups)[ranked]
+    _, codes = np.unique(group_of, return_inverse=True)
+    best = np.full(codes.max() + 1 if codes.size else 0, np.inf)
+    np.minimum.at(best, codes, ranks[ranked])
+    metrics["best_of_n"] = best_of_n_win_rate(
+        (ranks[ranked] == best[codes]).astype(float), rewards[ranked], codes
+    )
+    if lengths is not None and better.size:
+        lengths = _numpy(lengths)
+        found = pair_metrics(rewards[better], rewards[worse], lengths[better], lengths[worse])
+        metrics["length_bias"] = found.get("length_bias", float("nan"))
+    return metrics
+
+
 def bootstrap_intervals(metrics_of, groups, resamples: int = 200, confidence: float = 0.95, seed: int = 0):
     """Percentile bootstrap intervals of every metric ``metrics_of(rows, groups) -> dict`` returns,
     resampling whole groups (prompts, or pairs) with replacement so that rows of one prompt stay

@@ -49,7 +49,7 @@ from pyro_irm.benchmark.datasets import EmbeddedSet, ScoredSplit
 from pyro_irm.channels import ChannelSpec
 from pyro_irm.data.chatlog_simulation import ChatLogConfig, chatlog_feedback
 from pyro_irm.data.feedback import FeedbackData
-from pyro_irm.estimators import get_estimator
+from pyro_irm.estimators import ESTIMATORS, get_estimator
 from pyro_irm.inference.config import TrainConfig
 from pyro_irm.inference.svi import fit_selected
 from pyro_irm.models.config import ModelConfig
@@ -120,8 +120,7 @@ def variant_data(
         engaged = torch.nonzero(base.truth.engagement > 0.5).squeeze(1)
         return replace(base.subset(engaged), actions=positive[engaged], **single), TrainConfig(), "oracle"
     if variant == "implicitrm_one_channel":
-        first = base.channel_columns("positive")[0]
-        return replace(base, actions=columns[:, first], **single), TrainConfig(), "implicitrm"
+        return _first_positive_channel(base), TrainConfig(), "implicitrm"
     if variant == "implicitrm_or":
         acted = positive
         if continuous:
@@ -135,10 +134,19 @@ def variant_data(
         return base, TrainConfig(global_learning_rate=3e-2), "implicitrm"
     if variant == "implicitrm_labels":
         return base, TrainConfig(fit_labels=True), "implicitrm"
+    if variant == "implicitrm_no_context":
+        return replace(base, users=None, context=None, context_names=None), TrainConfig(), "implicitrm"
     if variant in REMEDY_SETTINGS:
-        first = base.channel_columns("positive")[0]
-        return replace(base, actions=columns[:, first], **single), TrainConfig(), "implicitrm"
+        return _first_positive_channel(base), TrainConfig(), "implicitrm"
+    if variant in ESTIMATORS:  # another estimator, on the one combined action
+        return replace(base, actions=positive, **single), TrainConfig(method=variant), variant
     raise ValueError(f"unknown variant {variant!r}")
+
+
+def _first_positive_channel(base: FeedbackData) -> FeedbackData:
+    """The log with only its first positive binary or count channel (as it was declared)."""
+    first = base.acted_columns("positive")[0]
+    return replace(base, actions=base.action_matrix[:, first], channels=(base.channels[first],), users=None)
 
 
 CHECK_FIGURES = ("warned", "context_information", "context_r2")

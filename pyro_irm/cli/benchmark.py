@@ -17,6 +17,7 @@ from pyro_irm.benchmark.config import (
     ChatLogBenchmarkConfig,
     default_simulation,
 )
+from pyro_irm.benchmark.trees import TreeBenchmarkConfig
 from pyro_irm.cli.common import EXIT_OK, add_estimator_options, estimator_config, write_json
 from pyro_irm.cli.embed import add_encoder_options, encoder_config
 from pyro_irm.cli.options import (
@@ -106,7 +107,7 @@ def _benchmark(args: argparse.Namespace) -> int:
     from pyro_irm.data.samples import ultrafeedback_sample
 
     file_config = (
-        read_config_file(args.config, ("benchmark", "model", "estimator", "encoder", "chatlog"))
+        read_config_file(args.config, ("benchmark", "model", "estimator", "encoder", "chatlog", "trees"))
         if args.config
         else {}
     )
@@ -119,6 +120,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     started = time.perf_counter()
     if args.log is not None:
         return _benchmark_log(args, config, file_config, model_config, encoder, started)
+    if args.dataset == "oasst":
+        return _benchmark_trees(args, file_config, model_config, encoder, started)
     if args.dataset is None:
         raise ValueError("give --dataset (a built-in data set) or --log (your own log with labels)")
     data_file, test_file = args.data_file, args.test_file
@@ -218,6 +221,35 @@ def _benchmark_log(args, config, file_config, model_config, encoder, started) ->
     return EXIT_OK
 
 
+def _benchmark_trees(args, file_config, model_config, encoder, started) -> int:
+    """The real-reaction benchmark on OpenAssistant trees (the bundled sample unless --data-file)."""
+    from pyro_irm.atomic import write_json_atomic, write_text_atomic
+    from pyro_irm.benchmark.trees import TreeBenchmarkConfig, format_tree_table, run_tree_benchmark
+    from pyro_irm.data.samples import oasst_sample
+    from pyro_irm.runs import embeddings_for
+
+    source = args.data_file or oasst_sample()
+    schema = replace(schema_from_args(args), log_format="oasst")
+    log = read_log_from_args(args, source, schema)
+    embeddings, _ = embeddings_for(log, args.embeddings, encoder, args.cache_dir, not args.quiet, vary=True)
+    values = dataclass_values(args, TreeBenchmarkConfig, "trees_")
+    config = build_config(TreeBenchmarkConfig, file_config.get("trees"), values, "[trees]")
+    result = run_tree_benchmark(
+        log, embeddings, config, model_config, description=str(source), progress=not args.quiet
+    )
+    table = format_tree_table(result)
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        write_text_atomic(out / "table.md", table)
+        write_json_atomic(out / "results.json", result.to_dict())
+    print(f"{result.description}\n\n{table}")
+    write_json(args, result.metrics)
+    if not args.quiet:
+        print(f"Finished in {time.perf_counter() - started:.0f} s.", file=sys.stderr)
+    return EXIT_OK
+
+
 def _write_chatlog_result(args, result, started: float) -> None:
     from pyro_irm.atomic import write_json_atomic, write_text_atomic
     from pyro_irm.benchmark.chatlog import format_chatlog_table
@@ -246,7 +278,12 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         "pairwise accuracy within prompt against the clean test labels (mean ± std over seeds). "
         "Model selection uses only the feedback. With --sweep, repeat over values of one setting.",
     )
-    parser.add_argument("--dataset", choices=DATASETS, help="data set (or --log)")
+    parser.add_argument(
+        "--dataset",
+        choices=(*DATASETS, "oasst"),
+        help="data set (or --log); 'oasst': real reactions on OpenAssistant trees, scored against "
+        "sibling ranks (the bundled sample, or --data-file)",
+    )
     parser.add_argument(
         "--log",
         metavar="FILE",
@@ -264,7 +301,9 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         help="--log: share of prompts whose labelled rows are held out to evaluate (default: 0.5)",
     )
     parser.add_argument(
-        "--data-file", metavar="FILE", help="the data set's (train) file; default: its hub copy"
+        "--data-file",
+        metavar="FILE",
+        help="the data set's (train) file; default: its hub copy (oasst: the bundled sample)",
     )
     parser.add_argument(
         "--sample",
@@ -318,6 +357,12 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         "chatbench_",
         skip=("seeds",),
         flag_prefix="chatlog_",
+    )
+    add_dataclass_options(
+        parser.add_argument_group("real reactions (--dataset oasst)"),
+        TreeBenchmarkConfig,
+        "trees_",
+        flag_prefix="trees_",
     )
     add_estimator_options(parser)
     add_encoder_options(parser)

@@ -33,6 +33,11 @@ ROW_COLUMNS = (
     ("pairwise_accuracy", "pairwise acc."),
     ("length_bias", "length bias"),
 )
+RANK_COLUMNS = (
+    ("sibling_agreement", "sibling agreement"),
+    ("rank_best_of_n", "best-of-N"),
+    ("rank_length_bias", "length bias (pairs)"),
+)
 PAIR_COLUMNS = (
     ("accuracy", "accuracy"),
     ("mean_margin", "mean margin"),
@@ -100,15 +105,30 @@ def run(args: argparse.Namespace) -> int:
         name = run.name if run.name not in results else str(run.directory)
         results[name] = evaluate_run(run, log, embedded[key], resamples=args.resamples)
     first = next(iter(results.values()))
-    rows, pairs, prompts = first["rows"], first.get("pairs", 0), first.get("prompts_with_pairs", 0)
-    few = " (few: read these loosely)" if rows < 100 or pairs < 30 else ""
-    explanation = (
-        f"P(preferred) against the explicit labels of {rows:,} rows of {args.log}{few}. Pairwise "
-        f"accuracy ranks the {pairs:,} pairs of responses to one prompt whose scores differ (in "
-        f"{prompts:,} prompts); length bias is the reward's rank correlation with log length minus "
-        "the truth's (0: no more length-driven than quality)."
-    )
-    return _report(args, results, ROW_COLUMNS, explanation)
+    explanations, columns = [], []
+    if "sibling_agreement" in first:
+        siblings = first["sibling_pairs"]
+        few = " (few: read these loosely)" if siblings < 100 else ""
+        explanations.append(
+            f"Against the ranks of {args.log}{few}: sibling agreement is the share of the {siblings:,} "
+            "pairs of replies to one message with different ranks that the reward orders as the rankers "
+            "did; best-of-N the share of ranked sibling sets whose highest-reward reply is ranked best; "
+            "length bias how much more often the reward prefers the longer reply of a pair than the "
+            "rankers did."
+        )
+        columns += RANK_COLUMNS
+    if "rows" in first:
+        rows, pairs, prompts = first["rows"], first.get("pairs", 0), first.get("prompts_with_pairs", 0)
+        few = " (few: read these loosely)" if rows < 100 or pairs < 30 else ""
+        explanations.append(
+            f"P(preferred) against the explicit labels of {rows:,} rows of {args.log}{few}. Pairwise "
+            f"accuracy ranks the {pairs:,} pairs of responses to one prompt whose scores differ (in "
+            f"{prompts:,} prompts); length bias is the reward's rank correlation with log length minus "
+            "the truth's (0: no more length-driven than quality)."
+        )
+        columns += ROW_COLUMNS
+    explanation = "\n".join(explanations)
+    return _report(args, results, tuple(columns), explanation)
 
 
 def _evaluate_pairs(args: argparse.Namespace) -> int:
@@ -148,7 +168,7 @@ def _report(args: argparse.Namespace, results: dict, columns, explanation: str) 
     print(markdown_table(header, ((n, *(m.get(k) for k, _ in columns)) for n, m in results.items())))
     if args.resamples:
         intervals = {name: metrics.get("intervals", {}) for name, metrics in results.items()}
-        print(f"95% intervals ({args.resamples} bootstrap resamples of whole prompts or pairs):\n")
+        print(f"95% intervals ({args.resamples} bootstrap resamples of whole trees, prompts or pairs):\n")
         rows = (
             (name, *(_interval(found.get(key)) for key, _ in columns)) for name, found in intervals.items()
         )

@@ -95,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
     )
     schema = schema_from_args(args)
     log = read_log_from_args(args, args.log, schema)
+    schema = log.schema or schema  # its format decided
     if args.fine_tune:
         return _fit_with_encoder(args, file_config, log, schema, train_config, model_config, encoder)
     if train_config.devices > 1 and args.embeddings is None:

@@ -23,7 +23,7 @@ _EXPORTS = {
         "load_preference_set",
         "simulate_log",
     ),
-    "pyro_irm.data.samples": ("ultrafeedback_sample",),
+    "pyro_irm.data.samples": ("oasst_sample", "ultrafeedback_sample"),
     "pyro_irm.data.simulation": (
         "SimulationConfig",
         "simulate",

@@ -295,27 +295,33 @@ class FeedbackData:
         """Indices of the channels of this polarity and kind, in column order."""
         return [k for k, c in enumerate(self.channels) if c.kind == kind and c.polarity == polarity]
 
+    def acted_columns(self, polarity: str) -> list[int]:
+        """Indices of the channels of this polarity that say "acted" when above 0: binary
+        channels and counts (a reaction count, say)."""
+        return self.channel_columns(polarity) + self.channel_columns(polarity, "count")
+
     @property
     def action(self) -> torch.Tensor:
-        """``(N,)`` in {0, 1}: 1 where any positive binary channel fired (what single-action
-        estimators such as naive see; with one channel it is that channel)."""
+        """``(N,)`` in {0, 1}: 1 where any positive binary channel fired or positive count is above
+        0 (what single-action estimators such as naive see; with one channel it is that channel)."""
         if self.actions.dim() == 1:
             return torch.nan_to_num(self.actions, nan=0.0)
-        positive = self.channel_columns("positive")
+        positive = self.acted_columns("positive")
         if not positive:
             raise ValueError(
-                "this log has no positive binary channel, so it has no single 'acted' column for "
-                "single-action methods; declare a positive action (--action-col)"
+                "this log has no positive binary or count channel, so it has no single 'acted' column "
+                "for single-action methods; declare a positive action (--action-col)"
             )
         # A missing cell is not an action, for the estimators that see one combined action.
-        return torch.nan_to_num(self.actions[:, positive], nan=0.0).amax(dim=1)
+        return (torch.nan_to_num(self.actions[:, positive], nan=0.0) > 0).float().amax(dim=1)
 
     def action_without_negative(self) -> torch.Tensor:
         """``(N,)``: a positive action and no negative one (the heuristic label of a real log)."""
-        negative = self.channel_columns("negative")
+        negative = self.acted_columns("negative")
         if not negative:
             return self.action
-        return self.action * (1 - self.actions[:, negative].amax(dim=1))
+        acted_negative = (torch.nan_to_num(self.actions[:, negative], nan=0.0) > 0).float().amax(dim=1)
+        return self.action * (1 - acted_negative)
 
     @property
     def num_users(self) -> int:

@@ -66,6 +66,7 @@ class LoadReport:
     missing: tuple[tuple[str, int], ...] = ()  # (channel, empty cells) of kept rows, marginalized
     zero_filled: tuple[tuple[str, int], ...] = ()  # (column, empty cells read as 0) of kept rows
     left_out: tuple[tuple[str, int], ...] = ()  # (column, rows left out for an empty cell there)
+    notes: tuple[str, ...] = ()  # what the log's format adds (trees read, messages left out)
 
     @property
     def rows_kept(self) -> int:
@@ -73,6 +74,8 @@ class LoadReport:
 
     def summary(self) -> str:
         text = f"{self.source}: read {self.rows_read} rows, kept {self.rows_kept}"
+        if self.notes:
+            text += " (" + "; ".join(self.notes) + ")"
         for counts, what in (
             (self.missing, "empty action cells, left out of their rows' likelihood"),
             (self.zero_filled, "empty action cells read as 0 (--missing COL=zero)"),
@@ -122,6 +125,10 @@ class FeedbackLog:
             prompt), so that a chat template renders the whole conversation; ``prompts`` holds their
             text (``data/conversation.py``'s rule).
         source_sha256: the sha256 of the file's bytes as they were read (a local file), else None.
+        ranks: ``(N,)`` float32 rank among the responses to one prompt (0 or 1 = best, NaN where
+            unranked; evaluation only), or None.
+        clusters: ``N`` ids of the units evaluation resamples (conversation trees), or None (prompts).
+        schema: the column mapping the log was read with, its format decided.
     """
 
     prompts: list[str]
@@ -141,6 +148,9 @@ class FeedbackLog:
     user_ids: list[str] | None = None
     prompt_turns: list[list[dict] | None] | None = None
     source_sha256: str | None = None
+    ranks: np.ndarray | None = None
+    clusters: list[str] | None = None
+    schema: LogSchema | None = None
 
     def __len__(self) -> int:
         return len(self.responses)
@@ -157,14 +167,15 @@ class FeedbackLog:
 
     @property
     def action(self) -> np.ndarray:
-        """``(N,)`` float32: 1 where any positive binary channel fired (what single-action methods see)."""
+        """``(N,)`` float32: 1 where any positive binary channel fired or positive count is above 0
+        (what single-action methods see)."""
         if self.actions.shape[1] == 0:
             raise ValueError(f"{self.report.source} was read without action columns")
         channels = self.channels or tuple(ChannelSpec(n) for n in self.action_names)
-        positive = [k for k, c in enumerate(channels) if c.kind == "binary" and c.sign > 0]
+        positive = [k for k, c in enumerate(channels) if c.kind in ("binary", "count") and c.sign > 0]
         if not positive:
-            raise ValueError(f"{self.report.source}: no positive binary action column was declared")
-        return self.actions[:, positive].max(axis=1)
+            raise ValueError(f"{self.report.source}: no positive binary or count action column was declared")
+        return (np.nan_to_num(self.actions[:, positive], nan=0.0) > 0).max(axis=1).astype(np.float32)
 
     def user_vocabulary(self) -> list[str]:
         """The distinct user ids, sorted: a user's index is its position here."""
@@ -255,6 +266,9 @@ class FeedbackLog:
             channels=self.channels,
             user_ids=None if self.user_ids is None else [self.user_ids[i] for i in index],
             prompt_turns=None if self.prompt_turns is None else [self.prompt_turns[i] for i in index],
+            ranks=pick(self.ranks),
+            clusters=None if self.clusters is None else [self.clusters[i] for i in index],
+            schema=self.schema,
         )
 
 
@@ -500,6 +514,7 @@ def read_log(
     if on_error not in ("raise", "skip"):
         raise ValueError(f"on_error must be 'raise' or 'skip', got {on_error!r}")
     digest_before = _file_sha256(source)
+    schema, records, trees = _records_of_format(source, split, schema)
     parser = _RowParser(schema)
     columns = _Columns()
     dropped: list[DroppedRow] = []
@@ -507,7 +522,7 @@ def read_log(
     zero_filled: Counter[str] = Counter()  # empty cells read as 0 by a zero policy, by column
     rows_read = 0
     first_columns: set[str] = set()
-    for row, record in iter_records(source, split):
+    for row, record in records:
         rows_read += 1
         if not first_columns and isinstance(record, dict):
             first_columns = set(record)
@@ -545,10 +560,32 @@ def read_log(
         missing=tuple((c.name, int(n)) for c, n in zip(schema.channels, empty, strict=True) if n),
         zero_filled=tuple(zero_filled.items()),
         left_out=tuple(left_out.items()),
+        notes=trees.notes() if trees is not None else (),
     )
     return columns.log(
         schema, action_table, parser.truth_present, report, _unchanged_while_read(source, digest_before)
     )
+
+
+def _records_of_format(source, split, schema: LogSchema):
+    """``(schema, records, tree counts)``: the records as rows of the log's format (an OpenAssistant
+    export becomes one row per assistant reply, ``data/oasst.py``), the schema with that format's
+    defaults where the user set nothing, and what reading trees counted (None for a table)."""
+    from itertools import chain
+
+    from pyro_irm.data.oasst import TreeCounts, looks_like_oasst, oasst_rows, oasst_schema
+
+    records = iter_records(source, split)
+    if schema.log_format == "table":
+        return schema, records, None
+    first = next(records, None)
+    records = chain([first] if first is not None else [], records)
+    record = first[1] if first is not None else None
+    if schema.log_format == "oasst" or looks_like_oasst(record):
+        counts = TreeCounts()
+        dated = isinstance(record, dict) and record.get("created_date") is not None
+        return oasst_schema(schema, dated), oasst_rows(records, counts), counts
+    return replace(schema, log_format="table"), records, None
 
 
 def warn_of_outliers(name: str, actions: np.ndarray, channels, source_rows: list[int]) -> None:
@@ -594,6 +631,8 @@ class _Row(NamedTuple):
     propensity: float
     truth: list[float]
     user_id: str | None
+    rank: float
+    cluster: str | None
 
 
 class _RowParser:
@@ -628,8 +667,16 @@ class _RowParser:
             prompt_id = str(prompt_id)
         else:
             prompt_id = prompt_hash(prompt)
+        rank = float("nan")
+        if schema.rank is not None:
+            value = _number(record, schema.rank, False)
+            rank = float("nan") if value is None else value
+        cluster = None
+        if schema.cluster is not None:
+            value = record.get(schema.cluster)
+            cluster = prompt_id if value is None else str(value)
         row = _Row(prompt, turns, response, row_actions, label, row_context, prompt_id, row_observed,
-                   row_propensity, row_truth, self._user(record))  # fmt: skip
+                   row_propensity, row_truth, self._user(record), rank, cluster)  # fmt: skip
         return row, zeroed
 
     def _user(self, record) -> str | None:
@@ -720,7 +767,14 @@ class _Columns:
             else None,
             prompt_turns=turns if any(t is not None for t in turns) else None,
             source_sha256=digest,
+            ranks=_present(np.asarray([row.rank for row in rows], dtype=np.float32)),
+            clusters=[row.cluster for row in rows] if schema.cluster is not None else None,
+            schema=schema,
         )
+
+
+def _present(values: np.ndarray) -> np.ndarray | None:
+    return values if np.isfinite(values).any() else None
 
 
 def _file_sha256(source) -> str | None:

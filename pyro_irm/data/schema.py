@@ -4,6 +4,7 @@ flag and help, so the options of every command that reads a log are generated fr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Literal
 
 from pyro_irm.channels import ChannelSpec
 
@@ -11,6 +12,8 @@ MISSING_POLICIES = ("marginalize", "zero", "drop-row", "refuse")
 VALUE_ROLES = ("positive", "negative", "none")
 TRUE_WORDS = ("true", "t", "yes", "y", "on")
 FALSE_WORDS = ("false", "f", "no", "n", "off")
+LOG_FORMATS = ("auto", "table", "oasst")
+LogFormat = Literal["auto", "table", "oasst"]
 
 
 class LogFormatError(ValueError):
@@ -31,6 +34,18 @@ class LogSchema:
     ``help``; ``part`` says which commands read it ('actions': those that fit or score groups,
     'labels': those that read explicit labels)."""
 
+    log_format: LogFormat = field(
+        default="auto",
+        metadata={
+            "flag": "--log-format",
+            "choices": LOG_FORMATS,
+            "metavar": "FORMAT",
+            "help": "'table': one row per shown response; 'oasst': OpenAssistant message trees (one "
+            "message or one tree per line), every assistant reply a row, with reactions, exposure "
+            "and ranks mapped as docs/method.md ('Real logs') says; 'auto': oasst when the first "
+            "record is an OpenAssistant message",
+        },
+    )
     prompt: str = field(
         default="prompt", metadata={"flag": "--prompt-col", "help": "column holding the prompt text"}
     )
@@ -178,6 +193,24 @@ class LogSchema:
             "help": "a label above this is preferred (labels not 0/1, e.g. 1-10)",
         },
     )
+    rank: str | None = field(
+        default=None,
+        metadata={
+            "flag": "--rank-col",
+            "part": "labels",
+            "help": "column ranking the responses to one prompt (0 or 1 = best; evaluation only): "
+            "evaluate reports the share of sibling pairs the reward orders as the rankers did",
+        },
+    )
+    cluster: str | None = field(
+        default=None,
+        metadata={
+            "flag": "--cluster-col",
+            "part": "labels",
+            "help": "column of the unit evaluation intervals resample (a conversation tree, a "
+            "session; default: the prompt)",
+        },
+    )
     context: tuple[str, ...] = field(
         default=(),
         metadata={
@@ -211,6 +244,8 @@ class LogSchema:
     )
 
     def __post_init__(self) -> None:
+        if self.log_format not in LOG_FORMATS:
+            raise ValueError(f"log_format must be one of {', '.join(LOG_FORMATS)}, got {self.log_format!r}")
         binary = set(self.actions) | set(self.negative_actions)
         unknown = {name for name, _ in self.action_thresholds} - binary
         if unknown:
@@ -238,8 +273,9 @@ class LogSchema:
         self._check_roles(names)
         # A context column that is also the target lets the propensity network read the answer.
         targets = {name: "an action column" for name in names}
-        for name, what in ((self.label, "the label column"), (self.observed, "the observed column"),
-                           (self.propensity, "the propensity column")):  # fmt: skip
+        explained = [(self.label, "the label column"), (self.observed, "the observed column"),
+                     (self.propensity, "the propensity column"), (self.rank, "the rank column")]  # fmt: skip
+        for name, what in explained:
             if name is not None:
                 targets.setdefault(name, what)
         clashes = [f"{name!r} is {targets[name]}" for name in self.context if name in targets]
@@ -255,7 +291,7 @@ class LogSchema:
         roles: dict[str, list[str]] = {}
         named = [(self.prompt, "--prompt-col"), (self.response, "--response-col"), (self.user, "--user-col"),
                  (self.label, "--label-col"), (self.observed, "--observed-col"),
-                 (self.propensity, "--propensity-col")]  # fmt: skip
+                 (self.propensity, "--propensity-col"), (self.rank, "--rank-col")]  # fmt: skip
         for name, role in [*((a, "an action column") for a in action_columns), *named]:
             if name is not None:
                 roles.setdefault(name, []).append(role)

@@ -28,7 +28,10 @@ class EncoderConfig:
 
     model: str = field(
         default=DEFAULT_ENCODER,
-        metadata={"help": "Hugging Face model name or local directory (default: all-MiniLM-L6-v2, bundled)"},
+        metadata={
+            "help": "Hugging Face model name, local directory, or a llama.cpp GGUF file (or a directory "
+            "holding one; dequantized on load, needs the gguf package) (default: all-MiniLM-L6-v2, bundled)"
+        },
     )
     pooling: Pooling = field(
         default="auto",
