@@ -46,8 +46,10 @@ ELBO_PLOT = "elbo.png"
 
 # The encoder identity's keys that say how texts are read; a run compares them with the encoder it
 # loads. Where it was loaded from (model, source) may change when a run directory moves.
-_ENCODER_READING = ("architecture", "pooling", "layer", "text_mode", "chat_template", "truncation_side",
-                    "max_length", "normalize", "precision")  # fmt: skip
+_ENCODER_READING = ("architecture", "pooling", "layer", "text_mode", "chat_template", "chat_end",
+                    "truncation_side", "max_length", "normalize", "precision")  # fmt: skip
+# Before chat rows were read at the end-of-turn token, they were read at the template's last token.
+_EARLIER_CHAT_END = "the template's last token"
 _ENCODER_WEIGHTS = ("revision", "fingerprint")
 
 
@@ -336,7 +338,9 @@ class Run:
         Raises:
             ValueError: naming each setting that differs.
         """
-        fitted = self.info.get("encoder_identity") or {}
+        fitted = dict(self.info.get("encoder_identity") or {})
+        if fitted.get("text_mode") == "chat":
+            fitted.setdefault("chat_end", _EARLIER_CHAT_END)
         own_encoder = (self.directory / ENCODER_DIR).is_dir()  # its digests cover the weights
         keys = _ENCODER_READING if own_encoder else _ENCODER_READING + _ENCODER_WEIGHTS
         differ = [

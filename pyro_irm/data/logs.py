@@ -531,9 +531,12 @@ def read_log(
         except RowProblem as problem:
             if first_columns and problem.field not in first_columns and problem.reason == "is missing":
                 # Not a bad row but a column the log does not have (a misspelt mapping, say).
+                hint = ""
+                if {"message_id", "role"} <= first_columns:
+                    hint = "; it is an OpenAssistant export: read it with log_format='oasst' (--log-format)"
                 problem = RowProblem(
                     problem.field,
-                    f"is missing: the log has no such column (its columns: {sorted(first_columns)})",
+                    f"is missing: the log has no such column (its columns: {sorted(first_columns)}){hint}",
                 )
             drop_or_raise(problem, name, row, on_error, dropped, _FIX_LOG_ROW)
             continue

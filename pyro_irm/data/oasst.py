@@ -80,6 +80,8 @@ def oasst_schema(schema: LogSchema, dated: bool = False) -> LogSchema:
     if any(getattr(schema, name) != getattr(plain, name) for name in _CHANNEL_FIELDS):
         changes.pop("declared_channels", None)  # the user chose the channels
         changes.pop("actions", None)
+        if schema.actions == plain.actions:
+            changes["actions"] = ()  # no implied 'action' column: an export has none
     changes["log_format"] = "oasst"
     return replace(schema, **changes)
 

@@ -6,6 +6,8 @@ from dataclasses import asdict, dataclass, field, replace
 from typing import Literal
 
 DEFAULT_ENCODER = "sentence-transformers/all-MiniLM-L6-v2"
+ENCODER_MAX_LENGTH = 256  # all-MiniLM-L6-v2 was trained on 256 tokens
+DECODER_MAX_LENGTH = 2048  # holds a typical multi-turn chat
 
 Pooling = Literal["auto", "mean", "cls", "last"]
 TextMode = Literal["auto", "pair", "separate", "response", "chat"]
@@ -57,7 +59,13 @@ class EncoderConfig:
             "0 the token embeddings, k the output of block k, -2 the one before the last"
         },
     )
-    max_length: int = field(default=256, metadata={"help": "most tokens per sequence; longer is truncated"})
+    max_length: int | None = field(
+        default=None,
+        metadata={
+            "help": "most tokens per sequence (default: 256 for an encoder; 2048 for a decoder-only model, "
+            "or fewer where its positions end); a longer chat row loses the start of its prompt first"
+        },
+    )
     normalize: bool | None = field(
         default=None,
         metadata={
@@ -87,7 +95,7 @@ class EncoderConfig:
             raise ValueError(f"text_mode must be one of {', '.join(TEXT_MODES)}, got {self.text_mode!r}")
         if self.precision not in ("float32", "float16", "bfloat16"):
             raise ValueError(f"precision must be float32, float16 or bfloat16, got {self.precision!r}")
-        if self.max_length < 2:
+        if self.max_length is not None and self.max_length < 2:
             raise ValueError(f"max_length must be at least 2, got {self.max_length}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
@@ -98,17 +106,29 @@ class EncoderConfig:
 
     @property
     def is_resolved(self) -> bool:
-        return self.pooling != "auto" and self.text_mode != "auto" and self.normalize is not None
+        return (
+            self.pooling != "auto"
+            and self.text_mode != "auto"
+            and self.normalize is not None
+            and self.max_length is not None
+        )
 
-    def resolved(self, decoder_only: bool, has_chat_template: bool) -> EncoderConfig:
-        """This configuration with every ``auto`` setting decided for a model of that architecture."""
+    def resolved(
+        self, decoder_only: bool, has_chat_template: bool, positions: int | None = None
+    ) -> EncoderConfig:
+        """This configuration with every ``auto`` setting decided for a model of that architecture
+        (``positions``: the most tokens its position embeddings cover, where it says)."""
         pooling = self.pooling if self.pooling != "auto" else ("last" if decoder_only else "mean")
         if self.text_mode != "auto":
             text_mode = self.text_mode
         else:
             text_mode = "chat" if decoder_only and has_chat_template else "pair"
         normalize = self.normalize if self.normalize is not None else not decoder_only
-        return replace(self, pooling=pooling, text_mode=text_mode, normalize=normalize)
+        max_length = self.max_length
+        if max_length is None:
+            max_length = DECODER_MAX_LENGTH if decoder_only else ENCODER_MAX_LENGTH
+            max_length = min(max_length, positions) if positions else max_length
+        return replace(self, pooling=pooling, text_mode=text_mode, normalize=normalize, max_length=max_length)
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -116,6 +116,24 @@ def chat_messages(prompt: str | list[dict], response: str) -> list[dict]:
     return [*turns, {"role": "assistant", "content": response}]
 
 
+def chat_text(tokenizer, conversation: list[dict]) -> str:
+    """The conversation as the chat template renders it, ending at the assistant turn's end token:
+    whitespace the template writes after that token (ChatML's and Gemma's newline) is dropped, so
+    that a generated rollout, which stops at that token, reads the same as a rendered row."""
+    return tokenizer.apply_chat_template(conversation, tokenize=False, add_generation_prompt=False).rstrip()
+
+
+def end_of_turn_template(template: str) -> str:
+    """``template`` made to render what :func:`chat_text` reads: the whitespace it writes after
+    the last turn is dropped, unless a generation prompt is asked for. An exported reward model's
+    tokenizer carries it, so that rows rendered by a trainer read as the fit read them."""
+    return (
+        "{% set pyro_irm_rendered %}" + template + "{% endset %}"
+        "{{ pyro_irm_rendered if (add_generation_prompt is defined and add_generation_prompt) "
+        "else pyro_irm_rendered.rstrip() }}"
+    )
+
+
 def template_digest(template: str | None) -> str | None:
     return None if template is None else hashlib.blake2b(template.encode(), digest_size=8).hexdigest()
 
@@ -165,7 +183,8 @@ class TextEncoder:
     ``config`` is the requested configuration with its ``auto`` settings decided for this model.
     ``forward_passes``, ``rows_encoded`` and ``tokens_encoded`` count the model calls, rows and
     tokens encoded so far (a cache hit encodes nothing); ``rows_truncated`` counts the rows longer
-    than ``max_length`` seen by :meth:`iter_batches`.
+    than ``max_length`` seen by :meth:`iter_batches`, ``responses_cut`` those of them in chat mode
+    whose response alone overflows.
     """
 
     def __init__(self, config: EncoderConfig | None = None):
@@ -182,7 +201,8 @@ class TextEncoder:
         with _local_files(requested.model, location, "tokenizer"):
             self.tokenizer = AutoTokenizer.from_pretrained(location, revision=requested.revision)
         template = getattr(self.tokenizer, "chat_template", None)
-        self.config = config = requested.resolved(self.decoder_only, isinstance(template, str))
+        positions = getattr(model_config.get_text_config(), "max_position_embeddings", None)
+        self.config = config = requested.resolved(self.decoder_only, isinstance(template, str), positions)
         if config.text_mode == "chat" and not isinstance(template, str):
             raise ValueError(
                 f"encoder {config.model!r}: text_mode='chat' needs a tokenizer with a chat template, and "
@@ -212,6 +232,7 @@ class TextEncoder:
         self.rows_encoded = 0
         self.tokens_encoded = 0
         self.rows_truncated = 0
+        self.responses_cut = 0
         revision = config.revision or getattr(self.model.config, "_commit_hash", None)
         self.identity = {
             "model": config.model,
@@ -223,6 +244,7 @@ class TextEncoder:
             "layer": config.layer,
             "text_mode": config.text_mode,
             "chat_template": template_digest(template) if config.text_mode == "chat" else None,
+            "chat_end": "end-of-turn token" if config.text_mode == "chat" else None,
             "truncation_side": self.tokenizer.truncation_side,
             "max_length": config.max_length,
             "normalize": config.normalize,
@@ -242,14 +264,14 @@ class TextEncoder:
     # Tokenization ---------------------------------------------------------------------------------
 
     def _render(self, conversations: list[list[dict]]) -> list[list[int]]:
-        """The chat template's token ids of each conversation; a conversation the template refuses
-        (roles out of the order it demands, say) is named by its roles and the start of its prompt."""
+        """Each conversation's token ids as the chat template renders it, ending at the template's
+        end-of-turn token (:func:`chat_text`); a conversation the template refuses (roles out of the
+        order it demands, say) is named by its roles and the start of its prompt."""
         from jinja2.exceptions import TemplateError
 
         def render(batch):
-            return self.tokenizer.apply_chat_template(
-                batch, tokenize=True, add_generation_prompt=False, return_dict=True
-            )["input_ids"]
+            texts = [chat_text(self.tokenizer, conversation) for conversation in batch]
+            return self.tokenizer(texts, add_special_tokens=False)["input_ids"]
 
         try:
             return render(conversations)
@@ -267,13 +289,41 @@ class TextEncoder:
                     ) from None
             raise
 
+    def _within_limit(self, conversation: list[dict], ids: list[int]) -> tuple[list[int], bool]:
+        """``(ids of at most max_length tokens, whether the response alone overflowed)``.
+
+        The prompt is cut first and the template kept whole: the oldest prompt turns go (a leading
+        system turn stays), then the start of the oldest turn left, each time rendered again. When
+        that is not enough (the response alone overflows) the last ``max_length`` tokens of the whole
+        rendering are read, as an exported tokenizer (truncating on the left) reads them: the last
+        token read is still the end of the conversation."""
+        limit = self.config.max_length
+        if len(ids) <= limit:
+            return ids, False
+        whole = ids
+        system = conversation[:1] if conversation[0].get("role") == "system" and len(conversation) > 2 else []
+        turns, response = conversation[len(system) : -1], conversation[-1]
+        while len(turns) > 2 and len(ids) > limit:  # whole turns, in pairs, so roles still alternate
+            turns = turns[2:]
+            ids = self._render([[*system, *turns, response]])[0]
+        oldest = turns[0]
+        words = self.tokenizer(str(oldest.get("content", "")), add_special_tokens=False)["input_ids"]
+        while len(ids) > limit and words:
+            words = words[min(len(words), len(ids) - limit + 2) :]
+            cut = {**oldest, "content": self.tokenizer.decode(words)}
+            ids = self._render([[*system, cut, *turns[1:], response]])[0]
+        if len(ids) <= limit:
+            return ids, False
+        return whole[-limit:], True  # the tokens an exported tokenizer keeps (truncation on the left)
+
     def tokenize(self, prompts: Sequence, responses: Sequence[str], truncate: bool = True) -> list[dict]:
         """Each part of the rows as the model reads it: one dict of per-row token lists (``input_ids``,
         ``attention_mask``, ...) per sequence, two for ``text_mode='separate'``.
 
-        In ``chat`` mode the ids are exactly ``tokenizer.apply_chat_template(messages, tokenize=True)``
-        (the template writes its own BOS; no generation prompt), cut to ``max_length`` on the
-        tokenizer's truncation side.
+        In ``chat`` mode the ids are the chat template's rendering of the conversation up to the end
+        of the assistant's turn (:func:`chat_text`; the template writes its own BOS; no generation
+        prompt); a row longer than ``max_length`` loses the start of its prompt first
+        (:meth:`_within_limit`).
         """
         prompts, responses = list(prompts), list(responses)
         mode = self.config.text_mode
@@ -281,9 +331,7 @@ class TextEncoder:
             conversations = [chat_messages(p, r) for p, r in zip(prompts, responses, strict=True)]
             ids = self._render(conversations)
             if truncate:
-                limit = self.config.max_length
-                left = self.tokenizer.truncation_side == "left"
-                ids = [row[-limit:] if left else row[:limit] for row in ids]
+                ids = [self._within_limit(c, row)[0] for c, row in zip(conversations, ids, strict=True)]
             return [{"input_ids": ids, "attention_mask": [[1] * len(row) for row in ids]}]
         options = {"truncation": "longest_first", "max_length": self.config.max_length} if truncate else {}
         texts = [_plain(p) for p in prompts]
@@ -292,6 +340,20 @@ class TextEncoder:
         if mode == "response":
             return [dict(self.tokenizer(responses, **options))]
         return [dict(self.tokenizer(texts, **options)), dict(self.tokenizer(responses, **options))]
+
+    def overflowing_responses(
+        self, prompts: Sequence, responses: Sequence[str], rows: Sequence[int]
+    ) -> list[int]:
+        """Of ``rows`` (indices of rows longer than ``max_length``), those whose response alone
+        overflows in ``chat`` mode even with the prompt cut (only its end is read)."""
+        if self.config.text_mode != "chat":
+            return []
+        found = []
+        for row in rows:
+            conversation = chat_messages(prompts[row], responses[row])
+            if self._within_limit(conversation, self._render([conversation])[0])[1]:
+                found.append(int(row))
+        return found
 
     def token_lengths(self, prompts: Sequence, responses: Sequence[str]) -> np.ndarray:
         """``(N,)`` tokens per row before truncation (both sequences for ``separate``)."""
@@ -319,17 +381,32 @@ class TextEncoder:
         """
         lengths = self.token_lengths(prompts, responses)
         parts = 2 if self.config.text_mode == "separate" else 1
-        truncated = int((lengths > parts * self.config.max_length).sum())
-        if truncated:
+        long_rows = np.flatnonzero(lengths > parts * self.config.max_length)
+        if len(long_rows) and self.config.text_mode == "chat":
+            overflowing = self.overflowing_responses(prompts, responses, long_rows)
             logger.warning(
-                "%d of %d rows are longer than max_length=%d tokens and are cut on the %s (raise "
-                "--encoder-max-length to keep more)",
-                truncated,
+                "%d of %d rows are longer than max_length=%d tokens: their prompts are cut first "
+                "(oldest turns, then the start of the oldest turn left; the template stays whole)%s "
+                "(raise --encoder-max-length to keep more)",
+                len(long_rows),
                 len(lengths),
                 self.config.max_length,
-                self.tokenizer.truncation_side,
+                f"; in {len(overflowing)} of them the response alone overflows and only its end is "
+                f"read: rows {', '.join(str(r + 1) for r in overflowing[:10])}"
+                + (" ..." if len(overflowing) > 10 else "")
+                if overflowing
+                else "",
             )
-        self.rows_truncated += truncated
+            self.responses_cut += len(overflowing)
+        elif len(long_rows):
+            logger.warning(
+                "%d of %d rows are longer than max_length=%d tokens and are cut (the longer of prompt "
+                "and response first; raise --encoder-max-length to keep more)",
+                len(long_rows),
+                len(lengths),
+                self.config.max_length,
+            )
+        self.rows_truncated += len(long_rows)
         return np.argsort(-np.minimum(lengths, parts * self.config.max_length), kind="stable")
 
     def iter_batches(

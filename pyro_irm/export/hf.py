@@ -46,7 +46,8 @@ def resolved_encoder_config(config: EncoderConfig) -> tuple[EncoderConfig, bool,
         return config, decoder_only, backbone.model_type
     tokenizer = AutoTokenizer.from_pretrained(location, revision=config.revision)
     has_template = isinstance(getattr(tokenizer, "chat_template", None), str)
-    return config.resolved(decoder_only, has_template), decoder_only, backbone.model_type
+    positions = getattr(backbone.get_text_config(), "max_position_embeddings", None)
+    return config.resolved(decoder_only, has_template, positions), decoder_only, backbone.model_type
 
 
 def export_hf(
@@ -102,7 +103,7 @@ def export_hf(
 def _export_remote_code(
     reward_model: RewardModel, encoder_config: EncoderConfig, directory, stats: dict, description: dict
 ) -> Path:
-    from pyro_irm.encoders.encoder import TextEncoder
+    from pyro_irm.encoders.encoder import TextEncoder, end_of_turn_template
     from pyro_irm.export.hf_template.configuration_pyro_irm_reward import PyroIrmRewardConfig
     from pyro_irm.export.hf_template.modeling_pyro_irm_reward import PyroIrmRewardModel
 
@@ -132,6 +133,11 @@ def _export_remote_code(
     model.register_for_auto_class("AutoModelForSequenceClassification")
     description = {**description, "format": "remote-code", "encoder_identity": encoder.identity}
     encoder.tokenizer.model_max_length = encoder.config.max_length
+    if encoder.config.text_mode == "chat":  # rows end at the end-of-turn token; a long one keeps its end
+        encoder.tokenizer.chat_template = end_of_turn_template(encoder.tokenizer.chat_template)
+        encoder.tokenizer.truncation_side = encoder.tokenizer.init_kwargs["truncation_side"] = (
+            "left"  # init_kwargs: saved
+        )
     with atomic_directory(directory, marker=EXPORT_FILE) as target:
         model.save_pretrained(target, safe_serialization=True)
         encoder.tokenizer.save_pretrained(target)

@@ -112,7 +112,12 @@ def export_stock(
     run's linear head in ``score`` (whole or not at all); ``description`` goes to the export's JSON."""
     from transformers import AutoConfig, AutoModelForSequenceClassification, AutoTokenizer
 
-    from pyro_irm.encoders.encoder import WEIGHT_DTYPES, is_decoder_only, resolve_model_location
+    from pyro_irm.encoders.encoder import (
+        WEIGHT_DTYPES,
+        end_of_turn_template,
+        is_decoder_only,
+        resolve_model_location,
+    )
 
     location, _ = resolve_model_location(encoder_config.model)
     backbone = AutoConfig.from_pretrained(location, revision=encoder_config.revision)
@@ -129,6 +134,10 @@ def export_stock(
         tokenizer.pad_token = pad_token
     tokenizer.padding_side = "right"
     tokenizer.model_max_length = encoder_config.max_length
+    if encoder_config.text_mode == "chat":
+        # Rows end at the end-of-turn token, as a rollout does; a long one keeps its end.
+        tokenizer.chat_template = end_of_turn_template(tokenizer.chat_template)
+        tokenizer.truncation_side = tokenizer.init_kwargs["truncation_side"] = "left"  # init_kwargs: saved
     dtype = WEIGHT_DTYPES[encoder_config.precision]
     model = AutoModelForSequenceClassification.from_pretrained(
         location, revision=encoder_config.revision, num_labels=1, dtype=dtype

@@ -9,7 +9,7 @@ import torch
 from transformers import AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from pyro_irm.encoders import EncoderConfig, TextEncoder, embed_rows, open_cache
-from pyro_irm.encoders.encoder import chat_messages
+from pyro_irm.encoders.encoder import chat_messages, end_of_turn_template
 
 FAMILIES = ("llama", "qwen2", "mistral", "gpt2")
 PROMPTS = ["what is two plus two", "a", "is it good or bad", "the user copies code", "yes"]
@@ -42,13 +42,25 @@ def test_a_decoder_defaults_to_its_last_token_over_the_chat_template_unscaled(ti
 
 
 @pytest.mark.parametrize("family", FAMILIES)
-def test_chat_rows_are_tokenized_exactly_as_apply_chat_template(tiny_decoders, family):
+def test_chat_rows_are_the_template_rendering_up_to_the_end_of_turn_token(tiny_decoders, family):
     encoder = _encoder(tiny_decoders[family], max_length=512)
     tokenizer = AutoTokenizer.from_pretrained(tiny_decoders[family])
+    exported = AutoTokenizer.from_pretrained(tiny_decoders[family])
+    exported.chat_template = end_of_turn_template(tokenizer.chat_template)
     ours = encoder.tokenize(PROMPTS, RESPONSES)[0]["input_ids"]
     for row, (prompt, response) in enumerate(zip(PROMPTS, RESPONSES, strict=True)):
-        expected = tokenizer.apply_chat_template(chat_messages(prompt, response), tokenize=True)["input_ids"]
-        assert list(ours[row]) == list(expected)
+        conversation = chat_messages(prompt, response)
+        full = list(tokenizer.apply_chat_template(conversation, tokenize=True)["input_ids"])
+        # The rendering, less the whitespace the template writes after the turn's end token ...
+        assert full[: len(ours[row])] == list(ours[row])
+        assert tokenizer.decode(full[len(ours[row]) :]).strip() == ""
+        assert tokenizer.decode(ours[row][-1:]).strip() != ""
+        # ... which is what the exported tokenizer's template renders; a generation prompt is kept.
+        assert list(exported.apply_chat_template(conversation, tokenize=True)["input_ids"]) == list(ours[row])
+        generation = dict(tokenize=True, add_generation_prompt=True)
+        assert exported.apply_chat_template(conversation[:-1], **generation) == tokenizer.apply_chat_template(
+            conversation[:-1], **generation
+        )
         if tokenizer.bos_token_id is not None:
             assert list(ours[row]).count(tokenizer.bos_token_id) == 1  # the template's BOS, no second one
 
@@ -248,3 +260,30 @@ def test_a_model_placed_by_accelerate_encodes_as_one_loaded_whole(tiny_decoders,
     np.testing.assert_allclose(placed.encode(PROMPTS, RESPONSES), whole.encode(PROMPTS, RESPONSES), atol=1e-6)
     with pytest.raises(ValueError, match="device_map must be 'auto' or unset"):
         EncoderConfig(device_map="balanced_low_0")
+
+
+def test_a_long_chat_row_loses_its_oldest_prompt_turns_first_and_keeps_the_template(tiny_decoders, caplog):
+    encoder = _encoder(tiny_decoders["llama"], max_length=40)
+    turns = [
+        {"role": "user", "content": "what is two plus two " * 4},
+        {"role": "assistant", "content": "four " * 6},
+        {"role": "user", "content": "is it good"},
+    ]
+    whole = encoder.tokenize([turns], ["a b"], truncate=False)[0]["input_ids"][0]
+    last_turn = encoder.tokenize([turns[-1:]], ["a b"], truncate=False)[0]["input_ids"][0]
+    assert len(whole) > 40 >= len(last_turn)
+    # The oldest exchange goes whole: what is read is the template's rendering of what is left.
+    assert encoder.tokenize([turns], ["a b"])[0]["input_ids"][0] == last_turn
+    # One long turn: the start of its text goes, the template's opening and the response stay.
+    long_prompt = "the answer is " + "very " * 30 + "short"
+    cut = encoder.tokenize([long_prompt], ["a b"])[0]["input_ids"][0]
+    assert len(cut) <= 40 and cut[0] == whole[0] and cut[-4:] == last_turn[-4:]
+    assert encoder.tokenizer.decode(cut).count("short") == 1 and "answer" not in encoder.tokenizer.decode(cut)
+    # A response that overflows alone: its end is read (the last 40 tokens), and the row is named.
+    with caplog.at_level("WARNING"):
+        encoder.encode(["q", "q", long_prompt], ["b", "a " * 60, "a b"])
+    assert "2 of 3 rows are longer than max_length=40" in caplog.text
+    assert "in 1 of them the response alone overflows and only its end is read: rows 2" in caplog.text
+    assert encoder.responses_cut == 1
+    overflowing = encoder.tokenize(["q"], ["a " * 60], truncate=False)[0]["input_ids"][0]
+    assert encoder.tokenize(["q"], ["a " * 60])[0]["input_ids"][0] == overflowing[-40:]

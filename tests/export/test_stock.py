@@ -14,14 +14,16 @@ from pyro_irm.data.logs import write_records
 pytestmark = pytest.mark.filterwarnings("ignore::pyro_irm.models.identifiability.IdentifiabilityWarning")
 
 _WORDS = "the a reward model copies code answer short long helpful wrong good bad very not and".split()
-MAX_LENGTH = 40
+MAX_LENGTH = 160
 
 
 def _rows(count, seed):
     rng = np.random.default_rng(seed)
     rows = []
     for i in range(count):
-        size = int(rng.integers(1, 40)) if i % 7 else 60  # every 7th row is cut at MAX_LENGTH tokens
+        # Every 7th row's response alone overflows MAX_LENGTH tokens: the fit and the exported
+        # tokenizer both read its last MAX_LENGTH tokens; the others fit whole.
+        size = int(rng.integers(1, 14)) if i % 7 else 200
         response = " ".join(rng.choice(_WORDS, size=size))
         helpful = "helpful" in response
         rows.append({"prompt": f"question {i % 5}", "response": response,
@@ -107,6 +109,8 @@ def test_a_pad_token_the_template_writes_is_replaced_so_the_last_token_is_found(
 ):
     from transformers import AutoTokenizer
 
+    from pyro_irm.encoders.encoder import end_of_turn_template
+
     # The mistral-shaped template ends every row in EOS, and the tokenizer pads with EOS.
     original = AutoTokenizer.from_pretrained(tiny_decoders["mistral"])
     assert original.pad_token == original.eos_token
@@ -114,7 +118,8 @@ def test_a_pad_token_the_template_writes_is_replaced_so_the_last_token_is_found(
     assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "export"), "--quiet"]) == 0
     exported = AutoTokenizer.from_pretrained(tmp_path / "export")
     assert exported.pad_token != original.eos_token and exported.padding_side == "right"
-    assert exported.model_max_length == MAX_LENGTH and exported.chat_template == original.chat_template
+    assert exported.model_max_length == MAX_LENGTH and exported.truncation_side == "left"
+    assert exported.chat_template == end_of_turn_template(original.chat_template)
     loaded = _load_stock(tmp_path / "export", tmp_path / "rows.jsonl", tmp_path, without_pyro_irm)
     assert loaded["pad_token_id"] == exported.pad_token_id
     np.testing.assert_allclose(loaded["logits"], scores, atol=1e-4)
