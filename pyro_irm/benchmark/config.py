@@ -200,3 +200,58 @@ class ChatLogBenchmarkConfig:
             for features in inputs
             for layout in self.reward_widths
         ]
+
+
+TREE_VARIANTS = (
+    "naive",
+    "naive_no_negative",
+    "implicitrm_one_channel",
+    "implicitrm_no_context",
+    "implicitrm_channels",
+    "implicitrm_users",
+    "upu",
+    "nnpu",
+    "ips",
+    "snips",
+    "causalrm",
+    "ubpr",
+    "relmf",
+    "supervised_ranks",
+)
+TREE_METRICS = ("sibling_agreement", "best_of_n", "length_bias")
+
+
+@dataclass(frozen=True)
+class TreeBenchmarkConfig:
+    """Settings of the real-reaction benchmark; the help text is reused by the command line."""
+
+    variants: tuple[str, ...] = field(
+        default=TREE_VARIANTS, metadata={"help": "variants to fit: " + ", ".join(TREE_VARIANTS)}
+    )
+    folds: int = field(default=5, metadata={"help": "folds by tree: each variant is fit once per fold"})
+    max_epochs: int = field(default=100, metadata={"help": "upper bound on epochs per fit"})
+    reward_widths: tuple[str, ...] = field(
+        default=("64", "32"),
+        metadata={
+            "help": "reward network hidden widths to choose from, each as comma-separated widths; every "
+            "fit keeps the one with its best held-out score on its training trees (never the ranks)"
+        },
+    )
+    resamples: int = field(default=1000, metadata={"help": "bootstrap resamples of whole trees"})
+    seed: int = field(default=0, metadata={"help": "seed of the folds and of every fit"})
+
+    def __post_init__(self) -> None:
+        unknown = sorted(set(self.variants) - set(TREE_VARIANTS))
+        if unknown:
+            raise ValueError(f"unknown variants {unknown}; choose from {', '.join(TREE_VARIANTS)}")
+        if self.folds < 2:
+            raise ValueError(f"folds must be at least 2, got {self.folds}")
+        if not self.reward_widths:
+            raise ValueError("reward_widths: give at least one layout")
+
+    def model_configs(self, base: ModelConfig) -> list[ModelConfig]:
+        """``base`` with each reward layout of :attr:`reward_widths`."""
+        return [
+            replace(base, reward_hidden=tuple(int(w) for w in str(layout).split(",") if w.strip()))
+            for layout in self.reward_widths
+        ]

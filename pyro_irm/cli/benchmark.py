@@ -15,9 +15,9 @@ from pyro_irm.benchmark.config import (
     SWEEPABLE,
     BenchmarkConfig,
     ChatLogBenchmarkConfig,
+    TreeBenchmarkConfig,
     default_simulation,
 )
-from pyro_irm.benchmark.trees import TreeBenchmarkConfig
 from pyro_irm.cli.common import EXIT_OK, add_estimator_options, estimator_config, write_json
 from pyro_irm.cli.embed import add_encoder_options, encoder_config
 from pyro_irm.cli.options import (
@@ -224,7 +224,7 @@ def _benchmark_log(args, config, file_config, model_config, encoder, started) ->
 def _benchmark_trees(args, file_config, model_config, encoder, started) -> int:
     """The real-reaction benchmark on OpenAssistant trees (the bundled sample unless --data-file)."""
     from pyro_irm.atomic import write_json_atomic, write_text_atomic
-    from pyro_irm.benchmark.trees import TreeBenchmarkConfig, format_tree_table, run_tree_benchmark
+    from pyro_irm.benchmark.trees import format_tree_table, run_tree_benchmark
     from pyro_irm.data.samples import oasst_sample
     from pyro_irm.runs import embeddings_for
 

@@ -45,10 +45,10 @@ def resolve_model_location(model: str) -> tuple[str, str]:
         except ImportError:
             logger.info("%s is not installed; loading %s from the hub", _BUNDLED_PACKAGE, model)
             return model, "hub"
+    from pyro_irm.encoders.gguf import dequantized_directory, gguf_file
+
     path = Path(model).expanduser()
     if gguf_file(model) is not None:
-        from pyro_irm.encoders.gguf import dequantized_directory
-
         return str(dequantized_directory(path)), "gguf"
     if path.is_dir():
         return str(path.resolve()), "local"
@@ -57,23 +57,6 @@ def resolve_model_location(model: str) -> tuple[str, str]:
             f"encoder model {model!r} is not a directory holding a Hugging Face model, nor a .gguf file"
         )
     return model, "hub"
-
-
-def gguf_file(model: str) -> Path | None:
-    """The GGUF file that ``model`` names: a ``.gguf`` file, or a directory with no ``config.json``
-    that holds exactly one; None for anything else (llama.cpp users keep models so)."""
-    path = Path(model).expanduser()
-    if path.is_file():
-        return path.resolve() if path.suffix == ".gguf" else None
-    if not path.is_dir() or (path / "config.json").exists():
-        return None
-    found = sorted(path.glob("*.gguf"))
-    if len(found) > 1:
-        raise ValueError(
-            f"encoder {model!r} holds {len(found)} GGUF files ({', '.join(p.name for p in found)}); "
-            f"name one: --encoder {found[0]}"
-        )
-    return found[0].resolve() if found else None
 
 
 def local_fingerprint(directory: str) -> str:

@@ -23,6 +23,23 @@ logger = logging.getLogger(__name__)
 _DONE = "gguf_source.json"
 
 
+def gguf_file(model: str) -> Path | None:
+    """The GGUF file that ``model`` names: a ``.gguf`` file, or a directory with no ``config.json``
+    that holds exactly one; None for anything else (llama.cpp users keep models so)."""
+    path = Path(model).expanduser()
+    if path.is_file():
+        return path.resolve() if path.suffix == ".gguf" else None
+    if not path.is_dir() or (path / "config.json").exists():
+        return None
+    found = sorted(path.glob("*.gguf"))
+    if len(found) > 1:
+        raise ValueError(
+            f"encoder {model!r} holds {len(found)} GGUF files ({', '.join(p.name for p in found)}); "
+            f"name one: --encoder {found[0]}"
+        )
+    return found[0].resolve() if found else None
+
+
 def file_digest(path: Path) -> str:
     """A blake2b digest of a file's bytes (hex, 32 characters)."""
     digest = hashlib.blake2b(digest_size=16)
@@ -36,8 +53,6 @@ def dequantized_directory(path: Path, cache_root: Path | None = None) -> Path:
     """The directory holding ``path``'s model dequantized to float32 (made on first use, under
     ``<cache>/gguf/``), with its config, tokenizer and chat template."""
     import json
-
-    from pyro_irm.encoders.encoder import gguf_file
 
     source = gguf_file(str(path))
     if source is None:
