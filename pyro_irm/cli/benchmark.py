@@ -93,19 +93,6 @@ def _nested(cls, default, section: dict, overrides: dict):
 
 
 def _benchmark(args: argparse.Namespace) -> int:
-    from pyro_irm.atomic import write_json_atomic, write_text_atomic
-    from pyro_irm.benchmark import (
-        format_table,
-        load_embedded_set,
-        plot_benchmark,
-        plot_sweep,
-        run_benchmark,
-        run_sweep,
-        sweep_table,
-    )
-    from pyro_irm.benchmark.chatlog import run_chatlog_benchmark
-    from pyro_irm.data.samples import ultrafeedback_sample
-
     file_config = (
         read_config_file(args.config, ("benchmark", "model", "estimator", "encoder", "chatlog", "trees"))
         if args.config
@@ -113,10 +100,8 @@ def _benchmark(args: argparse.Namespace) -> int:
     )
     config = benchmark_config(args, file_config)
     model_config = build_config(ModelConfig, file_config.get("model"), {}, "[model]")
-    estimators = estimator_config(args, file_config)
     encoder = encoder_config(args, file_config)
-    sweep = parse_sweep(args.sweep) if args.sweep else None
-    progress = not args.quiet
+    sweep = parse_sweep(args.sweep) if args.sweep else None  # a bad --sweep stops before any encoding
     started = time.perf_counter()
     if args.log is not None:
         return _benchmark_log(args, config, file_config, model_config, encoder, started)
@@ -124,6 +109,32 @@ def _benchmark(args: argparse.Namespace) -> int:
         return _benchmark_trees(args, file_config, model_config, encoder, started)
     if args.dataset is None:
         raise ValueError("give --dataset (a built-in data set) or --log (your own log with labels)")
+    data = _embedded_set(args, encoder)
+    if not args.quiet:
+        print(f"{data.description}. Embedded in {time.perf_counter() - started:.0f} s.", file=sys.stderr)
+    if config.setting in ("chatlog", "one-channel-context"):
+        return _benchmark_chatlog(args, data, config, file_config, model_config, started)
+    estimators = estimator_config(args, file_config)
+    out = Path(args.out) if args.out else None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+    if sweep is not None:
+        table, payload = _sweep(args, sweep, data, config, model_config, estimators, out)
+    else:
+        table, payload = _compare(args, data, config, model_config, estimators, out)
+    print(table)
+    write_json(args, payload)
+    if not args.quiet:
+        where = f" Wrote {out}." if out is not None else ""
+        print(f"Finished in {time.perf_counter() - started:.0f} s.{where}", file=sys.stderr)
+    return EXIT_OK
+
+
+def _embedded_set(args, encoder):
+    """The data set the options name, embedded (the bundled UltraFeedback sample with --sample)."""
+    from pyro_irm.benchmark import load_embedded_set
+    from pyro_irm.data.samples import ultrafeedback_sample
+
     data_file, test_file = args.data_file, args.test_file
     if args.sample:
         if args.dataset != "ultrafeedback" or data_file or test_file:
@@ -131,7 +142,7 @@ def _benchmark(args: argparse.Namespace) -> int:
                 "--sample is the bundled UltraFeedback sample: use it with --dataset ultrafeedback alone"
             )
         data_file, test_file = ultrafeedback_sample("train"), ultrafeedback_sample("eval")
-    data = load_embedded_set(
+    return load_embedded_set(
         args.dataset,
         data_file,
         test_file,
@@ -139,52 +150,55 @@ def _benchmark(args: argparse.Namespace) -> int:
         args.cache_dir or "default",
         args.limit,
         num_rows=args.num_rows,
-        progress=progress,
+        progress=not args.quiet,
     )
-    if not args.quiet:
-        print(f"{data.description}. Embedded in {time.perf_counter() - started:.0f} s.", file=sys.stderr)
-    out = Path(args.out) if args.out else None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-    if config.setting in ("chatlog", "one-channel-context"):
-        chat_config = _chat_config(args, file_config, config.seeds)
-        one_channel = config.setting == "one-channel-context"
-        if one_channel and getattr(args, "chatbench_variants", None) is None:
-            chat_config = replace(chat_config, variants=ONE_CHANNEL_VARIANTS)
-        result = run_chatlog_benchmark(
-            data, chat_config, model_config=model_config, progress=progress, one_channel_context=one_channel
-        )
-        _write_chatlog_result(args, result, started)
-        return EXIT_OK
-    if sweep is None:
-        result = run_benchmark(data, config, model_config, estimators, progress)
-        table = format_table(result)
-        payload = result.summary
-        full = result.to_dict()
-        if out is not None:
-            write_text_atomic(out / "table.md", table)
-            write_json_atomic(out / "results.json", full)
-            plot_benchmark(result, out / "benchmark.png")
-    else:
-        parameter, points = sweep
-        results = run_sweep(data, parameter, points, config, model_config, estimators, progress)
-        tables = [
-            f"## {parameter} = {value:g}\n\n{format_table(results[value])}" for value in sorted(results)
-        ]
-        table = f"AUC against {parameter}:\n\n{sweep_table(results, parameter, 'auc')}\n" + "\n".join(tables)
-        payload = {str(value): results[value].summary for value in sorted(results)}
-        full = {"parameter": parameter, "results": {str(v): r.to_dict() for v, r in sorted(results.items())}}
-        if out is not None:
-            write_text_atomic(out / "sweep.md", table)
-            write_json_atomic(out / "results.json", full)
-            plot_sweep(results, parameter, out / "sweep_auc.png", "auc")
-            plot_sweep(results, parameter, out / "sweep_mae.png", "mae")
-    print(table)
-    write_json(args, payload)
-    if not args.quiet:
-        where = f" Wrote {out}." if out is not None else ""
-        print(f"Finished in {time.perf_counter() - started:.0f} s.{where}", file=sys.stderr)
+
+
+def _benchmark_chatlog(args, data, config, file_config, model_config, started) -> int:
+    from pyro_irm.benchmark.chatlog import run_chatlog_benchmark
+
+    chat_config = _chat_config(args, file_config, config.seeds)
+    one_channel = config.setting == "one-channel-context"
+    if one_channel and getattr(args, "chatbench_variants", None) is None:
+        chat_config = replace(chat_config, variants=ONE_CHANNEL_VARIANTS)
+    result = run_chatlog_benchmark(
+        data, chat_config, model_config=model_config, progress=not args.quiet, one_channel_context=one_channel
+    )
+    _write_chatlog_result(args, result, started)
     return EXIT_OK
+
+
+def _compare(args, data, config, model_config, estimators, out) -> tuple[str, dict]:
+    """Every method once per seed: the table, and what --json writes."""
+    from pyro_irm.atomic import write_json_atomic, write_text_atomic
+    from pyro_irm.benchmark import format_table, plot_benchmark, run_benchmark
+
+    result = run_benchmark(data, config, model_config, estimators, not args.quiet)
+    table = format_table(result)
+    if out is not None:
+        write_text_atomic(out / "table.md", table)
+        write_json_atomic(out / "results.json", result.to_dict())
+        plot_benchmark(result, out / "benchmark.png")
+    return table, result.summary
+
+
+def _sweep(args, sweep, data, config, model_config, estimators, out) -> tuple[str, dict]:
+    """The comparison at each value of one setting: the tables, and what --json writes."""
+    from pyro_irm.atomic import write_json_atomic, write_text_atomic
+    from pyro_irm.benchmark import format_table, plot_sweep, run_sweep, sweep_table
+
+    parameter, points = sweep
+    results = run_sweep(data, parameter, points, config, model_config, estimators, not args.quiet)
+    tables = [f"## {parameter} = {value:g}\n\n{format_table(results[value])}" for value in sorted(results)]
+    table = f"AUC against {parameter}:\n\n{sweep_table(results, parameter, 'auc')}\n" + "\n".join(tables)
+    payload = {str(value): results[value].summary for value in sorted(results)}
+    full = {"parameter": parameter, "results": {str(v): r.to_dict() for v, r in sorted(results.items())}}
+    if out is not None:
+        write_text_atomic(out / "sweep.md", table)
+        write_json_atomic(out / "results.json", full)
+        plot_sweep(results, parameter, out / "sweep_auc.png", "auc")
+        plot_sweep(results, parameter, out / "sweep_mae.png", "mae")
+    return table, payload
 
 
 def _chat_config(args, file_config: dict, seeds: int) -> ChatLogBenchmarkConfig:
@@ -267,17 +281,8 @@ def _write_chatlog_result(args, result, started: float) -> None:
         print(f"Finished in {time.perf_counter() - started:.0f} s.", file=sys.stderr)
 
 
-def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
-    parser = commands.add_parser(
-        "benchmark",
-        parents=parents,
-        help="compare every estimator on one data set (the papers' semi-synthetic protocol)",
-        description="Simulate feedback on a data set with true quality scores (by default the papers' "
-        "setting: alpha-power propensity, alpha 0.5, observation rate 0.5), fit each method on the "
-        "feedback alone over several seeds, and report MAE, RMSE, R^2, AUC, log-loss, ECE and "
-        "pairwise accuracy within prompt against the clean test labels (mean ± std over seeds). "
-        "Model selection uses only the feedback. With --sweep, repeat over values of one setting.",
-    )
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    """Which data: a built-in data set (its files, a sample, a limit) or the user's own log."""
     parser.add_argument(
         "--dataset",
         choices=(*DATASETS, "oasst"),
@@ -321,6 +326,20 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
     parser.add_argument(
         "--num-rows", metavar="N", type=bounded(int, 2), default=20_000, help="synthetic only: training rows"
     )
+
+
+def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
+    parser = commands.add_parser(
+        "benchmark",
+        parents=parents,
+        help="compare every estimator on one data set (the papers' semi-synthetic protocol)",
+        description="Simulate feedback on a data set with true quality scores (by default the papers' "
+        "setting: alpha-power propensity, alpha 0.5, observation rate 0.5), fit each method on the "
+        "feedback alone over several seeds, and report MAE, RMSE, R^2, AUC, log-loss, ECE and "
+        "pairwise accuracy within prompt against the clean test labels (mean ± std over seeds). "
+        "Model selection uses only the feedback. With --sweep, repeat over values of one setting.",
+    )
+    _add_data_options(parser)
     parser.add_argument(
         "--sweep", metavar="PARAM=V1,V2,...", help=f"repeat over values of one of {', '.join(SWEEPABLE)}"
     )

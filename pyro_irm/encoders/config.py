@@ -74,6 +74,13 @@ class EncoderConfig:
         },
     )
     batch_size: int = field(default=64, metadata={"help": "texts per forward pass"})
+    batch_tokens: int = field(
+        default=16384,
+        metadata={
+            "help": "most tokens per forward pass (rows times the batch's longest row): long rows go in "
+            "smaller batches, so memory stays bounded"
+        },
+    )
     device: str = field(default="auto", metadata={"help": "'auto' (CUDA when available), 'cpu', 'cuda:0'"})
     precision: Precision = field(
         default="float32",
@@ -99,6 +106,8 @@ class EncoderConfig:
             raise ValueError(f"max_length must be at least 2, got {self.max_length}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be at least 1, got {self.batch_size}")
+        if self.batch_tokens < 1:
+            raise ValueError(f"batch_tokens must be at least 1, got {self.batch_tokens}")
         if isinstance(self.layer, bool) or not isinstance(self.layer, int):
             raise ValueError(f"layer must be an integer, got {self.layer!r}")
         if self.device_map not in (None, "auto"):

@@ -357,11 +357,36 @@ class TextEncoder:
         return out
 
     def encoding_order(self, prompts: Sequence, responses: Sequence[str]) -> np.ndarray:
-        """Rows longest first in tokens (ties in row order), so that a batch pads little.
+        """Rows longest first in tokens (ties in row order), so that a batch pads little."""
+        return self._order(self._read_lengths(prompts, responses))
 
-        The order depends only on the rows, so a resumed run forms the same batches as an
-        uninterrupted one and gives bit-identical embeddings. Counts :attr:`rows_truncated`.
+    def batches(self, prompts: Sequence, responses: Sequence[str]) -> list[np.ndarray]:
+        """The row indices of each forward pass, in :meth:`encoding_order`: at most ``batch_size``
+        rows and at most ``batch_tokens`` tokens (rows times the batch's longest row), so that a
+        batch of long rows is a short one and memory stays bounded whatever the length mix.
+
+        The batches depend only on the rows, so a resumed run forms the same ones as an
+        uninterrupted run and gives bit-identical embeddings. Counts :attr:`rows_truncated`.
         """
+        lengths = self._read_lengths(prompts, responses)
+        size, budget = self.config.batch_size, self.config.batch_tokens
+        batches, current, longest = [], [], 0
+        for row in self._order(lengths):
+            widest = max(longest, int(lengths[row]))
+            if current and (len(current) == size or (len(current) + 1) * widest > budget):
+                batches.append(np.asarray(current))
+                current, widest = [], int(lengths[row])
+            current.append(row)
+            longest = widest
+        if current:
+            batches.append(np.asarray(current))
+        return batches
+
+    def _order(self, lengths: np.ndarray) -> np.ndarray:
+        return np.argsort(-lengths, kind="stable")
+
+    def _read_lengths(self, prompts: Sequence, responses: Sequence[str]) -> np.ndarray:
+        """``(N,)`` tokens each row is read with (after truncation); long rows are counted and named."""
         lengths = self.token_lengths(prompts, responses)
         parts = 2 if self.config.text_mode == "separate" else 1
         long_rows = np.flatnonzero(lengths > parts * self.config.max_length)
@@ -390,25 +415,22 @@ class TextEncoder:
                 self.config.max_length,
             )
         self.rows_truncated += len(long_rows)
-        return np.argsort(-np.minimum(lengths, parts * self.config.max_length), kind="stable")
+        return np.minimum(lengths, parts * self.config.max_length)
 
     def iter_batches(
         self, prompts: Sequence, responses: Sequence[str], shard: tuple[int, int] | None = None
     ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """Yield ``(row indices (B,), embeddings (B, dim))`` batch by batch, in :meth:`encoding_order`.
+        """Yield ``(row indices (B,), embeddings (B, dim))`` batch by batch, as :meth:`batches` forms them.
 
         ``shard=(rank, world_size)`` yields only every ``world_size``-th batch from ``rank`` on: the
         processes together form exactly the batches one process would.
         """
         if len(prompts) != len(responses):
             raise ValueError(f"prompts has {len(prompts)} rows but responses has {len(responses)}")
-        order = self.encoding_order(prompts, responses)
-        size = self.config.batch_size
         rank, world = shard or (0, 1)
-        for index, start in enumerate(range(0, len(order), size)):
+        for index, rows in enumerate(self.batches(prompts, responses)):
             if index % world != rank:
                 continue
-            rows = order[start : start + size]
             yield rows, self.encode_batch([prompts[i] for i in rows], [responses[i] for i in rows])
 
     @torch.inference_mode()

@@ -287,3 +287,19 @@ def test_a_long_chat_row_loses_its_oldest_prompt_turns_first_and_keeps_the_templ
     assert encoder.responses_cut == 1
     overflowing = encoder.tokenize(["q"], ["a " * 60], truncate=False)[0]["input_ids"][0]
     assert encoder.tokenize(["q"], ["a " * 60])[0]["input_ids"][0] == overflowing[-40:]
+
+
+def test_a_batch_holds_at_most_batch_tokens_so_long_rows_go_in_small_batches(tiny_decoders):
+    encoder = _encoder(tiny_decoders["llama"], max_length=64, batch_tokens=96)
+    responses = ["a " * 50, "a " * 40, "b", "a b", "a", "b b", "a a a"]
+    lengths = encoder.token_lengths(["q"] * 7, responses)
+    batches = encoder.batches(["q"] * 7, responses)
+    assert sorted(np.concatenate(batches).tolist()) == list(range(7))  # every row once
+    for rows in batches:
+        longest = min(int(lengths[rows].max()), 64)
+        assert len(rows) <= 8 and (len(rows) == 1 or len(rows) * longest <= 96)
+    assert len(batches[0]) == 1 and len(batches[-1]) > 2  # the longest alone, the short ones together
+    whole = encoder.encode(["q"] * 7, responses)
+    config = EncoderConfig(model=str(tiny_decoders["llama"]), device="cpu", batch_size=1, max_length=64)
+    single = TextEncoder(config).encode(["q"] * 7, responses)
+    np.testing.assert_allclose(whole, single, atol=2e-5)  # the batching changes nothing read
