@@ -116,6 +116,7 @@ def main_benchmark(requests: int, seconds: float, per_request: int = 8) -> str:
             latencies, elapsed = _load(url, queries, clients, seconds)
             p50, p99 = _percentiles(latencies)
             rows.append((f"server, {clients} concurrent client(s)", len(latencies) / elapsed, p50, p99))
+        fairness = _fairness(url)
         health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{port}/health").read())
     finally:
         server.terminate()
@@ -134,7 +135,27 @@ def main_benchmark(requests: int, seconds: float, per_request: int = 8) -> str:
         lines.append(
             f"| {name} | {rate:.1f} | {rate * per_request:.0f} | {p50:.1f} | {p99:.1f} | {ratio:.2f}x |"
         )
+    alone, behind, large = fairness
+    lines += [
+        "",
+        f"Fairness: a 1-row request takes {alone * 1000:.0f} ms alone (median of 5) and "
+        f"{behind * 1000:.0f} ms when sent 0.5 s after a 4,096-row request, which takes {large:.1f} s.",
+    ]
     return "\n".join(lines)
+
+
+def _fairness(url: str) -> tuple[float, float, float]:
+    """``(seconds of a 1-row request alone, the same sent while a 4,096-row request is scored,
+    seconds of the large one)``."""
+    small = _texts(1, seed=7)
+    alone = float(np.median([_post(url, {"prompts": small[0], "responses": small[1]}) for _ in range(5)]))
+    large = _texts(4096, seed=8)
+    with ThreadPoolExecutor(1) as pool:
+        running = pool.submit(_post, url, {"prompts": large[0], "responses": large[1]})
+        time.sleep(0.5)
+        behind = _post(url, {"prompts": small[0], "responses": small[1]})
+        large_seconds = running.result()
+    return alone, behind, large_seconds
 
 
 if __name__ == "__main__":

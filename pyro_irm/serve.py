@@ -35,6 +35,7 @@ logger = logging.getLogger(__name__)
 MAX_REQUEST_ROWS = 8192
 DEFAULT_MAX_BODY_BYTES = 16 * 2**20
 DEFAULT_BODY_TIMEOUT_S = 30.0  # a request body that stops arriving this long is answered 408
+DEFAULT_HEADER_TIMEOUT_S = 10.0  # a connection whose request headers take longer is closed
 API_KEY_VARIABLE = "PYRO_IRM_API_KEY"
 
 
@@ -70,19 +71,34 @@ class TextScorer:
 
 
 @dataclass
-class _Pending:
+class _Request:
+    """One request's rows, how many were handed to batches (``taken``) and scored (``scored``)."""
+
     prompts: list[str]
     responses: list[str]
     future: asyncio.Future
+    rewards: "np.ndarray"
+    taken: int = 0
+    scored: int = 0
+
+    @property
+    def waiting(self) -> int:
+        """Rows not yet handed to a batch (none once its client went away)."""
+        return 0 if self.future.done() else len(self.responses) - self.taken
 
 
 class RequestBatcher:
-    """Gathers the rows of concurrent requests into batches for one scoring function.
+    """Gathers the rows of concurrent requests into batches for one scoring function, fairly.
+
+    A batch holds at most ``max_batch_rows`` rows. Every request with rows waiting gets an equal share
+    of each batch first (at least one row), and what is left is filled in turn, starting after the
+    request the last batch started with; a large request is so scored in pieces, and a small one that
+    arrives meanwhile is in the next batch, never behind the large one's whole.
 
     Args:
         score: ``(prompts, responses) -> (N,) rewards``; called in a worker thread, one batch at a time.
-        max_batch_rows: most rows per batch (a larger single request is scored alone).
-        max_wait_ms: how long the first request of a batch waits for others to join it.
+        max_batch_rows: most rows per batch.
+        max_wait_ms: how long a batch that is not full waits for others to join it.
     """
 
     def __init__(self, score: Callable, max_batch_rows: int = 256, max_wait_ms: float = 5.0):
@@ -91,11 +107,13 @@ class RequestBatcher:
         self.max_wait = max_wait_ms / 1000.0
         self.batches = 0
         self.rows = 0
-        self._queue: asyncio.Queue[_Pending] | None = None
+        self._requests: list[_Request] = []
+        self._turn = 0
+        self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
 
     async def start(self) -> None:
-        self._queue = asyncio.Queue()
+        self._arrived = asyncio.Event()
         self._worker = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
@@ -107,29 +125,54 @@ class RequestBatcher:
                 pass
 
     async def submit(self, prompts: list[str], responses: list[str]) -> "np.ndarray":
-        """The rewards of these rows, scored in a batch with whatever else is waiting."""
-        if self._queue is None:
+        """The rewards of these rows, scored in batches with whatever else is waiting."""
+        if self._arrived is None:
             raise RuntimeError("RequestBatcher.start() was not awaited")
+        import numpy as np
+
         future = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Pending(prompts, responses, future))
+        if not responses:
+            return np.zeros(0, dtype=np.float32)
+        self._requests.append(_Request(prompts, responses, future, np.empty(len(responses), np.float32)))
+        self._arrived.set()
         return await future
 
-    async def _next_batch(self) -> list[_Pending]:
+    def _waiting_rows(self) -> int:
+        return sum(request.waiting for request in self._requests)
+
+    async def _next_batch(self) -> list[tuple[_Request, int, int]]:
+        """``[(request, start, stop)]``: the pieces of the next batch."""
         loop = asyncio.get_running_loop()
-        batch = [await self._queue.get()]
-        rows = len(batch[0].responses)
+        while not self._waiting_rows():
+            self._arrived.clear()
+            await self._arrived.wait()
         deadline = loop.time() + self.max_wait
-        while rows < self.max_batch_rows:
-            remaining = deadline - loop.time()
-            if remaining <= 0:
-                break
+        while self._waiting_rows() < self.max_batch_rows and (remaining := deadline - loop.time()) > 0:
+            self._arrived.clear()
             try:
-                pending = await asyncio.wait_for(self._queue.get(), remaining)
+                await asyncio.wait_for(self._arrived.wait(), remaining)
             except TimeoutError:
                 break
-            batch.append(pending)
-            rows += len(pending.responses)
-        return batch
+        return self._take()
+
+    def _take(self) -> list[tuple[_Request, int, int]]:
+        waiting = [r for r in self._requests if r.waiting]
+        turn = self._turn % len(waiting)
+        waiting = waiting[turn:] + waiting[:turn]
+        self._turn += 1
+        room = self.max_batch_rows
+        share = max(1, room // len(waiting))
+        pieces: dict[int, list] = {}
+        for limit in (share, room):  # an equal share first, then the rest in turn
+            for request in waiting:
+                count = min(request.waiting, limit, room)
+                if count <= 0:
+                    continue
+                piece = pieces.setdefault(id(request), [request, request.taken, request.taken])
+                piece[2] += count
+                request.taken += count
+                room -= count
+        return [tuple(piece) for piece in pieces.values()]
 
     async def _run(self) -> None:
         while True:
@@ -138,37 +181,92 @@ class RequestBatcher:
                 await self._score(batch)
             except Exception as error:
                 if len(batch) == 1:  # the request learns of it; the server goes on
-                    logger.warning("scoring a request of %d rows failed: %s", len(batch[0].responses), error)
-                    _settle(batch[0], error=error)
+                    logger.warning(
+                        "scoring %d rows of a request failed: %s", batch[0][2] - batch[0][1], error
+                    )
+                    self._fail(batch[0][0], error)
                     continue
-                # One request's rows may have failed the batch: score each alone, so only it fails.
+                # One request's rows may have failed the batch: score each piece alone, so only it fails.
                 logger.warning("a batch of %d requests failed (%s); scoring each alone", len(batch), error)
-                for pending in batch:
+                for piece in batch:
                     try:
-                        await self._score([pending])
+                        await self._score([piece])
                     except Exception as alone:
-                        _settle(pending, error=alone)
+                        self._fail(piece[0], alone)
 
-    async def _score(self, batch: list[_Pending]) -> None:
-        prompts = [p for pending in batch for p in pending.prompts]
-        responses = [r for pending in batch for r in pending.responses]
+    async def _score(self, batch: list[tuple[_Request, int, int]]) -> None:
+        prompts = [p for request, start, stop in batch for p in request.prompts[start:stop]]
+        responses = [r for request, start, stop in batch for r in request.responses[start:stop]]
         rewards = await asyncio.to_thread(self.score, prompts, responses)
         self.batches += 1
         self.rows += len(responses)
-        start = 0
-        for pending in batch:
-            stop = start + len(pending.responses)
-            _settle(pending, result=rewards[start:stop])
-            start = stop
+        offset = 0
+        for request, start, stop in batch:
+            request.rewards[start:stop] = rewards[offset : offset + stop - start]
+            offset += stop - start
+            request.scored += stop - start
+            if request.scored == len(request.responses) and request in self._requests:
+                self._requests.remove(request)
+                _settle(request.future, result=request.rewards)
+
+    def _fail(self, request: _Request, error: Exception) -> None:
+        if request in self._requests:
+            self._requests.remove(request)
+        _settle(request.future, error=error)
 
 
-def _settle(pending: _Pending, result=None, error: Exception | None = None) -> None:
-    if pending.future.done():  # its client went away
+def _settle(future: asyncio.Future, result=None, error: Exception | None = None) -> None:
+    if future.done():  # its client went away
         return
     if error is not None:
-        pending.future.set_exception(error)
+        future.set_exception(error)
     else:
-        pending.future.set_result(result)
+        future.set_result(result)
+
+
+def header_timeout_protocol(seconds: float) -> type:
+    """uvicorn's h11 protocol, closing a connection whose request headers have not all arrived within
+    ``seconds`` of its opening or of its last response: a client that sends its headers a byte at a
+    time (slowloris) holds no connection for long. uvicorn itself has no such timeout."""
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+
+    class HeaderTimeoutProtocol(H11Protocol):
+        _header_timer: asyncio.TimerHandle | None = None
+
+        def connection_made(self, transport) -> None:
+            super().connection_made(transport)
+            self._watch_headers()
+
+        def data_received(self, data: bytes) -> None:
+            super().data_received(data)
+            if self.cycle is not self._awaited and self._header_timer is not None:
+                self._header_timer.cancel()  # a request's headers are in
+                self._header_timer = None
+
+        def on_response_complete(self) -> None:
+            super().on_response_complete()
+            if not self.transport.is_closing():
+                self._watch_headers()  # the next request on this connection
+
+        def connection_lost(self, exc) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            super().connection_lost(exc)
+
+        def _watch_headers(self) -> None:
+            if self._header_timer is not None:
+                self._header_timer.cancel()
+            self._awaited = self.cycle
+            self._header_timer = self.loop.call_later(seconds, self._headers_late)
+
+        def _headers_late(self) -> None:
+            self._header_timer = None
+            idle = self.cycle is None or self.cycle.response_complete  # no request in progress
+            if self.cycle is self._awaited and idle and not self.transport.is_closing():
+                logger.info("closing a connection whose request headers did not arrive in %g s", seconds)
+                self.transport.close()
+
+    return HeaderTimeoutProtocol
 
 
 def check_texts(field: str, texts: Sequence[str]) -> None:

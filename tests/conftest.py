@@ -212,8 +212,9 @@ def length_reward(prompts, responses):
 
 
 @contextlib.contextmanager
-def serving(app):
-    """``app`` on a loopback port of its own, in a thread; yields its base URL."""
+def serving(app, **settings):
+    """``app`` on a loopback port of its own, in a thread (``settings``: more of uvicorn's ``Config``);
+    yields its base URL."""
     import threading
     import time
 
@@ -222,7 +223,7 @@ def serving(app):
     from pyro_irm.cli.serve import bind
 
     sock = bind("127.0.0.1", 0)
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **settings))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30

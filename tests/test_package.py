@@ -2,6 +2,7 @@
 
 import subprocess
 import sys
+from pathlib import Path
 
 import pyro_irm
 
@@ -185,3 +186,20 @@ def test_the_table_formatter_keeps_counts_whole_and_rounds_floats():
         "| a     |  481 | 0.123 |",
         "| b     |    0 |   n/a |",
     ]
+
+
+def test_no_function_of_the_package_is_longer_than_80_lines():
+    import ast
+
+    longest = 80
+    package = Path(__file__).resolve().parents[1] / "pyro_irm"
+    too_long = []
+    for path in sorted(package.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                lines = node.end_lineno - node.lineno + 1
+                if lines > longest:
+                    too_long.append(
+                        f"{path.relative_to(package.parent)}:{node.lineno} {node.name} ({lines} lines)"
+                    )
+    assert not too_long, "split these into named parts: " + "; ".join(too_long)

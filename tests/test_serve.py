@@ -217,3 +217,65 @@ def test_bounded_loopback_load_is_answered_in_shared_batches(scorer, served):
         [body["rewards"][0] for _, body in answers], [_expected(i % 50) for i in range(requests)]
     )
     assert health["rows"] == requests and health["batches"] < requests
+
+
+def test_a_small_request_is_scored_within_a_few_batches_of_a_large_one_in_flight():
+    import asyncio
+    import time
+
+    from pyro_irm.serve import RequestBatcher
+
+    batches = []
+
+    def score(prompts, responses):  # 1 ms a row; a row's reward is its number
+        batches.append(len(responses))
+        time.sleep(0.001 * len(responses))
+        return np.array([float(r[1:]) for r in responses], dtype=np.float32)
+
+    async def scenario():
+        batcher = RequestBatcher(score, max_batch_rows=64, max_wait_ms=1)
+        await batcher.start()
+        loop = asyncio.get_running_loop()
+        large = asyncio.create_task(batcher.submit(["p"] * 2048, [f"r{i}" for i in range(2048)]))
+        await asyncio.sleep(0.05)  # the large request is being scored
+        started = loop.time()
+        small = await batcher.submit(["q"], ["r7"])
+        waited = loop.time() - started
+        rewards = await large
+        await batcher.stop()
+        return small, waited, rewards
+
+    small, waited, rewards = asyncio.run(scenario())
+    np.testing.assert_array_equal(small, [7.0])
+    np.testing.assert_array_equal(rewards, np.arange(2048, dtype=np.float32))  # pieces put back in order
+    assert max(batches) <= 64 and sum(batches) == 2049
+    # The large request alone takes about 2 s; the small one waits a few 64-row batches (about 0.06 s
+    # each), not the large one's whole: scored whole first, it would wait about 2 s.
+    assert waited < 0.5
+
+
+def test_a_connection_whose_headers_trickle_in_is_closed_and_the_server_goes_on(scorer, served):
+    import time
+
+    from pyro_irm.serve import header_timeout_protocol
+
+    app = create_app(scorer)
+    with served(app, http=header_timeout_protocol(0.5)) as base:
+        port = int(base.rsplit(":", 1)[1])
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as slow:
+            slow.sendall(b"POST /get_reward HTTP/1.1\r\nHost: x\r\n")  # and never the rest
+            started = time.monotonic()
+            assert slow.recv(1024) == b""  # closed by the server
+            assert time.monotonic() - started < 5
+        # A keep-alive connection is watched again after each answer; a whole request is answered.
+        connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+        for i in range(2):
+            connection.request(
+                "POST", "/get_reward", json.dumps(_pair(i)), {"Content-Type": "application/json"}
+            )
+            answer = connection.getresponse()
+            assert answer.status == 200 and json.loads(answer.read())["rewards"] == [
+                pytest.approx(_expected(i))
+            ]
+            time.sleep(0.2 if i == 0 else 0)
+        connection.close()

@@ -208,6 +208,18 @@ def to_inference_data(
     if subset.observed is not None:
         payload["observed_data"]["observed"] = _numpy(subset.observed)
         dims["observed"] = ["row"]
+    constant = _constant_data(subset)
+    if constant:
+        payload["constant_data"] = constant
+        dims.update({name: ["row"] for name in constant})
+    data = from_groups(payload, dims=dims, coords=coords)
+    if "posterior" in payload:
+        return data
+    return with_point_estimates(data, point, dims, coords)
+
+
+def _constant_data(subset: FeedbackData) -> dict[str, np.ndarray]:
+    """What the rows carry besides actions: the simulated truth, explicit labels."""
     constant: dict[str, np.ndarray] = {}
     if subset.truth is not None:
         truth = subset.truth
@@ -220,13 +232,7 @@ def to_inference_data(
         )
     if subset.labels is not None:
         constant["label"] = _numpy(subset.labels)
-    if constant:
-        payload["constant_data"] = constant
-        dims.update({name: ["row"] for name in constant})
-    data = from_groups(payload, dims=dims, coords=coords)
-    if "posterior" in payload:
-        return data
-    return with_point_estimates(data, point, dims, coords)
+    return constant
 
 
 def head_inference_data(posterior: HeadPosterior):

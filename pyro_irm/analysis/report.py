@@ -105,28 +105,44 @@ def write_report(run, log: FeedbackLog, embeddings: np.ndarray, out: str | Path 
     """
     out = Path(out) if out is not None else run.directory / "report"
     out.mkdir(parents=True, exist_ok=True)
-    model = run.reward_model
     data = run.feedback(log, embeddings)  # the rows as the run's model sees them
     metrics_path = run.directory / "metrics.json"
     stored = json.loads(metrics_path.read_text()) if metrics_path.exists() else {}
-    fit_metrics = stored.get("fit", {})
-    probability = model.preference_probability(data.embeddings, data.context).numpy()
+    probability = run.reward_model.preference_probability(data.embeddings, data.context).numpy()
     actions = data.action.numpy()  # any positive channel
+    sections = [*_overview(run, log, data, actions), *_fit_sections(run, stored, out)]
+    sections += _reward_sections(run.reward_model, data, probability, actions, out)
+    if log.has_labels:
+        sections += _label_sections(run, log, probability)
+    if data.truth is not None:
+        sections += _truth_sections(run.reward_model, data, out)
+    path = out / "report.md"
+    write_text_atomic(path, "\n".join(sections))
+    return path
+
+
+def _overview(run, log: FeedbackLog, data, actions: np.ndarray) -> list[str]:
     channels = ""
     if data.num_channels > 1:
         channels = " Channels: " + ", ".join(
             f"{c.name} ({c.polarity}) {values.mean():.1%}"
             if c.kind == "binary"
-            else f"{c.name} ({c.polarity}, continuous) mean {values.mean():.3g}"
+            else f"{c.name} ({c.polarity}, {c.kind}) mean {np.nanmean(values):.3g}"
             for c, values in zip(data.channels, data.action_matrix.T.numpy(), strict=True)
         )
         channels += "; 'an action' below is any positive one."
-    sections = [
+    return [
         f"# Report: {run.name}\n",
         f"Method **{run.method}**, fit on `{run.info.get('log')}` ({run.info.get('rows', '?'):,} rows). "
         f"This report covers `{log.report.source}`: {len(log):,} rows, {actions.mean():.1%} with an action"
         + (", an observational log." if data.observed is not None else ".")
         + channels,
+    ]
+
+
+def _fit_sections(run, stored: dict, out: Path) -> list[str]:
+    fit_metrics = stored.get("fit", {})
+    sections = [
         "\n## Fit\n",
         _table(fit_metrics) if fit_metrics else "No metrics.json in the run directory.\n",
     ]
@@ -142,8 +158,12 @@ def write_report(run, log: FeedbackLog, embeddings: np.ndarray, out: str | Path 
     curve = run.directory / "elbo.png"
     if curve.exists():
         sections.append(f"![training curve]({os.path.relpath(curve, out)})\n")
+    return sections
+
+
+def _reward_sections(model, data, probability: np.ndarray, actions: np.ndarray, out: Path) -> list[str]:
     plot_reward_by_action(probability, actions, out / "reward_by_action.png")
-    sections += [
+    sections = [
         "\n## Rewards\n",
         f"Mean P(preferred): {_mean(probability[actions == 1]):.3f} on rows with an action, "
         f"{_mean(probability[actions == 0]):.3f} on rows without one.\n",
@@ -158,37 +178,39 @@ def write_report(run, log: FeedbackLog, embeddings: np.ndarray, out: str | Path 
             f"{np.median(width):.3f} wide on the median row (10th to 90th percentile of rows: "
             f"{np.quantile(width, 0.1):.3f} to {np.quantile(width, 0.9):.3f}).\n",
         ]
-    if log.has_labels:
-        truth_scores = None if log.truth is None else log.truth["score"]
-        metrics = label_metrics(log.labels, probability, log.prompt_ids, truth_scores)
-        fitted = run.info.get("train_config", {}).get("fit_labels", False)
-        caveat = (
-            "These labels were used in the fit (--fit-labels): this is agreement, not an evaluation.\n"
-            if fitted
-            else ""
-        )
-        sections += ["\n## Against the explicit labels\n", caveat, _labelled_table(metrics)]
-    if data.truth is not None:
-        idata = to_inference_data(model, data, max_draws=20)  # diagnostics average over draws
-        diagnostics = diagnose_inference_data(idata)
-        silent = diagnose_inference_data(idata, no_action_only=True)
-        plot_group_confusion(diagnostics, out / "group_confusion.png")
-        plot_group_reliability(diagnostics, out / "group_reliability.png")
-        majority = np.bincount(data.truth.group.numpy(), minlength=4).max() / len(data)
-        sections += [
-            "\n## Posterior groups against the simulated truth\n",
-            _table(
-                {
-                    **diagnostics.as_dict(),
-                    "no-action rows: group accuracy": silent.accuracy,
-                    "most frequent group's share (a constant guess)": float(majority),
-                }
-            ),
-            "Rows: true group; columns: the most probable group.\n",
-            diagnostics.confusion_table(),
-            "![confusion](group_confusion.png)\n",
-            "![reliability](group_reliability.png)\n",
-        ]
-    path = out / "report.md"
-    write_text_atomic(path, "\n".join(sections))
-    return path
+    return sections
+
+
+def _label_sections(run, log: FeedbackLog, probability: np.ndarray) -> list[str]:
+    truth_scores = None if log.truth is None else log.truth["score"]
+    metrics = label_metrics(log.labels, probability, log.prompt_ids, truth_scores)
+    fitted = run.info.get("train_config", {}).get("fit_labels", False)
+    caveat = (
+        "These labels were used in the fit (--fit-labels): this is agreement, not an evaluation.\n"
+        if fitted
+        else ""
+    )
+    return ["\n## Against the explicit labels\n", caveat, _labelled_table(metrics)]
+
+
+def _truth_sections(model, data, out: Path) -> list[str]:
+    idata = to_inference_data(model, data, max_draws=20)  # diagnostics average over draws
+    diagnostics = diagnose_inference_data(idata)
+    silent = diagnose_inference_data(idata, no_action_only=True)
+    plot_group_confusion(diagnostics, out / "group_confusion.png")
+    plot_group_reliability(diagnostics, out / "group_reliability.png")
+    majority = np.bincount(data.truth.group.numpy(), minlength=4).max() / len(data)
+    return [
+        "\n## Posterior groups against the simulated truth\n",
+        _table(
+            {
+                **diagnostics.as_dict(),
+                "no-action rows: group accuracy": silent.accuracy,
+                "most frequent group's share (a constant guess)": float(majority),
+            }
+        ),
+        "Rows: true group; columns: the most probable group.\n",
+        diagnostics.confusion_table(),
+        "![confusion](group_confusion.png)\n",
+        "![reliability](group_reliability.png)\n",
+    ]

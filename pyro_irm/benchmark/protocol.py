@@ -113,11 +113,8 @@ def run_benchmark(
     methods = config.applicable_methods()
     builders = _user_builders(user_models, config)
     fits = [*((m, m) for m in methods), *((u.name, u.method) for u in user_models)]
-    skipped = {
-        m: f"needs an observational log ({config.setting} setting)"
-        for m in config.methods
-        if m not in methods
-    }
+    needs = f"needs an observational log ({config.setting} setting)"
+    skipped = {method: needs for method in config.methods if method not in methods}
     test_labels = data.preference(data.test)
     test_embeddings = torch.from_numpy(np.ascontiguousarray(data.test.embeddings))
     per_seed: dict[str, list[dict[str, float]]] = {name: [] for name, _ in fits}
@@ -154,34 +151,15 @@ def run_benchmark(
                 train_config = replace(train_config, restarts=1)
                 user_model = builders[name](train)
             started = time.perf_counter()
-            # The papers' setting has nothing that separates reward from propensity; the result
-            # records that once instead of warning on every fit.
-            with warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always", IdentifiabilityWarning)
-                try:
-                    result = fit(train, train_config, model_config, estimator_config, nuisance, user_model)
-                except FitDivergedError as error:
-                    result = None
-                    diverged.setdefault(name, []).append(f"seed {seed}: {error}")
-            for warning in caught:
-                if not issubclass(warning.category, IdentifiabilityWarning):
-                    warnings.warn_explicit(
-                        warning.message, warning.category, warning.filename, warning.lineno
-                    )
-                elif f"{name}: {warning.message}" not in notes:
-                    notes.append(f"{name}: {warning.message}")
+            try:
+                result = _fit_noting(name, notes, train, train_config, model_config, estimator_config,
+                                     nuisance, user_model)  # fmt: skip
+            except FitDivergedError as error:
+                result = None
+                diverged.setdefault(name, []).append(f"seed {seed}: {error}")
             elapsed = time.perf_counter() - started
-            if result is None:  # no model to score: the seed counts, as NaN, in the summary
-                metrics = {metric: float("nan") for metric in METRICS}
-                metrics.update(fit_seconds=elapsed, epochs=float("nan"))
-                per_seed[name].append(metrics)
-                seconds[name].append(elapsed)
-                bar.update(1)
-                continue
-            probability = result.reward_model.preference_probability(test_embeddings)
-            metrics = label_metrics(test_labels, probability, data.test.prompt_ids, data.test.scores)
+            metrics = _test_metrics(result, data, test_labels, test_embeddings)
             metrics["fit_seconds"] = elapsed
-            metrics["epochs"] = result.history.epochs
             per_seed[name].append(metrics)
             seconds[name].append(elapsed)
             bar.update(1)
@@ -190,14 +168,40 @@ def run_benchmark(
             )
         logger.info("seed %d nuisance estimates: %.1fs", seed, nuisance_seconds)
     bar.close()
-    for method, failures in diverged.items():
-        notes.append(
-            f"{method}: the fit diverged in {len(failures)} of {config.seeds} seeds, scored n/a "
-            f"({failures[0]})"
-        )
+    notes += [
+        f"{method}: the fit diverged in {len(failed)} of {config.seeds} seeds, scored n/a ({failed[0]})"
+        for method, failed in diverged.items()
+    ]
     return BenchmarkResult(
         data.name, data.description, config, per_seed, seconds, skipped, sources, notes, positive_action_rate
     )
+
+
+def _test_metrics(result, data: EmbeddedSet, test_labels, test_embeddings) -> dict[str, float]:
+    """A fit's metrics on the test split; NaN for a fit that diverged (the seed still counts)."""
+    if result is None:
+        return {**{metric: float("nan") for metric in METRICS}, "epochs": float("nan")}
+    probability = result.reward_model.preference_probability(test_embeddings)
+    metrics = label_metrics(test_labels, probability, data.test.prompt_ids, data.test.scores)
+    metrics["epochs"] = result.history.epochs
+    return metrics
+
+
+def _fit_noting(name: str, notes: list[str], *arguments):
+    """:func:`fit` on ``arguments``. The papers' setting has nothing that separates reward from
+    propensity: its identifiability warning goes into ``notes`` once instead of on every fit."""
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IdentifiabilityWarning)
+        try:
+            return fit(*arguments)
+        finally:
+            for warning in caught:
+                if not issubclass(warning.category, IdentifiabilityWarning):
+                    warnings.warn_explicit(
+                        warning.message, warning.category, warning.filename, warning.lineno
+                    )
+                elif f"{name}: {warning.message}" not in notes:
+                    notes.append(f"{name}: {warning.message}")
 
 
 def _user_builders(user_models: Sequence[UserModel], config: BenchmarkConfig) -> dict:

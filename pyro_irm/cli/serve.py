@@ -10,7 +10,12 @@ import sys
 
 from pyro_irm.cli.common import EXIT_OK, add_run_trust_option, load_run, say
 from pyro_irm.cli.options import bounded
-from pyro_irm.serve import API_KEY_VARIABLE, DEFAULT_BODY_TIMEOUT_S, DEFAULT_MAX_BODY_BYTES
+from pyro_irm.serve import (
+    API_KEY_VARIABLE,
+    DEFAULT_BODY_TIMEOUT_S,
+    DEFAULT_HEADER_TIMEOUT_S,
+    DEFAULT_MAX_BODY_BYTES,
+)
 
 
 def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
@@ -67,6 +72,14 @@ def add_parser(commands: argparse._SubParsersAction, parents: list) -> None:
         default=DEFAULT_BODY_TIMEOUT_S,
         metavar="SECONDS",
         help=f"a request whose body stops arriving this long gets 408 (default {DEFAULT_BODY_TIMEOUT_S:g})",
+    )
+    parser.add_argument(
+        "--header-timeout-s",
+        type=bounded(float, 0, 3600, open_low=True),
+        default=DEFAULT_HEADER_TIMEOUT_S,
+        metavar="SECONDS",
+        help="a connection whose request headers have not all arrived this long after it opened (or "
+        f"after its last answer) is closed (default {DEFAULT_HEADER_TIMEOUT_S:g})",
     )
     parser.add_argument(
         "--api-key",
@@ -128,7 +141,7 @@ def bind(host: str, port: int) -> socket.socket:
 def run(args: argparse.Namespace) -> int:
     import uvicorn
 
-    from pyro_irm.serve import TextScorer, create_app
+    from pyro_irm.serve import TextScorer, create_app, header_timeout_protocol
 
     if args.query_separator == "":  # before the model loads; create_app refuses it too
         raise ValueError("--query-separator is empty; give the text before the response, or leave it out")
@@ -162,7 +175,8 @@ def run(args: argparse.Namespace) -> int:
         )
         say(args, f"Serving {run.directory} ({run.method}) on http://{args.host}:{args.port}")
         level = "warning" if args.quiet else "info"
-        config = uvicorn.Config(app, log_level=level, timeout_graceful_shutdown=60)
+        protocol = header_timeout_protocol(args.header_timeout_s)
+        config = uvicorn.Config(app, log_level=level, timeout_graceful_shutdown=60, http=protocol)
         # Server.run, not uvicorn.run: that one swallows the KeyboardInterrupt which a SIGINT or
         # SIGTERM becomes once in-flight requests are answered, and would exit 0 where 130 is due.
         uvicorn.Server(config).run(sockets=[sock])

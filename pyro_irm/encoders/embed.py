@@ -73,16 +73,7 @@ def embed_rows(
     unique_keys, first_rows, inverse = np.unique(keys, return_index=True, return_inverse=True)
     if shard is not None and cache is None:
         raise ValueError("encoding in several processes needs the cache that they share")
-    positions = cache.lookup(unique_keys) if cache is not None else np.full(len(unique_keys), -1)
-    if cache is not None and len(corrupt := cache.verify(positions[positions >= 0])):
-        logger.warning(
-            "%s: %d cached rows no longer match their checksums (the file was changed or damaged); "
-            "encoding them again",
-            cache.directory,
-            len(corrupt),
-        )
-        cache.invalidate(corrupt)
-        positions = cache.lookup(unique_keys)
+    positions = _cached_positions(cache, unique_keys)
     if shard is not None:
         shard.barrier()  # every process decides what is missing before any of them writes
     missing = np.flatnonzero(positions < 0)
@@ -119,6 +110,24 @@ def embed_rows(
         stop = min(start + _FILL_CHUNK_ROWS, num_rows)
         cache.read(positions[start:stop], out=out[start:stop])
     return out
+
+
+def _cached_positions(cache: EmbeddingCache | None, keys: np.ndarray) -> np.ndarray:
+    """``(K,)`` where each key's embedding lies in ``cache`` (-1: not there); a cached row whose
+    checksum no longer matches is dropped, to be encoded again."""
+    if cache is None:
+        return np.full(len(keys), -1)
+    positions = cache.lookup(keys)
+    if len(corrupt := cache.verify(positions[positions >= 0])):
+        logger.warning(
+            "%s: %d cached rows no longer match their checksums (the file was changed or damaged); "
+            "encoding them again",
+            cache.directory,
+            len(corrupt),
+        )
+        cache.invalidate(corrupt)
+        positions = cache.lookup(keys)
+    return positions
 
 
 def _turns_key(turns: list[dict]) -> str:
