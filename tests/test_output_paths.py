@@ -31,7 +31,7 @@ SITUATIONS = (
 COMMANDS = {
     "score": (lambda i: ["score", i["run"], i["log"], "--embeddings", i["npy"]], False),
     "best-of-n": (lambda i: ["best-of-n", i["run"], i["log"], "--embeddings", i["npy"]], False),
-    "simulate": (lambda i: ["simulate", "--num-rows", "50", "--seed", "3"], False),
+    "simulate": (lambda i: ["simulate", "--dataset", "ultrafeedback", "--sample", "--limit", "20"], False),
     "fit": (
         lambda i: ["fit", i["log"], "--embeddings", i["npy"], "--method", "naive", "--max-epochs", "1"],
         True,
@@ -72,6 +72,8 @@ def _make(situation: str, case: Path, name: str, command: str, inputs: dict) -> 
     """The output path of ``command`` in ``case``, with ``situation`` already lying there."""
     out = case / name
     target = case / "target"
+    if situation not in ("absent", "below-a-file"):
+        out.parent.mkdir(parents=True, exist_ok=True)
     if situation == "file":
         out.write_text("mine")
     elif situation == "empty-directory":

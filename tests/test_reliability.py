@@ -1070,3 +1070,51 @@ def test_an_extreme_count_is_named_with_its_row_and_column(tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         read_log(write_records(tmp_path / "ok.jsonl", rows), schema)
+
+
+def test_evaluating_runs_in_either_order_gives_each_run_the_same_figures(tmp_path, capsys):
+    import json
+
+    rng = np.random.default_rng(1)
+    rows = [
+        {"prompt": f"p{i // 2}", "response": f"r{i}", "action": int(rng.random() < 0.4),
+         "label": int(rng.random() < 0.5), "grade": int(rng.random() < 0.5)}
+        for i in range(80)
+    ]  # fmt: skip
+    write_records(tmp_path / "log.jsonl", rows)
+    np.save(tmp_path / "log.npy", rng.normal(size=(80, 5)).astype(np.float32))
+    common = ["--embeddings", str(tmp_path / "log.npy"), "--method", "naive", "--max-epochs", "2", "--quiet"]
+    assert main(["fit", str(tmp_path / "log.jsonl"), "--out", str(tmp_path / "a"), *common]) == 0
+    assert main(["fit", str(tmp_path / "log.jsonl"), "--out", str(tmp_path / "b"), "--label-col", "grade",
+                 *common]) == 0  # fmt: skip
+    figures = {}
+    for order in (("a", "b"), ("b", "a")):
+        out = tmp_path / f"{''.join(order)}.json"
+        assert main(["evaluate", *(str(tmp_path / r) for r in order), "--log", str(tmp_path / "log.jsonl"),
+                     "--embeddings", str(tmp_path / "log.npy"), "--resamples", "20", "--json", str(out),
+                     "--quiet"]) == 0  # fmt: skip
+        figures[order] = json.loads(out.read_text())
+    assert figures[("a", "b")] == figures[("b", "a")]  # each run against its own label column
+    assert figures[("a", "b")]["a"]["auc"] != figures[("a", "b")]["b"]["auc"]
+
+
+def test_erasing_a_constant_context_column_erases_no_coordinate():
+    import torch
+
+    from pyro_irm import SimulationConfig, simulate
+    from pyro_irm.inference.remedies import context_erasure
+
+    data = simulate(SimulationConfig(num_rows=400, embedding_dim=6, seed=2))
+    varying = torch.randn(len(data), 1) + data.embeddings[:, :1]
+    constant = torch.ones(len(data), 1)
+    projection = context_erasure(replace_context(data, torch.cat([constant, varying], 1)), torch.arange(400))
+    kept = torch.linalg.matrix_rank(projection).item()
+    assert kept == 5  # one direction (the varying column's) erased, not also an axis for the constant
+    only_constant = context_erasure(replace_context(data, constant), torch.arange(400))
+    assert torch.allclose(only_constant, torch.eye(6))
+
+
+def replace_context(data, context):
+    from dataclasses import replace
+
+    return replace(data, context=context, context_names=tuple(f"c{k}" for k in range(context.shape[1])))

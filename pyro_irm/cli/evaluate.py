@@ -95,11 +95,15 @@ def run(args: argparse.Namespace) -> int:
     from pyro_irm.evaluation import evaluate_run
 
     runs = [load_run(args, directory) for directory in args.run_dirs]
-    log = read_log_from_args(args, args.log, run_schema(args, runs[0], actions=False), run=runs[0])
-    results = {}
-    embedded = {}
-    for run in runs:  # runs sharing an encoder share one encoding of the log
-        key = json.dumps(None if args.embeddings or run.encoder is None else run.encoder.to_dict())
+    results, logs, embedded = {}, {}, {}
+    for run in runs:
+        # Each run reads the log with its own column mapping, so the order of the runs changes nothing;
+        # runs sharing a mapping share one reading, and runs sharing an encoder one encoding.
+        schema = run_schema(args, run, actions=False)
+        if schema not in logs:
+            logs[schema] = read_log_from_args(args, args.log, schema, run=run)
+        log = logs[schema]
+        key = (schema, json.dumps(None if args.embeddings or run.encoder is None else run.encoder.to_dict()))
         if key not in embedded:
             embedded[key] = run_embeddings(run, log, args)
         name = run.name if run.name not in results else str(run.directory)

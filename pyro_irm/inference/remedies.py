@@ -51,6 +51,12 @@ def context_erasure(data: FeedbackData, train_index: torch.Tensor) -> torch.Tens
     x = gather_rows(data.embeddings, rows, torch.device("cpu")).double().numpy()
     y = data.context[rows.to(data.context.device)].double().cpu().numpy()
     directions = np.asarray(RidgeCV(alphas=np.logspace(-3, 3, 13)).fit(x, y).coef_).reshape(y.shape[1], -1)
+    # A column the embedding does not predict at all (a constant one) has no direction to erase;
+    # left in, QR would turn its zero vector into an arbitrary axis and erase that coordinate.
+    norms = np.linalg.norm(directions, axis=1)
+    directions = directions[norms > 1e-8 * max(float(norms.max(initial=0.0)), 1.0)]
+    if not len(directions):
+        return torch.eye(x.shape[1])
     basis, _ = np.linalg.qr(directions.T)  # (D, C), orthonormal
     projection = np.eye(x.shape[1]) - basis @ basis.T
     return torch.as_tensor(projection, dtype=torch.float32)
