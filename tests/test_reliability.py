@@ -1118,3 +1118,40 @@ def replace_context(data, context):
     from dataclasses import replace
 
     return replace(data, context=context, context_names=tuple(f"c{k}" for k in range(context.shape[1])))
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="PR_SET_PDEATHSIG is Linux's")
+def test_a_worker_dies_with_its_launcher_when_the_launcher_is_killed(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import time
+
+    marker = tmp_path / "worker.pid"
+    worker = (
+        "import os, sys, time; from pyro_irm.device import die_with_parent; die_with_parent(); "
+        f"open({str(marker)!r}, 'w').write(str(os.getpid())); time.sleep(60)"
+    )
+    launcher = (
+        f"import subprocess, sys, time; subprocess.Popen([sys.executable, '-c', {worker!r}]); time.sleep(60)"
+    )
+    parent = subprocess.Popen([sys.executable, "-c", launcher])
+    deadline = time.monotonic() + 30
+    while not marker.exists() or not marker.read_text():
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    child = int(marker.read_text())
+    parent.send_signal(signal.SIGKILL)  # no chance to clean up
+    parent.wait(10)
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        try:
+            os.kill(child, 0)
+        except ProcessLookupError:
+            return  # the worker went with its launcher
+        with open(f"/proc/{child}/stat") as stat:
+            if stat.read().split()[2] == "Z":  # exited, waiting to be reaped by init
+                return
+        time.sleep(0.05)
+    os.kill(child, signal.SIGKILL)
+    raise AssertionError("the worker outlived its killed launcher")

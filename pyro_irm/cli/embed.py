@@ -104,7 +104,7 @@ def _encode_shards(args: argparse.Namespace, log, config: EncoderConfig) -> bool
     from lightning.fabric import Fabric
     from lightning.fabric.strategies import DDPStrategy
 
-    from pyro_irm.device import resolve_device
+    from pyro_irm.device import die_with_parent, resolve_device
     from pyro_irm.encoders.cache import default_cache_root
     from pyro_irm.encoders.embed import Shard, embed_rows, open_cache
     from pyro_irm.encoders.encoder import TextEncoder
@@ -113,6 +113,8 @@ def _encode_shards(args: argparse.Namespace, log, config: EncoderConfig) -> bool
     strategy = DDPStrategy(process_group_backend="nccl" if cuda else "gloo")
     fabric = Fabric(accelerator="cuda" if cuda else "cpu", devices=args.devices, strategy=strategy)
     fabric.launch()
+    if fabric.global_rank != 0:
+        die_with_parent()  # never an orphan when the first process is killed
     device = str(fabric.device) if cuda else config.device
     encoder = TextEncoder(replace(config, device=device))
     cache = open_cache(encoder, args.cache_dir or default_cache_root())

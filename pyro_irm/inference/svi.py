@@ -14,7 +14,7 @@ import torch
 
 from pyro_irm.channels import describe_channels
 from pyro_irm.data.feedback import FeedbackData, split_indices
-from pyro_irm.device import resolve_device
+from pyro_irm.device import die_with_parent, resolve_device
 from pyro_irm.estimators import build_model, check_setting, get_estimator
 from pyro_irm.estimators.nuisance import EstimatorConfig, Nuisance, estimate_nuisance
 from pyro_irm.inference.checkpoint import checkpoint_path, identity, load_checkpoint, save_checkpoint
@@ -538,6 +538,8 @@ def _launch(config: TrainConfig):
     strategy = DDPStrategy(process_group_backend=backend, find_unused_parameters=unused)
     fabric = Fabric(accelerator=accelerator, devices=config.devices, strategy=strategy)
     fabric.launch()
+    if fabric.global_rank != 0:
+        die_with_parent()
     return fabric
 
 
