@@ -133,6 +133,22 @@ REMEDY_SETTINGS = {
 VARIANT_MODEL_SETTINGS = {**REMEDY_SETTINGS, "implicitrm_users_spread": {"learn_user_scale": True}}
 
 
+def reward_layouts(layouts: tuple[str, ...]) -> list[tuple[int, ...]]:
+    """Each ``"256,64"`` layout as its hidden widths; a bad one is named."""
+    if not layouts:
+        raise ValueError("reward_widths: give at least one layout")
+    parsed = []
+    for layout in layouts:
+        try:
+            widths = tuple(int(w) for w in str(layout).split(",") if w.strip())
+        except ValueError:
+            raise ValueError(f"reward_widths: {layout!r} is not comma-separated integers") from None
+        if not widths or min(widths) < 1:
+            raise ValueError(f"reward_widths: {layout!r} needs positive widths")
+        parsed.append(widths)
+    return parsed
+
+
 @dataclass(frozen=True)
 class ChatLogBenchmarkConfig:
     """Settings of the chat-log benchmark; the help text is reused by the command line."""
@@ -175,15 +191,7 @@ class ChatLogBenchmarkConfig:
             raise ValueError(f"unknown chat-log variants {unknown}; choose from {', '.join(known)}")
         if self.seeds < 1:
             raise ValueError(f"seeds must be at least 1, got {self.seeds}")
-        if not self.reward_widths:
-            raise ValueError("reward_widths: give at least one layout")
-        for layout in self.reward_widths:
-            try:
-                widths = tuple(int(w) for w in str(layout).split(",") if w.strip())
-            except ValueError:
-                raise ValueError(f"reward_widths: {layout!r} is not comma-separated integers") from None
-            if not widths or min(widths) < 1:
-                raise ValueError(f"reward_widths: {layout!r} needs positive widths")
+        reward_layouts(self.reward_widths)
 
     def model_configs(self, base: ModelConfig, propensity: bool = False) -> list[ModelConfig]:
         """``base`` with each reward layout of :attr:`reward_widths` and, with ``propensity`` (a
@@ -194,11 +202,11 @@ class ChatLogBenchmarkConfig:
         return [
             replace(
                 base,
-                reward_hidden=tuple(int(w) for w in str(layout).split(",") if w.strip()),
+                reward_hidden=layout,
                 propensity_features=features,
             )
             for features in inputs
-            for layout in self.reward_widths
+            for layout in reward_layouts(self.reward_widths)
         ]
 
 
@@ -246,12 +254,8 @@ class TreeBenchmarkConfig:
             raise ValueError(f"unknown variants {unknown}; choose from {', '.join(TREE_VARIANTS)}")
         if self.folds < 2:
             raise ValueError(f"folds must be at least 2, got {self.folds}")
-        if not self.reward_widths:
-            raise ValueError("reward_widths: give at least one layout")
+        reward_layouts(self.reward_widths)
 
     def model_configs(self, base: ModelConfig) -> list[ModelConfig]:
         """``base`` with each reward layout of :attr:`reward_widths`."""
-        return [
-            replace(base, reward_hidden=tuple(int(w) for w in str(layout).split(",") if w.strip()))
-            for layout in self.reward_widths
-        ]
+        return [replace(base, reward_hidden=layout) for layout in reward_layouts(self.reward_widths)]
