@@ -34,6 +34,7 @@ from pyro_irm.inference.result import FitResult
 from pyro_irm.inference.svi import check_learnable, check_user_model
 from pyro_irm.models.base import FeedbackModel, Rows
 from pyro_irm.models.config import ModelConfig
+from pyro_irm.models.guides import store_globals
 from pyro_irm.models.implicit import ImplicitFeedbackModel
 from pyro_irm.models.reward_model import RewardModel
 
@@ -155,8 +156,7 @@ def finetune(
     state = run_epochs(trainer, train_config, description="fine-tune")
     model.load_state_dict(state.best_state["model"])
     guide.load_state_dict(state.best_state["guide"])
-    if guide.globals_guide is not None:
-        model.set_point_values(guide.globals_guide.median())
+    spread = store_globals(model, guide.globals_guide)
     with torch.no_grad():
         named = dict(encoder.model.named_parameters())
         for name, value in state.best_state["encoder"].items():
@@ -166,7 +166,7 @@ def finetune(
     encoder.model.eval()
     encoder.model.requires_grad_(False)
     return FinetuneResult(
-        reward_model=RewardModel(model, train_config.method, guide.rows_guide),
+        reward_model=RewardModel(model, train_config.method, guide.rows_guide, spread),
         history=state.history,
         config=replace(train_config, inference="amortized"),
         train_indices=split[0],

@@ -34,7 +34,7 @@ import torch
 from pyro_irm.data.feedback import FeedbackData
 from pyro_irm.inference.objectives import heldout_elbo
 from pyro_irm.models.base import FeedbackModel, Rows, gather_rows
-from pyro_irm.models.identifiability import IdentifiabilityWarning
+from pyro_irm.models.identifiability import IdentifiabilityWarning, engagement_reads, read_context_columns
 
 logger = logging.getLogger(__name__)
 
@@ -112,25 +112,29 @@ def check_identification(
 ) -> IdentificationCheck | None:
     """The check of a latent-group fit on ``data`` (``rows``: what the model was fit on), or None
     where it does not apply (no context, no held-out rows, or g does not read the context)."""
-    if data.context is None or not len(validation_index) or not _reads_context(model):
+    if data.context is None or not len(validation_index):
         return None
+    all_names = data.context_names or tuple(f"context_{k}" for k in range(data.context_dim))
+    names = _read_columns(model, all_names)
+    if not names:  # g reads no context: nothing of it can pin the split
+        return None
+    read = [all_names.index(name) for name in names]
     generator = torch.Generator().manual_seed(seed)
     fit_rows = _at_most(train_index, max_rows, generator)
     held = _at_most(validation_index, max_rows, generator)
-    names = data.context_names or tuple(f"context_{k}" for k in range(data.context_dim))
     embeddings = gather_rows(data.embeddings, fit_rows, torch.device("cpu")).double().numpy()
-    context = data.context[fit_rows.to(data.context.device)].double().cpu().numpy()
+    context = data.context[fit_rows.to(data.context.device)][:, read].double().cpu().numpy()
     held_embeddings = gather_rows(data.embeddings, held, torch.device("cpu")).double().numpy()
-    held_context = data.context[held.to(data.context.device)].double().cpu().numpy()
+    held_context = data.context[held.to(data.context.device)][:, read].double().cpu().numpy()
     predicted = _ridge_predictions(embeddings, context, held_embeddings)
     r2 = {name: _r2(held_context[:, k], predicted[:, k]) for k, name in enumerate(names)}
     held_rows = rows.take(held, model.device)
     with torch.no_grad():
         base = heldout_elbo(model, guide, held_rows, torch.arange(len(held)))
         information = {}
-        for k, name in enumerate(names):
+        for k, (name, column) in enumerate(zip(names, read, strict=True)):
             swapped = held_rows.context.clone()
-            swapped[:, k] = torch.as_tensor(predicted[:, k], dtype=swapped.dtype, device=swapped.device)
+            swapped[:, column] = torch.as_tensor(predicted[:, k], dtype=swapped.dtype, device=swapped.device)
             swapped_rows = replace(held_rows, context=swapped)
             information[name] = base - heldout_elbo(model, guide, swapped_rows, torch.arange(len(held)))
     encoded = any(value >= MIN_ENCODED_R2 for value in r2.values())
@@ -147,9 +151,12 @@ def warn_if_not_decided(check: IdentificationCheck | None) -> None:
         warnings.warn(check.message(), IdentifiabilityWarning, stacklevel=3)
 
 
-def _reads_context(model: FeedbackModel) -> bool:
+def _read_columns(model: FeedbackModel, names: tuple[str, ...]) -> tuple[str, ...]:
+    """The context columns among ``names`` that the model's engagement network reads."""
     config = getattr(model, "config", None)
-    return config is not None and model.context_dim > 0 and config.propensity_features in ("context", "both")
+    if config is None or model.context_dim == 0:
+        return ()
+    return read_context_columns(engagement_reads(config, getattr(model, "propensity", None)), names)
 
 
 def _at_most(index: torch.Tensor, count: int, generator: torch.Generator) -> torch.Tensor:

@@ -122,5 +122,42 @@ class EngagementPrior(nn.Module):
         return self.weight * nn.functional.binary_cross_entropy(engaged, target)
 
 
+class RewardContextPenalty(nn.Module):
+    """``weight * mean_j corr(f(e), c_j)^2`` within a minibatch: the reward decorrelated from each
+    context column (no parameters of its own)."""
+
+    def __init__(self, model, weight: float, data: FeedbackData):
+        super().__init__()
+        self.__dict__["model"] = model  # read, not owned
+        self.__dict__["data"] = data
+        self.weight = weight
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        device = self.model.device
+        reward = self.model.reward_logits(gather_rows(self.data.embeddings, batch, device))
+        context = gather_rows(self.data.context, batch, device).to(reward.dtype)
+        reward = reward - reward.mean()
+        context = context - context.mean(0)
+        covariance = (reward[:, None] * context).mean(0)
+        scale = reward.pow(2).mean().sqrt() * context.pow(2).mean(0).sqrt()
+        correlation = covariance / scale.clamp_min(1e-8)
+        return self.weight * correlation.pow(2).mean()
+
+
+class Penalties(nn.Module):
+    """The sum of several training-only penalties on a minibatch's rows."""
+
+    def __init__(self, *penalties: nn.Module):
+        super().__init__()
+        self.penalties = nn.ModuleList(penalties)
+
+    def forward(self, batch: torch.Tensor) -> torch.Tensor:
+        return sum(penalty(batch) for penalty in self.penalties)
+
+
 def uses_remedies(config: ModelConfig) -> bool:
-    return config.erase_context_from_reward or config.engagement_prior_weight > 0
+    return (
+        config.erase_context_from_reward
+        or config.engagement_prior_weight > 0
+        or config.reward_context_penalty > 0
+    )

@@ -30,6 +30,8 @@ from pyro_irm.inference.objectives import (
 )
 from pyro_irm.inference.remedies import (
     EngagementPrior,
+    Penalties,
+    RewardContextPenalty,
     context_erasure,
     erase_context,
     exposure_prior,
@@ -38,8 +40,8 @@ from pyro_irm.inference.remedies import (
 from pyro_irm.inference.result import FitHistory, FitResult
 from pyro_irm.models.base import FeedbackModel
 from pyro_irm.models.config import ModelConfig
-from pyro_irm.models.guides import ModelGuide, StratificationGuide
-from pyro_irm.models.identifiability import warn_if_unidentified
+from pyro_irm.models.guides import ModelGuide, StratificationGuide, store_globals
+from pyro_irm.models.identifiability import check_engagement_reads, engagement_reads, warn_if_unidentified
 from pyro_irm.models.implicit import ImplicitFeedbackModel
 from pyro_irm.models.reward_model import RewardModel, saved_components
 
@@ -193,6 +195,23 @@ def _plan(data, config, model_config, estimator_config, nuisance, model, restart
     return _Plan(data, actions, model_config, nuisance, device, run_seed, train_index, validation_index)
 
 
+def _remedy_penalties(plan: _Plan, config: TrainConfig, model, actions, device):
+    """The training-only penalties the model config asks for (an engagement prior, the reward
+    decorrelated from the context), summed; None without any."""
+    data, model_config = plan.data, plan.model_config
+    if not get_estimator(config.method).latent_groups:
+        return None
+    penalties = []
+    if model_config.engagement_prior_weight > 0:
+        exposure = exposure_prior(data, actions, plan.train_index, model_config.engagement_prior_power)
+        penalties.append(
+            EngagementPrior(model, exposure.to(device), model_config.engagement_prior_weight, data)
+        )
+    if model_config.reward_context_penalty > 0:
+        penalties.append(RewardContextPenalty(model, model_config.reward_context_penalty, data))
+    return None if not penalties else penalties[0] if len(penalties) == 1 else Penalties(*penalties)
+
+
 def _train(plan: _Plan, config: TrainConfig, estimator_config, model, guide, fabric):
     """Build the model, guide, objective and optimizer, and run the epochs (resuming a
     checkpoint). Returns ``(model, guide, loop state, erasure to fold or None)``."""
@@ -207,10 +226,7 @@ def _train(plan: _Plan, config: TrainConfig, estimator_config, model, guide, fab
         objective = build_objective(
             config, model, guide, data, actions, plan.nuisance, estimator_config, train_index
         )
-        weight = plan.model_config.engagement_prior_weight
-        if weight > 0 and get_estimator(config.method).latent_groups:
-            exposure = exposure_prior(data, actions, train_index, plan.model_config.engagement_prior_power)
-            objective.penalty = EngagementPrior(model, exposure.to(device), weight, data)
+        objective.penalty = _remedy_penalties(plan, config, model, actions, device)
         groups = parameter_groups(objective.parameters(), guide, config)
         optimizer = torch.optim.AdamW(groups, lr=config.learning_rate, weight_decay=config.weight_decay)
         checkpoint = None
@@ -243,8 +259,7 @@ def _finish(plan: _Plan, config: TrainConfig, model, guide, state, erased, fabri
     if state.best_state is not None:
         model.load_state_dict(state.best_state["model"])
         guide.load_state_dict(state.best_state["guide"])
-    if isinstance(guide, ModelGuide) and guide.globals_guide is not None:
-        model.set_point_values(guide.globals_guide.median())  # what scoring and the closed forms read
+    spread = store_globals(model, guide.globals_guide if isinstance(guide, ModelGuide) else None)
     if erased is not None:
         fold_erasure(erased)  # the saved reward is a plain network
     check = None
@@ -253,13 +268,14 @@ def _finish(plan: _Plan, config: TrainConfig, model, guide, state, erased, fabri
         guide.eval()
         check = check_identification(
             model, guide, data, training_rows(config, data, actions), train_index, validation_index,
-            _other_evidence(data, config), seed=config.seed, assumed=_assumed(plan.model_config),
+            _other_evidence(data, config), seed=config.seed,
+            assumed=_assumed(plan.model_config, getattr(model, "propensity", None)),
         )  # fmt: skip
         warn_if_not_decided(check)
     local = rows_guide(guide)
     return FitResult(
         reward_model=RewardModel(
-            model, config.method, local if isinstance(local, StratificationGuide) else None
+            model, config.method, local if isinstance(local, StratificationGuide) else None, spread
         ),
         history=state.history,
         config=config,
@@ -296,6 +312,14 @@ def _check_fit(
             )
         if data.labels is None or not torch.isfinite(data.labels).any():
             raise ValueError("fit_labels: the data has no explicit labels (FeedbackData.labels, --label-col)")
+    if model_config.reward_context_penalty > 0 and data.context is None:
+        raise ValueError(
+            "reward_context_penalty: the penalty decorrelates the reward from context columns; "
+            "name them with --context-col"
+        )
+    engagement = model.propensity if isinstance(model, ImplicitFeedbackModel) else None
+    if engagement is not None:
+        check_engagement_reads(engagement, model_config, data.context_names or ())
     if estimator.latent_groups and data.setting == "implicit":  # a logged o identifies by itself
         warn_if_unidentified(
             model_config,
@@ -303,6 +327,7 @@ def _check_fit(
             channels=list(model.channels) if isinstance(model, ImplicitFeedbackModel) else data.channels,
             num_users=data.num_users,
             labelled_rows=_count_labels(data) if config.fit_labels else 0,
+            engagement=engagement,
         )
     elif not estimator.latent_groups and data.num_channels > 1:
         logger.info("method %s sees one action: any positive channel (%s)", config.method, data.channels)
@@ -333,15 +358,20 @@ def _other_evidence(data: FeedbackData, config: TrainConfig) -> tuple[str, ...]:
     return tuple(evidence)
 
 
-def _assumed(model_config: ModelConfig) -> tuple[str, ...]:
-    """The remedies in force: assumptions that decide the split where the data may not."""
+def _assumed(model_config: ModelConfig, engagement=None) -> tuple[str, ...]:
+    """The remedies in force: assumptions that decide the split where the data may not
+    (``engagement``: the engagement component, whose declared ``reads`` count)."""
     assumed = []
-    if model_config.propensity_features == "context":
+    if "embedding" not in engagement_reads(model_config, engagement):
         assumed.append("engagement on the context alone")
     if model_config.erase_context_from_reward:
         assumed.append("the context erased from the reward's input")
     if model_config.engagement_prior_weight > 0:
         assumed.append(f"an engagement prior (weight {model_config.engagement_prior_weight:g})")
+    if model_config.reward_context_penalty > 0:
+        assumed.append(
+            f"the reward decorrelated from the context (weight {model_config.reward_context_penalty:g})"
+        )
     return tuple(assumed)
 
 

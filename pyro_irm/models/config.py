@@ -115,6 +115,14 @@ class ModelConfig:
         default=0.5,
         metadata={"help": "power of the estimated exposure (0.5: Rel-MF's popularity ** 0.5)"},
     )
+    reward_context_penalty: float = field(
+        default=0.0,
+        metadata={
+            "help": "remedy for one channel with context: weight of a penalty on the squared correlation "
+            "between the reward and each context column within a minibatch, which assumes quality "
+            "does not follow the context; 0: none"
+        },
+    )
 
     def __post_init__(self) -> None:
         for name in ("reward_hidden", "propensity_hidden", "guide_hidden"):
@@ -148,6 +156,8 @@ class ModelConfig:
             raise ValueError(f"label_noise must lie in [0, 0.5), got {self.label_noise}")
         if not self.engagement_prior_weight >= 0:
             raise ValueError(f"engagement_prior_weight must be >= 0, got {self.engagement_prior_weight}")
+        if not self.reward_context_penalty >= 0:
+            raise ValueError(f"reward_context_penalty must be >= 0, got {self.reward_context_penalty}")
         if not self.engagement_prior_power > 0:
             raise ValueError(f"engagement_prior_power must be positive, got {self.engagement_prior_power}")
         if not 0.0 <= self.dropout < 1.0:

@@ -241,6 +241,38 @@ class GlobalGuide(PyroModule):
         return all(isinstance(part, AutoDelta) for part in self.parts)
 
 
+SPREAD_LEVELS = (0.05, 0.95)
+Spread = dict[str, dict[str, torch.Tensor]]
+
+
+@torch.no_grad()
+def global_spread(globals_guide: nn.Module, draws: int = 1000, seed: int = 0) -> Spread:
+    """How uncertain a guide leaves each global latent: ``{site: {"sd", "q05", "q95"}}``, each of
+    the site's shape, from ``draws`` draws of the guide in the site's own (constrained) space; ``{}``
+    for a guide of point masses (MAP), whose spread is zero by construction. The random number
+    generator is left as it was."""
+    if getattr(globals_guide, "deterministic", False):
+        return {}
+    with torch.random.fork_rng(devices=[]), poutine.block():
+        torch.manual_seed(seed)
+        samples = [globals_guide() for _ in range(draws)]
+    spread = {}
+    for site in samples[0]:
+        stacked = torch.stack([sample[site].detach() for sample in samples])
+        low, high = torch.quantile(stacked.float(), torch.tensor(SPREAD_LEVELS, device=stacked.device), dim=0)
+        spread[site] = {"sd": stacked.std(0), "q05": low, "q95": high}
+    return spread
+
+
+def store_globals(model: FeedbackModel, globals_guide: nn.Module | None) -> Spread:
+    """After a fit: keep each global latent's posterior median on ``model`` as its point estimate
+    (what scoring and the closed forms read) and return its spread (:func:`global_spread`)."""
+    if globals_guide is None:
+        return {}
+    model.set_point_values(globals_guide.median())
+    return global_spread(globals_guide)
+
+
 class ModelGuide(PyroModule):
     """A whole guide as components: one for the global latents (:class:`GlobalGuide`, or a user's
     own module whose call samples them and whose ``median()`` gives ``{site: value}``) and one for

@@ -29,15 +29,56 @@ def ignores_engagement(channel) -> bool:
     return getattr(channel, "uses_engagement", True) is False
 
 
+_READS_OF_FEATURES = {"embedding": ("embedding",), "context": ("context",), "both": ("embedding", "context")}
+
+
+def engagement_reads(config: ModelConfig, engagement=None) -> frozenset[str]:
+    """What the engagement network g reads: ``"embedding"``, ``"context"`` (every context column)
+    and context column names. A component declares it as a class attribute ``reads`` (for example
+    ``("embedding", "position")``); without one it is what ``config.propensity_features`` feeds g."""
+    declared = getattr(engagement, "reads", None)
+    if declared is not None:
+        return frozenset((declared,) if isinstance(declared, str) else declared)
+    return frozenset(_READS_OF_FEATURES[config.propensity_features])
+
+
+def read_context_columns(reads: frozenset[str], context_names: Sequence[str]) -> tuple[str, ...]:
+    """The context columns among ``context_names`` that an engagement network reading ``reads`` sees."""
+    if "context" in reads:
+        return tuple(context_names)
+    return tuple(name for name in context_names if name in reads)
+
+
+def check_engagement_reads(engagement, config: ModelConfig, context_names: Sequence[str]) -> None:
+    """Refuse an engagement network that declares it reads what the data lack.
+
+    Raises:
+        ValueError: naming the component and each missing column.
+    """
+    reads = engagement_reads(config, engagement)
+    missing = sorted(reads - {"embedding", "context"} - set(context_names))
+    if "context" in reads and not context_names:
+        missing.append("context")
+    if missing:
+        have = ", ".join(context_names) or "none"
+        raise ValueError(
+            f"{type(engagement).__name__} declares it reads {', '.join(missing)}, but the data's context "
+            f"columns are: {have}; name them with --context-col (LogSchema.context)"
+        )
+
+
 def identifying_assumptions(
     config: ModelConfig,
     context_dim: int,
     channels: Sequence = (),
     num_users: int = 0,
     labelled_rows: int = 0,
+    engagement=None,
 ) -> list[str]:
     """The assumptions that separate f from g here; empty when nothing does. ``channels`` are
-    declarations or components; one whose value ignores engagement (a rater) pins the split."""
+    declarations or components; one whose value ignores engagement (a rater) pins the split.
+    ``engagement``: the engagement component, whose ``reads`` (:func:`engagement_reads`) says
+    whether g sees context that f does not."""
     assumptions = []
     raters = [getattr(c, "name", None) or c.spec.name for c in channels if ignores_engagement(c)]
     if raters:
@@ -45,8 +86,8 @@ def identifying_assumptions(
             f"channels whose value ignores engagement ({', '.join(raters)}): a view of the preference "
             "alone, as labels are"
         )
-    if context_dim > 0 and config.propensity_features in ("context", "both"):
-        assumptions.append(f"propensity features: g sees {context_dim} context column(s) that f does not")
+    if context_dim > 0 and engagement_reads(config, engagement) - {"embedding"}:
+        assumptions.append("engagement features: g sees context column(s) that f does not")
     if len(channels) >= 3:
         assumptions.append(
             f"{len(channels)} action channels, conditionally independent given the groups "
@@ -65,9 +106,10 @@ def warn_if_unidentified(
     channels: Sequence = (),
     num_users: int = 0,
     labelled_rows: int = 0,
+    engagement=None,
 ) -> list[str]:
     """Warn with :class:`IdentifiabilityWarning` when :func:`identifying_assumptions` is empty."""
-    assumptions = identifying_assumptions(config, context_dim, channels, num_users, labelled_rows)
+    assumptions = identifying_assumptions(config, context_dim, channels, num_users, labelled_rows, engagement)
     if not assumptions:
         warnings.warn(
             "Nothing separates the reward from the propensity: g sees only the embedding that f "

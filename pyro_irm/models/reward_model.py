@@ -29,6 +29,7 @@ from pyro_irm.models.head_posterior import HeadPosterior, NetworkPosterior
 
 FORMAT_VERSION = 2
 WEIGHTS_FILE = "weights.safetensors"
+SPREAD_PREFIX = "global_spread."  # then "<site>/<sd|q05|q95>"
 CONFIG_FILE = "reward_model.json"
 
 
@@ -42,13 +43,35 @@ class RewardModel:
         model: the fitted generative model (holds f, and g and the channel where it has them).
         method: 'implicitrm', 'naive' or 'oracle'.
         guide: the amortized stratification guide, when the fit used one.
+        global_spread: how uncertain the fit left each global latent, ``{site: {"sd", "q05",
+            "q95"}}`` (:func:`~pyro_irm.models.guides.global_spread`); empty under MAP. The point
+            estimates themselves live on the model (``model.point_values()``).
     """
 
-    def __init__(self, model: FeedbackModel, method: str, guide: StratificationGuide | None = None):
+    def __init__(
+        self,
+        model: FeedbackModel,
+        method: str,
+        guide: StratificationGuide | None = None,
+        global_spread: dict[str, dict[str, torch.Tensor]] | None = None,
+    ):
         self.model = model.eval()
         self.method = method
         self.guide = None if guide is None else guide.eval()
         self.head_posterior = None
+        self.global_spread = dict(global_spread or {})
+
+    def global_posterior(self) -> dict[str, dict[str, torch.Tensor]]:
+        """Each global latent's posterior as the fit left it: ``{site: {"median", "sd", "q05",
+        "q95"}}``, each of the site's shape; under MAP the spread is zero and the quantiles equal
+        the median."""
+        summary = {}
+        for site, median in self.model.point_values().items():
+            spread = self.global_spread.get(site)
+            if spread is None:
+                spread = {"sd": torch.zeros_like(median), "q05": median, "q95": median}
+            summary[site] = {"median": median, **spread}
+        return summary
 
     @property
     def config(self) -> ModelConfig:
@@ -260,6 +283,10 @@ class RewardModel:
 
     def to(self, device: str | torch.device) -> RewardModel:
         self.model.to(device)
+        self.global_spread = {
+            site: {stat: value.to(device) for stat, value in values.items()}
+            for site, values in self.global_spread.items()
+        }
         if self.guide is not None:
             self.guide.to(device)
         return self
@@ -276,6 +303,8 @@ class RewardModel:
         tensors = {f"model.{k}": v for k, v in self.model.state_dict().items()}
         if self.guide is not None:
             tensors.update({f"guide.{k}": v for k, v in self.guide.state_dict().items()})
+        for site, values in self.global_spread.items():
+            tensors.update({f"{SPREAD_PREFIX}{site}/{stat}": value for stat, value in values.items()})
         head = self.head_posterior
         if head is not None:
             tensors.update(head.tensors())
@@ -345,7 +374,11 @@ class RewardModel:
             described = meta.get("guide") or {"class": class_path(StratificationGuide), "settings": {}}
             guide = rebuild(described, model, base=torch.nn.Module, where=config_path)
             guide.load_state_dict(_strip(tensors, "guide."))
-        loaded = cls(model, meta["method"], guide).to(device)
+        spread: dict[str, dict[str, torch.Tensor]] = {}
+        for key, value in _strip(tensors, SPREAD_PREFIX).items():
+            site, stat = key.rsplit("/", 1)
+            spread.setdefault(site, {})[stat] = value
+        loaded = cls(model, meta["method"], guide, spread).to(device)
         if meta.get("head_method") is not None:
             kind = NetworkPosterior if meta["head_method"] == "network" else HeadPosterior
             loaded.head_posterior = kind.from_tensors(

@@ -6,6 +6,7 @@ but the networks decides which side acting goes to) or does not (an independent 
 display position: the data decide)."""
 
 import warnings
+from dataclasses import replace
 
 import pytest
 import torch
@@ -145,3 +146,85 @@ def test_the_command_line_warns_with_the_figures_and_writes_them_to_metrics_and_
     assert main(["report", str(tmp_path / "run"), "--embeddings", str(tmp_path / "e.npy")]) == 0
     text = (tmp_path / "run" / "report" / "report.md").read_text()
     assert "## Does the data decide the preference/engagement split?" in text and "**Not decided:**" in text
+
+
+class _ReadsOneColumn(torch.nn.Module):
+    """An engagement network that declares it reads the embedding and one named context column (the
+    features are the embedding, then the context, under propensity_features='both')."""
+
+    def __init__(self, in_dim, column, declared):
+        super().__init__()
+        self.in_dim, self.column, self.declared = in_dim, column, declared
+        self.reads = declared
+        self.net = torch.nn.Linear(16, 1)
+        self.slope = torch.nn.Parameter(torch.zeros(()))
+
+    def forward(self, features):
+        logit = self.net(features[:, :16])[:, 0] + self.slope * features[:, self.column]
+        return logit[:, None].expand(-1, 2)
+
+
+def _two_columns(rows=1500):
+    """``world`` with a second context column, the display position, which the embedding does not encode."""
+    data = world(rows, 0, encoded=True)
+    position = torch.randn(rows, 1, generator=torch.Generator().manual_seed(5))
+    return replace(data, context=torch.cat([data.context, position], 1), context_names=("length", "position"))
+
+
+@pytest.mark.parametrize("declared", [("embedding", "position"), ("embedding", "length")])
+def test_the_check_reads_only_the_columns_the_engagement_network_declares(declared):
+    from pyro_irm.models import ImplicitFeedbackModel
+
+    data = _two_columns()
+    config = ModelConfig(propensity_features="both")
+    column = 16 + data.context_names.index(declared[1])
+    model = ImplicitFeedbackModel(
+        16, 2, config, data.channels, propensity=_ReadsOneColumn(18, column, declared)
+    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", IdentifiabilityWarning)
+        result = fit(data, TrainConfig(max_epochs=3, progress=False), config, model=model)
+    assert set(result.identification.context_r2) == {declared[1]}
+    assert any("do not decide" in str(w.message) for w in caught) == (declared[1] == "length")
+    # the length column is encoded, the position is not: only the former can leave the split open
+    assert (result.identification.context_r2[declared[1]] > 0.9) == (declared[1] == "length")
+
+
+def test_an_engagement_network_that_reads_a_column_the_data_lack_is_refused():
+    from pyro_irm.models import ImplicitFeedbackModel
+
+    data = world(200, 0, encoded=True)
+    config = ModelConfig(propensity_features="both")
+    engagement = _ReadsOneColumn(17, 16, ("embedding", "position"))
+    model = ImplicitFeedbackModel(16, 1, config, data.channels, propensity=engagement)
+    with pytest.raises(ValueError, match=r"_ReadsOneColumn declares it reads position.*columns are: length"):
+        fit(data, TrainConfig(max_epochs=1, progress=False), config, model=model)
+
+
+def test_a_declared_context_only_engagement_counts_as_an_assumption_and_as_evidence():
+    from pyro_irm.inference.svi import _assumed
+    from pyro_irm.models.identifiability import identifying_assumptions
+
+    embedding_only = ModelConfig(propensity_features="embedding")
+    context_only = _ReadsOneColumn(17, 16, ("length",))
+    assert _assumed(embedding_only) == ()
+    assert _assumed(embedding_only, context_only) == ("engagement on the context alone",)
+    assert identifying_assumptions(embedding_only, 1) == []
+    assert identifying_assumptions(embedding_only, 1, engagement=context_only) == [
+        "engagement features: g sees context column(s) that f does not"
+    ]
+
+
+def test_the_context_penalty_decorrelates_the_reward_from_the_context_and_is_an_assumption(encoded):
+    def follows_context(result):
+        scores = result.reward_model.score(encoded.embeddings)
+        return torch.corrcoef(torch.stack([scores, encoded.context[:, 0]]))[0, 1].abs().item()
+
+    default, _ = _fit(encoded)
+    penalized, warned = _fit(encoded, reward_context_penalty=10.0)
+    assert follows_context(penalized) < 0.1 < follows_context(default)
+    assert penalized.identification.assumed == ("the reward decorrelated from the context (weight 10)",)
+    assert not any("do not decide" in m for m in warned)
+    with pytest.raises(ValueError, match="reward_context_penalty.*--context-col"):
+        fit(replace(encoded, context=None, context_names=None), TrainConfig(max_epochs=1, progress=False),
+            ModelConfig(reward_context_penalty=1.0))  # fmt: skip
