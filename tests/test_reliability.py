@@ -1155,3 +1155,31 @@ def test_a_worker_dies_with_its_launcher_when_the_launcher_is_killed(tmp_path):
         time.sleep(0.05)
     os.kill(child, signal.SIGKILL)
     raise AssertionError("the worker outlived its killed launcher")
+
+
+def test_scoring_needs_no_context_column_but_groups_do(tmp_path, capsys):
+    """The reward never reads the context: ``score`` reads a log without the run's context column;
+    ``score --groups`` (the engagement side needs it) names the missing column."""
+    rng = np.random.default_rng(1)
+    rows = [{"prompt": f"p{i // 2}", "response": f"r{i}", "action": int(rng.random() < 0.4),
+             "position": int(rng.integers(1, 5))} for i in range(80)]  # fmt: skip
+    write_records(tmp_path / "log.jsonl", rows)
+    write_records(tmp_path / "bare.jsonl", [{k: v for k, v in r.items() if k != "position"} for r in rows])
+    embeddings = tmp_path / "log.npy"
+    np.save(embeddings, rng.normal(size=(len(rows), 6)).astype(np.float32))
+    run = tmp_path / "run"
+    assert main(["fit", str(tmp_path / "log.jsonl"), "--embeddings", str(embeddings), "--out", str(run),
+                 "--context-col", "position", "--max-epochs", "2", "--quiet"]) == 0  # fmt: skip
+    scored = {}
+    for name in ("log", "bare"):
+        out = tmp_path / f"{name}.scores.jsonl"
+        code = main(["score", str(run), str(tmp_path / f"{name}.jsonl"), "--embeddings", str(embeddings),
+                     "--out", str(out), "--quiet"])  # fmt: skip
+        assert code == 0, capsys.readouterr().err
+        scored[name] = [json.loads(line)["reward"] for line in out.read_text().splitlines()]
+    assert scored["bare"] == scored["log"]
+    capsys.readouterr()
+    code = main(["score", str(run), str(tmp_path / "bare.jsonl"), "--embeddings", str(embeddings),
+                 "--groups", "--out", str(tmp_path / "groups.jsonl"), "--quiet"])  # fmt: skip
+    assert code == 2 and "position" in capsys.readouterr().err
+    assert not (tmp_path / "groups.jsonl").exists()

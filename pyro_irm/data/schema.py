@@ -215,6 +215,8 @@ class LogSchema:
         default=(),
         metadata={
             "flag": "--context-col",
+            # read with the actions: the reward never reads the context, so scoring does not need it
+            "part": "actions",
             "help": "numeric context column (display position, ...) that drives propensity only; repeatable",
         },
     )
