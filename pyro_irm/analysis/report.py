@@ -84,9 +84,9 @@ def _identification(check: dict) -> str:
         verdict = "The context carries enough of its own variation to decide the split."
     else:
         verdict = (
-            "**Not decided:** the fit chose a side by accident; see the warning's remedies (a second "
-            "channel, a few labels, --propensity-features context, --erase-context-from-reward, "
-            "--engagement-prior-weight)."
+            "**Not decided:** the fit chose a side by accident; see the warning's remedies and their "
+            "measured effects (a second channel; --propensity-features context with "
+            "--engagement-prior-weight 1; a few labels)."
         )
     return f"On {check['rows']:,} held-out rows.\n\n{table}\n{verdict}\n"
 

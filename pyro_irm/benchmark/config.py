@@ -120,6 +120,8 @@ ONE_CHANNEL_VARIANTS = (
     "implicitrm_context_only",
     "implicitrm_erase",
     "implicitrm_prior",
+    "implicitrm_context_prior",
+    "implicitrm_decorrelate",
     "implicitrm_labels",
     "oracle",
 )
@@ -128,6 +130,8 @@ REMEDY_SETTINGS = {
     "implicitrm_context_only": {"propensity_features": "context"},
     "implicitrm_erase": {"erase_context_from_reward": True},
     "implicitrm_prior": {"engagement_prior_weight": 1.0},
+    "implicitrm_context_prior": {"propensity_features": "context", "engagement_prior_weight": 1.0},
+    "implicitrm_decorrelate": {"reward_context_penalty": 1.0},
 }
 # The model settings of every variant that changes them: the remedies, and the users' spread learned.
 VARIANT_MODEL_SETTINGS = {**REMEDY_SETTINGS, "implicitrm_users_spread": {"learn_user_scale": True}}

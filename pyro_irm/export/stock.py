@@ -132,7 +132,8 @@ def export_stock(
         tokenizer.add_special_tokens({"pad_token": pad_token})
     else:
         tokenizer.pad_token = pad_token
-    tokenizer.padding_side = "right"
+    # init_kwargs too: a tokenizer class whose default pads on the left (Gemma's) saves it otherwise
+    tokenizer.padding_side = tokenizer.init_kwargs["padding_side"] = "right"
     tokenizer.model_max_length = encoder_config.max_length
     if encoder_config.text_mode == "chat":
         # Rows end at the end-of-turn token, as a rollout does; a long one keeps its end.

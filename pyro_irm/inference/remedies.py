@@ -1,6 +1,6 @@
 """Remedies for a split that the data do not decide (:mod:`pyro_irm.inference.identification`).
 
-Two of them act on the fit, each a :class:`~pyro_irm.models.config.ModelConfig` option:
+Three of them act on the fit, each a :class:`~pyro_irm.models.config.ModelConfig` option:
 
 * **Erasing the context from the reward's input** (``erase_context_from_reward``): the reward
   network reads ``e P``, where ``P`` projects out the directions of the embedding along which a
@@ -14,7 +14,13 @@ Two of them act on the fit, each a :class:`~pyro_irm.models.config.ModelConfig` 
   (a logistic regression), relative to its highest value, to ``engagement_prior_power`` (0.5: Rel-MF's
   popularity ** 0.5). It shapes training only; the held-out score stays the likelihood.
 
-The third, engagement on the context alone, is ``propensity_features='context'``.
+* **The reward decorrelated from the context** (``reward_context_penalty``): a penalty ``weight *
+  mean_j corr(f(e), c_j)^2`` within each minibatch, the conditional-independence assumption that
+  quality does not follow the context. It shapes training only.
+
+The fourth, engagement on the context alone, is ``propensity_features='context'``. Which of them help,
+and by how much, is measured in BENCHMARKS.md ("One channel and a context column"); the warning
+(:data:`pyro_irm.inference.identification.REMEDIES`) names only those that did.
 """
 
 from __future__ import annotations

@@ -65,6 +65,7 @@ print(json.dumps({
     "class": type(model).__name__,
     "pad_token_id": model.config.pad_token_id,
     "tokens_per_row": tokens["attention_mask"].sum(1).tolist(),
+    "padding_side": tokenizer.padding_side,
     "mean": model.config.mean, "std": model.config.std,
     "pyro_irm_imported": any(name.startswith("pyro_irm") for name in sys.modules),
 }))
@@ -101,6 +102,26 @@ def test_a_linear_head_exports_as_a_stock_classifier_that_reproduces_score(tiny_
     np.testing.assert_allclose(loaded["logits"], scores, atol=1e-4)
     stats = json.loads((tmp_path / "run" / "run.json").read_text())["reward_stats"]
     assert loaded["mean"] == pytest.approx(stats["mean"]) and loaded["std"] == pytest.approx(stats["std"])
+
+
+@pytest.mark.slow
+def test_a_backbone_whose_tokenizer_pads_on_the_left_exports_one_that_pads_on_the_right(
+    tiny_decoder_factory, tmp_path, without_pyro_irm
+):
+    """Gemma's tokenizer class pads on the left by default; the export's README says it pads on the
+    right, and the saved tokenizer must say so too, or a reader padding a batch reads another layout."""
+    backbone = tiny_decoder_factory(tmp_path / "left", "llama")
+    settings = json.loads((backbone / "tokenizer_config.json").read_text())
+    # Gemma's tokenizer class, whose default side is the left (it reads the same tokenizer.json)
+    (backbone / "tokenizer_config.json").write_text(
+        json.dumps({**settings, "tokenizer_class": "GemmaTokenizer"})
+    )
+    scores = _fit(tmp_path, backbone)
+    assert main(["export", str(tmp_path / "run"), "--out", str(tmp_path / "export"), "--format", "stock",
+                 "--quiet"]) == 0  # fmt: skip
+    loaded = _load_stock(tmp_path / "export", tmp_path / "rows.jsonl", tmp_path, without_pyro_irm)
+    assert loaded["padding_side"] == "right"
+    np.testing.assert_allclose(loaded["logits"], scores, atol=1e-4)
 
 
 @pytest.mark.slow

@@ -65,8 +65,11 @@ def test_a_context_the_embedding_encodes_is_found_out_with_numbers_and_remedies(
     message = next(m for m in warned if "do not decide" in m)
     assert "length (R^2 0.9" in message and "nats per row of its own" in message
     for remedy in ("--negative-action-col", "--fit-labels", "--propensity-features context",
-                   "--erase-context-from-reward", "--engagement-prior-weight"):  # fmt: skip
+                   "--engagement-prior-weight"):  # fmt: skip
         assert remedy in message
+    # each named with its measured effect; those measured not to help are not named
+    assert message.count("AUC") >= len(check.remedies) and "length bias" in message
+    assert "--erase-context-from-reward" not in message and "--reward-context-penalty" not in message
 
 
 def test_a_context_of_its_own_decides_the_split_and_does_not_warn():
