@@ -319,7 +319,8 @@ def _check_fit(
         )
     engagement = model.propensity if isinstance(model, ImplicitFeedbackModel) else None
     if engagement is not None:
-        check_engagement_reads(engagement, model_config, data.context_names or ())
+        names = data.context_names or tuple(f"context_{k}" for k in range(data.context_dim))
+        check_engagement_reads(engagement, model_config, names)
     if estimator.latent_groups and data.setting == "implicit":  # a logged o identifies by itself
         warn_if_unidentified(
             model_config,

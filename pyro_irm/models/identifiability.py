@@ -50,11 +50,14 @@ def read_context_columns(reads: frozenset[str], context_names: Sequence[str]) ->
 
 
 def check_engagement_reads(engagement, config: ModelConfig, context_names: Sequence[str]) -> None:
-    """Refuse an engagement network that declares it reads what the data lack.
+    """Refuse an engagement network that declares (``reads``) it reads what the data lack; one that
+    declares nothing reads what ``propensity_features`` gives it, checked where g is built.
 
     Raises:
         ValueError: naming the component and each missing column.
     """
+    if getattr(engagement, "reads", None) is None:
+        return
     reads = engagement_reads(config, engagement)
     missing = sorted(reads - {"embedding", "context"} - set(context_names))
     if "context" in reads and not context_names:
