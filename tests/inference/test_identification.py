@@ -231,3 +231,13 @@ def test_the_context_penalty_decorrelates_the_reward_from_the_context_and_is_an_
     with pytest.raises(ValueError, match="reward_context_penalty.*--context-col"):
         fit(replace(encoded, context=None, context_names=None), TrainConfig(max_epochs=1, progress=False),
             ModelConfig(reward_context_penalty=1.0))  # fmt: skip
+
+
+def test_a_model_whose_engagement_declares_nothing_fits_unnamed_context_columns():
+    from pyro_irm.models import ImplicitFeedbackModel
+
+    data = replace(world(300, 0, encoded=False), context_names=None)
+    config = ModelConfig(propensity_features="both")
+    model = ImplicitFeedbackModel(16, 1, config, data.channels)
+    result = fit(data, TrainConfig(max_epochs=1, progress=False), config, model=model)
+    assert set(result.identification.context_r2) == {"context_0"}
