@@ -275,6 +275,11 @@ class FeedbackData:
         return names.index(name)
 
     @property
+    def context_columns(self) -> tuple[str, ...]:
+        """The ``C`` context columns' names: ``context_names``, or ``context_0``, ... where unnamed."""
+        return self.context_names or tuple(f"context_{k}" for k in range(self.context_dim))
+
+    @property
     def embedding_dim(self) -> int:
         return self.embeddings.shape[1]
 

@@ -134,7 +134,7 @@ def check_identification(
     where it does not apply (no context, no held-out rows, or g does not read the context)."""
     if data.context is None or not len(validation_index):
         return None
-    all_names = data.context_names or tuple(f"context_{k}" for k in range(data.context_dim))
+    all_names = data.context_columns
     names = _read_columns(model, all_names)
     if not names:  # g reads no context: nothing of it can pin the split
         return None

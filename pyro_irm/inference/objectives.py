@@ -40,7 +40,8 @@ class _RowsObjective(nn.Module):
         self.guide = guide
         self.rows = rows
         self.num_train_rows = num_train_rows or len(rows)
-        # A training-only penalty on rows (an engagement prior, inference.remedies), or None.
+        # A training-only penalty on rows (inference.remedies: an engagement prior, the reward
+        # decorrelated from the context), or None.
         self.penalty: nn.Module | None = None
 
     def _penalty(self, batch: torch.Tensor) -> torch.Tensor | None:

@@ -209,7 +209,7 @@ def _remedy_penalties(plan: _Plan, config: TrainConfig, model, actions, device):
         )
     if model_config.reward_context_penalty > 0:
         penalties.append(RewardContextPenalty(model, model_config.reward_context_penalty, data))
-    return None if not penalties else penalties[0] if len(penalties) == 1 else Penalties(*penalties)
+    return Penalties(*penalties) if penalties else None
 
 
 def _train(plan: _Plan, config: TrainConfig, estimator_config, model, guide, fabric):
@@ -319,8 +319,7 @@ def _check_fit(
         )
     engagement = model.propensity if isinstance(model, ImplicitFeedbackModel) else None
     if engagement is not None:
-        names = data.context_names or tuple(f"context_{k}" for k in range(data.context_dim))
-        check_engagement_reads(engagement, model_config, names)
+        check_engagement_reads(engagement, model_config, data.context_columns)
     if estimator.latent_groups and data.setting == "implicit":  # a logged o identifies by itself
         warn_if_unidentified(
             model_config,
